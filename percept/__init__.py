@@ -1,0 +1,6 @@
+"""Percept KNN: model how people perceive streets from survey ratings and CLIP vectors."""
+
+from percept.errors import PerceptError
+
+__version__ = "0.1.0"
+__all__ = ["PerceptError", "__version__"]

@@ -1,0 +1,112 @@
+"""Read and write embeddings in clip-retrieval's layout.
+
+``DIR/img_emb/img_emb_N.npy`` (float16 rows) beside ``DIR/metadata/metadata_N.parquet``
+(first column ``image_path``); text embeddings use ``text_emb/text_emb_N.npy`` and
+the metadata column ``caption``. Parts are read in numeric order of N.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow
+import pyarrow.parquet as pq
+
+from percept.atomic import atomic_path
+from percept.errors import PerceptError
+
+KINDS = {"img": "image_path", "text": "caption"}
+
+
+@dataclass
+class Embeddings:
+    """Rows of vectors and, for each, the metadata column naming it (image path or caption)."""
+
+    names: list[str]
+    vectors: np.ndarray
+    metadata: pd.DataFrame
+
+
+def default_embeddings_dir(model: str) -> str:
+    """The original tool's default: ``embeddings-`` + the model name with ``/`` replaced by ``_``."""
+    return "embeddings-" + model.replace("/", "_")
+
+
+def part_paths(root: str | Path, kind: str = "img") -> list[tuple[Path, Path]]:
+    """(vectors, metadata) file pairs of every part, in numeric order."""
+    root = Path(root)
+    pattern = re.compile(rf"^{kind}_emb_(\d+)\.npy$")
+    found = []
+    folder = root / f"{kind}_emb"
+    if folder.is_dir():
+        for path in folder.iterdir():
+            match = pattern.match(path.name)
+            if match:
+                found.append((int(match.group(1)), path))
+    return [(p, root / "metadata" / f"metadata_{n}.parquet") for n, p in sorted(found)]
+
+
+def has_embeddings(root: str | Path, kind: str = "img") -> bool:
+    return bool(part_paths(root, kind))
+
+
+def read_embeddings(root: str | Path, kind: str = "img") -> Embeddings:
+    """Read every part of a clip-retrieval embeddings folder, checking rows against metadata."""
+    root = Path(root)
+    parts = part_paths(root, kind)
+    if not parts:
+        raise PerceptError(f"no embeddings in {root}: expected {root}/{kind}_emb/{kind}_emb_0.npy and "
+                           f"{root}/metadata/metadata_0.parquet (give --images-dir to encode images)")
+    column = KINDS[kind]
+    vectors, frames = [], []
+    for vec_path, meta_path in parts:
+        part_vectors = _load_npy(vec_path)
+        meta = _load_parquet(meta_path, column)
+        if len(part_vectors) != len(meta):
+            raise PerceptError(f"{vec_path} has {len(part_vectors)} rows but {meta_path} has {len(meta)}: "
+                               "the embeddings are incomplete, re-encode them (--skip-cache)")
+        vectors.append(part_vectors)
+        frames.append(meta)
+    metadata = pd.concat(frames, ignore_index=True)
+    dims = {v.shape[1] for v in vectors if v.ndim == 2}
+    if len(dims) > 1:
+        raise PerceptError(f"embedding parts in {root} have different dimensions {sorted(dims)}: re-encode them")
+    return Embeddings(metadata[column].astype(str).tolist(), np.concatenate(vectors), metadata)
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise PerceptError(f"cannot read embeddings file {path} ({exc}): re-encode the images") from None
+    if array.ndim != 2:
+        raise PerceptError(f"{path} holds an array of shape {array.shape}, not rows of vectors: re-encode")
+    return np.asarray(array)
+
+
+def _load_parquet(path: Path, column: str) -> pd.DataFrame:
+    if not path.exists():
+        raise PerceptError(f"metadata file {path} is missing: the embeddings are incomplete, re-encode them")
+    try:
+        frame = pq.read_table(path).to_pandas()
+    except (OSError, pyarrow.ArrowException) as exc:
+        raise PerceptError(f"cannot read metadata file {path} ({exc}): re-encode the images") from None
+    if column not in frame.columns:
+        raise PerceptError(f"metadata file {path} has no {column!r} column: is this a clip-retrieval output?")
+    return frame
+
+
+def write_part(root: str | Path, kind: str, index: int, vectors: np.ndarray, metadata: pd.DataFrame) -> None:
+    """Write one part atomically: metadata first, then vectors (a part counts once its vectors exist)."""
+    root = Path(root)
+    if KINDS[kind] not in metadata.columns:
+        raise ValueError(f"metadata for {kind} embeddings needs a {KINDS[kind]!r} column")
+    with atomic_path(root / "metadata" / f"metadata_{index}.parquet") as tmp:
+        metadata.to_parquet(tmp, index=False)
+    with atomic_path(root / f"{kind}_emb" / f"{kind}_emb_{index}.npy") as tmp:
+        with open(tmp, "wb") as handle:
+            np.save(handle, np.asarray(vectors, dtype=np.float16))

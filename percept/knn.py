@@ -1,0 +1,132 @@
+"""The model: similarity-weighted mean of the scores of the K most similar rated vectors.
+
+Neighbour search is exact. Candidates are found with a float32 matrix product
+and a partial selection per block of queries (memory stays bounded, no full
+sort); the candidates are then re-ranked with float64 similarities so results
+equal a float64 brute-force search. Training samples may share vectors (one
+image rated many times): similarities are computed once per distinct vector.
+Ties are broken by training order, the earlier sample first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from percept.errors import PerceptError
+from percept.weighting import DEFAULT_WEIGHTING, check_weighting, neighbour_weights
+
+#: Extra candidates kept from the float32 pass so float64 re-ranking stays exact.
+RERANK_MARGIN = 16
+#: Queries per block: bounds the similarity block to BLOCK x distinct training vectors.
+DEFAULT_BLOCK = 512
+#: Queries re-ranked at once: bounds the gathered float64 candidates to ROWS x candidates x dim.
+RERANK_ROWS = 64
+
+
+def l2_normalise(vectors: np.ndarray, dtype=np.float64) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero)."""
+    out = np.asarray(vectors, dtype=dtype)
+    norms = np.linalg.norm(out, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return out / norms
+
+
+@dataclass(frozen=True)
+class Neighbours:
+    """The K nearest training samples of each query, most similar first."""
+
+    index: np.ndarray  # (m, K) positions in the training samples
+    similarity: np.ndarray  # (m, K) float64 cosine similarities
+
+
+class KNNRegressor:
+    """K-nearest-neighbour regression on unit vectors with cosine similarity.
+
+    ``fit(vectors, scores, rows)``: ``vectors`` holds distinct unit vectors,
+    ``rows[j]`` names the vector of training sample j (default: one sample per
+    row) and ``scores[j]`` its score.
+    """
+
+    def __init__(self, k: int = 10, weighting: str = DEFAULT_WEIGHTING, block_size: int = DEFAULT_BLOCK):
+        if int(k) < 1:
+            raise PerceptError(f"K must be a positive integer, got {k}")
+        self.k = int(k)
+        self.weighting = check_weighting(weighting)
+        self.block_size = int(block_size)
+
+    def fit(self, vectors: np.ndarray, scores: np.ndarray, rows: np.ndarray | None = None) -> "KNNRegressor":
+        vectors = np.asarray(vectors)
+        scores = np.asarray(scores, dtype=np.float64)
+        rows = np.arange(len(vectors)) if rows is None else np.asarray(rows, dtype=np.int64)
+        if len(rows) != len(scores):
+            raise PerceptError(f"{len(rows)} training rows but {len(scores)} scores")
+        if len(scores) == 0:
+            raise PerceptError("cannot fit a KNN model on zero training samples")
+        distinct, sample_vector = np.unique(rows, return_inverse=True)
+        self.vectors64_ = np.asarray(vectors[distinct], dtype=np.float64)
+        self.vectors32_ = self.vectors64_.astype(np.float32)
+        self.scores_ = scores
+        # Samples grouped by distinct vector, each group in training order.
+        order = np.argsort(sample_vector, kind="stable")
+        counts = np.bincount(sample_vector, minlength=len(distinct))
+        starts = np.concatenate([[0], np.cumsum(counts)])
+        width = int(counts.max())
+        members = np.full((len(distinct), width), -1, dtype=np.int64)
+        offsets = np.arange(len(order)) - np.repeat(starts[:-1], counts)
+        members[sample_vector[order], offsets] = order
+        self.members_ = members  # (distinct, width) sample positions, -1 padded
+        return self
+
+    @property
+    def n_samples(self) -> int:
+        return len(self.scores_)
+
+    def kneighbors(self, queries: np.ndarray, k: int | None = None) -> Neighbours:
+        """The ``min(k, n_samples)`` nearest training samples of each query vector."""
+        k = min(self.k if k is None else int(k), self.n_samples)
+        queries = np.asarray(queries, dtype=np.float64)
+        index = np.empty((len(queries), k), dtype=np.int64)
+        sims = np.empty((len(queries), k), dtype=np.float64)
+        for start in range(0, len(queries), self.block_size):
+            stop = start + self.block_size
+            index[start:stop], sims[start:stop] = self._block_neighbours(queries[start:stop], k)
+        return Neighbours(index, sims)
+
+    def predict(self, queries: np.ndarray, k: int | None = None) -> np.ndarray:
+        """Predicted score of each query vector."""
+        k = self.k if k is None else k
+        return self.predict_many(queries, [k])[k]
+
+    def predict_many(self, queries: np.ndarray, ks: list[int]) -> dict[int, np.ndarray]:
+        """Predictions for several K from one neighbour search with the largest K."""
+        found = self.kneighbors(queries, max(ks))
+        return {k: self.predict_from(found, k) for k in ks}
+
+    def predict_from(self, found: Neighbours, k: int) -> np.ndarray:
+        """Weighted mean score over the first K of already found neighbours."""
+        k = min(k, found.index.shape[1])
+        weights = neighbour_weights(found.similarity[:, :k], self.weighting)
+        return np.sum(weights * self.scores_[found.index[:, :k]], axis=1)
+
+    def _block_neighbours(self, block: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        n_distinct = len(self.vectors32_)
+        n_cand = min(k + RERANK_MARGIN, n_distinct)
+        approx = block.astype(np.float32) @ self.vectors32_.T
+        if n_cand < n_distinct:
+            cand = np.argpartition(-approx, n_cand - 1, axis=1)[:, :n_cand]
+        else:
+            cand = np.broadcast_to(np.arange(n_distinct), (len(block), n_distinct))
+        del approx
+        exact = np.empty(cand.shape, dtype=np.float64)
+        for sub in range(0, len(block), RERANK_ROWS):
+            part = slice(sub, sub + RERANK_ROWS)
+            exact[part] = np.einsum("md,mcd->mc", block[part], self.vectors64_[cand[part]])
+        # Expand each candidate vector to its samples; padding sorts last.
+        samples = self.members_[cand].reshape(len(block), -1)
+        sample_sims = np.repeat(exact, self.members_.shape[1], axis=1)
+        sample_sims[samples < 0] = -np.inf
+        tiebreak = np.where(samples < 0, np.iinfo(np.int64).max, samples)
+        order = np.lexsort((tiebreak, -sample_sims), axis=1)[:, :k]
+        return np.take_along_axis(samples, order, axis=1), np.take_along_axis(sample_sims, order, axis=1)
