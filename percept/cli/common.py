@@ -1,0 +1,51 @@
+"""What every command-line tool shares: one-line errors with exit status 2, and argument types."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable
+
+from percept.errors import PerceptError
+
+USAGE_ERROR = 2
+
+
+def report_errors(main: Callable[[], int | None]) -> int:
+    """Run ``main``; turn a PerceptError into one ``error:`` line on stderr and exit status 2."""
+    try:
+        return int(main() or 0)
+    except PerceptError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return USAGE_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports bad flags as one line and exit status 2 (no usage dump on stderr noise)."""
+
+    def error(self, message: str):  # noqa: D401 - argparse hook
+        self.exit(USAGE_ERROR, f"error: {self.prog}: {message} (see --help)\n")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return value
+
+
+def k_list(text: str) -> list[int]:
+    """``10`` or ``5,10,20`` → a list of positive K values."""
+    try:
+        values = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"K must be a positive whole number or a comma list of them, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"K must be at least 1, got {text!r}")
+    return values
