@@ -71,3 +71,66 @@ def regression_metrics(observed: np.ndarray, predicted: np.ndarray) -> tuple[flo
     mse = float(mean_squared_error(observed, predicted))
     r2 = float(r2_score(observed, predicted)) if len(observed) > 1 else float("nan")
     return mse, r2
+
+
+@dataclass(frozen=True)
+class HoldoutResult:
+    """Metrics of one category and K on one train/test split."""
+
+    category: str
+    k: int
+    split: Split
+    mse: float
+    r2: float
+    observed: np.ndarray
+    predicted: np.ndarray
+
+
+def holdout_evaluation(vectors: np.ndarray, samples: dict, ks: list[int], fraction: float = 0.8,
+                       rng: random.Random | None = None, stratified: bool = False,
+                       weighting: str = "softmax10**", warn=lambda message: None,
+                       check: bool = False) -> list[HoldoutResult]:
+    """The original tool's evaluation: per category one split, then KNN for every K.
+
+    ``samples`` maps category → Samples (rows into ``vectors``, scores); categories are
+    evaluated in the order given, sharing ``rng``. Empty categories, and splits that leave
+    no training or test sample, are skipped with a warning.
+    """
+    from percept.knn import KNNRegressor
+
+    results = []
+    for category, part in samples.items():
+        if len(part) == 0:
+            warn(f"category {category} has no samples after filtering: skipped")
+            continue
+        split = (stratified_split(part.scores, fraction, rng) if stratified
+                 else plain_split(len(part), fraction, rng))
+        if len(split.train) == 0 or len(split.test) == 0:
+            warn(f"category {category}: {len(part)} samples leave an empty training or test set: skipped")
+            continue
+        if max(ks) > len(split.train):
+            warn(f"category {category}: K={max(ks)} exceeds the {len(split.train)} training samples; "
+                 "all training samples are used")
+        model = KNNRegressor(k=max(ks), weighting=weighting).fit(vectors, part.scores[split.train],
+                                                                 part.rows[split.train])
+        test_rows = part.rows[split.test]
+        distinct, inverse = np.unique(test_rows, return_inverse=True)
+        found = model.kneighbors(vectors[distinct], max(ks))
+        if check:
+            _check_consistency(split, found, len(part))
+        observed = part.scores[split.test]
+        for k in ks:
+            predicted = model.predict_from(found, k)[inverse]
+            mse, r2 = regression_metrics(observed, predicted)
+            results.append(HoldoutResult(category, k, split, mse, r2, observed, predicted))
+    return results
+
+
+def _check_consistency(split: Split, found, n: int) -> None:
+    """The --extra-assertions checks: disjoint, in-range split and sorted neighbours."""
+    assert len(np.intersect1d(split.train, split.test)) == 0, "train and test overlap"
+    assert np.all((split.train >= 0) & (split.train < n)), "train index out of range"
+    assert len(set(split.train.tolist())) == len(split.train), "repeated train index"
+    assert found.index.shape == found.similarity.shape, "neighbour arrays disagree in shape"
+    assert np.all(np.diff(found.similarity, axis=1) <= 1e-12), "neighbours not sorted by similarity"
+    assert np.all(found.similarity <= 1 + 1e-9), "similarity above 1: vectors not normalised"

@@ -2,7 +2,8 @@
 
 The layout is the original tool's (and the published Amsterdam model's):
 ``<category>_vecs`` (n x dim float64) and ``<category>_scores`` (n). Our files
-add ``percept_settings``, a JSON string with the CLIP model, K, weighting and
+add ``percept_settings``, UTF-8 JSON bytes (a uint8 array, so every array in the
+file stays numeric) with the CLIP model, K, weighting and
 environmental options, so a model is never used with the wrong encoder.
 Files without it load too; the caller must then name the CLIP model.
 """
@@ -63,7 +64,8 @@ def save_model(path: str | Path, vectors: dict[str, np.ndarray], scores: dict[st
         arrays[f"{category}_scores"] = np.asarray(scores[category], dtype=np.float64)
         arrays[f"{category}_vecs"] = np.asarray(vectors[category], dtype=np.float64)
     if settings is not None:
-        arrays[SETTINGS_KEY] = np.array(json.dumps(asdict(settings), sort_keys=True))
+        text = json.dumps(asdict(settings), sort_keys=True)
+        arrays[SETTINGS_KEY] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:
             np.savez_compressed(handle, **arrays)
@@ -90,5 +92,8 @@ def load_model(path: str | Path) -> ExportedModel:
         raise PerceptError(f"{path} holds no <category>_vecs/<category>_scores arrays: is it a Percept model?")
     settings = None
     if SETTINGS_KEY in arrays:
-        settings = ModelSettings(**json.loads(str(arrays[SETTINGS_KEY])))
+        try:
+            settings = ModelSettings(**json.loads(arrays[SETTINGS_KEY].astype(np.uint8).tobytes()))
+        except (ValueError, TypeError) as exc:
+            raise PerceptError(f"{path}: unreadable {SETTINGS_KEY} ({exc}): re-export the model") from None
     return ExportedModel(vectors, scores, settings)

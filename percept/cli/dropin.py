@@ -1,0 +1,95 @@
+"""``clip_retrieval_knn``: the drop-in replacement for the original research script.
+
+Same flags, same printed lines, same results log and export; clear one-line
+errors instead of tracebacks.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+
+from percept.categories import CATEGORIES
+from percept.cli.common import ArgumentParser, k_list, report_errors
+from percept.dataset import add_data_arguments, load_dataset
+from percept.errors import PerceptError
+from percept.evaluation import check_training_split, holdout_evaluation
+from percept.model_io import ModelSettings, save_model
+from percept.results_log import append_rows, log_row, randomness_label
+from percept.weighting import DEFAULT_WEIGHTING, check_weighting
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="clip_retrieval_knn", description="K-nearest neighbour on CLIP encoded vectors")
+    add_data_arguments(parser)
+    parser.add_argument("-k", type=k_list, default=[10], metavar="K",
+                        help="Value of K (number of nearest neighbours to include in cluster) "
+                             "or comma-separated list of k-values to try.")
+    parser.add_argument("--training-split", type=float, default=0.8, metavar="FLOAT",
+                        help="Portion of data to use for 'training', value between 0 and 1 (default: 0.8)")
+    parser.add_argument("--randomize", action="store_true",
+                        help="Randomly shuffle the data before splitting into training and testing sets.")
+    parser.add_argument("--random-seed", type=int, default=0, metavar="INT", help="Seed for random number generator.")
+    parser.add_argument("--stratified", action="store_true", help="Use stratified sampling (stratified by rating).")
+    parser.add_argument("--results-log", "-L", metavar="FILENAME", help="Append the results to this file (CSV format)")
+    parser.add_argument("--normalization-method", metavar="METHOD", default=DEFAULT_WEIGHTING,
+                        help="softmax10** (default), softmax, divbysum, softmax**8 or fixed")
+    parser.add_argument("--extra-assertions", action="store_true",
+                        help="Run additional assertions for testing purposes.")
+    parser.add_argument("--export", metavar="FILENAME",
+                        help="Instead of running KNN, export numpy arrays with CLIP vectors and scores to the given file.")
+    return parser
+
+
+def check_arguments(args) -> None:
+    """Flag combinations and values that the parser alone cannot check."""
+    check_training_split(args.training_split)
+    check_weighting(args.normalization_method)
+    if args.read_only and (args.results_log or args.export):
+        raise PerceptError("--read-only writes nothing to disk, so it cannot be combined with "
+                           "--results-log or --export: drop one of them")
+
+
+def run(args) -> int:
+    check_arguments(args)
+    say = (lambda message: None) if args.quiet else (lambda message: print(message, file=sys.stderr))
+    data = load_dataset(args, say)
+    if all(len(s) == 0 for s in data.samples.values()):
+        raise PerceptError("no category has any sample after filtering: relax the demographic filters "
+                           "or check that the survey holds ratings for these images")
+    if args.export:
+        export(args, data, say)
+        return 0
+    rng = random.Random(args.random_seed)
+    results = holdout_evaluation(data.vectors, {c: data.samples[c] for c in CATEGORIES}, args.k,
+                                 args.training_split, rng if args.randomize else None, args.stratified,
+                                 args.normalization_method, say, args.extra_assertions)
+    for result in results:
+        print(f"category = {result.category}; k = {result.k}; mse = {result.mse:.5f}; r2  = {result.r2:.5f}",
+              flush=True)
+    if args.results_log:
+        randomness = randomness_label(args.randomize, args.random_seed)
+        append_rows(args.results_log, [log_row(r, args.clip_model, randomness, args.stratified,
+                                               args.normalization_method, data.environment) for r in results])
+    return 0
+
+
+def export(args, data, say) -> None:
+    """Write every sample's vector and score per category (no split, no KNN)."""
+    vectors = {c: data.vectors[s.rows] for c, s in data.samples.items()}
+    scores = {c: s.scores for c, s in data.samples.items()}
+    environmental = args.environmental_method if args.environmental else None
+    settings = ModelSettings(clip_model=args.clip_model, k=max(args.k), weighting=args.normalization_method,
+                             environmental_method=environmental,
+                             prompt_style=args.prompt_style if args.environmental else None)
+    save_model(args.export, vectors, scores, settings)
+    say(f"exported {sum(len(s) for s in scores.values())} samples of {len(scores)} categories to {args.export}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return report_errors(lambda: run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

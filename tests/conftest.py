@@ -1,0 +1,46 @@
+"""Shared fixtures: the reference survey and a runner for the command-line tools."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+REFERENCE = Path(__file__).resolve().parent / "reference"
+
+
+@pytest.fixture
+def reference_dir() -> Path:
+    """The original tool's reference outputs and the survey they were made from (read-only)."""
+    return REFERENCE
+
+
+@pytest.fixture
+def survey_copy(tmp_path: Path) -> Path:
+    """A writable copy of the reference survey, with the stand-in clip-retrieval on PATH."""
+    target = tmp_path / "survey"
+    shutil.copytree(REFERENCE / "survey", target)
+    return target
+
+
+def tool_env(extra_path: list[Path] = ()) -> dict:
+    """Environment for running our console scripts (venv bin first, optional extra folders)."""
+    env = dict(os.environ)
+    folders = [str(p) for p in extra_path] + [str(Path(sys.executable).parent), env.get("PATH", "")]
+    env["PATH"] = os.pathsep.join(folders)
+    return env
+
+
+@pytest.fixture
+def run_tool():
+    """Run a console script in a folder; returns the CompletedProcess (text mode)."""
+
+    def run(args: list[str], cwd: Path, path: list[Path] = ()) -> subprocess.CompletedProcess:
+        return subprocess.run(args, cwd=cwd, env=tool_env(path), capture_output=True, text=True, timeout=600)
+
+    return run
