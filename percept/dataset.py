@@ -97,12 +97,12 @@ def load_dataset(args: argparse.Namespace, log: Log = print) -> Dataset:
         log(f"warning: {survey.duplicates} survey features repeat an image name; the last one is used")
     embeddings = obtain_embeddings(args, log)
     matched, unmatched = match_features(embeddings.names, survey)
-    if unmatched:
-        log(f"skipped {len(unmatched)} embedding rows with no survey feature (first: {unmatched[0]})")
     keep = np.array([m is not None for m in matched], dtype=bool)
     if not keep.any():
         raise PerceptError(f"no embedding row matches an image of {args.geojson}: embeddings and survey "
                            "name different images (rows match by the file name after the last '/')")
+    if unmatched:
+        log(f"skipped {len(unmatched)} embedding rows with no survey feature (first: {unmatched[0]})")
     names = [n for n, k in zip(embeddings.names, keep) if k]
     vectors = l2_normalise(np.asarray(embeddings.vectors[keep]))
     del embeddings

@@ -1,0 +1,169 @@
+"""Every failure a user can cause: one clear line, exit status 2, no traceback, nothing written."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from percept.cli.dropin import main
+
+BASE = ["-g", "data.geojson", "-e", "embeddings", "-M", "open_clip:ViT-B-32"]
+
+
+def run(argv, capsys):
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_clean_error(code, err, *fragments):
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error:")
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+@pytest.fixture
+def survey(survey_copy, monkeypatch):
+    monkeypatch.chdir(survey_copy)
+    return survey_copy
+
+
+def edit_geojson(path, change):
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize("argv, fragments", [
+    (["-g", "missing.geojson"], ["missing.geojson", "does not exist"]),
+    (["-g", "embeddings"], ["cannot read survey GeoJSON"]),
+    (["-k", "0"], ["K must be at least 1"]),
+    (["-k", "abc"], ["K must be a positive whole number"]),
+    (["--age", "1,2,3", "-d", "demo.csv"], ["--age"]),
+    (["--age", "x", "-d", "demo.csv"], ["--age"]),
+    (["--region", "XY", "-d", "demo.csv"], ["--region", "NL, non-NL"]),
+    (["--training-split", "0"], ["--training-split"]),
+    (["--training-split", "1.5"], ["--training-split"]),
+    (["--normalization-method", "softmax2"], ["unknown normalization method", "divbysum"]),
+    (["--read-only", "-L", "results.csv"], ["--read-only", "--results-log"]),
+    (["--read-only", "--export", "model.npz"], ["--read-only", "--export"]),
+    (["-e", "nowhere"], ["no embeddings in nowhere"]),
+    (["--environmental-method", "concat", "--environmental"], ["--environmental-method"]),
+])
+def test_bad_flag_or_path(survey, capsys, argv, fragments):
+    args = BASE + argv if "-g" not in argv else ["-e", "embeddings", "-M", "m"] + argv
+    code, out, err = run(args + ["-L", "results.csv"] if "--read-only" not in argv and "-L" not in argv else args,
+                         capsys)
+    assert_clean_error(code, err, *fragments)
+    assert not (survey / "results.csv").exists()
+    assert not (survey / "model.npz").exists()
+
+
+def test_invalid_json(survey, capsys):
+    (survey / "data.geojson").write_text('{"type": "FeatureCollection", "features": [')
+    assert_clean_error(*run(BASE, capsys)[::2], "not valid JSON")
+
+
+def test_not_a_feature_collection(survey, capsys):
+    (survey / "data.geojson").write_text('{"type": "Feature", "properties": {}}')
+    assert_clean_error(*run(BASE, capsys)[::2], "not a GeoJSON FeatureCollection")
+
+
+def test_feature_without_url(survey, capsys):
+    edit_geojson(survey / "data.geojson", lambda d: d["features"][3]["properties"].pop("url"))
+    assert_clean_error(*run(BASE, capsys)[::2], "feature 3", "'url'")
+
+
+def test_embeddings_dir_without_parts(survey, capsys):
+    shutil.rmtree(survey / "embeddings" / "img_emb")
+    assert_clean_error(*run(BASE, capsys)[::2], "no embeddings in embeddings")
+
+
+def test_row_counts_disagree(survey, capsys):
+    meta = survey / "embeddings" / "metadata" / "metadata_0.parquet"
+    pd.read_parquet(meta).iloc[:-3].to_parquet(meta)
+    assert_clean_error(*run(BASE, capsys)[::2], "400 rows", "397")
+
+
+def test_no_embedding_matches(survey, capsys):
+    edit_geojson(survey / "data.geojson",
+                 lambda d: [f["properties"].update(url=f"x/other_{i}.jpg") for i, f in enumerate(d["features"])])
+    assert_clean_error(*run(BASE, capsys)[::2], "no embedding row matches")
+
+
+def test_demographics_missing_column(survey, capsys):
+    pd.read_csv(survey / "demo.csv").drop(columns=["age"]).to_csv(survey / "demo.csv", index=False)
+    assert_clean_error(*run(BASE + ["-d", "demo.csv", "--age", "30"], capsys)[::2], "lacks column(s) age")
+
+
+@pytest.mark.parametrize("column, value", [("age", "thirty"), ("rating", "4.5"), ("rating", "")])
+def test_demographics_non_integer(survey, capsys, column, value):
+    frame = pd.read_csv(survey / "demo.csv", dtype=str)
+    frame.loc[5, column] = value
+    frame.to_csv(survey / "demo.csv", index=False)
+    assert_clean_error(*run(BASE + ["-d", "demo.csv"], capsys)[::2], f"column '{column}'", "data row 6")
+
+
+def test_all_categories_empty(survey, capsys):
+    code, out, err = run(BASE + ["-d", "demo.csv", "--gender", "nobody", "-L", "results.csv"], capsys)
+    assert_clean_error(code, err.splitlines()[-1], "no category has any sample")
+    assert not (survey / "results.csv").exists()
+
+
+def test_empty_category_is_skipped_with_warning(survey, capsys):
+    frame = pd.read_csv(survey / "demo.csv")
+    frame[frame.category_id != 2].to_csv(survey / "demo.csv", index=False)
+    code, out, err = run(BASE + ["-d", "demo.csv"], capsys)
+    assert code == 0
+    assert "bikeability has no samples" in err
+    assert [line.split(";")[0] for line in out.splitlines()] == [
+        "category = walkability", "category = pleasantness", "category = greenness", "category = safety"]
+
+
+def test_k_above_training_size_uses_all_samples(survey, capsys):
+    code, out, err = run(BASE + ["-k", "100000,167"], capsys)
+    assert code == 0
+    assert "exceeds the 167 training samples" in err
+    lines = out.splitlines()
+    walk_all, walk_167 = lines[0].split("mse")[1], lines[1].split("mse")[1]
+    assert walk_all == walk_167
+
+
+def test_quiet_prints_only_metric_lines(survey, capsys):
+    code, out, err = run(BASE + ["-q", "-k", "100000"], capsys)
+    assert code == 0 and err == ""
+    assert all(line.startswith("category = ") for line in out.splitlines())
+
+
+def test_extra_assertions_pass_on_reference(survey, capsys):
+    code, out, _ = run(BASE + ["--extra-assertions", "--randomize", "--random-seed", "5"], capsys)
+    assert code == 0 and len(out.splitlines()) == 5
+
+
+def test_results_log_appends(survey, capsys):
+    run(BASE + ["-L", "results.csv"], capsys)
+    run(BASE + ["-L", "results.csv", "-k", "3"], capsys)
+    rows = (survey / "results.csv").read_text().splitlines()
+    assert len(rows) == 10 and rows[5].split(",")[2] == "3"
+    assert not list(survey.glob(".results.csv.*"))
+
+
+def test_export_roundtrip(survey, capsys):
+    from percept.model_io import load_model
+
+    assert run(BASE + ["--export", "model.npz", "-k", "40"], capsys)[0] == 0
+    model = load_model(survey / "model.npz")
+    assert model.settings.clip_model == "open_clip:ViT-B-32" and model.settings.k == 40
+    assert model.vectors["walkability"].shape == (209, 512)
+    np.testing.assert_allclose(np.linalg.norm(model.vectors["safety"], axis=1), 1.0)
