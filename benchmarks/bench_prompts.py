@@ -34,8 +34,8 @@ def main() -> float:
     seconds = time.perf_counter() - start
     assert len(prompt_set.prompts) == FEATURES and prompt_set.incomplete == 0
     verdict = "ok" if seconds < TARGET_SECONDS else "SLOW"
-    print(f"prompts: style-1 prompts for {FEATURES:,} features x {len(ENV_KEYS)} keys in "
-          f"{seconds:.3f} s ({seconds / FEATURES * 1e6:.1f} us per feature; target < {TARGET_SECONDS:.0f} s) {verdict}")
+    print(f"prompts: style-1 prompts for {FEATURES:,} features x {len(ENV_KEYS)} keys in {seconds:.3f} s "
+          f"({seconds / FEATURES * 1e6:.1f} us per feature; target < {TARGET_SECONDS:.0f} s) {verdict}")
     return seconds
 
 

@@ -1,0 +1,77 @@
+"""The Python API for notebooks: each step one call.
+
+    from percept import api
+    data = api.load_survey("data.geojson", "embeddings", demographics="demo.csv", age="30,49")
+    table = api.evaluate(data, ks=[10, 20], randomize=True, seed=1000)
+    model = api.fit(data, "walkability", k=20)
+    api.export(data, "model.npz", clip_model="open_clip:ViT-B-32")
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from percept.categories import CATEGORIES
+from percept.cli.common import ArgumentParser
+from percept.dataset import Dataset, add_data_arguments, load_dataset
+from percept.evaluation import check_training_split, holdout_evaluation
+from percept.knn import KNNRegressor
+from percept.model_io import ModelSettings, save_model
+from percept.weighting import DEFAULT_WEIGHTING
+
+
+def load_survey(geojson: str | Path, embeddings: str | Path | None = None, *, clip_model: str = "unknown",
+                images_dir: str | Path | None = None, demographics: str | Path | None = None,
+                gender: str | None = None, region: str | None = None, age: str | None = None,
+                education: str | None = None, environmental: str | None = None, prompt_style: int = 0,
+                quiet: bool = True) -> Dataset:
+    """Vectors and per-category samples, exactly as ``clip_retrieval_knn`` loads them.
+
+    Filters take the command-line spellings (``age="30,49"``, ``gender="man,woman"``);
+    ``environmental`` names the combining method (append, average, slerp) to add
+    environmental features.
+    """
+    parser = ArgumentParser(prog="percept.api")
+    add_data_arguments(parser)
+    args = parser.parse_args(["-g", str(geojson), "-M", clip_model])
+    args.embeddings_dir = None if embeddings is None else str(embeddings)
+    args.images_dir = None if images_dir is None else str(images_dir)
+    args.demographics = None if demographics is None else str(demographics)
+    args.gender, args.region, args.age, args.education = gender, region, age, education
+    args.environmental = environmental is not None
+    args.environmental_method = environmental or "append"
+    args.prompt_style, args.quiet = prompt_style, quiet
+    return load_dataset(args, (lambda message: None) if quiet else print)
+
+
+def fit(data: Dataset, category: str, k: int = 10, weighting: str = DEFAULT_WEIGHTING) -> KNNRegressor:
+    """A KNN model on every sample of one category."""
+    samples = data.samples[category]
+    return KNNRegressor(k=k, weighting=weighting).fit(data.vectors, samples.scores, samples.rows)
+
+
+def evaluate(data: Dataset, ks: list[int] = (10,), training_split: float = 0.8, randomize: bool = False,
+             seed: int = 0, stratified: bool = False, weighting: str = DEFAULT_WEIGHTING) -> pd.DataFrame:
+    """The drop-in CLI's holdout evaluation as a table: category, k, train, test, mse, r2."""
+    rng = random.Random(seed) if randomize else None
+    results = holdout_evaluation(data.vectors, {c: data.samples[c] for c in CATEGORIES}, list(ks),
+                                 check_training_split(training_split), rng, stratified, weighting)
+    return pd.DataFrame([{"category": r.category, "k": r.k, "train": len(r.split.train), "test": len(r.split.test),
+                          "mse": r.mse, "r2": r.r2} for r in results])
+
+
+def export(data: Dataset, path: str | Path, clip_model: str, k: int = 40,
+           weighting: str = DEFAULT_WEIGHTING) -> None:
+    """Write ``model.npz`` with every sample's vector and score per category."""
+    save_model(path, {c: data.vectors[s.rows] for c, s in data.samples.items()},
+               {c: s.scores for c, s in data.samples.items()},
+               ModelSettings(clip_model=clip_model, k=k, weighting=weighting))
+
+
+def predict(model: KNNRegressor, vectors: np.ndarray) -> np.ndarray:
+    """Scores of new unit vectors with a fitted model."""
+    return model.predict(np.atleast_2d(vectors))

@@ -1,0 +1,26 @@
+"""CLIP back ends behind one interface: built-in offline models, open_clip (including OpenAI's
+weights), Hugging Face CLIP, and the external ``clip-retrieval`` command (:mod:`.external`)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from percept.encoders.base import Encoder
+from percept.encoders.registry import ModelName, ResolvedModel, parse_model_name, resolve_model
+
+__all__ = ["Encoder", "ModelName", "ResolvedModel", "encode_pil_images", "load_encoder", "parse_model_name",
+           "resolve_model"]
+
+
+def load_encoder(name: str, pretrained: str | None = None, device: str | None = None) -> Encoder:
+    """Build the encoder for a model name (weights from local files only; CUDA when present)."""
+    return resolve_model(name, pretrained).load(device)
+
+
+def encode_pil_images(encoder: Encoder, images: list) -> np.ndarray:
+    """(n, dim) float32 unit rows for PIL images already in memory."""
+    if not images:
+        return np.zeros((0, encoder.dim), dtype=np.float32)
+    import torch
+
+    return encoder.encode_image_batch(torch.stack([encoder.preprocess(image) for image in images]))

@@ -1,0 +1,259 @@
+"""Score vectors in every category of an exported model at once.
+
+The categories of a model usually share their vectors, and demographic models
+repeat a vector once per rating, so the rows of all categories are reduced to
+distinct vectors when the scorer is built. Each block of queries is compared
+with the distinct vectors once (float32 matrix product); the candidates of
+every category are taken from that one comparison and re-ranked with float64
+similarities, so each category's neighbours and predictions equal those of a
+:class:`~percept.knn.KNNRegressor` fitted on that category alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from percept.errors import PerceptError
+from percept.knn import DEFAULT_BLOCK, RERANK_MARGIN, Neighbours
+from percept.model_io import ExportedModel, ModelSettings
+from percept.weighting import check_weighting, neighbour_weights
+
+#: Candidates kept beyond the largest per-category candidate count, so that most
+#: queries find enough candidates of every category in the shared selection.
+SHARED_EXTRA = 8
+#: Columns per group in the candidate search; the float32 vectors are padded to a multiple of it.
+GROUP = 16
+#: Queries re-ranked at once: their gathered float64 candidates stay in cache.
+RERANK_BLOCK = 16
+
+
+@dataclass
+class _Category:
+    """One category's samples over the distinct vectors."""
+
+    scores: np.ndarray  # (samples,) scores in model order
+    vectors: np.ndarray  # (distinct in this category,) positions in the shared distinct vectors
+    local: np.ndarray  # (all distinct,) position within ``vectors`` or -1
+    members: np.ndarray  # (distinct in this category, width) sample positions, -1 padded
+    sample_vector: np.ndarray  # (samples,) position in the shared distinct vectors
+
+
+@dataclass(frozen=True)
+class SimilarImage:
+    """A distinct survey vector near a query: its similarity and mean rating per category (NaN if unrated)."""
+
+    vector: int
+    similarity: float
+    ratings: dict[str, float]
+    counts: dict[str, int]
+
+
+def distinct_rows(arrays: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Distinct rows over several arrays (hashing each row), and each array's row → distinct position."""
+    seen: dict[bytes, int] = {}
+    kept: list[np.ndarray] = []
+    positions = []
+    for array in arrays:
+        array = np.ascontiguousarray(array, dtype=np.float64)
+        where = np.empty(len(array), dtype=np.int64)
+        for i, row in enumerate(array):
+            key = hashlib.blake2b(row.tobytes(), digest_size=16).digest()
+            if key not in seen:
+                seen[key] = len(kept)
+                kept.append(row)
+            where[i] = seen[key]
+        positions.append(where)
+    dim = arrays[0].shape[1] if arrays else 0
+    return (np.stack(kept) if kept else np.empty((0, dim))), positions
+
+
+def _group(sample_vector: np.ndarray, n_vectors: int) -> _Category:
+    distinct, inverse = np.unique(sample_vector, return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    counts = np.bincount(inverse, minlength=len(distinct))
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    members = np.full((len(distinct), int(counts.max())), -1, dtype=np.int64)
+    offsets = np.arange(len(order)) - np.repeat(starts[:-1], counts)
+    members[inverse[order], offsets] = order
+    local = np.full(n_vectors, -1, dtype=np.int64)
+    local[distinct] = np.arange(len(distinct))
+    return _Category(np.empty(0), distinct, local, members, sample_vector)
+
+
+class MultiScorer:
+    """KNN predictions for every category of an exported model from one similarity pass per query block."""
+
+    def __init__(self, model: ExportedModel, k: int | None = None, weighting: str | None = None,
+                 block_size: int = DEFAULT_BLOCK):
+        settings = model.settings or ModelSettings()
+        self.k = int(settings.k if k is None else k)
+        if self.k < 1:
+            raise PerceptError(f"K must be a positive integer, got {self.k}")
+        self.weighting = check_weighting(settings.weighting if weighting is None else weighting)
+        self.block_size = int(block_size)
+        self.categories = list(model.categories)
+        for category in self.categories:
+            if len(model.scores[category]) == 0:
+                raise PerceptError(f"the model has no {category} samples: re-export it")
+        self.vectors64, positions = distinct_rows([model.vectors[c] for c in self.categories])
+        padded = -len(self.vectors64) % GROUP
+        self.vectors32 = np.concatenate([self.vectors64, np.zeros((padded, self.dim))]).astype(np.float32)
+        self._cats = {}
+        for category, where in zip(self.categories, positions):
+            group = _group(where, len(self.vectors64))
+            group.scores = np.asarray(model.scores[category], dtype=np.float64)
+            self._cats[category] = group
+
+    @property
+    def dim(self) -> int:
+        return self.vectors64.shape[1]
+
+    @property
+    def n_vectors(self) -> int:
+        return len(self.vectors64)
+
+    def n_samples(self, category: str) -> int:
+        return len(self._cats[category].scores)
+
+    def sample_vectors(self, category: str) -> np.ndarray:
+        """For each sample of ``category``, its position in the distinct vectors."""
+        return self._cats[category].sample_vector
+
+    def predict(self, queries: np.ndarray) -> np.ndarray:
+        """(n, categories) predicted scores of unit query vectors, columns in ``self.categories`` order."""
+        return self.predict_with_neighbours(queries)[0]
+
+    def predict_with_neighbours(self, queries: np.ndarray) -> tuple[np.ndarray, dict[str, Neighbours]]:
+        """Predictions and, per category, the K nearest samples of each query."""
+        queries = self._check(queries)
+        out = np.empty((len(queries), len(self.categories)), dtype=np.float64)
+        found = {c: [] for c in self.categories}
+        for start in range(0, len(queries), self.block_size):
+            block = queries[start:start + self.block_size]
+            for column, (category, hits) in enumerate(self._block(block).items()):
+                out[start:start + len(block), column] = self._weighted(category, hits)
+                found[category].append(hits)
+        neighbours = {c: Neighbours(np.concatenate([h.index for h in found[c]]),
+                                    np.concatenate([h.similarity for h in found[c]])) if found[c]
+                      else Neighbours(np.empty((0, self._k(c)), np.int64), np.empty((0, self._k(c))))
+                      for c in self.categories}
+        return out, neighbours
+
+    def similar(self, query: np.ndarray, count: int) -> list[SimilarImage]:
+        """The ``count`` distinct survey vectors most similar to one query, most similar first."""
+        query = self._check(np.asarray(query).reshape(1, -1))[0]
+        sims = self.vectors64 @ query
+        count = min(int(count), len(sims))
+        top = np.argpartition(-sims, count - 1)[:count] if count < len(sims) else np.arange(len(sims))
+        top = top[np.lexsort((top, -sims[top]))]
+        result = []
+        for vector in top:
+            ratings, counts = {}, {}
+            for category, group in self._cats.items():
+                position = group.local[vector]
+                samples = group.members[position] if position >= 0 else np.empty(0, np.int64)
+                samples = samples[samples >= 0]
+                counts[category] = int(len(samples))
+                ratings[category] = float(group.scores[samples].mean()) if len(samples) else float("nan")
+            result.append(SimilarImage(int(vector), float(sims[vector]), ratings, counts))
+        return result
+
+    def _check(self, queries: np.ndarray) -> np.ndarray:
+        queries = np.asarray(queries, dtype=np.float64)
+        if queries.ndim != 2 or queries.shape[1] != self.dim:
+            raise PerceptError(f"query vectors have shape {queries.shape}, but the model's vectors have "
+                               f"{self.dim} dimensions: use the CLIP model the model was built with")
+        return queries
+
+    def _k(self, category: str) -> int:
+        return min(self.k, self.n_samples(category))
+
+    def _n_cand(self, category: str) -> int:
+        return min(self._k(category) + RERANK_MARGIN, len(self._cats[category].vectors))
+
+    def _weighted(self, category: str, hits: Neighbours) -> np.ndarray:
+        weights = neighbour_weights(hits.similarity, self.weighting)
+        return np.sum(weights * self._cats[category].scores[hits.index], axis=1)
+
+    def _block(self, block: np.ndarray) -> dict[str, Neighbours]:
+        approx = block.astype(np.float32) @ self.vectors32.T
+        approx[:, self.n_vectors:] = -np.inf
+        shared = min(max(self._n_cand(c) for c in self.categories) + SHARED_EXTRA, self.n_vectors)
+        cand = top_columns(approx, shared)
+        exact = rerank(block, self.vectors64, cand)
+        result = {}
+        for category, group in self._cats.items():
+            local = group.local[cand]
+            enough = (local >= 0).sum(axis=1) >= self._n_cand(category)
+            index = np.empty((len(block), self._k(category)), dtype=np.int64)
+            sims = np.empty(index.shape, dtype=np.float64)
+            if enough.any():
+                index[enough], sims[enough] = self._select(group, local[enough], exact[enough], self._k(category))
+            short = np.flatnonzero(~enough)
+            if len(short):
+                own = top_columns(approx[short][:, group.vectors], self._n_cand(category))
+                own_exact = rerank(block[short], self.vectors64, group.vectors[own])
+                index[short], sims[short] = self._select(group, own, own_exact, self._k(category))
+            result[category] = Neighbours(index, sims)
+        return result
+
+    @staticmethod
+    def _select(group: _Category, local: np.ndarray, exact: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The top K samples among candidate vectors (-1 = not in this category), ties by sample order."""
+        width = group.members.shape[1]
+        samples = group.members[np.where(local < 0, 0, local)]
+        samples[local < 0] = -1
+        samples = samples.reshape(len(local), -1)
+        sample_sims = np.repeat(exact, width, axis=1)
+        sample_sims[samples < 0] = -np.inf
+        tiebreak = np.where(samples < 0, np.iinfo(np.int64).max, samples)
+        order = np.lexsort((tiebreak, -sample_sims), axis=1)[:, :k]
+        return np.take_along_axis(samples, order, axis=1), np.take_along_axis(sample_sims, order, axis=1)
+
+
+def top_columns(values: np.ndarray, count: int, group: int = GROUP) -> np.ndarray:
+    """Per row, the columns of the ``count`` largest values (unordered; any choice among ties at the cut).
+
+    The top ``count`` values lie in the ``count`` column groups with the largest maxima, so a partial
+    selection over group maxima narrows the search to ``count * group`` values per row.
+    """
+    rows, cols = values.shape
+    if count >= cols:
+        return np.broadcast_to(np.arange(cols), (rows, cols))
+    if cols % group or count * group >= cols:
+        return np.argpartition(-values, count - 1, axis=1)[:, :count]
+    grouped = values.reshape(rows, cols // group, group)
+    best = np.argpartition(-grouped.max(axis=2), count - 1, axis=1)[:, :count]
+    inside = np.take_along_axis(grouped, best[:, :, None], axis=1).reshape(rows, -1)
+    pick = np.argpartition(-inside, count - 1, axis=1)[:, :count]
+    return best[np.arange(rows)[:, None], pick // group] * group + pick % group
+
+
+def rerank(queries: np.ndarray, vectors64: np.ndarray, cand: np.ndarray) -> np.ndarray:
+    """Float64 cosine similarity of each query with its candidate vectors (as KNNRegressor computes it)."""
+    exact = np.empty(cand.shape, dtype=np.float64)
+    for sub in range(0, len(queries), RERANK_BLOCK):
+        part = slice(sub, sub + RERANK_BLOCK)
+        exact[part] = np.einsum("md,mcd->mc", queries[part], vectors64[cand[part]])
+    return exact
+
+
+def check_encoder(settings: ModelSettings | None, dim: int, encoder_name: str, encoder_dim: int,
+                  weights_id: str | None = None) -> None:
+    """Refuse an encoder whose model name, weights or vector size differ from those the model was built with."""
+    if settings is not None and settings.environmental_method:
+        raise PerceptError(f"this model combines image vectors with environmental prompts "
+                           f"({settings.environmental_method}): scoring a photo alone needs a model exported "
+                           "without --environmental")
+    if settings is not None and settings.clip_model and settings.clip_model != encoder_name:
+        raise PerceptError(f"the model was built with CLIP model {settings.clip_model!r}, not {encoder_name!r}: "
+                           "drop --clip-model or give the model's own")
+    if settings is not None and settings.weights_id and weights_id and settings.weights_id != weights_id:
+        raise PerceptError(f"the model was built with weights {settings.weights_id!r}, but the encoder loaded "
+                           f"{weights_id!r}: give the same --pretrained weights")
+    if encoder_dim != dim:
+        raise PerceptError(f"encoder {encoder_name!r} makes {encoder_dim}-dimensional vectors but the model's "
+                           f"have {dim}: use the CLIP model the model was built with")
