@@ -2,6 +2,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo-output
+LEAFLET := percept/web/static/vendor/leaflet
+LEAFLET_VERSION := 1.9.4
 
 .PHONY: setup demo test bench clean
 
@@ -11,6 +13,9 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[all,test]'
+	rm -rf build/leaflet && mkdir -p build/leaflet $(LEAFLET)
+	cd build/leaflet && npm pack --silent leaflet@$(LEAFLET_VERSION) >/dev/null && tar xzf leaflet-$(LEAFLET_VERSION).tgz
+	cp -R build/leaflet/package/dist/leaflet.js build/leaflet/package/dist/leaflet.css build/leaflet/package/dist/images $(LEAFLET)/
 	touch $(STAMP)
 
 demo: setup

@@ -6,8 +6,6 @@ import random
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.metrics import mean_squared_error, r2_score
-
 from percept.errors import PerceptError
 
 SCORE_BINS = (1, 2, 3, 4, 5)
@@ -65,12 +63,19 @@ def stratified_split(scores: np.ndarray, fraction: float, rng: random.Random | N
 
 
 def regression_metrics(observed: np.ndarray, predicted: np.ndarray) -> tuple[float, float]:
-    """Mean squared error and R² (scikit-learn's definitions)."""
+    """Mean squared error and R², with scikit-learn's definitions (R² of a constant target: 1 if
+    predicted exactly, else 0; of a single sample: NaN)."""
+    observed = np.asarray(observed, dtype=np.float64)
     if len(observed) == 0:
         return float("nan"), float("nan")
-    mse = float(mean_squared_error(observed, predicted))
-    r2 = float(r2_score(observed, predicted)) if len(observed) > 1 else float("nan")
-    return mse, r2
+    residual = float(np.sum((observed - np.asarray(predicted, dtype=np.float64)) ** 2))
+    mse = residual / len(observed)
+    if len(observed) < 2:
+        return mse, float("nan")
+    total = float(np.sum((observed - observed.mean()) ** 2))
+    if total == 0.0:
+        return mse, 1.0 if residual == 0.0 else 0.0
+    return mse, 1.0 - residual / total
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,5 @@ def find_images(folder: str | os.PathLike) -> list[ImageFile]:
                 stat = path.stat()
             except OSError:
                 continue
-            found.append(ImageFile(path.relative_to(root).as_posix(), root / path.relative_to(root),
-                                   stat.st_size, stat.st_mtime_ns))
+            found.append(ImageFile(path.relative_to(root).as_posix(), path, stat.st_size, stat.st_mtime_ns))
     return sorted(found, key=lambda image: image.key)

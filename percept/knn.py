@@ -18,7 +18,7 @@ from percept.errors import PerceptError
 from percept.weighting import DEFAULT_WEIGHTING, check_weighting, neighbour_weights
 
 #: Extra candidates kept from the float32 pass so float64 re-ranking stays exact.
-RERANK_MARGIN = 16
+RERANK_MARGIN = 8
 #: Queries per block: bounds the similarity block to BLOCK x distinct training vectors.
 DEFAULT_BLOCK = 512
 #: Queries re-ranked at once: bounds the gathered float64 candidates to ROWS x candidates x dim.
@@ -115,7 +115,7 @@ class KNNRegressor:
         n_cand = min(k + RERANK_MARGIN, n_distinct)
         approx = block.astype(np.float32) @ self.vectors32_.T
         if n_cand < n_distinct:
-            cand = np.argpartition(-approx, n_cand - 1, axis=1)[:, :n_cand]
+            cand = np.argpartition(approx, n_distinct - n_cand, axis=1)[:, n_distinct - n_cand:]
         else:
             cand = np.broadcast_to(np.arange(n_distinct), (len(block), n_distinct))
         del approx

@@ -217,19 +217,21 @@ class MultiScorer:
 def top_columns(values: np.ndarray, count: int, group: int = GROUP) -> np.ndarray:
     """Per row, the columns of the ``count`` largest values (unordered; any choice among ties at the cut).
 
-    The top ``count`` values lie in the ``count`` column groups with the largest maxima, so a partial
-    selection over group maxima narrows the search to ``count * group`` values per row.
+    Columns ``j, j + w, j + 2w, ...`` (``w = cols / group``) form group ``j``. The top ``count`` values
+    lie in the ``count`` groups with the largest maxima, so a partial selection over group maxima
+    narrows the search to ``count * group`` values per row.
     """
     rows, cols = values.shape
     if count >= cols:
         return np.broadcast_to(np.arange(cols), (rows, cols))
     if cols % group or count * group >= cols:
         return np.argpartition(-values, count - 1, axis=1)[:, :count]
-    grouped = values.reshape(rows, cols // group, group)
-    best = np.argpartition(-grouped.max(axis=2), count - 1, axis=1)[:, :count]
-    inside = np.take_along_axis(grouped, best[:, :, None], axis=1).reshape(rows, -1)
+    width = cols // group
+    grouped = values.reshape(rows, group, width)
+    best = np.argpartition(-grouped.max(axis=1), count - 1, axis=1)[:, :count]
+    inside = np.take_along_axis(grouped, best[:, None, :], axis=2).reshape(rows, -1)
     pick = np.argpartition(-inside, count - 1, axis=1)[:, :count]
-    return best[np.arange(rows)[:, None], pick // group] * group + pick % group
+    return (pick // count) * width + np.take_along_axis(best, pick % count, axis=1)
 
 
 def rerank(queries: np.ndarray, vectors64: np.ndarray, cand: np.ndarray) -> np.ndarray:

@@ -41,7 +41,7 @@ SCORE_WEIGHTS = np.array([
     [6.0, 0.5, 0.0, 0.0, -0.4, 0.0, 0.0, 0.0, 0.0, 0.0],  # greenness
     [0.4, 0.0, 1.2, 1.2, -1.6, 1.0, 0.5, 2.0, -3.0, 0.4],  # safety
 ])
-FEATURE_CENTRE = np.array([0.3, 0.45, 0.35, 0.3, 0.35, 0.35, 0.25, 0.3, 0.25, 0.6])
+FEATURE_CENTRE = np.array([0.28, 0.25, 0.3, 0.5, 0.35, 0.35, 0.2, 0.45, 0.3, 0.6])
 
 RATER_BIAS_SD = 0.35
 RATING_NOISE_SD = 0.6
@@ -69,7 +69,7 @@ MARKER = "sample.json"
 
 COUNTRIES = ("Netherlands", "Nederland", "NL", "Amsterdam", "", "Germany", "UK", "Spain", "India", "Belgium", "USA")
 COUNTRY_P = (0.20, 0.12, 0.05, 0.13, 0.08, 0.10, 0.08, 0.07, 0.07, 0.05, 0.05)
-DUTCH_COUNTRIES = 4
+LOCAL_COUNTRIES = 5  # the first five answers (Dutch spellings, blank) come with Dutch postcodes
 INCOMES = ("<1000", "1000-3000", ">3000")
 EDUCATIONS = ("Primary", "Secondary", "Tertiary", "University", "Postgraduate")
 GENDERS = ("man", "woman", "non-binary", "prefer not to say")
@@ -164,7 +164,7 @@ def _restart_cumsum(values: np.ndarray, first: np.ndarray) -> np.ndarray:
 def simulate_raters(n_raters: int, rng: np.random.Generator) -> pd.DataFrame:
     """One row per rater (survey session): demographics, personal bias and session start."""
     country_index = rng.choice(len(COUNTRIES), n_raters, p=COUNTRY_P)
-    dutch = country_index <= DUTCH_COUNTRIES
+    dutch = country_index < LOCAL_COUNTRIES
     dutch_code = [f"{rng.integers(1011, 1109)} {chr(65 + rng.integers(26))}{chr(65 + rng.integers(26))}"
                   for _ in range(n_raters)]
     other_code = [f"{c:05d}" for c in rng.integers(10000, 99999, n_raters)]
@@ -298,11 +298,22 @@ def claim_output_dir(out_dir: str | Path, kind: str, seed: int, files: list[str]
     root.mkdir(parents=True, exist_ok=True)
     atomic_write_text(marker, json.dumps({"generator": f"percept {kind} sample", "seed": seed, "files": files},
                                          indent=1) + "\n")
-    for stale in sorted(set(old_files) - set(files)):
-        path = root / stale
-        if path.resolve().is_relative_to(root.resolve()):
-            path.unlink(missing_ok=True)
+    _remove_stale(root, sorted(set(old_files) - set(files)))
     return root
+
+
+def _remove_stale(root: Path, names: list[str]) -> None:
+    """Delete files an earlier sample wrote and this one does not, and the folders left empty."""
+    inside = root.resolve()
+    for name in names:
+        path = (root / name).resolve()
+        if not path.is_relative_to(inside):
+            continue
+        path.unlink(missing_ok=True)
+        for folder in path.parents:
+            if folder == inside or not folder.is_dir() or any(folder.iterdir()):
+                break
+            folder.rmdir()
 
 
 def write_survey_files(root: Path, places: Places, averages: np.ndarray, environment: dict[str, np.ndarray],
@@ -331,12 +342,13 @@ def _write_geojson(path: Path, places: Places, averages: np.ndarray, environment
     columns += [environment[key].tolist() for key in ENV_KEYS]
     keys = ["image_id", "url", *(f"average_{c}" for c in CATEGORIES), *ENV_KEYS]
     points = zip(places.lon.tolist(), places.lat.tolist())
-    features = [{"type": "Feature", "properties": dict(zip(keys, row)),
-                 "geometry": {"type": "Point", "coordinates": list(point)}}
-                for row, point in zip(zip(*columns), points)]
     with atomic_open(path, "w", encoding="utf-8", newline="") as handle:
-        json.dump({"type": "FeatureCollection", "features": features}, handle)
-        handle.write("\n")
+        handle.write('{"type": "FeatureCollection", "features": [')
+        for number, (row, point) in enumerate(zip(zip(*columns), points)):
+            feature = {"type": "Feature", "properties": dict(zip(keys, row)),
+                       "geometry": {"type": "Point", "coordinates": list(point)}}
+            handle.write((", " if number else "") + json.dumps(feature))
+        handle.write("]}\n")
 
 
 def summarise(root: Path, kind: str, places: Places, ratings: pd.DataFrame, averages: np.ndarray,

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
+import orjson
 import pandas as pd
 
 from percept.categories import CATEGORIES, CATEGORY_BY_ID
@@ -23,7 +23,7 @@ MAX_AGE = 120
 
 def image_name(path_or_url: str) -> str:
     """The part after the last ``/``: how embedding rows and survey features are matched."""
-    return PurePosixPath(str(path_or_url).replace("\\", "/")).name
+    return str(path_or_url).replace("\\", "/").rsplit("/", 1)[-1]
 
 
 @dataclass
@@ -63,16 +63,15 @@ def load_survey(path: str | Path) -> Survey:
     """Read and validate the survey GeoJSON file."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise PerceptError(f"survey GeoJSON {path} does not exist: check the -g/--geojson path") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise PerceptError(f"cannot read survey GeoJSON {path}: {exc}") from None
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise PerceptError(f"survey GeoJSON {path} is not valid JSON ({exc.msg} at line {exc.lineno}, "
-                           f"column {exc.colno}): fix or re-export the file") from None
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise PerceptError(f"survey GeoJSON {path} is not valid JSON ({exc}): fix or re-export the file") from None
     return parse_survey(data, str(path))
 
 

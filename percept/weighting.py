@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import softmax
-
 from percept.errors import PerceptError
+
+
+def softmax(values: np.ndarray, axis: int = -1) -> np.ndarray:
+    """exp(values) / sum(exp(values)) along ``axis``, shifted by the maximum for stability."""
+    shifted = np.exp(values - np.max(values, axis=axis, keepdims=True))
+    return shifted / np.sum(shifted, axis=axis, keepdims=True)
 
 
 def _softmax_pow10(sims: np.ndarray) -> np.ndarray:

@@ -1,0 +1,70 @@
+"""``percept encode``: turn a folder of images into CLIP vectors in clip-retrieval's layout."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+
+from percept.cli.common import positive_int
+from percept.embeddings import default_embeddings_dir, read_embeddings
+from percept.errors import PerceptError
+
+DEFAULT_MODEL = "ViT-B/32"
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "encode", help="encode a folder of images into CLIP vectors (clip-retrieval layout, cached)",
+        description="Encode every image under IMAGES (png, jpg, jpeg, bmp, webp, at any depth) into "
+                    "L2-normalised vectors in clip-retrieval's layout. Weights come from local files only; "
+                    "percept:tiny is built in and needs none (its vectors carry no learned meaning).")
+    parser.add_argument("images", metavar="IMAGES", help="folder of images")
+    parser.add_argument("-o", "--output", metavar="DIRECTORY",
+                        help="embeddings folder (default: embeddings-<model with / replaced by _>)")
+    parser.add_argument("-m", "--model", "--clip-model", dest="model", default=DEFAULT_MODEL, metavar="MODELNAME",
+                        help="percept:tiny, percept:small, open_clip:ARCH[/TAG], hf_clip:ORG/NAME or an OpenAI "
+                             f"name such as ViT-B/32 (default {DEFAULT_MODEL})")
+    parser.add_argument("--pretrained", metavar="PATH",
+                        help="local checkpoint file or folder ('random': untrained open_clip architecture)")
+    parser.add_argument("--encoder", choices=("builtin", "clip-retrieval"), default="builtin",
+                        help="encode here (default) or with the external clip-retrieval command")
+    parser.add_argument("--other-clip-retrieval-args", metavar="ARGS",
+                        help="extra arguments for clip-retrieval inference (with --encoder clip-retrieval)")
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="images per batch (default 64)")
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="decoding processes (default: one per core for large folders)")
+    parser.add_argument("--part-size", type=positive_int, default=100_000,
+                        help="images per embeddings part (default 100000)")
+    parser.add_argument("--skip-cache", action="store_true", help="encode everything again, ignoring the cache")
+    parser.add_argument("--read-only", action="store_true", help="encode in memory and write nothing")
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+    parser.set_defaults(run=run)
+
+
+def run(args) -> int:
+    output = args.output or default_embeddings_dir(args.model)
+    if args.encoder == "clip-retrieval":
+        embeddings = _external(args, output)
+    else:
+        from percept.encoding import encode_images
+
+        embeddings = encode_images(args.images, output, args.model, pretrained=args.pretrained,
+                                   batch_size=args.batch_size, num_workers=args.workers, part_size=args.part_size,
+                                   skip_cache=args.skip_cache, read_only=args.read_only, quiet=args.quiet)
+    if not args.quiet:
+        where = "in memory only (--read-only)" if args.read_only else f"in {output}"
+        print(f"{len(embeddings.names)} vectors of dimension {embeddings.vectors.shape[1]} {where}", file=sys.stderr)
+    return 0
+
+
+def _external(args, output: str):
+    from percept.encoders.external import run_clip_retrieval
+
+    if args.pretrained:
+        raise PerceptError("--pretrained applies to the built-in encoder, not to clip-retrieval")
+    if args.read_only:
+        with tempfile.TemporaryDirectory() as scratch:
+            run_clip_retrieval(args.images, scratch, args.model, args.other_clip_retrieval_args)
+            return read_embeddings(scratch)
+    run_clip_retrieval(args.images, output, args.model, args.other_clip_retrieval_args)
+    return read_embeddings(output)

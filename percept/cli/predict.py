@@ -1,0 +1,100 @@
+"""``percept predict``: score image files with an exported model (the Image Demo on the command line)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from percept.cli.common import positive_int
+from percept.errors import PerceptError
+from percept.model_io import ExportedModel, load_model
+from percept.scoring import MultiScorer, check_encoder
+
+BATCH = 32
+
+
+def add_model_arguments(parser) -> None:
+    """--model, --clip-model, --pretrained and --k, shared by predict and serve."""
+    parser.add_argument("--model", required=True, metavar="MODEL.npz", help="model exported with --export")
+    parser.add_argument("--clip-model", metavar="NAME",
+                        help="CLIP model (default: the one recorded in the model; required for files without "
+                             "settings, such as the published Amsterdam data.npz)")
+    parser.add_argument("--pretrained", metavar="PATH", help="local checkpoint file or folder for the CLIP model")
+    parser.add_argument("--k", type=positive_int, help="neighbours (default: the model's K, 40 for bare files)")
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("predict", help="score images with an exported model",
+                                   description="Five modelled perception scores per image.")
+    add_model_arguments(parser)
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    style = parser.add_mutually_exclusive_group()
+    style.add_argument("--json", action="store_true", help="print JSON")
+    style.add_argument("--csv", action="store_true", help="print CSV")
+    parser.set_defaults(run=run)
+
+
+def load_scoring(args):
+    """The model, its scorer and a matching image encoder (refusing a mismatched one)."""
+    model = load_model(args.model)
+    name = clip_model_name(model, args.clip_model)
+    scorer = MultiScorer(model, k=args.k)
+    from percept.encoders import load_encoder
+
+    encoder = load_encoder(name, args.pretrained)
+    check_encoder(model.settings, model.dim, name, encoder.dim, encoder.weights_id)
+    return model, scorer, encoder
+
+
+def clip_model_name(model: ExportedModel, option: str | None) -> str:
+    recorded = model.settings.clip_model if model.settings else None
+    if recorded and option and option != recorded:
+        raise PerceptError(f"the model was built with CLIP model {recorded!r}, not {option!r}: "
+                           "drop --clip-model or give the model's own")
+    if not (option or recorded):
+        raise PerceptError("this model file records no CLIP model (a bare <category>_vecs/_scores file): "
+                           "give --clip-model NAME, the model its vectors came from")
+    return option or recorded
+
+
+def read_image(path: str) -> Image.Image:
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except FileNotFoundError:
+        raise PerceptError(f"image {path} does not exist") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise PerceptError(f"cannot read image {path}: {exc}") from None
+
+
+def run(args) -> int:
+    from percept.encoders import encode_pil_images
+
+    _, scorer, encoder = load_scoring(args)
+    rows = []
+    for start in range(0, len(args.images), BATCH):
+        paths = args.images[start:start + BATCH]
+        vectors = encode_pil_images(encoder, [read_image(p) for p in paths])
+        rows += zip(paths, scorer.predict(np.asarray(vectors, dtype=np.float64)))
+    print_scores(rows, scorer.categories, "json" if args.json else "csv" if args.csv else "table")
+    return 0
+
+
+def print_scores(rows, categories: list[str], style: str) -> None:
+    if style == "json":
+        print(json.dumps([{"image": path, "scores": dict(zip(categories, map(float, values)))}
+                          for path, values in rows], indent=2))
+    elif style == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(["image", *categories])
+        writer.writerows([path, *(repr(float(v)) for v in values)] for path, values in rows)
+    else:
+        width = max(len("image"), *(len(Path(p).name) for p, _ in rows))
+        print(f"{'image':<{width}}  " + "  ".join(f"{c:>12}" for c in categories))
+        for path, values in rows:
+            print(f"{Path(path).name:<{width}}  " + "  ".join(f"{v:12.3f}" for v in values))

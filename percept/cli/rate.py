@@ -1,0 +1,60 @@
+"""``percept rate``: score every image of a city with an exported model into CSV, Parquet or GeoJSON."""
+
+from __future__ import annotations
+
+import sys
+
+from percept.cli.common import positive_int
+from percept.cli.predict import clip_model_name
+from percept.embeddings import default_embeddings_dir
+from percept.model_io import load_model
+from percept.rating import DEFAULT_CHUNK, rate
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "rate", help="score every image of a city (streamed, bounded memory)",
+        description="Five modelled scores per image, streamed over every embedding part in bounded chunks. "
+                    "Output by extension: .csv, .parquet, or .geojson / GeoParquet (.parquet) with --locations.")
+    parser.add_argument("--model", required=True, metavar="MODEL.npz", help="model exported with --export")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--embeddings", metavar="DIR", help="image embeddings (clip-retrieval layout)")
+    source.add_argument("--images", metavar="DIR", help="images to encode first (cached in --cache)")
+    parser.add_argument("--out", required=True, metavar="FILE", help=".csv, .parquet or .geojson")
+    parser.add_argument("--locations", metavar="FILE",
+                        help="GeoJSON or CSV: image name → lon, lat (optionally angle, sequence)")
+    parser.add_argument("--average-panoramic", action="store_true",
+                        help="average the crops <image id>_x<number>.<ext> of each panorama into one feature")
+    parser.add_argument("--text-embeddings", metavar="DIR",
+                        help="environmental prompt vectors, row for row with the images (environmental models)")
+    parser.add_argument("--clip-model", metavar="NAME", help="CLIP model for --images (default: the model's)")
+    parser.add_argument("--pretrained", metavar="PATH", help="local checkpoint for --images")
+    parser.add_argument("--cache", metavar="DIR", help="embeddings cache for --images "
+                                                       "(default: embeddings-<model name>)")
+    parser.add_argument("--k", type=positive_int, help="neighbours (default: the model's K)")
+    parser.add_argument("--chunk-size", type=positive_int, default=DEFAULT_CHUNK,
+                        help=f"rows scored at once (default {DEFAULT_CHUNK})")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    parser.set_defaults(run=run)
+
+
+def run(args) -> int:
+    model = load_model(args.model)
+    embeddings = args.embeddings
+    if args.images:
+        from percept.encoding import encode_images
+
+        name = clip_model_name(model, args.clip_model)
+        embeddings = args.cache or default_embeddings_dir(name)
+        encode_images(args.images, embeddings, name, pretrained=args.pretrained, quiet=args.quiet)
+    locations = None
+    if args.locations:
+        from percept.locations import read_locations
+
+        locations = read_locations(args.locations)
+    summary = rate(model, embeddings, args.out, locations=locations, average_panoramic=args.average_panoramic,
+                   chunk_size=args.chunk_size, k=args.k, text_dir=args.text_embeddings, quiet=args.quiet)
+    if not args.quiet:
+        note = f" ({summary.without_location} without a location)" if summary.without_location else ""
+        print(f"rated {summary.rows} images{note} into {summary.out}", file=sys.stderr)
+    return 0

@@ -1,0 +1,1 @@
+"""The web app: Image Demo, Map Explorer and JSON API."""
