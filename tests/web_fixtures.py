@@ -1,0 +1,83 @@
+"""A small model, rated points and survey images for the web app tests (API and browser)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from percept.categories import CATEGORIES
+from percept.model_io import ModelSettings, load_model, save_model
+
+TINY = "percept:tiny"
+TINY_DIM = 64
+CENTRE = (52.3676, 4.9041)  # lat, lon in Amsterdam
+
+
+def write_model(path: Path, dim: int = TINY_DIM, n: int = 30, seed: int = 0, names: bool = True) -> Path:
+    """A model.npz over ``n`` random survey vectors, every category rated, with image names."""
+    rng = np.random.default_rng(seed)
+    vectors = rng.normal(size=(n, dim))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    save_model(path, {c: vectors for c in CATEGORIES}, {c: rng.uniform(1, 5, n) for c in CATEGORIES},
+               ModelSettings(clip_model=TINY, k=5))
+    if names:
+        with np.load(path) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+        arrays.update({f"{c}_images": np.array([f"survey_{i}.png" for i in range(n)]) for c in CATEGORIES})
+        np.savez_compressed(path, **arrays)
+    return path
+
+
+def write_images(folder: Path, n: int = 30) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        Image.new("RGB", (40, 30), (i * 8 % 256, 120, 200 - i * 5 % 200)).save(folder / f"survey_{i}.png")
+    return folder
+
+
+def write_rated(path: Path, n: int = 60, seed: int = 0) -> Path:
+    """Rated points within ~300 m of CENTRE, as ``percept rate --locations`` writes them (CSV)."""
+    rng = np.random.default_rng(seed)
+    lat = CENTRE[0] + rng.uniform(-0.0025, 0.0025, n)
+    lon = CENTRE[1] + rng.uniform(-0.004, 0.004, n)
+    rows = ["image," + ",".join(CATEGORIES) + ",lon,lat,angle,sequence"]
+    for i in range(n):
+        scores = ",".join(f"{s:.4f}" for s in rng.uniform(1, 5, len(CATEGORIES)))
+        rows.append(f"img_{i}.jpg,{scores},{lon[i]:.7f},{lat[i]:.7f},,")
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def png_bytes(size=(48, 36), colour=(10, 200, 30)) -> bytes:
+    import io
+
+    out = io.BytesIO()
+    Image.new("RGB", size, colour).save(out, format="PNG")
+    return out.getvalue()
+
+
+def build_state(tmp: Path, mapillary=None, images: bool = True):
+    """AppState for the test model with the tiny encoder, rated points and (optionally) survey images."""
+    from percept.encoders import encode_pil_images, load_encoder
+    from percept.rating import read_rated
+    from percept.scoring import MultiScorer
+    from percept.web.app import AppOptions, AppState
+    from percept.web.images import ImageFolder
+    from percept.web.names import sample_image_names
+
+    model_path = write_model(tmp / "model.npz")
+    scorer = MultiScorer(load_model(model_path))
+    encoder = load_encoder(TINY)
+    return AppState(scorer=scorer, encode=lambda imgs: encode_pil_images(encoder, imgs),
+                    rated=read_rated(write_rated(tmp / "rated.csv")),
+                    images=ImageFolder(write_images(tmp / "images")) if images else None,
+                    names=sample_image_names(model_path, scorer), mapillary=mapillary,
+                    options=AppOptions(max_upload_bytes=200_000, max_pixels=4_000_000))
+
+
+def geojson(path: Path, features: list[dict]) -> Path:
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    return path
