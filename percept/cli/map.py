@@ -91,8 +91,9 @@ def run(args: argparse.Namespace) -> int:
         from pyproj import Transformer
 
         metric_crs = metric_crs or utm_crs(float(np.mean(lon)), float(np.mean(lat)))
-        to_metric = Transformer.from_crs(places.crs, metric_crs, always_xy=True)
-        shapes = [np.column_stack(to_metric.transform(r[:, 0], r[:, 1])) for r in places.polygons]
+        stacked = np.concatenate(places.polygons)
+        mx, my = Transformer.from_crs(places.crs, metric_crs, always_xy=True).transform(stacked[:, 0], stacked[:, 1])
+        shapes = np.split(np.column_stack([mx, my]), np.cumsum([len(r) for r in places.polygons])[:-1])
         values = places.values
         collection = _polygon_geojson(places, args.category)
         note = f"{len(values)} polygons"
@@ -189,12 +190,13 @@ def _read_geojson(path: Path, category: str, value: str | None, input_crs, defau
 def _polygon_geojson(places: Places, category: str) -> dict:
     from percept.hexgrid import to_lonlat
 
-    features = []
-    for ring, value in zip(places.polygons, places.values):
-        lon, lat = to_lonlat(ring[:, 0], ring[:, 1], places.crs)
-        features.append({"type": "Feature", "properties": {category: float(value)},
-                         "geometry": {"type": "Polygon", "coordinates": [np.column_stack([lon, lat]).round(7).tolist()]}})
-    return {"type": "FeatureCollection", "features": features}
+    stacked = np.concatenate(places.polygons)
+    lon, lat = to_lonlat(stacked[:, 0], stacked[:, 1], places.crs)
+    rings = np.split(np.column_stack([lon, lat]).round(7), np.cumsum([len(r) for r in places.polygons])[:-1])
+    return {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {category: float(value)},
+         "geometry": {"type": "Polygon", "coordinates": [ring.tolist()]}}
+        for ring, value in zip(rings, places.values)]}
 
 
 def write_png(path: Path, shapes, values: np.ndarray, category: str, crs, note: str) -> None:
@@ -213,6 +215,7 @@ def write_png(path: Path, shapes, values: np.ndarray, category: str, crs, note: 
     ax.add_collection(collection)
     ax.autoscale_view()
     ax.set_aspect("equal")
+    ax.ticklabel_format(style="plain", useOffset=False)
     ax.set_xlabel("easting (m)")
     ax.set_ylabel("northing (m)")
     ax.set_title(f"{category} — {note}\n{crs.name}", fontsize=10)

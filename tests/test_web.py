@@ -1,0 +1,202 @@
+"""The web API: scores, the map look-up, every refused request (4xx, never 500), and Mapillary."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import zlib
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from percept.categories import CATEGORIES
+from percept.mapillary import MapillaryClient, resolve_token
+from percept.web.app import create_app
+from web_fixtures import CENTRE, build_state, png_bytes
+
+FAR = (52.40, 4.80)  # ~8 km from the rated points
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    return TestClient(create_app(build_state(tmp_path_factory.mktemp("web"))), raise_server_exceptions=False)
+
+
+def test_health_config_page_and_docs(client):
+    health = client.get("/api/health").json()
+    assert health["status"] == "ok" and health["categories"] == list(CATEGORIES) and health["rated_points"] == 60
+    assert client.get("/api/config").json()["bounds"] is not None
+    assert "Map Explorer" in client.get("/").text
+    assert "/api/score" in client.get("/openapi.json").json()["paths"]
+    assert client.get("/docs").status_code == 200
+    assert client.get("/static/vendor/leaflet/leaflet.js").status_code == 200
+
+
+def test_score_upload(client):
+    response = client.post("/api/score", files={"image": ("street.png", png_bytes(), "image/png")})
+    assert response.status_code == 200
+    body = response.json()
+    assert list(body["scores"]) == list(CATEGORIES)
+    assert all(1 <= v <= 5 for v in body["scores"].values())
+    assert len(body["similar"]) == body["k"] == 5
+    first = body["similar"][0]
+    assert first["image"].startswith("survey_") and set(first["ratings"]) == set(CATEGORIES)
+    thumb = client.get(first["thumbnail"])
+    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+
+
+def truncated_png() -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (200, 200, 3), dtype=np.uint8)).save(out, "PNG")
+    return out.getvalue()[:3000]
+
+
+def bomb_png(width=30000, height=30000) -> bytes:
+    """A few hundred bytes declaring a huge 1-bit image."""
+    import struct
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    rows = zlib.compress(b"\x00" * ((width // 8 + 1) * 200))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("data,status", [
+    (b"x" * 250_000, 413),
+    (b"this is not an image", 415),
+    (b"", 400),
+    (truncated_png(), 400),
+    (bomb_png(), 413),
+    (bomb_png(3000, 3000), 413),
+])
+def test_bad_uploads_get_4xx_json(client, data, status):
+    response = client.post("/api/score", files={"image": ("x.png", data, "image/png")})
+    assert response.status_code == status, response.text
+    assert "detail" in response.json()
+
+
+def test_missing_upload_field(client):
+    assert client.post("/api/score").status_code == 422
+
+
+def test_point_within_imagery(client):
+    body = client.get("/api/point", params={"lat": CENTRE[0], "lon": CENTRE[1], "radius": 300}).json()
+    assert body["count"] > 0 and list(body["scores"]) == list(CATEGORIES)
+    distances = [p["distance_m"] for p in body["points"]]
+    assert distances == sorted(distances) and distances[-1] <= 300
+    single = client.get("/api/point", params={"lat": CENTRE[0], "lon": CENTRE[1], "radius": 300,
+                                              "category": "greenness"}).json()
+    assert single["value"] == body["scores"]["greenness"]
+
+
+def test_point_without_imagery(client):
+    body = client.get("/api/point", params={"lat": FAR[0], "lon": FAR[1], "radius": 50}).json()
+    assert body["count"] == 0 and body["scores"] is None
+    assert body["message"] == "no imagery within 50 m" and body["mapillary"] is None
+
+
+@pytest.mark.parametrize("params,status", [
+    ({"lat": 91, "lon": 4.9}, 422),
+    ({"lat": 52, "lon": -181}, 422),
+    ({"lat": "north", "lon": 4.9}, 422),
+    ({"lat": 52, "lon": 4.9, "radius": 0}, 422),
+    ({"lat": 52, "lon": 4.9, "radius": 50_000}, 422),
+    ({"lat": 52, "lon": 4.9, "category": "beauty"}, 400),
+    ({"lon": 4.9}, 422),
+])
+def test_bad_point_requests(client, params, status):
+    response = client.get("/api/point", params=params)
+    assert response.status_code == status and "detail" in response.json()
+
+
+def test_rated_layer_is_bounded(client):
+    box = {"west": 4.85, "south": 52.3, "east": 4.95, "north": 52.4}
+    data = client.get("/api/rated", params={**box, "category": "safety"}).json()
+    assert data["type"] == "FeatureCollection" and len(data["features"]) == 60
+    assert len(client.get("/api/rated", params={**box, "limit": 7}).json()["features"]) == 7
+    assert client.get("/api/rated", params={**box, "limit": 10**6}).status_code == 422
+    assert client.get("/api/rated", params={**box, "category": "beauty"}).status_code == 400
+    assert client.get("/api/rated", params={"west": 5, "east": 4}).status_code == 400
+
+
+class StandIn(BaseHTTPRequestHandler):
+    """Answers like Mapillary's Graph API v4: /images search and a thumbnail."""
+
+    requests: list = []
+
+    def do_GET(self):
+        StandIn.requests.append((self.path, self.headers.get("Authorization")))
+        if self.path.startswith("/images"):
+            host = f"http://127.0.0.1:{self.server.server_address[1]}"
+            body = json.dumps({"data": [
+                {"id": "1001", "thumb_1024_url": f"{host}/thumb/1001.jpg",
+                 "computed_geometry": {"type": "Point", "coordinates": [FAR[1] + 0.0003, FAR[0]]}},
+                {"id": "1002", "thumb_1024_url": f"{host}/thumb/1002.jpg",
+                 "computed_geometry": {"type": "Point", "coordinates": [FAR[1] + 0.0001, FAR[0]]}},
+            ]}).encode()
+            self._send(body, "application/json")
+        elif self.path.startswith("/thumb/"):
+            out = io.BytesIO()
+            Image.new("RGB", (64, 48), (30, 140, 60)).save(out, "JPEG")
+            self._send(out.getvalue(), "image/jpeg")
+        else:
+            self.send_error(404)
+
+    def _send(self, body, kind):
+        self.send_response(200)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def graph_api():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), StandIn)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    StandIn.requests.clear()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_mapillary_fills_a_click_without_imagery(tmp_path, graph_api):
+    state = build_state(tmp_path, mapillary=MapillaryClient("MLY|test", graph_api), images=False)
+    client = TestClient(create_app(state), raise_server_exceptions=False)
+    body = client.get("/api/point", params={"lat": FAR[0], "lon": FAR[1], "radius": 100}).json()
+    found = body["mapillary"]
+    assert found["found"] and found["id"] == "1002" and found["distance_m"] < 10
+    assert list(found["scores"]) == list(CATEGORIES)
+    search, auth = StandIn.requests[0]
+    assert auth == "OAuth MLY|test"
+    assert "fields=id%2Cthumb_1024_url%2Ccomputed_geometry" in search and "bbox=" in search
+    near = client.get("/api/point", params={"lat": CENTRE[0], "lon": CENTRE[1], "radius": 300}).json()
+    assert near["mapillary"] is None and len(StandIn.requests) == 2
+    assert client.get("/api/health").json()["mapillary"] is True
+
+
+def test_mapillary_outside_radius_and_unreachable(tmp_path, graph_api):
+    state = build_state(tmp_path, mapillary=MapillaryClient("t", graph_api), images=False)
+    client = TestClient(create_app(state))
+    body = client.get("/api/point", params={"lat": FAR[0], "lon": FAR[1], "radius": 1}).json()
+    assert body["mapillary"]["found"] is False
+    state.mapillary = MapillaryClient("t", "http://127.0.0.1:9", timeout=2)
+    unreachable = client.get("/api/point", params={"lat": FAR[0], "lon": FAR[1], "radius": 50})
+    assert unreachable.status_code == 200 and "failed" in unreachable.json()["mapillary"]["message"]
+
+
+def test_no_token_means_no_mapillary(monkeypatch):
+    monkeypatch.delenv("MAPILLARY_TOKEN", raising=False)
+    assert resolve_token(None) is None and resolve_token("") is None
+    monkeypatch.setenv("MAPILLARY_TOKEN", "MLY|env")
+    assert resolve_token(None) == "MLY|env" and resolve_token("MLY|flag") == "MLY|flag"
