@@ -29,14 +29,17 @@ def draw_scene(rng: np.random.Generator) -> Image.Image:
     x = 0
     while x < width:
         facade = int(rng.integers(60, 200))
-        draw.rectangle([x, int(horizon - rng.integers(40, horizon)), x + facade, int(height * 0.7)], fill=colour(60, 220))
+        top = int(horizon - rng.integers(40, horizon))
+        draw.rectangle([x, top, x + facade, int(height * 0.7)], fill=colour(60, 220))
         x += facade
     draw.rectangle([0, int(height * 0.7), width, height], fill=colour(60, 120))
     draw.polygon([(0, height), (width // 3, int(height * 0.7)), (2 * width // 3, int(height * 0.7)), (width, height)],
                  fill=colour(30, 90))
     for _ in range(int(rng.integers(0, 5))):
-        cx, cy, r = int(rng.integers(0, width)), int(rng.integers(horizon, int(height * 0.7))), int(rng.integers(20, 70))
-        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=(int(rng.integers(20, 80)), int(rng.integers(100, 200)), 40))
+        cx, cy = int(rng.integers(0, width)), int(rng.integers(horizon, int(height * 0.7)))
+        r = int(rng.integers(20, 70))
+        leaves = (int(rng.integers(20, 80)), int(rng.integers(100, 200)), 40)
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=leaves)
     for _ in range(int(rng.integers(0, 4))):
         cx, cy = int(rng.integers(0, width - 120)), int(rng.integers(int(height * 0.72), height - 50))
         draw.rectangle([cx, cy, cx + 120, cy + 45], fill=colour(0, 255))
@@ -54,6 +57,8 @@ def make_images(folder: Path, count: int, seed: int = 0) -> list[Path]:
 
 
 def measure(model: str, pretrained: str | None, paths: list[Path], batch_size: int, workers: int | None) -> dict:
+    import torch.utils.data  # noqa: F401 - a one-time import, not part of the throughput
+
     from percept.encoders import load_encoder
     from percept.encoding import encode_image_paths
 
@@ -71,7 +76,8 @@ def measure(model: str, pretrained: str | None, paths: list[Path], batch_size: i
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=500)
-    parser.add_argument("--model", action="append", help=f"model name (repeatable; default {', '.join(DEFAULT_MODELS)})")
+    parser.add_argument("--model", action="append",
+                        help=f"model name (repeatable; default {', '.join(DEFAULT_MODELS)})")
     parser.add_argument("--pretrained", default="random",
                         help="weights for non-built-in models (default: random initialisation)")
     parser.add_argument("--batch-size", type=int, default=64)

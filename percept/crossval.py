@@ -190,28 +190,38 @@ def ridge_loo(x: np.ndarray, y: np.ndarray, alphas=RIDGE_ALPHAS, gram: np.ndarra
     """Ridge with intercept, penalty per target column of ``y`` by leave-one-out error.
 
     Equals ``RidgeCV(alphas, alpha_per_target=True).fit(x, y)``, computed from
-    the eigendecomposition of the centred Gram matrix (cheaper than an SVD of
-    ``x`` when there are more samples than dimensions). ``gram`` may pass
+    the eigendecomposition of the centred Gram matrix (dim x dim), or of the
+    centred kernel matrix (samples x samples) when there are fewer samples than
+    dimensions; either is cheaper than an SVD of ``x``. ``gram`` may pass
     ``x.T @ x`` when the caller has it.
     """
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64).reshape(len(x), -1)
-    n = len(x)
+    n, dim = x.shape
     x_mean, y_mean = x.mean(axis=0), y.mean(axis=0)
-    gram = x.T @ x if gram is None else gram
-    eigvals, eigvecs = np.linalg.eigh(gram - n * np.outer(x_mean, x_mean))
-    eigvals = np.clip(eigvals, 0.0, None)
-    q = (x - x_mean) @ eigvecs
-    yc = y - y_mean
+    xc, yc = x - x_mean, y - y_mean
+    wide = n < dim
+    if wide:
+        eigvals, basis = np.linalg.eigh(xc @ xc.T)
+        eigvals = np.clip(eigvals, 0.0, None)
+        q = basis * np.sqrt(eigvals)
+    else:
+        gram = x.T @ x if gram is None else gram
+        eigvals, basis = np.linalg.eigh(gram - n * np.outer(x_mean, x_mean))
+        eigvals = np.clip(eigvals, 0.0, None)
+        q = xc @ basis
     z = q.T @ yc
-    inverse = 1.0 / (eigvals[None, :] + np.asarray(alphas, dtype=np.float64)[:, None])  # (alphas, dim)
+    inverse = 1.0 / (eigvals[None, :] + np.asarray(alphas, dtype=np.float64)[:, None])  # (alphas, rank)
     leverage = 1.0 / n + (q * q) @ inverse.T  # (n, alphas)
     loo = np.empty((len(inverse), y.shape[1]))
     for a, shrink in enumerate(inverse):
         residual = (yc - q @ (shrink[:, None] * z)) / (1.0 - leverage[:, a, None])
         loo[a] = np.mean(residual * residual, axis=0)
     best = np.argmin(loo, axis=0)  # first of equal errors, as scikit-learn keeps the first
-    coef = eigvecs @ (inverse[best].T * z)
+    if wide:
+        coef = xc.T @ (basis @ (inverse[best].T * (basis.T @ yc)))
+    else:
+        coef = basis @ (inverse[best].T * z)
     return RidgeFit(coef, y_mean - x_mean @ coef, np.asarray(alphas, dtype=np.float64)[best])
 
 
@@ -309,8 +319,10 @@ def _knn_fold(vectors, rows, scores, train, test, ks, weighting) -> dict[int, np
     out = {}
     for k in ks:
         weights = neighbour_weights(found.similarity[:, :k], weighting)  # (queries, k)
-        neighbour_scores = train_scores[found.index[:, :k]]  # (queries, k, categories)
-        out[k] = np.einsum("qk,qkc->qc", weights, neighbour_scores)[inverse]
+        index = found.index[:, :k]
+        # Summed as KNNRegressor.predict_from sums, so predictions are bit-identical.
+        out[k] = np.column_stack([np.sum(weights * train_scores[index, j], axis=1)
+                                  for j in range(scores.shape[1])])[inverse]
     return out
 
 

@@ -55,9 +55,6 @@ class MapillaryClient:
         self.http = httpx.Client(timeout=timeout, headers={"Authorization": f"OAuth {token}"},
                                  follow_redirects=True)
 
-    def close(self) -> None:
-        self.http.close()
-
     def nearest_image(self, lat: float, lon: float, radius_m: float) -> MapillaryImage | None:
         """The image nearest to the point within ``radius_m`` metres, or None."""
         west, south, east, north = bbox_around(lat, lon, radius_m)

@@ -21,13 +21,12 @@ from percept.knn import DEFAULT_BLOCK, RERANK_MARGIN, Neighbours
 from percept.model_io import ExportedModel, ModelSettings
 from percept.weighting import check_weighting, neighbour_weights
 
-#: Candidates kept beyond the largest per-category candidate count, so that most
-#: queries find enough candidates of every category in the shared selection.
+#: Candidates kept beyond those the categories need from the shared selection.
 SHARED_EXTRA = 8
 #: Columns per group in the candidate search; the float32 vectors are padded to a multiple of it.
 GROUP = 16
 #: Queries re-ranked at once: their gathered float64 candidates stay in cache.
-RERANK_BLOCK = 16
+RERANK_BLOCK = 4
 
 
 @dataclass
@@ -174,6 +173,18 @@ class MultiScorer:
     def _n_cand(self, category: str) -> int:
         return min(self._k(category) + RERANK_MARGIN, len(self._cats[category].vectors))
 
+    def _shared_count(self) -> int:
+        """Shared candidates per query: enough that each category usually finds its own among them.
+
+        A category holding a share f of the distinct vectors expects f * M of M shared candidates;
+        four standard deviations of headroom make its slower fallback rare.
+        """
+        needed = 0
+        for category, group in self._cats.items():
+            share, n = len(group.vectors) / self.n_vectors, self._n_cand(category)
+            needed = max(needed, int(np.ceil((n + 4 * np.sqrt(n * (1 - share))) / share)))
+        return min(needed + SHARED_EXTRA, self.n_vectors)
+
     def _weighted(self, category: str, hits: Neighbours) -> np.ndarray:
         weights = neighbour_weights(hits.similarity, self.weighting)
         return np.sum(weights * self._cats[category].scores[hits.index], axis=1)
@@ -181,8 +192,7 @@ class MultiScorer:
     def _block(self, block: np.ndarray) -> dict[str, Neighbours]:
         approx = block.astype(np.float32) @ self.vectors32.T
         approx[:, self.n_vectors:] = -np.inf
-        shared = min(max(self._n_cand(c) for c in self.categories) + SHARED_EXTRA, self.n_vectors)
-        cand = top_columns(approx, shared)
+        cand = top_columns(approx, self._shared_count())
         exact = rerank(block, self.vectors64, cand)
         result = {}
         for category, group in self._cats.items():

@@ -7,11 +7,11 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 from percept.cli.common import positive_int
 from percept.errors import PerceptError
+from percept.knn import l2_normalise
 from percept.model_io import ExportedModel, load_model
 from percept.scoring import MultiScorer, check_encoder
 
@@ -80,7 +80,7 @@ def run(args) -> int:
     for start in range(0, len(args.images), BATCH):
         paths = args.images[start:start + BATCH]
         vectors = encode_pil_images(encoder, [read_image(p) for p in paths])
-        rows += zip(paths, scorer.predict(np.asarray(vectors, dtype=np.float64)))
+        rows += zip(paths, scorer.predict(l2_normalise(vectors)))
     print_scores(rows, scorer.categories, "json" if args.json else "csv" if args.csv else "table")
     return 0
 

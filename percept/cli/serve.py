@@ -7,7 +7,6 @@ import sys
 from percept.cli.common import positive_int
 from percept.cli.predict import add_model_arguments, load_scoring
 from percept.errors import PerceptError
-from percept.mapillary import DEFAULT_BASE_URL, TOKEN_ENV, MapillaryClient, resolve_token
 
 
 def register(subparsers) -> None:
@@ -22,8 +21,9 @@ def register(subparsers) -> None:
                         "https://tile.openstreetmap.org/{z}/{x}/{y}.png (default: no basemap)")
     parser.add_argument("--tile-attribution", default="", metavar="TEXT", help="attribution shown for --tiles")
     parser.add_argument("--mapillary-token", metavar="TOKEN",
-                        help=f"Mapillary access token (default: ${TOKEN_ENV}); without one nothing is fetched")
-    parser.add_argument("--mapillary-url", default=DEFAULT_BASE_URL, metavar="URL", help="Graph API base URL")
+                        help="Mapillary access token (default: $MAPILLARY_TOKEN); without one nothing is fetched")
+    parser.add_argument("--mapillary-url", metavar="URL",
+                        help="Graph API base URL (default: https://graph.mapillary.com)")
     parser.add_argument("--max-upload-mb", type=positive_int, default=10, help="upload size cap (default 10)")
     parser.set_defaults(run=run)
 
@@ -36,6 +36,7 @@ def run(args) -> int:
     except ImportError as exc:
         raise PerceptError(f"the web app needs its extras ({exc.name} is missing): pip install 'percept[web]'") from None
     from percept.encoders import encode_pil_images
+    from percept.mapillary import DEFAULT_BASE_URL, MapillaryClient, resolve_token
     from percept.rating import read_rated
     from percept.web.images import ImageFolder
     from percept.web.names import sample_image_names
@@ -48,7 +49,7 @@ def run(args) -> int:
         rated=read_rated(args.rated) if args.rated else None,
         images=ImageFolder(args.images) if args.images else None,
         names=sample_image_names(args.model, scorer),
-        mapillary=MapillaryClient(token, args.mapillary_url) if token else None,
+        mapillary=MapillaryClient(token, args.mapillary_url or DEFAULT_BASE_URL) if token else None,
         options=AppOptions(max_upload_bytes=args.max_upload_mb * 1024 * 1024, tile_url=args.tiles,
                            tile_attribution=args.tile_attribution),
     )

@@ -57,7 +57,8 @@ def resolve(model: str, arch: str, tag: str | None, pretrained: str | None) -> O
         path = local_path(pretrained, model)
         checkpoint = path if path.is_file() else checkpoint_in_dir(path)
         if checkpoint is None:
-            raise PerceptError(f"--pretrained {pretrained} holds no checkpoint file (*.safetensors, *.bin, *.pth, *.pt)")
+            raise PerceptError(f"--pretrained {pretrained} holds no checkpoint file "
+                               "(*.safetensors, *.bin, *.pth, *.pt)")
     elif tag is None:
         raise PerceptError(f"open_clip lists no pretrained weights for {arch}: give --pretrained PATH, "
                            f"or --pretrained {RANDOM} for an untrained model")

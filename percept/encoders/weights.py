@@ -85,7 +85,8 @@ def hub_snapshot(repo_id: str) -> Path | None:
         return None
 
 
-def missing_weights(model: str, looked_for: str, provide: str = "a checkpoint file or a folder holding one") -> PerceptError:
+def missing_weights(model: str, looked_for: str,
+                    provide: str = "a checkpoint file or a folder holding one") -> PerceptError:
     """The one message for weights that are not on this machine."""
     return PerceptError(
         f"the weights of {model} are not on this machine (looked for {looked_for}) and are never downloaded: "

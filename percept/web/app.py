@@ -14,6 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from PIL import Image
 
 from percept.errors import PerceptError
+from percept.knn import l2_normalise
 from percept.mapillary import MapillaryClient, MapillaryError
 from percept.rating import RatedPoints
 from percept.scoring import MultiScorer
@@ -63,7 +64,7 @@ def create_app(state: AppState) -> FastAPI:
         if state.encode is None:
             raise HTTPException(503, "this server has no image encoder")
         with encode_lock:
-            vector = np.asarray(state.encode([image]), dtype=np.float64)
+            vector = l2_normalise(state.encode([image]))
         return vector, state.scorer.predict(vector)[0]
 
     def scores_dict(values: np.ndarray, categories: list[str]) -> dict[str, float | None]:

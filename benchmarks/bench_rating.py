@@ -1,0 +1,97 @@
+"""``percept rate`` throughput and peak memory on 200,000 query vectors, and /api/point latency on 1M points."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import numpy as np
+import pandas as pd
+
+from benchmarks.common import BENCH_DIR, SURVEY_DIM, benchmark_survey, console_script, measure
+
+QUERIES = 200_000
+PART_SIZE = 100_000
+POINTS = 1_000_000
+CLICKS = 300
+TARGET_RATE = 2000.0
+TARGET_PEAK_MB = 2048.0
+TARGET_POINT_MS = 10.0
+
+
+def export_model(survey) -> str:
+    """The benchmark survey exported by the drop-in CLI (averages, K=40 as the published model)."""
+    model = survey / "model-k40.npz"
+    if not model.exists():
+        measure([console_script("clip_retrieval_knn"), "-g", "data.geojson", "-e", "embeddings", "-M", "synthetic",
+                 "-k", "40", "-q", "--export", str(model)], survey)
+    return str(model)
+
+
+def query_embeddings(seed: int = 1):
+    """200,000 unit float16 vectors in clip-retrieval layout (two parts), written once."""
+    from percept.embeddings import write_part
+
+    folder = BENCH_DIR / f"queries-{QUERIES}x{SURVEY_DIM}"
+    if not (folder / "img_emb" / f"img_emb_{(QUERIES - 1) // PART_SIZE}.npy").exists():
+        rng = np.random.default_rng(seed)
+        for part, start in enumerate(range(0, QUERIES, PART_SIZE)):
+            vectors = rng.normal(size=(PART_SIZE, SURVEY_DIM)).astype(np.float32)
+            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+            names = [f"q_{i}.jpg" for i in range(start, start + PART_SIZE)]
+            write_part(folder, "img", part, vectors, pd.DataFrame({"image_path": names}))
+    return folder
+
+
+def rating() -> None:
+    survey = benchmark_survey()
+    model = export_model(survey)
+    queries = query_embeddings()
+    out = BENCH_DIR / "rated.parquet"
+    seconds, peak, _ = measure([console_script("percept"), "rate", "--model", model, "--embeddings", str(queries),
+                                "--out", str(out), "--quiet"], BENCH_DIR)
+    rate = QUERIES / seconds
+    print(f"  percept rate: {QUERIES:,} vectors x {SURVEY_DIM} dims against the 20,000-image model (K=40): "
+          f"{seconds:.1f} s, {rate:,.0f} vectors/s, peak {peak:,.0f} MB "
+          f"(goal >= {TARGET_RATE:,.0f} vectors/s and < {TARGET_PEAK_MB:,.0f} MB)")
+
+
+def point_latency() -> None:
+    from fastapi.testclient import TestClient
+
+    from percept.categories import CATEGORIES
+    from percept.model_io import ExportedModel, ModelSettings
+    from percept.rating import RatedPoints
+    from percept.scoring import MultiScorer
+    from percept.web.app import AppState, create_app
+
+    rng = np.random.default_rng(2)
+    lat = rng.uniform(52.28, 52.43, POINTS)
+    lon = rng.uniform(4.73, 5.07, POINTS)
+    rated = RatedPoints(np.array([f"p{i}.jpg" for i in range(POINTS)]), lon, lat,
+                        rng.uniform(1, 5, (POINTS, len(CATEGORIES))), list(CATEGORIES))
+    unit = np.eye(4)
+    scorer = MultiScorer(ExportedModel({c: unit for c in CATEGORIES}, {c: np.ones(4) for c in CATEGORIES},
+                                       ModelSettings(k=2)))
+    start = time.perf_counter()
+    client = TestClient(create_app(AppState(scorer=scorer, encode=None, rated=rated)))
+    build = time.perf_counter() - start
+    latencies, counts = [], []
+    for i in range(CLICKS):
+        params = {"lat": rng.uniform(52.3, 52.41), "lon": rng.uniform(4.75, 5.05), "radius": 100}
+        start = time.perf_counter()
+        body = client.get("/api/point", params=params).json()
+        latencies.append((time.perf_counter() - start) * 1000)
+        counts.append(body["count"])
+    print(f"  /api/point on {POINTS:,} rated points: median {statistics.median(latencies):.2f} ms, "
+          f"p95 {np.percentile(latencies, 95):.2f} ms over {CLICKS} clicks (radius 100 m, "
+          f"{statistics.median(counts):.0f} points each; index built in {build:.1f} s; goal < {TARGET_POINT_MS:.0f} ms)")
+
+
+def main() -> None:
+    rating()
+    point_latency()
+
+
+if __name__ == "__main__":
+    main()
