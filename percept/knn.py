@@ -23,14 +23,17 @@ RERANK_MARGIN = 8
 DEFAULT_BLOCK = 512
 #: Queries re-ranked at once: bounds the gathered float64 candidates to ROWS x candidates x dim.
 RERANK_ROWS = 64
+#: The strided subset used to bound each row's selection holds about this many times K columns.
+SUBSET_FACTOR = 4
 
 
 def l2_normalise(vectors: np.ndarray, dtype=np.float64) -> np.ndarray:
     """Rows scaled to unit length (zero rows stay zero)."""
-    out = np.asarray(vectors, dtype=dtype)
+    out = np.array(vectors, dtype=dtype)
     norms = np.linalg.norm(out, axis=1, keepdims=True)
     norms[norms == 0] = 1.0
-    return out / norms
+    out /= norms
+    return out
 
 
 @dataclass(frozen=True)
@@ -65,8 +68,9 @@ class KNNRegressor:
         if len(scores) == 0:
             raise PerceptError("cannot fit a KNN model on zero training samples")
         distinct, sample_vector = np.unique(rows, return_inverse=True)
-        self.vectors64_ = np.asarray(vectors[distinct], dtype=np.float64)
-        self.vectors32_ = self.vectors64_.astype(np.float32)
+        self.vectors_ = vectors  # referenced, not copied: re-ranking gathers float64 rows from it
+        self.distinct_ = distinct
+        self.vectors32_ = float32_rows(vectors, distinct)
         self.scores_ = scores
         # Samples grouped by distinct vector, each group in training order.
         order = np.argsort(sample_vector, kind="stable")
@@ -112,17 +116,10 @@ class KNNRegressor:
 
     def _block_neighbours(self, block: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         n_distinct = len(self.vectors32_)
-        n_cand = min(k + RERANK_MARGIN, n_distinct)
         approx = block.astype(np.float32) @ self.vectors32_.T
-        if n_cand < n_distinct:
-            cand = np.argpartition(approx, n_distinct - n_cand, axis=1)[:, n_distinct - n_cand:]
-        else:
-            cand = np.broadcast_to(np.arange(n_distinct), (len(block), n_distinct))
+        cand = top_columns(approx, min(k + RERANK_MARGIN, n_distinct))
         del approx
-        exact = np.empty(cand.shape, dtype=np.float64)
-        for sub in range(0, len(block), RERANK_ROWS):
-            part = slice(sub, sub + RERANK_ROWS)
-            exact[part] = np.einsum("md,mcd->mc", block[part], self.vectors64_[cand[part]])
+        exact = rerank(block, self.vectors_, self.distinct_[cand])
         # Expand each candidate vector to its samples; padding sorts last.
         samples = self.members_[cand].reshape(len(block), -1)
         sample_sims = np.repeat(exact, self.members_.shape[1], axis=1)
@@ -130,3 +127,48 @@ class KNNRegressor:
         tiebreak = np.where(samples < 0, np.iinfo(np.int64).max, samples)
         order = np.lexsort((tiebreak, -sample_sims), axis=1)[:, :k]
         return np.take_along_axis(samples, order, axis=1), np.take_along_axis(sample_sims, order, axis=1)
+
+
+def float32_rows(vectors: np.ndarray, rows: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """``vectors[rows]`` as a contiguous float32 array, converted a chunk at a time (bounded memory)."""
+    out = np.empty((len(rows), vectors.shape[1]), dtype=np.float32)
+    for start in range(0, len(rows), chunk):
+        out[start:start + chunk] = vectors[rows[start:start + chunk]]
+    return out
+
+
+def top_columns(values: np.ndarray, count: int) -> np.ndarray:
+    """Per row, the columns of the ``count`` largest values (unordered; any choice among ties at the cut).
+
+    The ``count``-th largest value of a strided subset of columns is a lower bound for the
+    row's ``count``-th largest, so only values at or above it compete in the final partial
+    selection: a few times ``count`` per row instead of every column.
+    """
+    rows, cols = values.shape
+    if count >= cols:
+        return np.broadcast_to(np.arange(cols), (rows, cols))
+    stride = cols // (SUBSET_FACTOR * count)
+    if stride < 2:
+        return np.argpartition(values, cols - count, axis=1)[:, cols - count:]
+    subset = values[:, ::stride]
+    cut = subset.shape[1] - count
+    threshold = np.partition(subset, cut, axis=1)[:, cut]
+    hit_rows, hit_cols = np.nonzero(values >= threshold[:, None])
+    per_row = np.bincount(hit_rows, minlength=rows)
+    slot = np.arange(len(hit_rows)) - np.repeat(np.cumsum(per_row) - per_row, per_row)
+    width = int(per_row.max())
+    padded = np.full((rows, width), -np.inf, dtype=values.dtype)
+    columns = np.zeros((rows, width), dtype=np.int64)
+    padded[hit_rows, slot] = values[hit_rows, hit_cols]
+    columns[hit_rows, slot] = hit_cols
+    pick = np.argpartition(padded, width - count, axis=1)[:, width - count:]
+    return np.take_along_axis(columns, pick, axis=1)
+
+
+def rerank(queries: np.ndarray, vectors: np.ndarray, cand: np.ndarray) -> np.ndarray:
+    """Float64 similarity of each query with its candidate rows of ``vectors`` (bounded gathers)."""
+    exact = np.empty(cand.shape, dtype=np.float64)
+    for start in range(0, len(queries), RERANK_ROWS):
+        part = slice(start, start + RERANK_ROWS)
+        exact[part] = np.matmul(vectors[cand[part]], queries[part, :, None])[..., 0]
+    return exact
