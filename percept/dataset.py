@@ -22,7 +22,7 @@ import pandas as pd
 from percept.embeddings import Embeddings, default_embeddings_dir, has_embeddings, read_embeddings
 from percept.errors import PerceptError
 from percept.knn import l2_normalise
-from percept.survey import (RatingFilter, Samples, Survey, average_samples, filter_ratings, load_ratings,
+from percept.survey import (CORE_PROPERTIES, RatingFilter, Samples, Survey, average_samples, filter_ratings, load_ratings,
                             load_survey, match_features, parse_age, parse_list, parse_region, rating_samples)
 
 ENV_METHODS = ("append", "average", "slerp")
@@ -92,7 +92,7 @@ def load_dataset(args: argparse.Namespace, log: Log = print) -> Dataset:
     """Load survey, vectors, samples and (optionally) environmental vectors as the flags say."""
     rules = rating_filter(args)
     check_environment_options(args)
-    survey = load_survey(args.geojson)
+    survey = load_survey(args.geojson, None if args.environmental else CORE_PROPERTIES)
     if survey.duplicates:
         log(f"warning: {survey.duplicates} survey features repeat an image name; the last one is used")
     embeddings = obtain_embeddings(args, log)
@@ -104,7 +104,7 @@ def load_dataset(args: argparse.Namespace, log: Log = print) -> Dataset:
     if unmatched:
         log(f"skipped {len(unmatched)} embedding rows with no survey feature (first: {unmatched[0]})")
     names = [n for n, k in zip(embeddings.names, keep) if k]
-    vectors = l2_normalise(np.asarray(embeddings.vectors[keep]))
+    vectors = l2_normalise(embeddings.vectors if keep.all() else embeddings.vectors[keep])
     del embeddings
     ratings = None
     if args.demographics:

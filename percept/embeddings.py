@@ -75,17 +75,18 @@ def read_embeddings(root: str | Path, kind: str = "img") -> Embeddings:
     dims = {v.shape[1] for v in vectors if v.ndim == 2}
     if len(dims) > 1:
         raise PerceptError(f"embedding parts in {root} have different dimensions {sorted(dims)}: re-encode them")
-    return Embeddings(metadata[column].astype(str).tolist(), np.concatenate(vectors), metadata)
+    stacked = vectors[0] if len(vectors) == 1 else np.concatenate(vectors)
+    return Embeddings(metadata[column].astype(str).tolist(), stacked, metadata)
 
 
 def _load_npy(path: Path) -> np.ndarray:
     try:
-        array = np.load(path, mmap_mode="r", allow_pickle=False)
+        array = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise PerceptError(f"cannot read embeddings file {path} ({exc}): re-encode the images") from None
     if array.ndim != 2:
         raise PerceptError(f"{path} holds an array of shape {array.shape}, not rows of vectors: re-encode")
-    return np.asarray(array)
+    return array
 
 
 def _load_parquet(path: Path, column: str) -> pd.DataFrame:

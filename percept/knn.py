@@ -30,7 +30,7 @@ SUBSET_FACTOR = 4
 def l2_normalise(vectors: np.ndarray, dtype=np.float64) -> np.ndarray:
     """Rows scaled to unit length (zero rows stay zero)."""
     out = np.array(vectors, dtype=dtype)
-    norms = np.linalg.norm(out, axis=1, keepdims=True)
+    norms = np.sqrt(np.einsum("ij,ij->i", out, out))[:, None]
     norms[norms == 0] = 1.0
     out /= norms
     return out

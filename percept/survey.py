@@ -12,12 +12,15 @@ import pandas as pd
 
 from percept.categories import CATEGORIES, CATEGORY_BY_ID
 from percept.errors import PerceptError
+from percept.memory import release_free_memory
 
 INTEGER_COLUMNS = ("image_id", "category_id", "rating_id", "session_id", "rating", "score", "age")
 REQUIRED_RATING_COLUMNS = ("image_id", "category_id", "rating")
 NL_COUNTRY = re.compile(r"^NL$|Nederland|Netherlands|Dutch|Utrecht|Amsterdam|netherland|netjerlands|Netherl")
 NL_POSTCODE = re.compile(r"^[0-9]{4} *[A-Z]{2}$")
 REGIONS = ("NL", "non-NL")
+#: The properties the KNN needs from each feature (environmental keys aside).
+CORE_PROPERTIES = frozenset({"image_id", "url", *(f"average_{c}" for c in CATEGORIES)})
 MAX_AGE = 120
 
 
@@ -39,8 +42,12 @@ class Survey:
         return None if index is None else self.features[index]
 
 
-def parse_survey(data: object, source: str = "survey") -> Survey:
-    """Validate a decoded GeoJSON FeatureCollection and index its features by image name."""
+def parse_survey(data: object, source: str = "survey", keep: frozenset[str] | None = None) -> Survey:
+    """Validate a decoded GeoJSON FeatureCollection and index its features by image name.
+
+    With ``keep``, each feature keeps only those properties (in their order), which
+    saves memory on large surveys.
+    """
     if not isinstance(data, dict) or data.get("type") != "FeatureCollection":
         raise PerceptError(f"{source} is not a GeoJSON FeatureCollection: give the survey's data.geojson export")
     features = data.get("features")
@@ -55,12 +62,12 @@ def parse_survey(data: object, source: str = "survey") -> Survey:
         name = image_name(props["url"])
         duplicates += name in by_name
         by_name[name] = len(properties)
-        properties.append(props)
+        properties.append(props if keep is None else {k: v for k, v in props.items() if k in keep})
     return Survey(properties, by_name, duplicates)
 
 
-def load_survey(path: str | Path) -> Survey:
-    """Read and validate the survey GeoJSON file."""
+def load_survey(path: str | Path, keep: frozenset[str] | None = None) -> Survey:
+    """Read and validate the survey GeoJSON file (``keep``: see :func:`parse_survey`)."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -72,7 +79,10 @@ def load_survey(path: str | Path) -> Survey:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise PerceptError(f"survey GeoJSON {path} is not valid JSON ({exc}): fix or re-export the file") from None
-    return parse_survey(data, str(path))
+    survey = parse_survey(data, str(path), keep)
+    del data
+    release_free_memory()
+    return survey
 
 
 @dataclass(frozen=True)
