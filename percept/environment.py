@@ -18,6 +18,7 @@ import numpy as np
 
 from percept.env_keys import ENV_KEYS
 from percept.errors import PerceptError
+from percept.knn import l2_normalise
 from percept.survey import image_name
 
 PROMPT_STYLES = (0, 1)
@@ -176,11 +177,10 @@ def combine(image_vectors: np.ndarray, text_vectors: np.ndarray, method: str) ->
 
 def _unit_rows(vectors: np.ndarray) -> np.ndarray:
     """Rows as float64, scaled to length 1 (all-zero rows stay zero)."""
-    rows = np.asarray(vectors, dtype=np.float64)
+    rows = np.asarray(vectors)
     if rows.ndim != 2:
         raise PerceptError(f"expected rows of vectors, got an array of shape {rows.shape}")
-    norms = np.linalg.norm(rows, axis=1, keepdims=True)
-    return rows / np.where(norms == 0, 1.0, norms)
+    return l2_normalise(rows)
 
 
 def slerp_midpoint(a: np.ndarray, b: np.ndarray) -> np.ndarray:
