@@ -1,9 +1,11 @@
 """Repeated K-fold cross-validation of the KNN model beside two baselines.
 
 For each category and K the metrics of every fold are kept, so callers report
-mean ± standard deviation over folds. Every fold runs one neighbour search at
-the largest K; all smaller K reuse its neighbours. Categories that hold the same
-samples (same vector rows) and get the same folds share that search.
+mean ± standard deviation over folds. The folds of every repeat partition the
+same samples, so each category's neighbour lists are searched once
+(``percept.neighbour_lists``) and every fold filters them to its training part;
+all K reuse the largest K's neighbours. Categories that hold the same samples
+(same vector rows) share the lists.
 
 Folds are over samples. A demographic survey repeats an image once per rating,
 so an image may then sit in the training and the test part of one fold; with
@@ -26,13 +28,15 @@ from scipy.stats import rankdata
 
 from percept.errors import PerceptError
 from percept.evaluation import regression_metrics
-from percept.knn import KNNRegressor
+from percept.neighbour_lists import NeighbourLists, fold_neighbours, list_length, neighbour_lists
 from percept.survey import Samples
 from percept.weighting import DEFAULT_WEIGHTING, check_weighting, neighbour_weights
 
 METRICS = ("mse", "rmse", "mae", "r2", "pearson", "spearman")
 #: Ridge penalties tried by the inner leave-one-out cross-validation.
 RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-3, 3, 13))
+#: Decimals kept before ranking for Spearman's correlation.
+RANK_DECIMALS = 12
 
 
 @dataclass(frozen=True)
@@ -149,7 +153,9 @@ def sample_folds(samples: Samples, plan: CVPlan, repeat: int) -> np.ndarray:
 def fold_metrics(observed: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
     """MSE, RMSE, MAE, R² (scikit-learn's definitions), Pearson and Spearman correlation.
 
-    A correlation with a constant side is undefined and reported as NaN.
+    A correlation with a constant side is undefined and reported as NaN. Spearman
+    ranks values rounded to ``RANK_DECIMALS`` decimals, so predictions equal up to
+    floating-point round-off tie.
     """
     observed = np.asarray(observed, dtype=np.float64)
     predicted = np.asarray(predicted, dtype=np.float64)
@@ -160,8 +166,12 @@ def fold_metrics(observed: np.ndarray, predicted: np.ndarray) -> dict[str, float
         "mae": float(np.mean(np.abs(observed - predicted))) if len(observed) else float("nan"),
         "r2": r2,
         "pearson": _correlation(observed, predicted),
-        "spearman": _correlation(rankdata(observed), rankdata(predicted)) if len(observed) else float("nan"),
+        "spearman": _correlation(*_ranks(observed, predicted)) if len(observed) else float("nan"),
     }
+
+
+def _ranks(*values: np.ndarray) -> list[np.ndarray]:
+    return [rankdata(np.round(v, RANK_DECIMALS)) for v in values]
 
 
 def _correlation(a: np.ndarray, b: np.ndarray) -> float:
@@ -240,9 +250,11 @@ def cross_validate(vectors: np.ndarray, samples: dict[str, Samples], ks: list[in
     if not categories:
         raise PerceptError("no category has samples to cross-validate")
     folds = {c: [sample_folds(samples[c], plan, r) for r in range(plan.repeats)] for c in categories}
-    results = {}
+    results, lists = {}, []
     for family in _families(categories, samples, folds):
-        results.update(_run_family(vectors, family, samples, folds[family[0]], ks, plan, weighting, baselines))
+        shared = _lists_for(lists, vectors, samples[family[0]].rows, max(ks))
+        results.update(_run_family(vectors, shared, family, samples, folds[family[0]], ks, plan, weighting,
+                                   baselines))
     return [results[c] for c in categories]
 
 
@@ -261,7 +273,17 @@ def _families(categories: list[str], samples: dict[str, Samples], folds: dict[st
     return families
 
 
-def _run_family(vectors, family, samples, repeats, ks, plan, weighting, baselines) -> dict[str, CategoryResult]:
+def _lists_for(known: list[tuple[np.ndarray, NeighbourLists]], vectors, rows, k_max) -> NeighbourLists:
+    """Neighbour lists of ``rows``, reused from ``known`` when the same rows were searched before."""
+    for known_rows, lists in known:
+        if np.array_equal(known_rows, rows):
+            return lists
+    known.append((rows, neighbour_lists(vectors, rows, list_length(k_max))))
+    return known[-1][1]
+
+
+def _run_family(vectors, lists, family, samples, repeats, ks, plan, weighting,
+                baselines) -> dict[str, CategoryResult]:
     rows = samples[family[0]].rows
     scores = np.column_stack([samples[c].scores for c in family])  # (n, categories)
     knn = {c: [ModelScores("knn", k) for k in ks] for c in family}
@@ -273,7 +295,7 @@ def _run_family(vectors, family, samples, repeats, ks, plan, weighting, baseline
         for fold in range(plan.folds):
             test = np.flatnonzero(fold_of == fold)
             train = np.flatnonzero(fold_of != fold)
-            knn_pred = _knn_fold(vectors, rows, scores, train, test, ks, weighting)
+            knn_pred = _knn_fold(lists, vectors, rows, scores, train, test, ks, weighting)
             for j, category in enumerate(family):
                 observed = scores[test, j]
                 for row, k in zip(knn[category], ks):
@@ -310,18 +332,16 @@ def _fold_grams(vectors, rows, fold_of, folds) -> list[np.ndarray]:
     return grams
 
 
-def _knn_fold(vectors, rows, scores, train, test, ks, weighting) -> dict[int, np.ndarray]:
-    """Predictions (test samples, categories) per K from one search with the largest K."""
-    model = KNNRegressor(max(ks), weighting).fit(vectors, scores[train, 0], rows[train])
-    query_rows, inverse = np.unique(rows[test], return_inverse=True)
-    found = model.kneighbors(vectors[query_rows], max(ks))
-    train_scores = scores[train]
+def _knn_fold(lists, vectors, rows, scores, train, test, ks, weighting) -> dict[int, np.ndarray]:
+    """Predictions (test samples, categories) per K from the neighbour lists filtered to ``train``."""
+    query_vectors, inverse = np.unique(lists.vector_of[test], return_inverse=True)
+    found = fold_neighbours(lists, vectors, rows, train, query_vectors, max(ks))
     out = {}
     for k in ks:
         weights = neighbour_weights(found.similarity[:, :k], weighting)  # (queries, k)
         index = found.index[:, :k]
-        # Summed as KNNRegressor.predict_from sums, so predictions are bit-identical.
-        out[k] = np.column_stack([np.sum(weights * train_scores[index, j], axis=1)
+        # Summed as KNNRegressor.predict_from sums.
+        out[k] = np.column_stack([np.sum(weights * scores[index, j], axis=1)
                                   for j in range(scores.shape[1])])[inverse]
     return out
 

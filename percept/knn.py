@@ -22,9 +22,9 @@ RERANK_MARGIN = 8
 #: Queries per block: bounds the similarity block to BLOCK x distinct training vectors.
 DEFAULT_BLOCK = 512
 #: Queries re-ranked at once: bounds the gathered float64 candidates to ROWS x candidates x dim.
-RERANK_ROWS = 64
-#: The strided subset used to bound each row's selection holds about this many times K columns.
-SUBSET_FACTOR = 4
+RERANK_ROWS = 16
+#: Columns per strided group in :func:`top_columns`.
+GROUP = 8
 
 
 def l2_normalise(vectors: np.ndarray, dtype=np.float64) -> np.ndarray:
@@ -140,28 +140,22 @@ def float32_rows(vectors: np.ndarray, rows: np.ndarray, chunk: int = 4096) -> np
 def top_columns(values: np.ndarray, count: int) -> np.ndarray:
     """Per row, the columns of the ``count`` largest values (unordered; any choice among ties at the cut).
 
-    The ``count``-th largest value of a strided subset of columns is a lower bound for the
-    row's ``count``-th largest, so only values at or above it compete in the final partial
-    selection: a few times ``count`` per row instead of every column.
+    Columns fall into strided groups of GROUP; a row's ``count`` largest values
+    lie in the ``count`` groups with the largest maxima, so only those groups
+    (and the few columns left over) go to the final partial selection.
     """
     rows, cols = values.shape
     if count >= cols:
         return np.broadcast_to(np.arange(cols), (rows, cols))
-    stride = cols // (SUBSET_FACTOR * count)
-    if stride < 2:
+    groups = cols // GROUP
+    if groups <= count:
         return np.argpartition(values, cols - count, axis=1)[:, cols - count:]
-    subset = values[:, ::stride]
-    cut = subset.shape[1] - count
-    threshold = np.partition(subset, cut, axis=1)[:, cut]
-    hit_rows, hit_cols = np.nonzero(values >= threshold[:, None])
-    per_row = np.bincount(hit_rows, minlength=rows)
-    slot = np.arange(len(hit_rows)) - np.repeat(np.cumsum(per_row) - per_row, per_row)
-    width = int(per_row.max())
-    padded = np.full((rows, width), -np.inf, dtype=values.dtype)
-    columns = np.zeros((rows, width), dtype=np.int64)
-    padded[hit_rows, slot] = values[hit_rows, hit_cols]
-    columns[hit_rows, slot] = hit_cols
-    pick = np.argpartition(padded, width - count, axis=1)[:, width - count:]
+    maxima = values[:, :groups * GROUP].reshape(rows, GROUP, groups).max(axis=1)
+    best = np.argpartition(maxima, groups - count, axis=1)[:, groups - count:]
+    columns = (best[:, :, None] + groups * np.arange(GROUP)).reshape(rows, -1)
+    columns = np.hstack([columns, np.broadcast_to(np.arange(groups * GROUP, cols), (rows, cols - groups * GROUP))])
+    kept = np.take_along_axis(values, columns, axis=1)
+    pick = np.argpartition(kept, kept.shape[1] - count, axis=1)[:, kept.shape[1] - count:]
     return np.take_along_axis(columns, pick, axis=1)
 
 
