@@ -233,7 +233,7 @@ def rate(model: ExportedModel, embeddings_dir: str | Path, out: str | Path, *, l
         chunks = single_chunks(rows)
     del parts
     written = unlocated = 0
-    with atomic_path(out) as tmp, _writer(kind, tmp) as write, \
+    with atomic_path(out) as tmp, _Writer(kind, tmp) as write, \
             tqdm(total=total, unit="img", disable=quiet, desc="rating") as progress:
         for chunk in chunks:
             if len(chunk.names) and chunk.vectors.shape[1] != scorer.dim:
@@ -259,7 +259,7 @@ def _table(chunk: Chunk, categories: list[str], scores: np.ndarray, panoramic: b
     return table
 
 
-class _writer:
+class _Writer:
     """Context manager giving a ``write(table)`` function that appends chunks to a file of one kind."""
 
     def __init__(self, kind: str, path: Path):

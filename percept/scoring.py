@@ -3,15 +3,20 @@
 The categories of a model usually share their vectors, and demographic models
 repeat a vector once per rating, so the rows of all categories are reduced to
 distinct vectors when the scorer is built. Each block of queries is compared
-with the distinct vectors once (float32 matrix product); the candidates of
-every category are taken from that one comparison and re-ranked with float64
-similarities, so each category's neighbours and predictions equal those of a
-:class:`~percept.knn.KNNRegressor` fitted on that category alone.
+with the distinct vectors once (float32 matrix product) and one shared set of
+candidates is selected for all categories. Within it, only the candidates whose
+float32 similarity lies within the float32 error bound of a category's K-th
+best are re-ranked with float64 similarities; queries whose neighbours might
+lie outside the shared set take a per-category search. Each category's
+neighbours thus equal those of a :class:`~percept.knn.KNNRegressor` fitted on
+that category alone (similarities agree to float64 rounding).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,7 +74,7 @@ def distinct_rows(arrays: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray
     return (np.stack(kept) if kept else np.empty((0, dim))), positions
 
 
-def _group(sample_vector: np.ndarray, n_vectors: int) -> _Category:
+def _group(sample_vector: np.ndarray, scores: np.ndarray, n_vectors: int) -> _Category:
     distinct, inverse = np.unique(sample_vector, return_inverse=True)
     order = np.argsort(inverse, kind="stable")
     counts = np.bincount(inverse, minlength=len(distinct))
@@ -79,20 +84,21 @@ def _group(sample_vector: np.ndarray, n_vectors: int) -> _Category:
     members[inverse[order], offsets] = order
     local = np.full(n_vectors, -1, dtype=np.int64)
     local[distinct] = np.arange(len(distinct))
-    return _Category(np.empty(0), distinct, local, members, sample_vector)
+    return _Category(np.asarray(scores, dtype=np.float64), distinct, local, members, sample_vector)
 
 
 class MultiScorer:
     """KNN predictions for every category of an exported model from one similarity pass per query block."""
 
     def __init__(self, model: ExportedModel, k: int | None = None, weighting: str | None = None,
-                 block_size: int = DEFAULT_BLOCK):
+                 block_size: int = DEFAULT_BLOCK, threads: int | None = None):
         settings = model.settings or ModelSettings()
         self.k = int(settings.k if k is None else k)
         if self.k < 1:
             raise PerceptError(f"K must be a positive integer, got {self.k}")
         self.weighting = check_weighting(settings.weighting if weighting is None else weighting)
         self.block_size = int(block_size)
+        self.threads = threads or os.cpu_count() or 1
         self.categories = list(model.categories)
         for category in self.categories:
             if len(model.scores[category]) == 0:
@@ -102,9 +108,7 @@ class MultiScorer:
         self.vectors32 = np.concatenate([self.vectors64, np.zeros((padded, self.dim))]).astype(np.float32)
         self._cats = {}
         for category, where in zip(self.categories, positions):
-            group = _group(where, len(self.vectors64))
-            group.scores = np.asarray(model.scores[category], dtype=np.float64)
-            self._cats[category] = group
+            self._cats[category] = _group(where, model.scores[category], len(self.vectors64))
 
     @property
     def dim(self) -> int:
@@ -130,11 +134,13 @@ class MultiScorer:
         queries = self._check(queries)
         out = np.empty((len(queries), len(self.categories)), dtype=np.float64)
         found = {c: [] for c in self.categories}
-        for start in range(0, len(queries), self.block_size):
-            block = queries[start:start + self.block_size]
-            for column, (category, hits) in enumerate(self._block(block).items()):
-                out[start:start + len(block), column] = self._weighted(category, hits)
-                found[category].append(hits)
+        starts = range(0, len(queries), self.block_size)
+        blocks = (queries[start:start + self.block_size] for start in starts)
+        with ThreadPoolExecutor(self.threads) as pool:
+            for start, result in zip(starts, pool.map(self._block, blocks)):
+                for column, (category, hits) in enumerate(result.items()):
+                    out[start:start + len(hits.index), column] = self._weighted(category, hits)
+                    found[category].append(hits)
         neighbours = {c: Neighbours(np.concatenate([h.index for h in found[c]]),
                                     np.concatenate([h.similarity for h in found[c]])) if found[c]
                       else Neighbours(np.empty((0, self._k(c)), np.int64), np.empty((0, self._k(c))))
@@ -192,12 +198,26 @@ class MultiScorer:
     def _block(self, block: np.ndarray) -> dict[str, Neighbours]:
         approx = block.astype(np.float32) @ self.vectors32.T
         approx[:, self.n_vectors:] = -np.inf
-        cand = top_columns(approx, self._shared_count())
-        exact = rerank(block, self.vectors64, cand)
-        result = {}
+        shared = self._shared_count()
+        cand = top_columns(approx, shared)
+        near = np.take_along_axis(approx, cand, axis=1).astype(np.float64)
+        # Every vector outside the shared candidates is at most this similar (float32 pass).
+        floor = near.min(axis=1) if shared < self.n_vectors else np.full(len(block), -np.inf)
+        slack = 2 * float32_error(self.dim)
+        windows, needed = {}, np.zeros(cand.shape, dtype=bool)
         for category, group in self._cats.items():
             local = group.local[cand]
-            enough = (local >= 0).sum(axis=1) >= self._n_cand(category)
+            member = np.where(local >= 0, near, -np.inf)
+            kth = min(self._k(category), len(group.vectors))
+            bound = -np.partition(-member, kth - 1, axis=1)[:, kth - 1] - slack
+            # Members below the bound have K samples surely more similar; outside vectors too if below it.
+            window = (member >= bound[:, None]) & (bound > floor)[:, None]
+            windows[category] = (np.where(window, local, -1), bound > floor)
+            needed |= window
+        exact = rerank_where(block, self.vectors64, cand, needed)
+        result = {}
+        for category, group in self._cats.items():
+            local, enough = windows[category]
             index = np.empty((len(block), self._k(category)), dtype=np.int64)
             sims = np.empty(index.shape, dtype=np.float64)
             if enough.any():
@@ -249,8 +269,28 @@ def rerank(queries: np.ndarray, vectors64: np.ndarray, cand: np.ndarray) -> np.n
     exact = np.empty(cand.shape, dtype=np.float64)
     for sub in range(0, len(queries), RERANK_BLOCK):
         part = slice(sub, sub + RERANK_BLOCK)
-        exact[part] = np.einsum("md,mcd->mc", queries[part], vectors64[cand[part]])
+        exact[part] = np.matmul(vectors64[cand[part]], queries[part, :, None])[..., 0]
     return exact
+
+
+def rerank_where(queries: np.ndarray, vectors64: np.ndarray, cand: np.ndarray, needed: np.ndarray) -> np.ndarray:
+    """Like :func:`rerank`, only where ``needed`` (NaN elsewhere): needed candidates are moved to the front."""
+    order = np.argsort(~needed, axis=1, kind="stable")
+    counts = needed.sum(axis=1)
+    exact = np.full(cand.shape, np.nan)
+    for sub in range(0, len(queries), RERANK_BLOCK):
+        part = slice(sub, sub + RERANK_BLOCK)
+        width = int(counts[part].max(initial=0))
+        if width:
+            columns = order[part, :width]
+            rows = vectors64[np.take_along_axis(cand[part], columns, axis=1)]
+            np.put_along_axis(exact[part], columns, np.matmul(rows, queries[part, :, None])[..., 0], axis=1)
+    return exact
+
+
+def float32_error(dim: int) -> float:
+    """Bound on |float32 dot product - float64 dot product| for unit vectors of ``dim`` elements."""
+    return (dim + 8) * 2.0 ** -24
 
 
 def check_encoder(settings: ModelSettings | None, dim: int, encoder_name: str, encoder_dim: int,

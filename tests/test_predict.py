@@ -36,7 +36,8 @@ def test_predict_equals_knn_on_the_same_vectors(tmp_path, photos, capsys):
     with np.load(model_path) as archive:
         for category in CATEGORIES:
             knn = KNNRegressor(5).fit(archive[f"{category}_vecs"], archive[f"{category}_scores"])
-            assert [row["scores"][category] for row in printed] == knn.predict(queries).tolist()
+            np.testing.assert_allclose([row["scores"][category] for row in printed], knn.predict(queries),
+                                       rtol=0, atol=1e-12)
 
 
 def test_table_and_csv_output(tmp_path, photos, capsys):
@@ -59,7 +60,8 @@ def test_bare_model_needs_clip_model(tmp_path, photos, capsys):
                          str(photos[0])]) == 0
     scores = json.loads(capsys.readouterr().out)[0]["scores"]
     query = l2_normalise(encode_pil_images(load_encoder("percept:tiny"), [Image.open(photos[0]).convert("RGB")]))
-    assert scores["safety"] == KNNRegressor(40).fit(vectors, np.load(bare)["safety_scores"]).predict(query)[0]
+    want = KNNRegressor(40).fit(vectors, np.load(bare)["safety_scores"]).predict(query)[0]
+    assert scores["safety"] == pytest.approx(want, abs=1e-12)
 
 
 def test_mismatched_encoder_is_refused(tmp_path, photos, capsys):

@@ -83,7 +83,8 @@ def test_parquet_without_locations(tmp_path, model_path, city):
     rate(load_model(model_path), folder, out, chunk_size=5, quiet=True)
     table = pd.read_parquet(out)
     assert list(table.columns) == ["image", *CATEGORIES]
-    np.testing.assert_array_equal(table[list(CATEGORIES)].to_numpy(), expected_scores(model_path, vectors))
+    np.testing.assert_allclose(table[list(CATEGORIES)].to_numpy(), expected_scores(model_path, vectors),
+                               rtol=0, atol=1e-12)
 
 
 def test_geoparquet_with_locations(tmp_path, model_path, city):
@@ -223,3 +224,21 @@ def test_rate_command(tmp_path, model_path, city, capsys):
     assert percept_main(["rate", "--model", str(model_path), "--embeddings", str(folder),
                          "--out", str(tmp_path / "x.geojson"), "--quiet"]) == 2
     assert capsys.readouterr().err.startswith("error: .geojson output needs image locations")
+
+
+def test_rate_command_encodes_images(tmp_path, capsys):
+    from PIL import Image
+
+    from web_fixtures import write_model
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(3):
+        Image.new("RGB", (40, 30), (60 * i, 90, 200)).save(images / f"pano_x{i}.jpg")
+    model = write_model(tmp_path / "model.npz", names=False)
+    out = tmp_path / "rated.csv"
+    assert percept_main(["rate", "--model", str(model), "--images", str(images), "--cache", str(tmp_path / "cache"),
+                         "--out", str(out), "--average-panoramic", "--quiet"]) == 0
+    table = pd.read_csv(out)
+    assert table["image"].tolist() == ["pano"] and table["crops"].tolist() == [3]
+    assert (tmp_path / "cache" / "img_emb" / "img_emb_0.npy").exists()
