@@ -72,15 +72,7 @@ class KNNRegressor:
         self.distinct_ = distinct
         self.vectors32_ = float32_rows(vectors, distinct)
         self.scores_ = scores
-        # Samples grouped by distinct vector, each group in training order.
-        order = np.argsort(sample_vector, kind="stable")
-        counts = np.bincount(sample_vector, minlength=len(distinct))
-        starts = np.concatenate([[0], np.cumsum(counts)])
-        width = int(counts.max())
-        members = np.full((len(distinct), width), -1, dtype=np.int64)
-        offsets = np.arange(len(order)) - np.repeat(starts[:-1], counts)
-        members[sample_vector[order], offsets] = order
-        self.members_ = members  # (distinct, width) sample positions, -1 padded
+        self.members_ = group_members(sample_vector, len(distinct))
         return self
 
     @property
@@ -120,13 +112,32 @@ class KNNRegressor:
         cand = top_columns(approx, min(k + RERANK_MARGIN, n_distinct))
         del approx
         exact = rerank(block, self.vectors_, self.distinct_[cand])
-        # Expand each candidate vector to its samples; padding sorts last.
-        samples = self.members_[cand].reshape(len(block), -1)
-        sample_sims = np.repeat(exact, self.members_.shape[1], axis=1)
-        sample_sims[samples < 0] = -np.inf
-        tiebreak = np.where(samples < 0, np.iinfo(np.int64).max, samples)
-        order = np.lexsort((tiebreak, -sample_sims), axis=1)[:, :k]
-        return np.take_along_axis(samples, order, axis=1), np.take_along_axis(sample_sims, order, axis=1)
+        return nearest_samples(self.members_, cand, exact, k)
+
+
+def group_members(vector_of: np.ndarray, n_distinct: int) -> np.ndarray:
+    """(distinct, width) positions of the samples of each distinct vector, ascending, ``-1`` padded."""
+    order = np.argsort(vector_of, kind="stable")
+    counts = np.bincount(vector_of, minlength=n_distinct)
+    members = np.full((n_distinct, int(counts.max(initial=1))), -1, dtype=np.int64)
+    members[vector_of[order], np.arange(len(order)) - np.repeat(np.cumsum(counts) - counts, counts)] = order
+    return members
+
+
+def nearest_samples(members: np.ndarray, cand: np.ndarray, exact: np.ndarray,
+                    k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The K most similar samples of candidate vectors (``cand`` -1: no candidate), ties by sample position.
+
+    ``exact`` holds each candidate's similarity; each candidate expands to its samples (``members``).
+    """
+    samples = members[np.maximum(cand, 0)]
+    samples[cand < 0] = -1
+    samples = samples.reshape(len(cand), -1)
+    sample_sims = np.repeat(exact, members.shape[1], axis=1)
+    sample_sims[samples < 0] = -np.inf
+    tiebreak = np.where(samples < 0, np.iinfo(np.int64).max, samples)
+    order = np.lexsort((tiebreak, -sample_sims), axis=1)[:, :k]
+    return np.take_along_axis(samples, order, axis=1), np.take_along_axis(sample_sims, order, axis=1)
 
 
 def float32_rows(vectors: np.ndarray, rows: np.ndarray, chunk: int = 4096) -> np.ndarray:

@@ -23,6 +23,7 @@ from percept.errors import PerceptError
 from percept.weighting import DEFAULT_WEIGHTING
 
 SETTINGS_KEY = "percept_settings"
+IMAGES_KEY = "percept_sample_images"
 PUBLISHED_K = 40
 
 
@@ -46,6 +47,7 @@ class ExportedModel:
     vectors: dict[str, np.ndarray]
     scores: dict[str, np.ndarray]
     settings: ModelSettings | None
+    images: dict[str, list[str]] | None = None  # survey image name of each sample, where recorded
 
     @property
     def categories(self) -> list[str]:
@@ -57,15 +59,16 @@ class ExportedModel:
 
 
 def save_model(path: str | Path, vectors: dict[str, np.ndarray], scores: dict[str, np.ndarray],
-               settings: ModelSettings | None) -> None:
-    """Write ``model.npz`` (compressed) atomically."""
+               settings: ModelSettings | None, images: dict[str, list[str]] | None = None) -> None:
+    """Write ``model.npz`` (compressed) atomically; ``images`` names each sample's survey image."""
     arrays = {}
     for category in vectors:
         arrays[f"{category}_scores"] = np.asarray(scores[category], dtype=np.float64)
         arrays[f"{category}_vecs"] = np.asarray(vectors[category], dtype=np.float64)
     if settings is not None:
-        text = json.dumps(asdict(settings), sort_keys=True)
-        arrays[SETTINGS_KEY] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+        arrays[SETTINGS_KEY] = _json_bytes(asdict(settings))
+    if images is not None:
+        arrays[IMAGES_KEY] = _json_bytes(images)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:
             np.savez_compressed(handle, **arrays)
@@ -90,10 +93,21 @@ def load_model(path: str | Path) -> ExportedModel:
                 raise PerceptError(f"{path}: {category} vectors and scores disagree in length: re-export the model")
     if not vectors:
         raise PerceptError(f"{path} holds no <category>_vecs/<category>_scores arrays: is it a Percept model?")
-    settings = None
-    if SETTINGS_KEY in arrays:
-        try:
-            settings = ModelSettings(**json.loads(arrays[SETTINGS_KEY].astype(np.uint8).tobytes()))
-        except (ValueError, TypeError) as exc:
-            raise PerceptError(f"{path}: unreadable {SETTINGS_KEY} ({exc}): re-export the model") from None
-    return ExportedModel(vectors, scores, settings)
+    settings = images = None
+    try:
+        if SETTINGS_KEY in arrays:
+            settings = ModelSettings(**_from_json_bytes(arrays[SETTINGS_KEY]))
+        if IMAGES_KEY in arrays:
+            images = _from_json_bytes(arrays[IMAGES_KEY])
+    except (ValueError, TypeError) as exc:
+        raise PerceptError(f"{path}: unreadable model settings ({exc}): re-export the model") from None
+    return ExportedModel(vectors, scores, settings, images)
+
+
+def _json_bytes(value) -> np.ndarray:
+    """JSON as a uint8 array, so every array in the file stays numeric."""
+    return np.frombuffer(json.dumps(value, sort_keys=True).encode("utf-8"), dtype=np.uint8)
+
+
+def _from_json_bytes(array: np.ndarray):
+    return json.loads(array.astype(np.uint8).tobytes())

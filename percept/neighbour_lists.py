@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from percept.knn import RERANK_MARGIN, KNNRegressor, rerank, top_columns
+from percept.knn import RERANK_MARGIN, KNNRegressor, group_members, rerank, top_columns
 
 #: Similarity values per block of rows: bounds the float32 block to about 32 MB.
 BLOCK_VALUES = 8 * 1024 * 1024
@@ -57,7 +57,7 @@ def neighbour_lists(vectors: np.ndarray, rows: np.ndarray, length: int) -> Neigh
     x64 = np.asarray(vectors[distinct], dtype=np.float64)
     x32 = x64.astype(np.float32)
     length = min(int(length), len(distinct))
-    members = _members(vector_of, len(distinct))
+    members = group_members(vector_of, len(distinct))
     block = max(1, BLOCK_VALUES // len(distinct))
     samples = np.empty((len(distinct), length), dtype=np.int64)
     sims = np.empty((len(distinct), length), dtype=np.float64)
@@ -67,15 +67,6 @@ def neighbour_lists(vectors: np.ndarray, rows: np.ndarray, length: int) -> Neigh
         exact = rerank(x64[part], x64, cand)
         samples[part], sims[part] = _block_lists(cand, exact, members, length)
     return NeighbourLists(vector_of, distinct, samples, sims)
-
-
-def _members(vector_of: np.ndarray, n_distinct: int) -> np.ndarray:
-    """(distinct, width) sample positions of each distinct vector in ascending order, ``-1`` padded."""
-    order = np.argsort(vector_of, kind="stable")
-    counts = np.bincount(vector_of, minlength=n_distinct)
-    members = np.full((n_distinct, int(counts.max())), -1, dtype=np.int64)
-    members[vector_of[order], np.arange(len(order)) - np.repeat(np.cumsum(counts) - counts, counts)] = order
-    return members
 
 
 def _block_lists(cand: np.ndarray, exact: np.ndarray, members: np.ndarray,

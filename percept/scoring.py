@@ -22,16 +22,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from percept.errors import PerceptError
-from percept.knn import DEFAULT_BLOCK, RERANK_MARGIN, Neighbours
+from percept.knn import (DEFAULT_BLOCK, RERANK_MARGIN, RERANK_ROWS, Neighbours, group_members, nearest_samples,
+                         rerank, top_columns)
 from percept.model_io import ExportedModel, ModelSettings
 from percept.weighting import check_weighting, neighbour_weights
 
 #: Candidates kept beyond those the categories need from the shared selection.
 SHARED_EXTRA = 8
-#: Columns per group in the candidate search; the float32 vectors are padded to a multiple of it.
-GROUP = 16
-#: Queries re-ranked at once: their gathered float64 candidates stay in cache.
-RERANK_BLOCK = 4
 
 
 @dataclass
@@ -76,15 +73,10 @@ def distinct_rows(arrays: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray
 
 def _group(sample_vector: np.ndarray, scores: np.ndarray, n_vectors: int) -> _Category:
     distinct, inverse = np.unique(sample_vector, return_inverse=True)
-    order = np.argsort(inverse, kind="stable")
-    counts = np.bincount(inverse, minlength=len(distinct))
-    starts = np.concatenate([[0], np.cumsum(counts)])
-    members = np.full((len(distinct), int(counts.max())), -1, dtype=np.int64)
-    offsets = np.arange(len(order)) - np.repeat(starts[:-1], counts)
-    members[inverse[order], offsets] = order
     local = np.full(n_vectors, -1, dtype=np.int64)
     local[distinct] = np.arange(len(distinct))
-    return _Category(np.asarray(scores, dtype=np.float64), distinct, local, members, sample_vector)
+    return _Category(np.asarray(scores, dtype=np.float64), distinct, local,
+                     group_members(inverse, len(distinct)), sample_vector)
 
 
 class MultiScorer:
@@ -104,8 +96,7 @@ class MultiScorer:
             if len(model.scores[category]) == 0:
                 raise PerceptError(f"the model has no {category} samples: re-export it")
         self.vectors64, positions = distinct_rows([model.vectors[c] for c in self.categories])
-        padded = -len(self.vectors64) % GROUP
-        self.vectors32 = np.concatenate([self.vectors64, np.zeros((padded, self.dim))]).astype(np.float32)
+        self.vectors32 = self.vectors64.astype(np.float32)
         self._cats = {}
         for category, where in zip(self.categories, positions):
             self._cats[category] = _group(where, model.scores[category], len(self.vectors64))
@@ -197,7 +188,6 @@ class MultiScorer:
 
     def _block(self, block: np.ndarray) -> dict[str, Neighbours]:
         approx = block.astype(np.float32) @ self.vectors32.T
-        approx[:, self.n_vectors:] = -np.inf
         shared = self._shared_count()
         cand = top_columns(approx, shared)
         near = np.take_along_axis(approx, cand, axis=1).astype(np.float64)
@@ -221,65 +211,22 @@ class MultiScorer:
             index = np.empty((len(block), self._k(category)), dtype=np.int64)
             sims = np.empty(index.shape, dtype=np.float64)
             if enough.any():
-                index[enough], sims[enough] = self._select(group, local[enough], exact[enough], self._k(category))
+                index[enough], sims[enough] = nearest_samples(group.members, local[enough], exact[enough], self._k(category))
             short = np.flatnonzero(~enough)
             if len(short):
                 own = top_columns(approx[short][:, group.vectors], self._n_cand(category))
                 own_exact = rerank(block[short], self.vectors64, group.vectors[own])
-                index[short], sims[short] = self._select(group, own, own_exact, self._k(category))
+                index[short], sims[short] = nearest_samples(group.members, own, own_exact, self._k(category))
             result[category] = Neighbours(index, sims)
         return result
-
-    @staticmethod
-    def _select(group: _Category, local: np.ndarray, exact: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The top K samples among candidate vectors (-1 = not in this category), ties by sample order."""
-        width = group.members.shape[1]
-        samples = group.members[np.where(local < 0, 0, local)]
-        samples[local < 0] = -1
-        samples = samples.reshape(len(local), -1)
-        sample_sims = np.repeat(exact, width, axis=1)
-        sample_sims[samples < 0] = -np.inf
-        tiebreak = np.where(samples < 0, np.iinfo(np.int64).max, samples)
-        order = np.lexsort((tiebreak, -sample_sims), axis=1)[:, :k]
-        return np.take_along_axis(samples, order, axis=1), np.take_along_axis(sample_sims, order, axis=1)
-
-
-def top_columns(values: np.ndarray, count: int, group: int = GROUP) -> np.ndarray:
-    """Per row, the columns of the ``count`` largest values (unordered; any choice among ties at the cut).
-
-    Columns ``j, j + w, j + 2w, ...`` (``w = cols / group``) form group ``j``. The top ``count`` values
-    lie in the ``count`` groups with the largest maxima, so a partial selection over group maxima
-    narrows the search to ``count * group`` values per row.
-    """
-    rows, cols = values.shape
-    if count >= cols:
-        return np.broadcast_to(np.arange(cols), (rows, cols))
-    if cols % group or count * group >= cols:
-        return np.argpartition(-values, count - 1, axis=1)[:, :count]
-    width = cols // group
-    grouped = values.reshape(rows, group, width)
-    best = np.argpartition(-grouped.max(axis=1), count - 1, axis=1)[:, :count]
-    inside = np.take_along_axis(grouped, best[:, None, :], axis=2).reshape(rows, -1)
-    pick = np.argpartition(-inside, count - 1, axis=1)[:, :count]
-    return (pick // count) * width + np.take_along_axis(best, pick % count, axis=1)
-
-
-def rerank(queries: np.ndarray, vectors64: np.ndarray, cand: np.ndarray) -> np.ndarray:
-    """Float64 cosine similarity of each query with its candidate vectors (as KNNRegressor computes it)."""
-    exact = np.empty(cand.shape, dtype=np.float64)
-    for sub in range(0, len(queries), RERANK_BLOCK):
-        part = slice(sub, sub + RERANK_BLOCK)
-        exact[part] = np.matmul(vectors64[cand[part]], queries[part, :, None])[..., 0]
-    return exact
-
 
 def rerank_where(queries: np.ndarray, vectors64: np.ndarray, cand: np.ndarray, needed: np.ndarray) -> np.ndarray:
     """Like :func:`rerank`, only where ``needed`` (NaN elsewhere): needed candidates are moved to the front."""
     order = np.argsort(~needed, axis=1, kind="stable")
     counts = needed.sum(axis=1)
     exact = np.full(cand.shape, np.nan)
-    for sub in range(0, len(queries), RERANK_BLOCK):
-        part = slice(sub, sub + RERANK_BLOCK)
+    for sub in range(0, len(queries), RERANK_ROWS):
+        part = slice(sub, sub + RERANK_ROWS)
         width = int(counts[part].max(initial=0))
         if width:
             columns = order[part, :width]

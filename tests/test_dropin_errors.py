@@ -167,3 +167,4 @@ def test_export_roundtrip(survey, capsys):
     assert model.settings.clip_model == "open_clip:ViT-B-32" and model.settings.k == 40
     assert model.vectors["walkability"].shape == (209, 512)
     np.testing.assert_allclose(np.linalg.norm(model.vectors["safety"], axis=1), 1.0)
+    assert len(model.images["walkability"]) == 209 and model.images["walkability"][0].endswith(".jpg")

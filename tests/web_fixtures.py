@@ -21,13 +21,9 @@ def write_model(path: Path, dim: int = TINY_DIM, n: int = 30, seed: int = 0, nam
     rng = np.random.default_rng(seed)
     vectors = rng.normal(size=(n, dim))
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    images = {c: [f"survey_{i}.png" for i in range(n)] for c in CATEGORIES} if names else None
     save_model(path, {c: vectors for c in CATEGORIES}, {c: rng.uniform(1, 5, n) for c in CATEGORIES},
-               ModelSettings(clip_model=TINY, k=5))
-    if names:
-        with np.load(path) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-        arrays.update({f"{c}_images": np.array([f"survey_{i}.png" for i in range(n)]) for c in CATEGORIES})
-        np.savez_compressed(path, **arrays)
+               ModelSettings(clip_model=TINY, k=5), images)
     return path
 
 
@@ -68,13 +64,13 @@ def build_state(tmp: Path, mapillary=None, images: bool = True):
     from percept.web.images import ImageFolder
     from percept.web.names import sample_image_names
 
-    model_path = write_model(tmp / "model.npz")
-    scorer = MultiScorer(load_model(model_path))
+    model = load_model(write_model(tmp / "model.npz"))
+    scorer = MultiScorer(model)
     encoder = load_encoder(TINY)
     return AppState(scorer=scorer, encode=lambda imgs: encode_pil_images(encoder, imgs),
                     rated=read_rated(write_rated(tmp / "rated.csv")),
                     images=ImageFolder(write_images(tmp / "images")) if images else None,
-                    names=sample_image_names(model_path, scorer), mapillary=mapillary,
+                    names=sample_image_names(model, scorer), mapillary=mapillary,
                     options=AppOptions(max_upload_bytes=200_000, max_pixels=4_000_000))
 
 

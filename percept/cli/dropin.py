@@ -16,6 +16,7 @@ from percept.errors import PerceptError
 from percept.evaluation import check_training_split, holdout_evaluation
 from percept.model_io import ModelSettings, save_model
 from percept.results_log import append_rows, log_row, randomness_label
+from percept.survey import image_name
 from percept.weighting import DEFAULT_WEIGHTING, check_weighting
 
 
@@ -82,7 +83,8 @@ def export(args, data, say) -> None:
     settings = ModelSettings(clip_model=args.clip_model, k=max(args.k), weighting=args.normalization_method,
                              environmental_method=environmental,
                              prompt_style=args.prompt_style if args.environmental else None)
-    save_model(args.export, vectors, scores, settings)
+    images = {c: [image_name(data.names[r]) for r in s.rows] for c, s in data.samples.items()}
+    save_model(args.export, vectors, scores, settings, images)
     say(f"exported {sum(len(s) for s in scores.values())} samples of {len(scores)} categories to {args.export}")
 
 

@@ -41,14 +41,14 @@ def run(args) -> int:
     from percept.web.images import ImageFolder
     from percept.web.names import sample_image_names
 
-    _, scorer, encoder = load_scoring(args)
+    model, scorer, encoder = load_scoring(args)
     token = resolve_token(args.mapillary_token)
     state = AppState(
         scorer=scorer,
         encode=lambda images: encode_pil_images(encoder, images),
         rated=read_rated(args.rated) if args.rated else None,
         images=ImageFolder(args.images) if args.images else None,
-        names=sample_image_names(args.model, scorer),
+        names=sample_image_names(model, scorer),
         mapillary=MapillaryClient(token, args.mapillary_url or DEFAULT_BASE_URL) if token else None,
         options=AppOptions(max_upload_bytes=args.max_upload_mb * 1024 * 1024, tile_url=args.tiles,
                            tile_attribution=args.tile_attribution),
