@@ -45,8 +45,8 @@ class Survey:
 def parse_survey(data: object, source: str = "survey", keep: frozenset[str] | None = None) -> Survey:
     """Validate a decoded GeoJSON FeatureCollection and index its features by image name.
 
-    With ``keep``, each feature keeps only those properties (in their order), which
-    saves memory on large surveys.
+    With ``keep``, each feature keeps only those properties, which saves memory on
+    large surveys (their order is then not kept).
     """
     if not isinstance(data, dict) or data.get("type") != "FeatureCollection":
         raise PerceptError(f"{source} is not a GeoJSON FeatureCollection: give the survey's data.geojson export")
@@ -62,7 +62,7 @@ def parse_survey(data: object, source: str = "survey", keep: frozenset[str] | No
         name = image_name(props["url"])
         duplicates += name in by_name
         by_name[name] = len(properties)
-        properties.append(props if keep is None else {k: v for k, v in props.items() if k in keep})
+        properties.append(props if keep is None else {k: props[k] for k in keep if k in props})
     return Survey(properties, by_name, duplicates)
 
 
