@@ -37,7 +37,7 @@ def register(subparsers) -> None:
                         help="images per embeddings part (default 100000)")
     parser.add_argument("--skip-cache", action="store_true", help="encode everything again, ignoring the cache")
     parser.add_argument("--read-only", action="store_true", help="encode in memory and write nothing")
-    parser.add_argument("--quiet", action="store_true", help="no progress output")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     parser.set_defaults(run=run)
 
 

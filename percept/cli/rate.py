@@ -34,7 +34,7 @@ def register(subparsers) -> None:
     parser.add_argument("--k", type=positive_int, help="neighbours (default: the model's K)")
     parser.add_argument("--chunk-size", type=positive_int, default=DEFAULT_CHUNK,
                         help=f"rows scored at once (default {DEFAULT_CHUNK})")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
     parser.set_defaults(run=run)
 
 

@@ -29,7 +29,7 @@ def register(subparsers) -> None:
                         help="no images: write vectors in embeddings/ (clip-retrieval layout) for benchmarks")
     parser.add_argument("--dim", type=positive_int, default=None, metavar="D",
                         help=f"vector dimension with --synthetic (default {DEFAULT_DIM})")
-    parser.add_argument("--quiet", action="store_true", help="print nothing")
+    parser.add_argument("--quiet", "-q", action="store_true", help="print nothing")
     parser.set_defaults(run=run)
 
 
