@@ -9,9 +9,6 @@ samples (vector row and score).
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -19,10 +16,10 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from percept.embeddings import Embeddings, default_embeddings_dir, has_embeddings, read_embeddings
+from percept.embeddings import Embeddings, default_embeddings_dir, read_embeddings
 from percept.errors import PerceptError
 from percept.knn import l2_normalise
-from percept.survey import (CORE_PROPERTIES, RatingFilter, Samples, Survey, average_samples, filter_ratings, load_ratings,
+from percept.survey import (CORE_PROPERTIES, RatingFilter, Samples, average_samples, filter_ratings, load_ratings,
                             load_survey, match_features, parse_age, parse_list, parse_region, rating_samples)
 
 ENV_METHODS = ("append", "average", "slerp")
@@ -130,7 +127,9 @@ def embeddings_dir(args: argparse.Namespace) -> Path:
 def use_external_encoder(args: argparse.Namespace) -> bool:
     """The original calls clip-retrieval; we do too when it is on PATH, else encode ourselves."""
     if args.encoder == "auto":
-        return shutil.which("clip-retrieval") is not None
+        from percept.encoders.external import external_available
+
+        return external_available()
     return args.encoder == "clip-retrieval"
 
 
@@ -143,30 +142,11 @@ def obtain_embeddings(args: argparse.Namespace, log: Log) -> Embeddings:
     if not images.is_dir():
         raise PerceptError(f"--images-dir {images} is not a folder of images")
     if use_external_encoder(args):
-        return _external_embeddings(args, images, folder, log)
+        from percept.external_encoding import encode_images_external
+
+        return encode_images_external(images, folder, args.clip_model, args.other_clip_retrieval_args,
+                                      skip_cache=args.skip_cache, read_only=args.read_only, log=log)
     from percept.encoding import encode_images
 
     return encode_images(images, folder, args.clip_model, pretrained=args.pretrained,
                          skip_cache=args.skip_cache, read_only=args.read_only, quiet=args.quiet)
-
-
-def _external_embeddings(args: argparse.Namespace, images: Path, folder: Path, log: Log) -> Embeddings:
-    from percept.encoders.external import run_clip_retrieval
-
-    if has_embeddings(folder) and not args.skip_cache:
-        log(f"using cached embeddings in {folder}")
-        return read_embeddings(folder)
-    if args.read_only:
-        with tempfile.TemporaryDirectory() as scratch:
-            run_clip_retrieval(images, scratch, args.clip_model, args.other_clip_retrieval_args)
-            return read_embeddings(scratch)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent if str(folder.parent) else "."))
-    try:
-        run_clip_retrieval(images, staging, args.clip_model, args.other_clip_retrieval_args)
-        read_embeddings(staging)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(staging, folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return read_embeddings(folder)

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import sys
-import tempfile
 
 from percept.cli.common import positive_int
-from percept.embeddings import default_embeddings_dir, read_embeddings
+from percept.embeddings import default_embeddings_dir
 from percept.errors import PerceptError
 
 DEFAULT_MODEL = "ViT-B/32"
@@ -44,7 +43,13 @@ def register(subparsers) -> None:
 def run(args) -> int:
     output = args.output or default_embeddings_dir(args.model)
     if args.encoder == "clip-retrieval":
-        embeddings = _external(args, output)
+        from percept.external_encoding import encode_images_external
+
+        if args.pretrained:
+            raise PerceptError("--pretrained applies to the built-in encoder, not to clip-retrieval")
+        say = (lambda message: None) if args.quiet else (lambda message: print(message, file=sys.stderr))
+        embeddings = encode_images_external(args.images, output, args.model, args.other_clip_retrieval_args,
+                                            skip_cache=args.skip_cache, read_only=args.read_only, log=say)
     else:
         from percept.encoding import encode_images
 
@@ -55,16 +60,3 @@ def run(args) -> int:
         where = "in memory only (--read-only)" if args.read_only else f"in {output}"
         print(f"{len(embeddings.names)} vectors of dimension {embeddings.vectors.shape[1]} {where}", file=sys.stderr)
     return 0
-
-
-def _external(args, output: str):
-    from percept.encoders.external import run_clip_retrieval
-
-    if args.pretrained:
-        raise PerceptError("--pretrained applies to the built-in encoder, not to clip-retrieval")
-    if args.read_only:
-        with tempfile.TemporaryDirectory() as scratch:
-            run_clip_retrieval(args.images, scratch, args.model, args.other_clip_retrieval_args)
-            return read_embeddings(scratch)
-    run_clip_retrieval(args.images, output, args.model, args.other_clip_retrieval_args)
-    return read_embeddings(output)
