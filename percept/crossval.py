@@ -252,7 +252,7 @@ def cross_validate(vectors: np.ndarray, samples: dict[str, Samples], ks: list[in
     folds = {c: [sample_folds(samples[c], plan, r) for r in range(plan.repeats)] for c in categories}
     results, lists = {}, []
     for family in _families(categories, samples, folds):
-        shared = _lists_for(lists, vectors, samples[family[0]].rows, max(ks))
+        shared = _lists_for(lists, vectors, samples[family[0]].rows, max(ks), plan.folds)
         results.update(_run_family(vectors, shared, family, samples, folds[family[0]], ks, plan, weighting,
                                    baselines))
     return [results[c] for c in categories]
@@ -273,12 +273,13 @@ def _families(categories: list[str], samples: dict[str, Samples], folds: dict[st
     return families
 
 
-def _lists_for(known: list[tuple[np.ndarray, NeighbourLists]], vectors, rows, k_max) -> NeighbourLists:
+def _lists_for(known: list[tuple[np.ndarray, NeighbourLists]], vectors, rows, k_max,
+               folds: int) -> NeighbourLists:
     """Neighbour lists of ``rows``, reused from ``known`` when the same rows were searched before."""
     for known_rows, lists in known:
         if np.array_equal(known_rows, rows):
             return lists
-    known.append((rows, neighbour_lists(vectors, rows, list_length(k_max))))
+    known.append((rows, neighbour_lists(vectors, rows, list_length(k_max, folds))))
     return known[-1][1]
 
 

@@ -16,6 +16,7 @@ selection with a margin of extra candidates, then float64 re-ranking.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,9 +27,18 @@ from percept.knn import RERANK_MARGIN, KNNRegressor, group_members, rerank, top_
 BLOCK_VALUES = 8 * 1024 * 1024
 
 
-def list_length(k_max: int) -> int:
-    """Distinct vectors kept per list for searches up to ``k_max`` neighbours."""
-    return 2 * k_max + 32
+def list_length(k_max: int, folds: int) -> int:
+    """Distinct vectors kept per list for searches up to ``k_max`` neighbours.
+
+    A share (folds - 1) / folds of a list lies in a fold's training part; the length
+    keeps ``k_max`` of them but for five standard deviations (rows that fall short
+    are searched directly, so this only trades time, never exactness).
+    """
+    share = (folds - 1) / folds
+    length = k_max
+    while length * share - 5 * math.sqrt(length * share * (1 - share)) < k_max:
+        length += 1
+    return length + 8
 
 
 @dataclass(frozen=True)
@@ -58,9 +68,9 @@ def neighbour_lists(vectors: np.ndarray, rows: np.ndarray, length: int) -> Neigh
     x32 = x64.astype(np.float32)
     length = min(int(length), len(distinct))
     members = group_members(vector_of, len(distinct))
-    block = max(1, BLOCK_VALUES // len(distinct))
     samples = np.empty((len(distinct), length), dtype=np.int64)
     sims = np.empty((len(distinct), length), dtype=np.float64)
+    block = max(1, BLOCK_VALUES // len(distinct))
     for start in range(0, len(distinct), block):
         part = slice(start, start + block)
         cand = top_columns(x32[part] @ x32.T, min(length + RERANK_MARGIN, len(distinct)))

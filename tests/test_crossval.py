@@ -156,3 +156,4 @@ def test_fold_metrics_names_and_bad_plans():
     vectors, samples = make_data(n_vectors=3)
     with pytest.raises(PerceptError):
         cross_validate(vectors, {"a": samples}, [2], CVPlan(folds=5))
+
