@@ -110,30 +110,36 @@ def _grid(count: int):
 
 def predicted_figure(results: list[CategoryResult]):
     """Out-of-fold prediction against observed score at each category's best K."""
-    fig, axes = _grid(len(results))
-    for ax, result in zip(axes, results):
-        predicted = result.predicted[result.best_k]
-        ax.scatter(result.observed, predicted, s=6, alpha=0.35)
-        low = float(np.nanmin([result.observed.min(), np.nanmin(predicted)]))
-        high = float(np.nanmax([result.observed.max(), np.nanmax(predicted)]))
+
+    def draw(ax, observed, predicted):
+        ax.scatter(observed, predicted, s=6, alpha=0.35)
+        low = float(np.nanmin([observed.min(), np.nanmin(predicted)]))
+        high = float(np.nanmax([observed.max(), np.nanmax(predicted)]))
         ax.plot([low, high], [low, high], color="black", linewidth=1)
-        ax.set_title(f"{result.category} (K={result.best_k})")
         ax.set_xlabel("observed")
         ax.set_ylabel("predicted")
-    fig.tight_layout()
-    return fig
+
+    return _best_k_figure(results, draw)
 
 
 def residuals_figure(results: list[CategoryResult]):
     """Residual (observed - predicted) against prediction at each category's best K."""
-    fig, axes = _grid(len(results))
-    for ax, result in zip(axes, results):
-        predicted = result.predicted[result.best_k]
-        ax.scatter(predicted, result.observed - predicted, s=6, alpha=0.35)
+
+    def draw(ax, observed, predicted):
+        ax.scatter(predicted, observed - predicted, s=6, alpha=0.35)
         ax.axhline(0, color="black", linewidth=1)
-        ax.set_title(f"{result.category} (K={result.best_k})")
         ax.set_xlabel("predicted")
         ax.set_ylabel("observed - predicted")
+
+    return _best_k_figure(results, draw)
+
+
+def _best_k_figure(results: list[CategoryResult], draw):
+    """One panel per category, drawn from its out-of-fold predictions at the best K."""
+    fig, axes = _grid(len(results))
+    for ax, result in zip(axes, results):
+        draw(ax, result.observed, result.predicted[result.best_k])
+        ax.set_title(f"{result.category} (K={result.best_k})")
     fig.tight_layout()
     return fig
 
