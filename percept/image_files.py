@@ -26,10 +26,6 @@ class ImageFile:
     size: int
     mtime_ns: int
 
-    @property
-    def stamp(self) -> tuple[str, int, int]:
-        return (self.key, self.size, self.mtime_ns)
-
 
 def find_images(folder: str | os.PathLike) -> list[ImageFile]:
     """Every image under ``folder`` (following links), in clip-retrieval's key order."""
