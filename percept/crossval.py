@@ -21,6 +21,7 @@ cross-validation on the training part (scikit-learn's ``RidgeCV`` with
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -239,8 +240,12 @@ def ridge_loo(x: np.ndarray, y: np.ndarray, alphas=RIDGE_ALPHAS, gram: np.ndarra
 
 
 def cross_validate(vectors: np.ndarray, samples: dict[str, Samples], ks: list[int], plan: CVPlan,
-                   weighting: str = DEFAULT_WEIGHTING, baselines: bool = True) -> list[CategoryResult]:
-    """Cross-validate every category with samples; the best K (lowest mean MSE) is marked."""
+                   weighting: str = DEFAULT_WEIGHTING, baselines: bool = True,
+                   progress: Callable[[list], Iterable] = iter) -> list[CategoryResult]:
+    """Cross-validate every category with samples; the best K (lowest mean MSE) is marked.
+
+    ``progress`` wraps the list of category groups being worked through (e.g. a progress bar).
+    """
     weighting = check_weighting(weighting)
     ks = sorted(set(int(k) for k in ks))
     if not ks or ks[0] < 1:
@@ -251,7 +256,7 @@ def cross_validate(vectors: np.ndarray, samples: dict[str, Samples], ks: list[in
         raise PerceptError("no category has samples to cross-validate")
     folds = {c: [sample_folds(samples[c], plan, r) for r in range(plan.repeats)] for c in categories}
     results, lists = {}, []
-    for family in _families(categories, samples, folds):
+    for family in progress(_families(categories, samples, folds)):
         shared = _lists_for(lists, vectors, samples[family[0]].rows, max(ks), plan.folds)
         results.update(_run_family(vectors, shared, family, samples, folds[family[0]], ks, plan, weighting,
                                    baselines))

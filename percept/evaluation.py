@@ -94,17 +94,18 @@ class HoldoutResult:
 def holdout_evaluation(vectors: np.ndarray, samples: dict, ks: list[int], fraction: float = 0.8,
                        rng: random.Random | None = None, stratified: bool = False,
                        weighting: str = "softmax10**", warn=lambda message: None,
-                       check: bool = False) -> list[HoldoutResult]:
+                       check: bool = False, progress=iter) -> list[HoldoutResult]:
     """The original tool's evaluation: per category one split, then KNN for every K.
 
     ``samples`` maps category → Samples (rows into ``vectors``, scores); categories are
     evaluated in the order given, sharing ``rng``. Empty categories, and splits that leave
-    no training or test sample, are skipped with a warning.
+    no training or test sample, are skipped with a warning. ``progress`` wraps the list of
+    categories being worked through (e.g. a progress bar).
     """
     from percept.knn import KNNRegressor
 
     results = []
-    for category, part in samples.items():
+    for category, part in progress(list(samples.items())):
         if len(part) == 0:
             warn(f"category {category} has no samples after filtering: skipped")
             continue

@@ -49,3 +49,10 @@ def k_list(text: str) -> list[int]:
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"K must be at least 1, got {text!r}")
     return values
+
+
+def progress_bar(quiet: bool, unit: str):
+    """A wrapper showing a tqdm bar on stderr over a list of work items (nothing when quiet)."""
+    from tqdm import tqdm
+
+    return lambda items: tqdm(items, unit=unit, disable=quiet, file=sys.stderr, leave=False)

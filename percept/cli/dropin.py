@@ -10,7 +10,7 @@ import random
 import sys
 
 from percept.categories import CATEGORIES
-from percept.cli.common import ArgumentParser, k_list, report_errors
+from percept.cli.common import ArgumentParser, k_list, progress_bar, report_errors
 from percept.dataset import add_data_arguments, load_dataset
 from percept.errors import PerceptError
 from percept.evaluation import check_training_split, holdout_evaluation
@@ -64,7 +64,8 @@ def run(args) -> int:
     rng = random.Random(args.random_seed)
     results = holdout_evaluation(data.vectors, {c: data.samples[c] for c in CATEGORIES}, args.k,
                                  args.training_split, rng if args.randomize else None, args.stratified,
-                                 args.normalization_method, say, args.extra_assertions)
+                                 args.normalization_method, say, args.extra_assertions,
+                                 progress_bar(args.quiet, "category"))
     for result in results:
         print(f"category = {result.category}; k = {result.k}; mse = {result.mse:.5f}; r2  = {result.r2:.5f}",
               flush=True)

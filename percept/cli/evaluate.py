@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from percept.cli.common import k_list, positive_int
+from percept.cli.common import k_list, positive_int, progress_bar
 from percept.crossval import METRICS, CategoryResult, CVPlan, cross_validate
 from percept.errors import PerceptError
 from percept.weighting import DEFAULT_WEIGHTING, check_weighting
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     log = (lambda message: None) if args.quiet else print
     dataset = load_dataset(args, log)
     results = cross_validate(dataset.vectors, dataset.samples, args.k, plan, args.normalization_method,
-                             baselines=not args.no_baselines)
+                             baselines=not args.no_baselines, progress=progress_bar(args.quiet, "category"))
     print(format_table(results))
     matrices = []
     if spec is not None:
