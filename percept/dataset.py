@@ -11,16 +11,18 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
-import pandas as pd
 
 from percept.embeddings import Embeddings, default_embeddings_dir, read_embeddings
 from percept.errors import PerceptError
 from percept.knn import l2_normalise
-from percept.survey import (CORE_PROPERTIES, RatingFilter, Samples, average_samples, filter_ratings, load_ratings,
-                            load_survey, match_features, parse_age, parse_list, parse_region, rating_samples)
+from percept.rating_filters import RatingFilter, parse_age, parse_list, parse_region
+from percept.survey import CORE_PROPERTIES, Samples, average_samples, load_survey, match_features
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 ENV_METHODS = ("append", "average", "slerp")
 ENCODERS = ("auto", "builtin", "clip-retrieval")
@@ -35,7 +37,7 @@ class Dataset:
     names: list[str]
     vectors: np.ndarray
     samples: dict[str, Samples]
-    ratings: pd.DataFrame | None = None
+    ratings: pd.DataFrame | None = None  # filtered rating rows when -d was given
     environment: str | None = None  # "<method>+p<style>" when environmental features were added
 
 
@@ -105,6 +107,8 @@ def load_dataset(args: argparse.Namespace, log: Log = print) -> Dataset:
     del embeddings
     ratings = None
     if args.demographics:
+        from percept.ratings import filter_ratings, load_ratings, rating_samples
+
         ratings = filter_ratings(load_ratings(args.demographics, rules.columns()), rules)
         sample_set = rating_samples(names, survey, ratings)
         if sample_set.unrated:

@@ -11,13 +11,17 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
 import pyarrow
 import pyarrow.parquet as pq
 
 from percept.atomic import atomic_path
 from percept.errors import PerceptError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 KINDS = {"img": "image_path", "text": "caption"}
 
@@ -28,7 +32,7 @@ class Embeddings:
 
     names: list[str]
     vectors: np.ndarray
-    metadata: pd.DataFrame
+    metadata: pyarrow.Table
 
 
 def default_embeddings_dir(model: str) -> str:
@@ -71,12 +75,12 @@ def read_embeddings(root: str | Path, kind: str = "img") -> Embeddings:
                                "the embeddings are incomplete, re-encode them (--skip-cache)")
         vectors.append(part_vectors)
         frames.append(meta)
-    metadata = pd.concat(frames, ignore_index=True)
+    metadata = pyarrow.concat_tables(frames, promote_options="default")
     dims = {v.shape[1] for v in vectors if v.ndim == 2}
     if len(dims) > 1:
         raise PerceptError(f"embedding parts in {root} have different dimensions {sorted(dims)}: re-encode them")
     stacked = vectors[0] if len(vectors) == 1 else np.concatenate(vectors)
-    return Embeddings(metadata[column].astype(str).tolist(), stacked, metadata)
+    return Embeddings([str(name) for name in metadata.column(column).to_pylist()], stacked, metadata)
 
 
 def _load_npy(path: Path) -> np.ndarray:
@@ -89,16 +93,16 @@ def _load_npy(path: Path) -> np.ndarray:
     return array
 
 
-def _load_parquet(path: Path, column: str) -> pd.DataFrame:
+def _load_parquet(path: Path, column: str) -> pyarrow.Table:
     if not path.exists():
         raise PerceptError(f"metadata file {path} is missing: the embeddings are incomplete, re-encode them")
     try:
-        frame = pq.read_table(path).to_pandas()
+        table = pq.read_table(path)
     except (OSError, pyarrow.ArrowException) as exc:
         raise PerceptError(f"cannot read metadata file {path} ({exc}): re-encode the images") from None
-    if column not in frame.columns:
+    if column not in table.column_names:
         raise PerceptError(f"metadata file {path} has no {column!r} column: is this a clip-retrieval output?")
-    return frame
+    return table
 
 
 def write_part(root: str | Path, kind: str, index: int, vectors: np.ndarray, metadata: pd.DataFrame) -> None:

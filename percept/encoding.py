@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from percept.atomic import atomic_write_text
 from percept.embeddings import Embeddings, has_embeddings, write_part
@@ -219,7 +220,7 @@ def encode_images(images_dir, out_dir, model_name: str, *, pretrained: str | Non
     metadata = pd.concat(frames, ignore_index=True)
     if metadata.empty:
         raise PerceptError(f"none of the {len(images)} images in {images_dir} could be read")
-    return Embeddings(metadata["image_path"].astype(str).tolist(), np.concatenate(vectors), metadata)
+    return Embeddings(metadata["image_path"].astype(str).tolist(), np.concatenate(vectors), _table(metadata))
 
 
 def _build_part(plan: ImageManifest, part: int, images: list[ImageFile], pool: dict, known_failed: dict,
@@ -280,7 +281,7 @@ def encode_texts(names: list[str], texts: list[str], out_dir, model_name: str, *
     loaded = read_part(out, "text", 0, len(old.names)) if old is not None and old.complete else None
     if loaded is not None:
         if (old.names, old.digests) == (plan.names, plan.digests):
-            return Embeddings(list(texts), loaded[0], metadata)
+            return Embeddings(list(texts), loaded[0], _table(metadata))
         pool = dict(zip(old.digests, loaded[0]))
     missing = {digest: text for digest, text in zip(plan.digests, texts) if digest not in pool}
     lazy = _LazyEncoder(resolved)
@@ -295,7 +296,7 @@ def encode_texts(names: list[str], texts: list[str], out_dir, model_name: str, *
         plan.complete = True
         write_manifest(out, plan)
     log.note(f"{len(texts)} texts, {len(missing)} encoded, {len(texts) - len(missing)} from the cache")
-    return Embeddings(list(texts), vectors, metadata)
+    return Embeddings(list(texts), vectors, _table(metadata))
 
 
 def _encode_text_chunks(lazy: _LazyEncoder, missing: dict[str, str], quiet: bool) -> dict[str, np.ndarray]:
@@ -313,3 +314,8 @@ def _encode_text_chunks(lazy: _LazyEncoder, missing: dict[str, str], quiet: bool
             found.update(zip(digests[start:start + TEXT_CHUNK], chunk))
             bar.update(len(chunk))
     return found
+
+
+def _table(metadata: pd.DataFrame) -> pa.Table:
+    """Metadata as the Arrow table that :class:`Embeddings` carries."""
+    return pa.Table.from_pandas(metadata, preserve_index=False)

@@ -17,7 +17,8 @@ from percept.categories import CATEGORY_BY_ID
 from percept.errors import PerceptError
 from percept.evaluation import regression_metrics
 from percept.knn import KNNRegressor
-from percept.survey import NL_COUNTRY, NL_POSTCODE, Samples, Survey
+from percept.rating_filters import in_netherlands
+from percept.survey import Samples, Survey
 from percept.weighting import DEFAULT_WEIGHTING
 
 COLUMNS = ("gender", "education", "region", "age")
@@ -72,9 +73,7 @@ def group_labels(ratings: pd.DataFrame, spec: GroupSpec) -> np.ndarray:
     if missing:
         raise PerceptError(f"--compare-groups {spec.column} needs the demographics column(s) {', '.join(missing)}")
     if spec.column == "region":
-        dutch = [(isinstance(c, str) and NL_COUNTRY.match(c) is not None)
-                 or (isinstance(p, str) and NL_POSTCODE.match(p) is not None)
-                 for c, p in zip(ratings["country"], ratings["postalcode"])]
+        dutch = [in_netherlands(c, p) for c, p in zip(ratings["country"], ratings["postalcode"])]
         return np.array(["NL" if d else "non-NL" for d in dutch], dtype=object)
     if spec.column == "age":
         ages = pd.to_numeric(ratings["age"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
@@ -89,7 +88,7 @@ def group_labels(ratings: pd.DataFrame, spec: GroupSpec) -> np.ndarray:
 def rating_rows(names: list[str], survey: Survey, ratings: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """Per category, the rating rows behind its samples, in sample order, with the vector ``row``.
 
-    Mirrors :func:`percept.survey.rating_samples`: images in embedding order,
+    Mirrors :func:`percept.ratings.rating_samples`: images in embedding order,
     ratings in CSV order.
     """
     ids = {}

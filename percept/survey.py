@@ -1,27 +1,22 @@
-"""Load a Percept survey (GeoJSON + demographics CSV), filter ratings, and collect samples."""
+"""Load a Percept survey GeoJSON and collect each category's samples from its averages.
+
+Individual ratings (the demographics CSV) live in :mod:`percept.ratings`.
+"""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import orjson
-import pandas as pd
 
-from percept.categories import CATEGORIES, CATEGORY_BY_ID
+from percept.categories import CATEGORIES
 from percept.errors import PerceptError
 from percept.memory import release_free_memory
 
-INTEGER_COLUMNS = ("image_id", "category_id", "rating_id", "session_id", "rating", "score", "age")
-REQUIRED_RATING_COLUMNS = ("image_id", "category_id", "rating")
-NL_COUNTRY = re.compile(r"^NL$|Nederland|Netherlands|Dutch|Utrecht|Amsterdam|netherland|netjerlands|Netherl")
-NL_POSTCODE = re.compile(r"^[0-9]{4} *[A-Z]{2}$")
-REGIONS = ("NL", "non-NL")
 #: The properties the KNN needs from each feature (environmental keys aside).
 CORE_PROPERTIES = frozenset({"image_id", "url", *(f"average_{c}" for c in CATEGORIES)})
-MAX_AGE = 120
 
 
 def image_name(path_or_url: str) -> str:
@@ -86,106 +81,6 @@ def load_survey(path: str | Path, keep: frozenset[str] | None = None) -> Survey:
 
 
 @dataclass(frozen=True)
-class RatingFilter:
-    """The demographic filters of the drop-in CLI; ``None`` means no filter."""
-
-    genders: tuple[str, ...] | None = None
-    region: str | None = None
-    age_range: tuple[int, int] | None = None
-    educations: tuple[str, ...] | None = None
-
-    def columns(self) -> tuple[str, ...]:
-        """The CSV columns these filters read."""
-        needed = []
-        if self.genders is not None:
-            needed.append("gender")
-        if self.region is not None:
-            needed += ["country", "postalcode"]
-        if self.age_range is not None:
-            needed.append("age")
-        if self.educations is not None:
-            needed.append("education")
-        return tuple(needed)
-
-
-def parse_list(text: str | None) -> tuple[str, ...] | None:
-    """``a,b`` → ``('a', 'b')``."""
-    return None if text is None else tuple(text.split(","))
-
-
-def parse_age(text: str | None) -> tuple[int, int] | None:
-    """``N`` → (N, 120); ``N,M`` → (N, M)."""
-    if text is None:
-        return None
-    parts = text.split(",")
-    try:
-        values = [int(p) for p in parts]
-    except ValueError:
-        values = []
-    if len(parts) not in (1, 2) or len(values) != len(parts):
-        raise PerceptError(f"--age takes AGE_MIN or AGE_MIN,AGE_MAX (whole numbers), got {text!r}")
-    low, high = values[0], values[1] if len(values) == 2 else MAX_AGE
-    if low > high:
-        raise PerceptError(f"--age range {text!r} is empty: the minimum exceeds the maximum")
-    return low, high
-
-
-def parse_region(text: str | None) -> str | None:
-    if text is not None and text not in REGIONS:
-        raise PerceptError(f"--region must be one of {', '.join(REGIONS)}, got {text!r}")
-    return text
-
-
-def load_ratings(path: str | Path, needed: tuple[str, ...] = ()) -> pd.DataFrame:
-    """Read the demographics CSV (one row per rating) with its integer columns checked."""
-    path = Path(path)
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
-    except FileNotFoundError:
-        raise PerceptError(f"demographics CSV {path} does not exist: check the -d/--demographics path") from None
-    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise PerceptError(f"cannot read demographics CSV {path}: {exc}") from None
-    missing = [c for c in (*REQUIRED_RATING_COLUMNS, *needed) if c not in frame.columns]
-    if missing:
-        raise PerceptError(f"demographics CSV {path} lacks column(s) {', '.join(missing)}: "
-                           "export the ratings table with its demographic columns")
-    for column in INTEGER_COLUMNS:
-        if column in frame.columns:
-            frame[column] = _integer_column(frame[column], column, path, allow_missing=column == "age")
-    return frame
-
-
-def _integer_column(values: pd.Series, column: str, path: Path, allow_missing: bool) -> pd.Series:
-    numbers = pd.to_numeric(values, errors="coerce")
-    bad = (numbers.isna() & values.notna()) | (numbers.notna() & (numbers % 1 != 0))
-    if not allow_missing:
-        bad |= values.isna()
-    if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise PerceptError(f"demographics CSV {path}: column {column!r} needs whole numbers, but data row "
-                           f"{row + 1} holds {values.iloc[row]!r}")
-    return numbers.astype("Int64")
-
-
-def filter_ratings(ratings: pd.DataFrame, rules: RatingFilter) -> pd.DataFrame:
-    """Keep the rating rows that pass every active filter, in their original order."""
-    keep = pd.Series(True, index=ratings.index)
-    if rules.genders is not None:
-        keep &= ratings["gender"].isin(rules.genders)
-    if rules.region is not None:
-        country = ratings["country"].map(lambda v: isinstance(v, str) and NL_COUNTRY.match(v) is not None)
-        postcode = ratings["postalcode"].map(lambda v: isinstance(v, str) and NL_POSTCODE.match(v) is not None)
-        in_nl = country | postcode
-        keep &= in_nl if rules.region == "NL" else ~in_nl
-    if rules.age_range is not None:
-        low, high = rules.age_range
-        keep &= ratings["age"].between(low, high).fillna(False).astype(bool)
-    if rules.educations is not None:
-        keep &= ratings["education"].isin(rules.educations)
-    return ratings[keep.to_numpy()]
-
-
-@dataclass(frozen=True)
 class Samples:
     """One category's samples: the embedding row of each and its score."""
 
@@ -226,33 +121,9 @@ def average_samples(names: list[str], survey: Survey) -> SampleSet:
             if value is not None:
                 rows[category].append(row)
                 scores[category].append(float(value))
-    return SampleSet({c: _samples(rows[c], scores[c]) for c in CATEGORIES}, unmatched)
+    return SampleSet({c: to_samples(rows[c], scores[c]) for c in CATEGORIES}, unmatched)
 
 
-def rating_samples(names: list[str], survey: Survey, ratings: pd.DataFrame) -> SampleSet:
-    """One sample per rating row of each image, images in embedding order, ratings in CSV order."""
-    matched, unmatched = match_features(names, survey)
-    image_rows = pd.DataFrame({
-        "row": [r for r, f in enumerate(matched) if f is not None],
-        "image_id": pd.array([_image_id(survey.features[f]) for f in matched if f is not None], dtype="Int64"),
-    })
-    table = ratings[["image_id", "category_id", "rating"]].assign(csv_order=np.arange(len(ratings)))
-    joined = image_rows.merge(table, on="image_id", how="inner").sort_values(["row", "csv_order"], kind="stable")
-    unrated = len(image_rows) - joined["row"].nunique()
-    by_category = {}
-    for category_id, category in CATEGORY_BY_ID.items():
-        part = joined[joined["category_id"] == category_id]
-        by_category[category] = _samples(part["row"].to_numpy(), part["rating"].to_numpy(dtype=np.float64))
-    return SampleSet(by_category, unmatched, unrated)
-
-
-def _image_id(props: dict) -> int | None:
-    value = props.get("image_id")
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _samples(rows, scores) -> Samples:
+def to_samples(rows, scores) -> Samples:
+    """Samples from row indices and scores (int64 and float64 arrays)."""
     return Samples(np.asarray(rows, dtype=np.int64), np.asarray(scores, dtype=np.float64))

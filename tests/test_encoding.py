@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
 import pytest
 from PIL import Image, ImageDraw
 
@@ -283,7 +283,7 @@ def test_text_embeddings_layout_and_cache(tmp_path, enc_count):
     result = encoding.encode_texts(names, texts, out, MODEL, quiet=True)
     assert enc_count[0] == 2  # identical texts are encoded once
     stored = read_embeddings(out, "text")
-    assert stored.names == texts and stored.metadata["image_name"].tolist() == names
+    assert stored.names == texts and stored.metadata["image_name"].to_pylist() == names
     assert (out / "text_emb" / "text_emb_0.npy").exists()
     np.testing.assert_array_equal(stored.vectors, result.vectors)
     np.testing.assert_array_equal(result.vectors[0], result.vectors[2])
@@ -297,7 +297,7 @@ def test_text_embeddings_layout_and_cache(tmp_path, enc_count):
                                       quiet=True)
     assert enc_count[0] == 1
     np.testing.assert_array_equal(reordered.vectors[:3], result.vectors[::-1])
-    assert read_embeddings(out, "text").metadata["image_name"].tolist() == ["c.jpg", "a.jpg", "b.jpg", "d.jpg"]
+    assert read_embeddings(out, "text").metadata["image_name"].to_pylist() == ["c.jpg", "a.jpg", "b.jpg", "d.jpg"]
 
     enc_count[0] = 0
     other = encoding.encode_texts(names, texts, out, "percept:small", quiet=True)
@@ -344,4 +344,4 @@ def test_encode_command_with_the_external_tool(enc_images, tmp_path, monkeypatch
     monkeypatch.setenv("PATH", f"{tools}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     out = tmp_path / "external"
     assert _cli(["encode", str(enc_images), "--encoder", "clip-retrieval", "-o", str(out), "--quiet"]) == 0
-    assert isinstance(read_embeddings(out).metadata, pd.DataFrame) and len(read_embeddings(out).names) == 7
+    assert isinstance(read_embeddings(out).metadata, pa.Table) and len(read_embeddings(out).names) == 7

@@ -10,7 +10,9 @@ from percept.errors import PerceptError
 from percept.groups import (DEFAULT_AGE_BINS, TRAIN_FRACTION, GroupSpec, _training_side, compare_groups,
                             group_labels, parse_group_spec, rating_rows)
 from percept.knn import l2_normalise
-from percept.survey import Samples, filter_ratings, load_ratings, load_survey, rating_samples, RatingFilter
+from percept.rating_filters import RatingFilter
+from percept.ratings import filter_ratings, load_ratings, rating_samples
+from percept.survey import Samples, load_survey
 
 
 def test_parse_group_spec():

@@ -18,7 +18,8 @@ from percept.embeddings import read_embeddings
 from percept.env_keys import ENV_KEYS
 from percept.sample import SIZE, generate_sample
 from percept.simulation import DEMO_COLUMNS, FEATURES, LAT_RANGE, LON_RANGE, MARKER, URL_PREFIX, true_scores
-from percept.survey import load_ratings, load_survey
+from percept.ratings import load_ratings
+from percept.survey import load_survey
 from percept.synthetic import generate_synthetic_survey
 
 INT_MEASURES = re.compile(r"_count_\d+$|^num_nodes_|^num_edges_")
