@@ -29,9 +29,10 @@ from scipy.stats import rankdata
 
 from percept.errors import PerceptError
 from percept.evaluation import regression_metrics
+from percept.knn import weighted_mean
 from percept.neighbour_lists import NeighbourLists, fold_neighbours, list_length, neighbour_lists
 from percept.survey import Samples
-from percept.weighting import DEFAULT_WEIGHTING, check_weighting, neighbour_weights
+from percept.weighting import DEFAULT_WEIGHTING, check_weighting
 
 METRICS = ("mse", "rmse", "mae", "r2", "pearson", "spearman")
 #: Ridge penalties tried by the inner leave-one-out cross-validation.
@@ -342,14 +343,8 @@ def _knn_fold(lists, vectors, rows, scores, train, test, ks, weighting) -> dict[
     """Predictions (test samples, categories) per K from the neighbour lists filtered to ``train``."""
     query_vectors, inverse = np.unique(lists.vector_of[test], return_inverse=True)
     found = fold_neighbours(lists, vectors, rows, train, query_vectors, max(ks))
-    out = {}
-    for k in ks:
-        weights = neighbour_weights(found.similarity[:, :k], weighting)  # (queries, k)
-        index = found.index[:, :k]
-        # Summed as KNNRegressor.predict_from sums.
-        out[k] = np.column_stack([np.sum(weights * scores[index, j], axis=1)
-                                  for j in range(scores.shape[1])])[inverse]
-    return out
+    return {k: np.column_stack([weighted_mean(found, scores[:, j], k, weighting)
+                                for j in range(scores.shape[1])])[inverse] for k in ks}
 
 
 def _add(row: ModelScores, observed: np.ndarray, predicted: np.ndarray) -> None:

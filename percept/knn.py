@@ -119,9 +119,7 @@ class KNNRegressor:
 
     def predict_from(self, found: Neighbours, k: int) -> np.ndarray:
         """Weighted mean score over the first K of already found neighbours."""
-        k = min(k, found.index.shape[1])
-        weights = neighbour_weights(found.similarity[:, :k], self.weighting)
-        return np.sum(weights * self.scores_[found.index[:, :k]], axis=1)
+        return weighted_mean(found, self.scores_, k, self.weighting)
 
     def _block_neighbours(self, block: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         n_distinct = len(self.vectors32_)
@@ -155,6 +153,13 @@ def nearest_samples(members: np.ndarray, cand: np.ndarray, exact: np.ndarray,
     tiebreak = np.where(samples < 0, np.iinfo(np.int64).max, samples)
     order = np.lexsort((tiebreak, -sample_sims), axis=1)[:, :k]
     return np.take_along_axis(samples, order, axis=1), np.take_along_axis(sample_sims, order, axis=1)
+
+
+def weighted_mean(found: Neighbours, scores: np.ndarray, k: int, weighting: str) -> np.ndarray:
+    """Each query's weighted mean of ``scores`` over its first K neighbours (most similar first)."""
+    k = min(k, found.index.shape[1])
+    weights = neighbour_weights(found.similarity[:, :k], weighting)
+    return np.sum(weights * scores[found.index[:, :k]], axis=1)
 
 
 def float32_rows(vectors: np.ndarray, rows: np.ndarray, chunk: int = 256) -> np.ndarray:

@@ -23,9 +23,9 @@ import numpy as np
 
 from percept.errors import PerceptError
 from percept.knn import (DEFAULT_BLOCK, RERANK_MARGIN, RERANK_ROWS, Neighbours, group_members, nearest_samples,
-                         rerank, top_columns)
+                         rerank, top_columns, weighted_mean)
 from percept.model_io import ExportedModel, ModelSettings
-from percept.weighting import check_weighting, neighbour_weights
+from percept.weighting import check_weighting
 
 #: Candidates kept beyond those the categories need from the shared selection.
 SHARED_EXTRA = 8
@@ -183,8 +183,7 @@ class MultiScorer:
         return min(needed + SHARED_EXTRA, self.n_vectors)
 
     def _weighted(self, category: str, hits: Neighbours) -> np.ndarray:
-        weights = neighbour_weights(hits.similarity, self.weighting)
-        return np.sum(weights * self._cats[category].scores[hits.index], axis=1)
+        return weighted_mean(hits, self._cats[category].scores, hits.index.shape[1], self.weighting)
 
     def _block(self, block: np.ndarray) -> dict[str, Neighbours]:
         approx = block.astype(np.float32) @ self.vectors32.T
