@@ -58,21 +58,31 @@ def has_embeddings(root: str | Path, kind: str = "img") -> bool:
     return bool(part_paths(root, kind))
 
 
-def read_embeddings(root: str | Path, kind: str = "img") -> Embeddings:
-    """Read every part of a clip-retrieval embeddings folder, checking rows against metadata."""
-    root = Path(root)
+def required_parts(root: Path, kind: str = "img") -> list[tuple[Path, Path]]:
+    """:func:`part_paths`, or a PerceptError naming the expected files when there are none."""
     parts = part_paths(root, kind)
     if not parts:
         raise PerceptError(f"no embeddings in {root}: expected {root}/{kind}_emb/{kind}_emb_0.npy and "
                            f"{root}/metadata/metadata_0.parquet (give --images-dir to encode images)")
+    return parts
+
+
+def check_row_counts(vec_path: Path, vec_rows: int, meta_path: Path, meta_rows: int) -> None:
+    """A part's vectors and metadata must have one row per image."""
+    if vec_rows != meta_rows:
+        raise PerceptError(f"{vec_path} has {vec_rows} rows but {meta_path} has {meta_rows}: "
+                           "the embeddings are incomplete, re-encode them (--skip-cache)")
+
+
+def read_embeddings(root: str | Path, kind: str = "img") -> Embeddings:
+    """Read every part of a clip-retrieval embeddings folder, checking rows against metadata."""
+    root = Path(root)
     column = KINDS[kind]
     vectors, frames = [], []
-    for vec_path, meta_path in parts:
+    for vec_path, meta_path in required_parts(root, kind):
         part_vectors = _load_npy(vec_path)
-        meta = _load_parquet(meta_path, column)
-        if len(part_vectors) != len(meta):
-            raise PerceptError(f"{vec_path} has {len(part_vectors)} rows but {meta_path} has {len(meta)}: "
-                               "the embeddings are incomplete, re-encode them (--skip-cache)")
+        meta = read_metadata(meta_path, column)
+        check_row_counts(vec_path, len(part_vectors), meta_path, len(meta))
         vectors.append(part_vectors)
         frames.append(meta)
     metadata = pyarrow.concat_tables(frames, promote_options="default")
@@ -93,11 +103,12 @@ def _load_npy(path: Path) -> np.ndarray:
     return array
 
 
-def _load_parquet(path: Path, column: str) -> pyarrow.Table:
+def read_metadata(path: Path, column: str, names_only: bool = False) -> pyarrow.Table:
+    """A part's metadata table (just the naming ``column`` with ``names_only``), checked."""
     if not path.exists():
         raise PerceptError(f"metadata file {path} is missing: the embeddings are incomplete, re-encode them")
     try:
-        table = pq.read_table(path)
+        table = pq.read_table(path, columns=[column] if names_only else None)
     except (OSError, pyarrow.ArrowException) as exc:
         raise PerceptError(f"cannot read metadata file {path} ({exc}): re-encode the images") from None
     if column not in table.column_names:

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from percept.atomic import atomic_path
 from percept.categories import CATEGORIES
-from percept.embeddings import KINDS, part_paths
+from percept.embeddings import KINDS, check_row_counts, read_metadata, required_parts
 from percept.environment import combine
 from percept.errors import PerceptError
 from percept.knn import l2_normalise
@@ -85,20 +85,11 @@ class PartReader:
 
 
 def _parts(root: Path, kind: str) -> list[tuple[PartReader, list[str]]]:
-    found = part_paths(root, kind)
-    if not found:
-        raise PerceptError(f"no embeddings in {root}: expected {root}/{kind}_emb/{kind}_emb_0.npy and "
-                           f"{root}/metadata/metadata_0.parquet")
     parts = []
-    for vec_path, meta_path in found:
+    for vec_path, meta_path in required_parts(root, kind):
         reader = PartReader(vec_path)
-        try:
-            names = pq.read_table(meta_path, columns=[KINDS[kind]]).column(0).to_pylist()
-        except (OSError, KeyError, pa.ArrowException) as exc:
-            raise PerceptError(f"cannot read metadata {meta_path} ({exc}): re-encode the images") from None
-        if len(names) != len(reader):
-            raise PerceptError(f"{vec_path} has {len(reader)} rows but {meta_path} has {len(names)}: "
-                               "the embeddings are incomplete, re-encode them")
+        names = read_metadata(meta_path, KINDS[kind], names_only=True).column(0).to_pylist()
+        check_row_counts(vec_path, len(reader), meta_path, len(names))
         parts.append((reader, [str(n) for n in names]))
     return parts
 
