@@ -56,3 +56,8 @@ def progress_bar(quiet: bool, unit: str):
     from tqdm import tqdm
 
     return lambda items: tqdm(items, unit=unit, disable=quiet, file=sys.stderr, leave=False)
+
+
+def stderr_messages(quiet: bool):
+    """Where a command's progress messages go: stderr, or nowhere with --quiet."""
+    return (lambda message: None) if quiet else (lambda message: print(message, file=sys.stderr))

@@ -10,7 +10,7 @@ import random
 import sys
 
 from percept.categories import CATEGORIES
-from percept.cli.common import ArgumentParser, k_list, progress_bar, report_errors
+from percept.cli.common import ArgumentParser, k_list, progress_bar, report_errors, stderr_messages
 from percept.dataset import add_data_arguments, load_dataset
 from percept.errors import PerceptError
 from percept.evaluation import check_training_split, holdout_evaluation
@@ -53,7 +53,7 @@ def check_arguments(args) -> None:
 
 def run(args) -> int:
     check_arguments(args)
-    say = (lambda message: None) if args.quiet else (lambda message: print(message, file=sys.stderr))
+    say = stderr_messages(args.quiet)
     data = load_dataset(args, say)
     if all(len(s) == 0 for s in data.samples.values()):
         raise PerceptError("no category has any sample after filtering: relax the demographic filters "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from percept.cli.common import positive_int
+from percept.cli.common import positive_int, stderr_messages
 from percept.embeddings import default_embeddings_dir
 from percept.errors import PerceptError
 
@@ -47,7 +47,7 @@ def run(args) -> int:
 
         if args.pretrained:
             raise PerceptError("--pretrained applies to the built-in encoder, not to clip-retrieval")
-        say = (lambda message: None) if args.quiet else (lambda message: print(message, file=sys.stderr))
+        say = stderr_messages(args.quiet)
         embeddings = encode_images_external(args.images, output, args.model, args.other_clip_retrieval_args,
                                             skip_cache=args.skip_cache, read_only=args.read_only, log=say)
     else:
