@@ -19,7 +19,7 @@ from percept.embeddings import Embeddings, has_embeddings, read_embeddings
 from percept.environment import build_prompts, combine
 from percept.errors import PerceptError
 from percept.knn import l2_normalise
-from percept.prompt_files import prompt_root, prompt_stem, prompt_text_dir, read_prompts, write_prompts
+from percept.prompt_files import prompt_root, prompt_stem, read_prompts, write_prompts
 from percept.survey import Survey, image_name
 
 
@@ -44,19 +44,17 @@ def environmental_vectors(args: argparse.Namespace, survey: Survey, names: list[
 def text_vectors(args: argparse.Namespace, names: list[str], prompts: list[str], log: Log) -> np.ndarray:
     """One text vector per image row, from the cache when it holds exactly these prompts."""
     root = prompt_root(embeddings_dir(args), args.prompt_style)
+    if not args.read_only and not args.environmental_text_dir:
+        write_prompts(root / "text", dict(zip(names, prompts)))
     if not use_external_encoder(args):
         from percept.encoding import encode_texts
 
-        if not args.read_only and not args.environmental_text_dir:
-            write_prompts(root / "text", dict(zip(names, prompts)))
         found = encode_texts(names, prompts, root, args.clip_model, pretrained=args.pretrained,
                              skip_cache=args.skip_cache, read_only=args.read_only, quiet=args.quiet)
         return np.asarray(found.vectors, dtype=np.float64)
     if args.read_only:
         with tempfile.TemporaryDirectory() as scratch:
             return _external_text_vectors(args, names, prompts, Path(scratch), fresh=True, log=log)
-    if not args.environmental_text_dir:
-        write_prompts(prompt_text_dir(embeddings_dir(args), args.prompt_style), dict(zip(names, prompts)))
     return _external_text_vectors(args, names, prompts, root, fresh=args.skip_cache, log=log)
 
 
