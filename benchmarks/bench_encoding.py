@@ -13,45 +13,23 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+
+from percept.sample import draw_scene
+from percept.simulation import SUNNY_SHARE, street_profiles
 
 DEFAULT_MODELS = ("percept:tiny", "open_clip:ViT-B-32")
 SIZE = (640, 480)
 
 
-def draw_scene(rng: np.random.Generator) -> Image.Image:
-    """A crude street: sky, facades, road, pavement, a few trees and cars."""
-    width, height = SIZE
-    colour = lambda low, high: tuple(int(c) for c in rng.integers(low, high, 3))  # noqa: E731
-    image = Image.new("RGB", SIZE, colour(150, 255))
-    draw = ImageDraw.Draw(image)
-    horizon = int(height * rng.uniform(0.3, 0.5))
-    x = 0
-    while x < width:
-        facade = int(rng.integers(60, 200))
-        top = int(horizon - rng.integers(40, horizon))
-        draw.rectangle([x, top, x + facade, int(height * 0.7)], fill=colour(60, 220))
-        x += facade
-    draw.rectangle([0, int(height * 0.7), width, height], fill=colour(60, 120))
-    draw.polygon([(0, height), (width // 3, int(height * 0.7)), (2 * width // 3, int(height * 0.7)), (width, height)],
-                 fill=colour(30, 90))
-    for _ in range(int(rng.integers(0, 5))):
-        cx, cy = int(rng.integers(0, width)), int(rng.integers(horizon, int(height * 0.7)))
-        r = int(rng.integers(20, 70))
-        leaves = (int(rng.integers(20, 80)), int(rng.integers(100, 200)), 40)
-        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=leaves)
-    for _ in range(int(rng.integers(0, 4))):
-        cx, cy = int(rng.integers(0, width - 120)), int(rng.integers(int(height * 0.72), height - 50))
-        draw.rectangle([cx, cy, cx + 120, cy + 45], fill=colour(0, 255))
-    return image
-
-
 def make_images(folder: Path, count: int, seed: int = 0) -> list[Path]:
+    """``count`` sample street scenes (the sample survey's drawings), saved as 640x480 JPEG files."""
     rng = np.random.default_rng(seed)
+    profiles = street_profiles(count, rng)
     paths = []
-    for index in range(count):
+    for index, profile in enumerate(profiles):
+        image, _ = draw_scene(profile, bool(rng.random() < SUNNY_SHARE), rng)
         path = folder / f"scene_{index:05d}.jpg"
-        draw_scene(rng).save(path, quality=90)
+        image.resize(SIZE).save(path, quality=90)
         paths.append(path)
     return paths
 
