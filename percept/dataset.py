@@ -37,7 +37,7 @@ class Dataset:
     names: list[str]
     vectors: np.ndarray
     samples: dict[str, Samples]
-    ratings: pd.DataFrame | None = None  # filtered rating rows when -d was given
+    rating_rows: dict[str, pd.DataFrame] | None = None  # per category, the rating rows behind its samples (-d)
     environment: str | None = None  # "<method>+p<style>" when environmental features were added
 
 
@@ -105,7 +105,6 @@ def load_dataset(args: argparse.Namespace, log: Log = print) -> Dataset:
     names = [n for n, k in zip(embeddings.names, keep) if k]
     vectors = l2_normalise(embeddings.vectors if keep.all() else embeddings.vectors[keep])
     del embeddings
-    ratings = None
     if args.demographics:
         from percept.ratings import filter_ratings, load_ratings, rating_samples
 
@@ -121,7 +120,7 @@ def load_dataset(args: argparse.Namespace, log: Log = print) -> Dataset:
 
         vectors = environmental_vectors(args, survey, names, vectors, log)
         environment = f"{args.environmental_method}+p{args.prompt_style}"
-    return Dataset(names, vectors, sample_set.by_category, ratings, environment)
+    return Dataset(names, vectors, sample_set.by_category, sample_set.rating_rows, environment)
 
 
 def embeddings_dir(args: argparse.Namespace) -> Path:

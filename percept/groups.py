@@ -13,12 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from percept.categories import CATEGORY_BY_ID
 from percept.errors import PerceptError
 from percept.evaluation import regression_metrics
 from percept.knn import KNNRegressor
 from percept.rating_filters import in_netherlands
-from percept.survey import Samples, Survey
+from percept.survey import Samples
 from percept.weighting import DEFAULT_WEIGHTING
 
 COLUMNS = ("gender", "education", "region", "age")
@@ -83,26 +82,6 @@ def group_labels(ratings: pd.DataFrame, spec: GroupSpec) -> np.ndarray:
         return labels
     values = ratings[spec.column]
     return np.array([v if isinstance(v, str) and v else None for v in values], dtype=object)
-
-
-def rating_rows(names: list[str], survey: Survey, ratings: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Per category, the rating rows behind its samples, in sample order, with the vector ``row``.
-
-    Mirrors :func:`percept.ratings.rating_samples`: images in embedding order,
-    ratings in CSV order.
-    """
-    ids = {}
-    for row, name in enumerate(names):
-        feature = survey.feature_for(name)
-        try:
-            ids[row] = int(feature["image_id"])
-        except (TypeError, KeyError, ValueError):
-            continue
-    images = pd.DataFrame({"row": list(ids), "image_id": pd.array(list(ids.values()), dtype="Int64")})
-    table = ratings.assign(csv_order=np.arange(len(ratings)))
-    joined = images.merge(table, on="image_id", how="inner").sort_values(["row", "csv_order"], kind="stable")
-    return {category: joined[joined["category_id"] == category_id].reset_index(drop=True)
-            for category_id, category in CATEGORY_BY_ID.items()}
 
 
 @dataclass

@@ -69,20 +69,24 @@ def filter_ratings(ratings: pd.DataFrame, rules: RatingFilter) -> pd.DataFrame:
 
 
 def rating_samples(names: list[str], survey: Survey, ratings: pd.DataFrame) -> SampleSet:
-    """One sample per rating row of each image, images in embedding order, ratings in CSV order."""
+    """One sample per rating row of each image, images in embedding order, ratings in CSV order.
+
+    The result also keeps, per category, the rating rows behind the samples (every CSV
+    column plus the vector ``row``), for comparing groups of raters.
+    """
     matched, unmatched = match_features(names, survey)
     image_rows = pd.DataFrame({
         "row": [r for r, f in enumerate(matched) if f is not None],
         "image_id": pd.array([_image_id(survey.features[f]) for f in matched if f is not None], dtype="Int64"),
     })
-    table = ratings[["image_id", "category_id", "rating"]].assign(csv_order=np.arange(len(ratings)))
+    table = ratings.assign(csv_order=np.arange(len(ratings)))
     joined = image_rows.merge(table, on="image_id", how="inner").sort_values(["row", "csv_order"], kind="stable")
     unrated = len(image_rows) - joined["row"].nunique()
-    by_category = {}
-    for category_id, category in CATEGORY_BY_ID.items():
-        part = joined[joined["category_id"] == category_id]
-        by_category[category] = to_samples(part["row"].to_numpy(), part["rating"].to_numpy(dtype=np.float64))
-    return SampleSet(by_category, unmatched, unrated)
+    frames = {category: joined[joined["category_id"] == category_id].reset_index(drop=True)
+              for category_id, category in CATEGORY_BY_ID.items()}
+    by_category = {category: to_samples(frame["row"].to_numpy(), frame["rating"].to_numpy(dtype=np.float64))
+                   for category, frame in frames.items()}
+    return SampleSet(by_category, unmatched, unrated, frames)
 
 
 def _image_id(props: dict) -> int | None:

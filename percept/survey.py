@@ -98,6 +98,7 @@ class SampleSet:
     by_category: dict[str, Samples]
     unmatched: list[str]
     unrated: int = 0
+    rating_rows: dict | None = None  # per category, the rating rows (a DataFrame) behind its samples
 
 
 def match_features(names: list[str], survey: Survey) -> tuple[list[int | None], list[str]]:

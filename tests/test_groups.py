@@ -8,7 +8,7 @@ import pytest
 
 from percept.errors import PerceptError
 from percept.groups import (DEFAULT_AGE_BINS, TRAIN_FRACTION, GroupSpec, _training_side, compare_groups,
-                            group_labels, parse_group_spec, rating_rows)
+                            group_labels, parse_group_spec)
 from percept.knn import l2_normalise
 from percept.rating_filters import RatingFilter
 from percept.ratings import filter_ratings, load_ratings, rating_samples
@@ -66,8 +66,8 @@ def test_rating_rows_line_up_with_rating_samples(reference_dir):
     survey = load_survey(survey_dir / "data.geojson")
     names = [f["url"] for f in survey.features]
     ratings = filter_ratings(load_ratings(survey_dir / "demo.csv"), RatingFilter())
-    expected = rating_samples(names, survey, ratings).by_category
-    frames = rating_rows(names, survey, ratings)
+    found = rating_samples(names, survey, ratings)
+    expected, frames = found.by_category, found.rating_rows
     for category, samples in expected.items():
         assert np.array_equal(frames[category]["row"].to_numpy(), samples.rows)
         assert np.array_equal(frames[category]["rating"].to_numpy(dtype=float), samples.scores)

@@ -75,16 +75,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _compare(args, dataset, spec, results: list[CategoryResult]):
-    from percept.groups import compare_groups, group_labels, rating_rows
-    from percept.survey import load_survey
+    from percept.groups import compare_groups, group_labels
 
-    frames = rating_rows(dataset.names, load_survey(args.geojson), dataset.ratings)
     matrices = []
     for result in results:
         samples = dataset.samples[result.category]
-        frame = frames[result.category]
-        if len(frame) != len(samples) or not (frame["row"].to_numpy() == samples.rows).all():
-            raise PerceptError("internal mismatch between ratings and samples: report this with your data layout")
+        frame = dataset.rating_rows[result.category]
         matrices.append(compare_groups(dataset.vectors, samples, group_labels(frame, spec), result.best_k,
                                        result.category, args.normalization_method, args.seed,
                                        args.group_by_image))
