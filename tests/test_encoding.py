@@ -23,7 +23,7 @@ from percept.encoders.builtin import BuiltinEncoder
 from percept.errors import PerceptError
 from percept.image_files import find_images
 
-STAND_IN = Path(__file__).resolve().parents[2] / "shared" / "reference" / "tools" / "clip-retrieval"
+STAND_IN = Path(__file__).resolve().parent / "reference" / "tools" / "clip-retrieval"
 MODEL = "percept:tiny"
 
 
