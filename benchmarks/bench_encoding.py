@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from percept.sample import draw_scene
-from percept.simulation import SUNNY_SHARE, street_profiles
+from percept.synthetic.sample import draw_scene
+from percept.synthetic.simulation import SUNNY_SHARE, street_profiles
 
 DEFAULT_MODELS = ("percept:tiny", "open_clip:ViT-B-32")
 SIZE = (640, 480)
@@ -38,7 +38,7 @@ def measure(model: str, pretrained: str | None, paths: list[Path], batch_size: i
     import torch.utils.data  # noqa: F401 - a one-time import, not part of the throughput
 
     from percept.encoders import load_encoder
-    from percept.encoding import encode_image_paths
+    from percept.encoders.pipeline import encode_image_paths
 
     start = time.perf_counter()
     encoder = load_encoder(model, pretrained)

@@ -8,8 +8,8 @@ import time
 from contextlib import contextmanager
 
 from benchmarks.common import benchmark_survey
-from percept import crossval
-from percept.crossval import CVPlan, cross_validate
+from percept.study import crossval
+from percept.study.crossval import CVPlan, cross_validate
 
 KS = [10, 20, 30, 40, 50]
 PLAN = CVPlan(folds=5, repeats=3, seed=0)
@@ -18,13 +18,11 @@ TARGET_SECONDS = 15.0
 
 def load(folder):
     """Vectors and per-category samples, as ``percept evaluate`` loads them."""
-    from percept.cli.common import ArgumentParser
-    from percept.dataset import add_data_arguments, load_dataset
+    from percept.encoders.options import EncodingOptions
+    from percept.study.dataset import DataSelection, load_dataset
 
-    parser = ArgumentParser()
-    add_data_arguments(parser)
-    args = parser.parse_args(["-g", str(folder / "data.geojson"), "-e", str(folder / "embeddings"), "-M", "synthetic"])
-    return load_dataset(args, log=lambda message: None)
+    encoding = EncodingOptions("synthetic", embeddings_dir=folder / "embeddings")
+    return load_dataset(DataSelection(folder / "data.geojson", encoding), log=lambda message: None)
 
 
 @contextmanager

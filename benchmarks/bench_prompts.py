@@ -6,8 +6,8 @@ import time
 
 import numpy as np
 
-from percept.env_keys import ENV_KEYS
-from percept.environment import build_prompts
+from percept.environment.keys import ENV_KEYS
+from percept.environment.prompts import build_prompts
 
 FEATURES = 20_000
 TARGET_SECONDS = 5.0

@@ -8,7 +8,13 @@ import time
 import numpy as np
 import pandas as pd
 
-from benchmarks.common import BENCH_DIR, SURVEY_DIM, benchmark_survey, console_script, measure
+from benchmarks.common import (
+    BENCH_DIR,
+    SURVEY_DIM,
+    benchmark_survey,
+    console_script,
+    measure,
+)
 
 QUERIES = 200_000
 PART_SIZE = 100_000
@@ -30,7 +36,7 @@ def export_model(survey) -> str:
 
 def query_embeddings(seed: int = 1):
     """200,000 unit float16 vectors in clip-retrieval layout (two parts), written once."""
-    from percept.embeddings import write_part
+    from percept.data.embeddings import write_part
 
     folder = BENCH_DIR / f"queries-{QUERIES}x{SURVEY_DIM}"
     if not (folder / "img_emb" / f"img_emb_{(QUERIES - 1) // PART_SIZE}.npy").exists():
@@ -60,9 +66,9 @@ def point_latency() -> None:
     from fastapi.testclient import TestClient
 
     from percept.categories import CATEGORIES
-    from percept.model_io import ExportedModel, ModelSettings
-    from percept.rating import RatedPoints
-    from percept.scoring import MultiScorer
+    from percept.city.rating import RatedPoints
+    from percept.model.io import ExportedModel, ModelSettings
+    from percept.model.scoring import MultiScorer
     from percept.web.app import AppState, create_app
 
     rng = np.random.default_rng(2)

@@ -26,7 +26,7 @@ print(json.dumps({"rc": proc.returncode, "seconds": seconds, "peak_mb": peak_kb 
 
 def benchmark_survey() -> Path:
     """The benchmark survey (20,000 images x 1024 dims, ~3 ratings per image), generated once."""
-    from percept.synthetic import generate_synthetic_survey
+    from percept.synthetic.vectors import generate_synthetic_survey
 
     folder = BENCH_DIR / f"survey-{SURVEY_IMAGES}x{SURVEY_DIM}"
     if not (folder / "demo.csv").exists():

@@ -16,12 +16,14 @@ import numpy as np
 import pandas as pd
 
 from percept.categories import CATEGORIES
-from percept.cli.common import ArgumentParser
-from percept.dataset import Dataset, add_data_arguments, load_dataset
-from percept.evaluation import check_training_split, holdout_evaluation
-from percept.knn import KNNRegressor
-from percept.model_io import ModelSettings, save_model
-from percept.weighting import DEFAULT_WEIGHTING
+from percept.data.filters import RatingFilter, parse_age, parse_list, parse_region
+from percept.encoders.options import EncodingOptions
+from percept.environment.options import EnvironmentOptions
+from percept.model.io import ModelSettings, save_model
+from percept.model.knn import KNNRegressor
+from percept.model.weighting import DEFAULT_WEIGHTING
+from percept.study.dataset import DataSelection, Dataset, load_dataset
+from percept.study.holdout import check_training_split, holdout_evaluation
 
 
 def load_survey(geojson: str | Path, embeddings: str | Path | None = None, *, clip_model: str = "unknown",
@@ -35,17 +37,16 @@ def load_survey(geojson: str | Path, embeddings: str | Path | None = None, *, cl
     ``environmental`` names the combining method (append, average, slerp) to add
     environmental features.
     """
-    parser = ArgumentParser(prog="percept.api")
-    add_data_arguments(parser)
-    args = parser.parse_args(["-g", str(geojson), "-M", clip_model])
-    args.embeddings_dir = None if embeddings is None else str(embeddings)
-    args.images_dir = None if images_dir is None else str(images_dir)
-    args.demographics = None if demographics is None else str(demographics)
-    args.gender, args.region, args.age, args.education = gender, region, age, education
-    args.environmental = environmental is not None
-    args.environmental_method = environmental or "append"
-    args.prompt_style, args.quiet = prompt_style, quiet
-    return load_dataset(args, (lambda message: None) if quiet else print)
+    encoding = EncodingOptions(clip_model, images_dir=_path(images_dir), embeddings_dir=_path(embeddings),
+                               quiet=quiet)
+    filters = RatingFilter(parse_list(gender), parse_region(region), parse_age(age), parse_list(education))
+    selection = DataSelection(Path(geojson), encoding, _path(demographics), filters,
+                              EnvironmentOptions(environmental, prompt_style) if environmental else None)
+    return load_dataset(selection, (lambda message: None) if quiet else print)
+
+
+def _path(value: str | Path | None) -> Path | None:
+    return None if value is None else Path(value)
 
 
 def fit(data: Dataset, category: str, k: int = 10, weighting: str = DEFAULT_WEIGHTING) -> KNNRegressor:

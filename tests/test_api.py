@@ -7,7 +7,7 @@ import json
 import numpy as np
 
 from percept import api
-from percept.model_io import load_model
+from percept.model.io import load_model
 
 
 def test_evaluate_matches_reference(reference_dir):

@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from web_fixtures import CENTRE, build_state, png_bytes
 
 CHROMIUM = Path("/usr/bin/chromium")

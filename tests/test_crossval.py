@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.stats import pearsonr, spearmanr
 from sklearn.linear_model import RidgeCV
 from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
-from scipy.stats import pearsonr, spearmanr
 
-from percept.crossval import RANK_DECIMALS, RIDGE_ALPHAS, CVPlan, cross_validate, fold_metrics, ridge_loo, sample_folds
+from percept.data.survey import Samples
 from percept.errors import PerceptError
-from percept.knn import KNNRegressor, l2_normalise
-from percept.neighbour_lists import fold_neighbours, neighbour_lists
-from percept.survey import Samples
+from percept.model.knn import KNNRegressor, l2_normalise
+from percept.model.neighbour_lists import fold_neighbours, neighbour_lists
+from percept.study.crossval import (
+    RANK_DECIMALS,
+    RIDGE_ALPHAS,
+    CVPlan,
+    cross_validate,
+    fold_metrics,
+    ridge_loo,
+    sample_folds,
+)
 
 
 def make_data(n_vectors=120, dim=16, seed=0, repeats=1):

@@ -160,7 +160,7 @@ def test_results_log_appends(survey, capsys):
 
 
 def test_export_roundtrip(survey, capsys):
-    from percept.model_io import load_model
+    from percept.model.io import load_model
 
     assert run(BASE + ["--export", "model.npz", "-k", "40"], capsys)[0] == 0
     model = load_model(survey / "model.npz")

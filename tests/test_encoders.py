@@ -12,9 +12,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from percept.encoders import encode_pil_images, load_encoder, parse_model_name, resolve_model
-from percept.encoders import open_clip_backend
-from percept.encoders.external import clip_retrieval_command, external_available, run_clip_retrieval
+from percept.encoders import (
+    encode_pil_images,
+    load_encoder,
+    open_clip_backend,
+    parse_model_name,
+    resolve_model,
+)
+from percept.encoders.external import (
+    clip_retrieval_command,
+    external_available,
+    run_clip_retrieval,
+)
 from percept.errors import PerceptError
 
 TINY_OPEN_CLIP = {

@@ -14,14 +14,14 @@ import pyarrow as pa
 import pytest
 from PIL import Image, ImageDraw
 
-import percept.encoding as encoding
+import percept.encoders.pipeline as encoding
 from percept.cli import encode as encode_cli
 from percept.cli.common import ArgumentParser
-from percept.embeddings import read_embeddings
-from percept.encode_cache import read_manifest
+from percept.data.embeddings import read_embeddings
+from percept.data.images import find_images
 from percept.encoders.builtin import BuiltinEncoder
+from percept.encoders.cache import read_manifest
 from percept.errors import PerceptError
-from percept.image_files import find_images
 
 STAND_IN = Path(__file__).resolve().parent / "reference" / "tools" / "clip-retrieval"
 MODEL = "percept:tiny"

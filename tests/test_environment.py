@@ -13,12 +13,22 @@ import pytest
 from scipy.spatial import geometric_slerp
 
 import percept.cli.main as cli_main
-from percept.env_keys import ENV_KEYS
-from percept.environment import (QUINTILE_WORDS, build_prompts, combine, key_text, quintile_bins,
-                                 slerp_midpoint)
+from percept.data.survey import load_survey
+from percept.environment.combining import combine, slerp_midpoint
+from percept.environment.keys import ENV_KEYS
+from percept.environment.prompt_files import (
+    prompt_root,
+    prompt_text_dir,
+    read_prompts,
+    write_prompts,
+)
+from percept.environment.prompts import (
+    QUINTILE_WORDS,
+    build_prompts,
+    key_text,
+    quintile_bins,
+)
 from percept.errors import PerceptError
-from percept.prompt_files import prompt_root, prompt_text_dir, read_prompts, write_prompts
-from percept.survey import load_survey
 
 TESTS = Path(__file__).parent
 

@@ -8,11 +8,11 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import REFERENCE
 from PIL import Image
 
-from conftest import REFERENCE
 from percept.cli.dropin import main as dropin_main
-from percept.external_encoding import encode_images_external
+from percept.encoders.clip_retrieval import encode_images_external
 
 
 @pytest.fixture

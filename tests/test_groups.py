@@ -6,13 +6,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from percept.data.filters import RatingFilter
+from percept.data.ratings import filter_ratings, load_ratings, rating_samples
+from percept.data.survey import Samples, load_survey
 from percept.errors import PerceptError
-from percept.groups import (DEFAULT_AGE_BINS, TRAIN_FRACTION, GroupSpec, _training_side, compare_groups,
-                            group_labels, parse_group_spec)
-from percept.knn import l2_normalise
-from percept.rating_filters import RatingFilter
-from percept.ratings import filter_ratings, load_ratings, rating_samples
-from percept.survey import Samples, load_survey
+from percept.model.knn import l2_normalise
+from percept.study.groups import (
+    DEFAULT_AGE_BINS,
+    TRAIN_FRACTION,
+    GroupSpec,
+    _training_side,
+    compare_groups,
+    group_labels,
+    parse_group_spec,
+)
 
 
 def test_parse_group_spec():

@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 
 from percept.cli.common import ArgumentParser, report_errors
-from percept.hexgrid import aggregate, aggregate_lonlat, centres, parse_crs, to_geojson, utm_crs
+from percept.study.hexgrid import (
+    aggregate,
+    aggregate_lonlat,
+    centres,
+    parse_crs,
+    to_geojson,
+    utm_crs,
+)
 
 AMSTERDAM_NAME = "ams-20240227-walkability-map.geojson.gz"
 AMSTERDAM = Path(__file__).parent / "data" / AMSTERDAM_NAME

@@ -7,8 +7,8 @@ import pytest
 from scipy.special import softmax
 
 from percept.errors import PerceptError
-from percept.knn import KNNRegressor, l2_normalise, top_columns
-from percept.weighting import neighbour_weights
+from percept.model.knn import KNNRegressor, l2_normalise, top_columns
+from percept.model.weighting import neighbour_weights
 
 
 def brute_force(train, scores, queries, k, method="softmax10**"):

@@ -7,13 +7,13 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
+from web_fixtures import write_model
 
 from percept.categories import CATEGORIES
 from percept.cli.main import main as percept_main
 from percept.encoders import encode_pil_images, load_encoder
-from percept.knn import KNNRegressor, l2_normalise
-from percept.model_io import ModelSettings, save_model
-from web_fixtures import write_model
+from percept.model.io import ModelSettings, save_model
+from percept.model.knn import KNNRegressor, l2_normalise
 
 
 @pytest.fixture(scope="module")

@@ -10,13 +10,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from percept.categories import CATEGORIES
+from percept.city.rating import rate, read_rated
 from percept.cli.main import main as percept_main
-from percept.embeddings import write_part
+from percept.data.embeddings import write_part
+from percept.data.locations import read_locations
 from percept.errors import PerceptError
-from percept.knn import KNNRegressor, l2_normalise
-from percept.locations import read_locations
-from percept.model_io import ModelSettings, load_model, save_model
-from percept.rating import rate, read_rated
+from percept.model.io import ModelSettings, load_model, save_model
+from percept.model.knn import KNNRegressor, l2_normalise
 
 DIM = 12
 
@@ -228,7 +228,6 @@ def test_rate_command(tmp_path, model_path, city, capsys):
 
 def test_rate_command_encodes_images(tmp_path, capsys):
     from PIL import Image
-
     from web_fixtures import write_model
 
     images = tmp_path / "images"

@@ -11,11 +11,11 @@ import re
 import numpy as np
 
 from percept.cli.common import ArgumentParser, report_errors
-from percept.crossval import CVPlan, cross_validate
-from percept.groups import compare_groups
-from percept.knn import l2_normalise
-from percept.report import write_report
-from percept.survey import Samples
+from percept.data.survey import Samples
+from percept.model.knn import l2_normalise
+from percept.study.crossval import CVPlan, cross_validate
+from percept.study.groups import compare_groups
+from percept.study.report import write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -14,13 +14,21 @@ from PIL import Image
 from percept.categories import CATEGORIES
 from percept.cli import sample as sample_cli
 from percept.cli.common import ArgumentParser, report_errors
-from percept.embeddings import read_embeddings
-from percept.env_keys import ENV_KEYS
-from percept.sample import SIZE, generate_sample
-from percept.simulation import DEMO_COLUMNS, FEATURES, LAT_RANGE, LON_RANGE, MARKER, URL_PREFIX, true_scores
-from percept.ratings import load_ratings
-from percept.survey import load_survey
-from percept.synthetic import generate_synthetic_survey
+from percept.data.embeddings import read_embeddings
+from percept.data.ratings import load_ratings
+from percept.data.survey import load_survey
+from percept.environment.keys import ENV_KEYS
+from percept.synthetic.sample import SIZE, generate_sample
+from percept.synthetic.simulation import (
+    DEMO_COLUMNS,
+    FEATURES,
+    LAT_RANGE,
+    LON_RANGE,
+    MARKER,
+    URL_PREFIX,
+    true_scores,
+)
+from percept.synthetic.vectors import generate_synthetic_survey
 
 INT_MEASURES = re.compile(r"_count_\d+$|^num_nodes_|^num_edges_")
 NAME = re.compile(r"^(\d{7})_x([0-3])\.jpg$")

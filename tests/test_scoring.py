@@ -11,9 +11,9 @@ import pytest
 
 from percept.categories import CATEGORIES
 from percept.errors import PerceptError
-from percept.knn import KNNRegressor, l2_normalise
-from percept.model_io import ExportedModel, ModelSettings
-from percept.scoring import MultiScorer, check_encoder, distinct_rows, top_columns
+from percept.model.io import ExportedModel, ModelSettings
+from percept.model.knn import KNNRegressor, l2_normalise
+from percept.model.scoring import MultiScorer, check_encoder, distinct_rows, top_columns
 
 
 def unit(rng, n, dim):

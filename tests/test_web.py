@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
+from web_fixtures import CENTRE, build_state, png_bytes
 
 from percept.categories import CATEGORIES
-from percept.mapillary import MapillaryClient, resolve_token
+from percept.city.mapillary import MapillaryClient, resolve_token
 from percept.web.app import create_app
-from web_fixtures import CENTRE, build_state, png_bytes
 
 FAR = (52.40, 4.80)  # ~8 km from the rated points
 

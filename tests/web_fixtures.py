@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from percept.categories import CATEGORIES
-from percept.model_io import ModelSettings, load_model, save_model
+from percept.model.io import ModelSettings, load_model, save_model
 
 TINY = "percept:tiny"
 TINY_DIM = 64
@@ -57,9 +57,9 @@ def png_bytes(size=(48, 36), colour=(10, 200, 30)) -> bytes:
 
 def build_state(tmp: Path, mapillary=None, images: bool = True):
     """AppState for the test model with the tiny encoder, rated points and (optionally) survey images."""
+    from percept.city.rating import read_rated
     from percept.encoders import encode_pil_images, load_encoder
-    from percept.rating import read_rated
-    from percept.scoring import MultiScorer
+    from percept.model.scoring import MultiScorer
     from percept.web.app import AppOptions, AppState
     from percept.web.images import ImageFolder
     from percept.web.names import sample_image_names

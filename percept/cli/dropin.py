@@ -10,14 +10,21 @@ import random
 import sys
 
 from percept.categories import CATEGORIES
-from percept.cli.common import ArgumentParser, k_list, progress_bar, report_errors, stderr_messages
-from percept.dataset import add_data_arguments, load_dataset
+from percept.cli.common import (
+    ArgumentParser,
+    k_list,
+    progress_bar,
+    report_errors,
+    stderr_messages,
+)
+from percept.cli.data_options import add_data_arguments, data_selection
+from percept.data.survey import image_name
 from percept.errors import PerceptError
-from percept.evaluation import check_training_split, holdout_evaluation
-from percept.model_io import ModelSettings, save_model
-from percept.results_log import append_rows, log_row, randomness_label
-from percept.survey import image_name
-from percept.weighting import DEFAULT_WEIGHTING, check_weighting
+from percept.model.io import ModelSettings, save_model
+from percept.model.weighting import DEFAULT_WEIGHTING, check_weighting
+from percept.study.dataset import load_dataset
+from percept.study.holdout import check_training_split, holdout_evaluation
+from percept.study.results_log import append_rows, log_row, randomness_label
 
 
 def build_parser() -> ArgumentParser:
@@ -54,7 +61,7 @@ def check_arguments(args) -> None:
 def run(args) -> int:
     check_arguments(args)
     say = stderr_messages(args.quiet)
-    data = load_dataset(args, say)
+    data = load_dataset(data_selection(args), say)
     if all(len(s) == 0 for s in data.samples.values()):
         raise PerceptError("no category has any sample after filtering: relax the demographic filters "
                            "or check that the survey holds ratings for these images")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from percept.cli.common import positive_int, stderr_messages
-from percept.embeddings import default_embeddings_dir
+from percept.data.embeddings import default_embeddings_dir
 from percept.errors import PerceptError
 
 DEFAULT_MODEL = "ViT-B/32"
@@ -43,7 +43,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     output = args.output or default_embeddings_dir(args.model)
     if args.encoder == "clip-retrieval":
-        from percept.external_encoding import encode_images_external
+        from percept.encoders.clip_retrieval import encode_images_external
 
         if args.pretrained:
             raise PerceptError("--pretrained applies to the built-in encoder, not to clip-retrieval")
@@ -51,7 +51,7 @@ def run(args) -> int:
         embeddings = encode_images_external(args.images, output, args.model, args.other_clip_retrieval_args,
                                             skip_cache=args.skip_cache, read_only=args.read_only, log=say)
     else:
-        from percept.encoding import encode_images
+        from percept.encoders.pipeline import encode_images
 
         embeddings = encode_images(args.images, output, args.model, pretrained=args.pretrained,
                                    batch_size=args.batch_size, num_workers=args.workers, part_size=args.part_size,

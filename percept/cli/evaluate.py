@@ -6,15 +6,15 @@ import argparse
 import math
 
 from percept.cli.common import k_list, positive_int, progress_bar
-from percept.crossval import METRICS, CategoryResult, CVPlan, cross_validate
 from percept.errors import PerceptError
-from percept.weighting import DEFAULT_WEIGHTING, check_weighting
+from percept.model.weighting import DEFAULT_WEIGHTING, check_weighting
+from percept.study.crossval import METRICS, CategoryResult, CVPlan, cross_validate
 
 DEFAULT_KS = "10,20,30,40,50"
 
 
 def register(subparsers) -> None:
-    from percept.dataset import add_data_arguments
+    from percept.cli.data_options import add_data_arguments
 
     parser = subparsers.add_parser(
         "evaluate", help="cross-validate the KNN model against baselines and pick K",
@@ -43,21 +43,22 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from percept.dataset import load_dataset
+    from percept.cli.data_options import data_selection
+    from percept.study.dataset import load_dataset
 
     check_weighting(args.normalization_method)
     if args.report and args.read_only:
         raise PerceptError("--read-only writes nothing to disk, so it cannot be combined with --report")
     spec = None
     if args.compare_groups:
-        from percept.groups import parse_group_spec
+        from percept.study.groups import parse_group_spec
 
         spec = parse_group_spec(args.compare_groups)
         if not args.demographics:
             raise PerceptError("--compare-groups splits individual ratings by rater: give -d/--demographics")
     plan = CVPlan(args.cv, args.repeats, args.stratified, args.group_by_image, args.seed)
     log = (lambda message: None) if args.quiet else print
-    dataset = load_dataset(args, log)
+    dataset = load_dataset(data_selection(args), log)
     results = cross_validate(dataset.vectors, dataset.samples, args.k, plan, args.normalization_method,
                              baselines=not args.no_baselines, progress=progress_bar(args.quiet, "category"))
     print(format_table(results))
@@ -67,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         for matrix in matrices:
             print(format_group_matrix(matrix))
     if args.report:
-        from percept.report import write_report
+        from percept.study.report import write_report
 
         write_report(args.report, results, settings(args, plan), matrices)
         log(f"report written to {args.report}")
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _compare(args, dataset, spec, results: list[CategoryResult]):
-    from percept.groups import compare_groups, group_labels
+    from percept.study.groups import compare_groups, group_labels
 
     matrices = []
     for result in results:

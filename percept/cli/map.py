@@ -70,7 +70,14 @@ class Places:
 
 
 def run(args: argparse.Namespace) -> int:
-    from percept.hexgrid import WGS84, aggregate_lonlat, parse_crs, to_geojson, to_lonlat, utm_crs
+    from percept.study.hexgrid import (
+        WGS84,
+        aggregate_lonlat,
+        parse_crs,
+        to_geojson,
+        to_lonlat,
+        utm_crs,
+    )
 
     outputs = [Path(p) for p in args.out]
     for path in outputs:
@@ -145,7 +152,7 @@ def _read_table(path: Path, category: str, value: str | None, crs) -> Places:
 
 
 def _read_geojson(path: Path, category: str, value: str | None, input_crs, default_crs) -> Places:
-    from percept.hexgrid import parse_crs
+    from percept.study.hexgrid import parse_crs
 
     try:
         raw = path.read_bytes()
@@ -188,7 +195,7 @@ def _read_geojson(path: Path, category: str, value: str | None, input_crs, defau
 
 
 def _polygon_geojson(places: Places, category: str) -> dict:
-    from percept.hexgrid import to_lonlat
+    from percept.study.hexgrid import to_lonlat
 
     stacked = np.concatenate(places.polygons)
     lon, lat = to_lonlat(stacked[:, 0], stacked[:, 1], places.crs)

@@ -11,9 +11,9 @@ from PIL import Image
 
 from percept.cli.common import positive_int
 from percept.errors import PerceptError
-from percept.knn import l2_normalise
-from percept.model_io import ExportedModel, load_model
-from percept.scoring import MultiScorer, check_encoder
+from percept.model.io import ExportedModel, load_model
+from percept.model.knn import l2_normalise
+from percept.model.scoring import MultiScorer, check_encoder
 
 BATCH = 32
 

@@ -6,10 +6,14 @@ import argparse
 import sys
 
 from percept.cli.common import positive_int
-from percept.environment import DEFAULT_PROMPT_STYLE, PROMPT_STYLES, build_prompts
+from percept.data.survey import Survey, load_survey
+from percept.environment.prompt_files import prompt_stem, write_prompts
+from percept.environment.prompts import (
+    DEFAULT_PROMPT_STYLE,
+    PROMPT_STYLES,
+    build_prompts,
+)
 from percept.errors import PerceptError
-from percept.prompt_files import prompt_stem, write_prompts
-from percept.survey import Survey, load_survey
 
 
 def register(subparsers) -> None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import sys
 
+from percept.city.rating import DEFAULT_CHUNK, rate
 from percept.cli.common import positive_int
 from percept.cli.predict import clip_model_name
-from percept.embeddings import default_embeddings_dir
-from percept.model_io import load_model
-from percept.rating import DEFAULT_CHUNK, rate
+from percept.data.embeddings import default_embeddings_dir
+from percept.model.io import load_model
 
 
 def register(subparsers) -> None:
@@ -42,14 +42,14 @@ def run(args) -> int:
     model = load_model(args.model)
     embeddings = args.embeddings
     if args.images:
-        from percept.encoding import encode_images
+        from percept.encoders.pipeline import encode_images
 
         name = clip_model_name(model, args.clip_model)
         embeddings = args.cache or default_embeddings_dir(name)
         encode_images(args.images, embeddings, name, pretrained=args.pretrained, quiet=args.quiet)
     locations = None
     if args.locations:
-        from percept.locations import read_locations
+        from percept.data.locations import read_locations
 
         locations = read_locations(args.locations)
     summary = rate(model, embeddings, args.out, locations=locations, average_panoramic=args.average_panoramic,

@@ -7,7 +7,7 @@ import argparse
 from percept.categories import CATEGORIES
 from percept.cli.common import positive_int
 from percept.errors import PerceptError
-from percept.simulation import SampleInfo
+from percept.synthetic.simulation import SampleInfo
 
 DEFAULT_IMAGES = {False: 200, True: 20000}
 DEFAULT_DIM = 1024
@@ -46,13 +46,13 @@ def seed(text: str) -> int:
 def run(args) -> int:
     n_images = args.images or DEFAULT_IMAGES[args.synthetic]
     if args.synthetic:
-        from percept.synthetic import generate_synthetic_survey
+        from percept.synthetic.vectors import generate_synthetic_survey
 
         info = generate_synthetic_survey(args.dir, n_images, dim=args.dim or DEFAULT_DIM, seed=args.seed)
     else:
         if args.dim is not None:
             raise PerceptError("--dim applies to --synthetic surveys only: drawn images are encoded later")
-        from percept.sample import generate_sample
+        from percept.synthetic.sample import generate_sample
 
         info = generate_sample(args.dir, n_images, seed=args.seed)
     if not args.quiet:

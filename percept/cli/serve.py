@@ -35,9 +35,9 @@ def run(args) -> int:
         from percept.web.app import AppOptions, AppState, create_app
     except ImportError as exc:
         raise PerceptError(f"the web app needs its extras ({exc.name} is missing): pip install 'percept[web]'") from None
+    from percept.city.mapillary import DEFAULT_BASE_URL, MapillaryClient, resolve_token
+    from percept.city.rating import read_rated
     from percept.encoders import encode_pil_images
-    from percept.mapillary import DEFAULT_BASE_URL, MapillaryClient, resolve_token
-    from percept.rating import read_rated
     from percept.web.images import ImageFolder
     from percept.web.names import sample_image_names
 

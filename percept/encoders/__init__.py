@@ -6,7 +6,12 @@ from __future__ import annotations
 import numpy as np
 
 from percept.encoders.base import Encoder
-from percept.encoders.registry import ModelName, ResolvedModel, parse_model_name, resolve_model
+from percept.encoders.registry import (
+    ModelName,
+    ResolvedModel,
+    parse_model_name,
+    resolve_model,
+)
 
 __all__ = ["Encoder", "ModelName", "ResolvedModel", "encode_pil_images", "load_encoder", "parse_model_name",
            "resolve_model"]

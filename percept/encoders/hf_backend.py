@@ -6,7 +6,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from percept.encoders.base import Encoder, unit_rows
-from percept.encoders.weights import files_sha256, hub_snapshot, local_path, missing_weights, offline
+from percept.encoders.weights import (
+    files_sha256,
+    hub_snapshot,
+    local_path,
+    missing_weights,
+    offline,
+)
 from percept.errors import PerceptError
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
@@ -43,8 +49,8 @@ class ImageProcessorTransform:
         self.size, self.crop, self.mean, self.std = size, crop, list(mean), list(std)
 
     def __call__(self, image):
-        from torchvision.transforms import functional as F
         from torchvision.transforms import InterpolationMode
+        from torchvision.transforms import functional as F
 
         image = F.resize(image.convert("RGB"), self.size, interpolation=InterpolationMode.BICUBIC)
         image = F.center_crop(image, list(self.crop))

@@ -16,7 +16,13 @@ from difflib import get_close_matches
 from pathlib import Path
 
 from percept.encoders.base import Encoder, unit_rows
-from percept.encoders.weights import checkpoint_in_dir, file_sha256, hub_file, local_path, missing_weights
+from percept.encoders.weights import (
+    checkpoint_in_dir,
+    file_sha256,
+    hub_file,
+    local_path,
+    missing_weights,
+)
 from percept.errors import PerceptError
 
 #: OpenAI's model names (as clip-retrieval and OpenAI's clip take them) → open_clip architectures.

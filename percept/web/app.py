@@ -13,12 +13,12 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
 
+from percept.city.mapillary import MapillaryClient, MapillaryError
+from percept.city.rating import RatedPoints
+from percept.city.spatial_index import SpatialIndex
 from percept.errors import PerceptError
-from percept.knn import l2_normalise
-from percept.mapillary import MapillaryClient, MapillaryError
-from percept.rating import RatedPoints
-from percept.scoring import MultiScorer
-from percept.spatial_index import SpatialIndex
+from percept.model.knn import l2_normalise
+from percept.model.scoring import MultiScorer
 from percept.web.images import BadImage, ImageFolder, decode_image, thumbnail_jpeg
 
 STATIC = Path(__file__).resolve().parent / "static"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from percept.image_files import SUFFIXES
+from percept.data.images import SUFFIXES
 
 THUMBNAIL_SIZE = 256
 

@@ -6,8 +6,8 @@ that record show similar survey samples without names or thumbnails.
 
 from __future__ import annotations
 
-from percept.model_io import ExportedModel
-from percept.scoring import MultiScorer
+from percept.model.io import ExportedModel
+from percept.model.scoring import MultiScorer
 
 
 def sample_image_names(model: ExportedModel, scorer: MultiScorer) -> list[str | None]:

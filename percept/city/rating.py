@@ -1,0 +1,368 @@
+"""Rate every image of a city: stream embedding parts in bounded chunks through a model into a file.
+
+Rows are read from each part's ``.npy`` file a chunk at a time (never the whole part), scored
+with :class:`~percept.model.scoring.MultiScorer` and appended to the output, so memory does not grow
+with the number of images. Outputs by extension: ``.csv``, ``.parquet`` (GeoParquet when locations
+are given) and ``.geojson`` (needs locations).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from percept.atomic import atomic_path
+from percept.categories import CATEGORIES
+from percept.data.embeddings import (
+    KINDS,
+    check_row_counts,
+    read_metadata,
+    required_parts,
+)
+from percept.data.locations import Locations, location_key
+from percept.environment.combining import combine
+from percept.errors import PerceptError
+from percept.model.io import ExportedModel
+from percept.model.knn import l2_normalise
+from percept.model.scoring import MultiScorer
+
+DEFAULT_CHUNK = 4096
+OUTPUT_SUFFIXES = (".csv", ".parquet", ".geoparquet", ".geojson")
+PANORAMA_CROP = re.compile(r"^(?P<id>.+)_x\d+\.[^./]+$")
+GEO_METADATA = {"version": "1.0.0", "primary_column": "geometry",
+                "columns": {"geometry": {"encoding": "WKB", "geometry_types": ["Point"]}}}
+
+
+@dataclass
+class Chunk:
+    """Consecutive rated items: their names, how many crops each averages, and unit query vectors."""
+
+    names: list[str]
+    crops: np.ndarray
+    first_crop: list[str]
+    vectors: np.ndarray
+
+
+@dataclass
+class RateSummary:
+    rows: int
+    without_location: int
+    out: Path
+
+
+class PartReader:
+    """Reads row ranges of one ``.npy`` part with plain file reads (nothing mapped, nothing cached)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        with open(path, "rb") as handle:
+            try:
+                version = np.lib.format.read_magic(handle)
+                header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                          else np.lib.format.read_array_header_2_0)(handle)
+            except ValueError as exc:
+                raise PerceptError(f"cannot read embeddings file {path} ({exc}): re-encode the images") from None
+            self.offset = handle.tell()
+        self.shape, fortran, self.dtype = header
+        if len(self.shape) != 2 or fortran:
+            raise PerceptError(f"{path} does not hold rows of vectors: re-encode the images")
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        row_bytes = self.shape[1] * self.dtype.itemsize
+        with open(self.path, "rb") as handle:
+            handle.seek(self.offset + start * row_bytes)
+            rows = np.fromfile(handle, dtype=self.dtype, count=(stop - start) * self.shape[1])
+        if len(rows) != (stop - start) * self.shape[1]:
+            raise PerceptError(f"{self.path} is truncated: re-encode the images")
+        return rows.reshape(stop - start, self.shape[1])
+
+
+def _parts(root: Path, kind: str) -> list[tuple[PartReader, list[str]]]:
+    parts = []
+    for vec_path, meta_path in required_parts(root, kind):
+        reader = PartReader(vec_path)
+        names = read_metadata(meta_path, KINDS[kind], names_only=True).column(0).to_pylist()
+        check_row_counts(vec_path, len(reader), meta_path, len(names))
+        parts.append((reader, [str(n) for n in names]))
+    return parts
+
+
+def iter_rows(embeddings_dir: str | Path, chunk_size: int = DEFAULT_CHUNK, text_dir: str | Path | None = None,
+              method: str | None = None) -> Iterator[tuple[list[str], np.ndarray]]:
+    """(names, unit float64 vectors) of at most ``chunk_size`` rows, over every part in order.
+
+    With ``text_dir`` and ``method``, row i is combined with text row i (environmental models).
+    """
+    images = _parts(Path(embeddings_dir), "img")
+    texts = _parts(Path(text_dir), "text") if text_dir is not None else None
+    if texts is not None and sum(len(r) for r, _ in texts) != sum(len(r) for r, _ in images):
+        raise PerceptError(f"{text_dir} holds {sum(len(r) for r, _ in texts)} text vectors for "
+                           f"{sum(len(r) for r, _ in images)} images: every image needs its prompt vector")
+    text_rows = _global_reader(texts) if texts is not None else None
+    done = 0
+    for reader, names in images:
+        for start in range(0, len(reader), chunk_size):
+            stop = min(start + chunk_size, len(reader))
+            vectors = reader.read(start, stop)
+            if text_rows is not None:
+                vectors = combine(vectors, text_rows(done + start, done + stop), method)
+            yield names[start:stop], l2_normalise(vectors)
+        done += len(reader)
+
+
+def _global_reader(parts: list[tuple[PartReader, list[str]]]):
+    bounds = np.cumsum([0] + [len(r) for r, _ in parts])
+
+    def read(start: int, stop: int) -> np.ndarray:
+        pieces = []
+        for number, (reader, _) in enumerate(parts):
+            low, high = max(start, bounds[number]), min(stop, bounds[number + 1])
+            if low < high:
+                pieces.append(reader.read(low - bounds[number], high - bounds[number]))
+        return np.concatenate(pieces)
+
+    return read
+
+
+def panorama_id(name: str) -> str:
+    """``<image id>_x<number>.<ext>`` → ``<image id>``; other names → their file name."""
+    base = location_key(name)
+    match = PANORAMA_CROP.match(base)
+    return match.group("id") if match else base
+
+
+def single_chunks(rows: Iterator[tuple[list[str], np.ndarray]]) -> Iterator[Chunk]:
+    """One rated item per embedding row."""
+    for names, vectors in rows:
+        yield Chunk([location_key(n) for n in names], np.ones(len(names), dtype=np.int64), list(names), vectors)
+
+
+def panoramic_chunks(rows: Iterator[tuple[list[str], np.ndarray]], all_names: list[str],
+                     chunk_size: int) -> Iterator[Chunk]:
+    """Average the crops of each panorama into one unit vector, emitting a panorama after its last crop.
+
+    Only panoramas whose crops are still to come are held, so memory stays bounded when crops are
+    stored together (as encoders write them) and stays correct in any order.
+    """
+    keys = [panorama_id(n) for n in all_names]
+    last = {key: row for row, key in enumerate(keys)}
+    open_groups: dict[str, list] = {}
+    ready: list[tuple[str, int, str, np.ndarray]] = []
+    row = 0
+    for names, vectors in rows:
+        for name, vector in zip(names, vectors):
+            key = keys[row]
+            group = open_groups.get(key)
+            if group is None:
+                open_groups[key] = group = [np.zeros_like(vector), 0, name]
+            group[0] += vector
+            group[1] += 1
+            if last[key] == row:
+                total, count, first = open_groups.pop(key)
+                ready.append((key, count, first, total / count))
+            row += 1
+        while len(ready) >= chunk_size:
+            yield _chunk(ready[:chunk_size])
+            ready = ready[chunk_size:]
+    if ready:
+        yield _chunk(ready)
+
+
+def _chunk(items: list[tuple[str, int, str, np.ndarray]]) -> Chunk:
+    return Chunk([i[0] for i in items], np.array([i[1] for i in items], dtype=np.int64), [i[2] for i in items],
+                 l2_normalise(np.stack([i[3] for i in items])))
+
+
+def check_rateable(model: ExportedModel, text_dir: str | Path | None) -> str | None:
+    """The environmental combining method rating needs (None for image-only models); refuse if inputs lack."""
+    method = model.settings.environmental_method if model.settings else None
+    if method and text_dir is None:
+        raise PerceptError(f"this model combines image vectors with environmental prompts ({method}): rating "
+                           "needs each image's environmental text embeddings (--text-embeddings DIR, rows in "
+                           "the same order as the image embeddings)")
+    if not method and text_dir is not None:
+        raise PerceptError("--text-embeddings is only for models exported with --environmental")
+    return method
+
+
+def output_kind(path: str | Path, located: bool) -> str:
+    """The writer for ``path``'s extension: csv, parquet, geoparquet or geojson."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in OUTPUT_SUFFIXES:
+        raise PerceptError(f"cannot write {path}: the output must end in {', '.join(OUTPUT_SUFFIXES)}")
+    if suffix in (".geojson", ".geoparquet") and not located:
+        raise PerceptError(f"{suffix} output needs image locations: give --locations FILE (or write .csv/.parquet)")
+    if suffix == ".parquet" and located:
+        return "geoparquet"
+    return suffix[1:]
+
+
+def rate(model: ExportedModel, embeddings_dir: str | Path, out: str | Path, *, locations: Locations | None = None,
+         average_panoramic: bool = False, chunk_size: int = DEFAULT_CHUNK, k: int | None = None,
+         text_dir: str | Path | None = None, quiet: bool = False) -> RateSummary:
+    """Score every embedding row (or panorama) in all five categories and write them to ``out``."""
+    if chunk_size < 1:
+        raise PerceptError(f"the chunk size must be a positive number of rows, got {chunk_size}")
+    method = check_rateable(model, text_dir)
+    kind = output_kind(out, locations is not None)
+    scorer = MultiScorer(model, k=k)
+    parts = _parts(Path(embeddings_dir), "img")
+    total = sum(len(reader) for reader, _ in parts)
+    if total == 0:
+        raise PerceptError(f"{embeddings_dir} holds no embedding rows: nothing to rate")
+    rows = iter_rows(embeddings_dir, chunk_size, text_dir, method)
+    if average_panoramic:
+        chunks = panoramic_chunks(rows, [n for _, names in parts for n in names], chunk_size)
+    else:
+        chunks = single_chunks(rows)
+    del parts
+    written = unlocated = 0
+    with atomic_path(out) as tmp, _Writer(kind, tmp) as write, \
+            tqdm(total=total, unit="img", disable=quiet, desc="rating") as progress:
+        for chunk in chunks:
+            if len(chunk.names) and chunk.vectors.shape[1] != scorer.dim:
+                raise PerceptError(f"the embeddings have {chunk.vectors.shape[1]} dimensions but the model's "
+                                   f"vectors have {scorer.dim}: rate with embeddings from the model's CLIP model")
+            table = _table(chunk, scorer.categories, scorer.predict(chunk.vectors), average_panoramic)
+            if locations is not None:
+                where = locations.lookup(chunk.names, chunk.first_crop)
+                table = pd.concat([table, where], axis=1)
+                unlocated += int(where["lon"].isna().sum())
+            write(table)
+            written += len(table)
+            progress.update(int(chunk.crops.sum()))
+    return RateSummary(written, unlocated, Path(out))
+
+
+def _table(chunk: Chunk, categories: list[str], scores: np.ndarray, panoramic: bool) -> pd.DataFrame:
+    table = pd.DataFrame({"image": chunk.names})
+    if panoramic:
+        table["crops"] = chunk.crops
+    for column, category in enumerate(categories):
+        table[category] = scores[:, column]
+    return table
+
+
+class _Writer:
+    """Context manager giving a ``write(table)`` function that appends chunks to a file of one kind."""
+
+    def __init__(self, kind: str, path: Path):
+        self.kind, self.path = kind, path
+        self.handle = self.parquet = None
+        self.first = True
+
+    def __enter__(self):
+        if self.kind in ("csv", "geojson"):
+            self.handle = open(self.path, "w", encoding="utf-8", newline="")
+            if self.kind == "geojson":
+                self.handle.write('{"type": "FeatureCollection", "features": [\n')
+        return self.write
+
+    def write(self, table: pd.DataFrame) -> None:
+        if table.empty:
+            return
+        if self.kind == "csv":
+            table.to_csv(self.handle, header=self.first, index=False)
+        elif self.kind == "geojson":
+            self._geojson(table)
+        else:
+            self._parquet(table)
+        self.first = False
+
+    def _geojson(self, table: pd.DataFrame) -> None:
+        props = table.drop(columns=["lon", "lat"])
+        lines = []
+        for record, lon, lat in zip(props.to_dict("records"), table["lon"], table["lat"]):
+            clean = {key: (None if isinstance(value, float) and np.isnan(value) else value)
+                     for key, value in record.items()}
+            geometry = None if np.isnan(lon) else {"type": "Point", "coordinates": [float(lon), float(lat)]}
+            lines.append(json.dumps({"type": "Feature", "geometry": geometry, "properties": clean}))
+        self.handle.write(("" if self.first else ",\n") + ",\n".join(lines))
+
+    def _parquet(self, table: pd.DataFrame) -> None:
+        arrow = pa.Table.from_pandas(table, preserve_index=False)
+        if self.kind == "geoparquet":
+            arrow = arrow.append_column("geometry", pa.array(_wkb_points(table["lon"], table["lat"]),
+                                                             type=pa.binary()))
+        if self.parquet is None:
+            schema = arrow.schema
+            if self.kind == "geoparquet":
+                schema = schema.with_metadata({**(schema.metadata or {}), b"geo": json.dumps(GEO_METADATA).encode()})
+            self.parquet = pq.ParquetWriter(self.path, schema)
+        self.parquet.write_table(arrow.cast(self.parquet.schema))
+
+    def __exit__(self, exc_type, exc, tb):
+        if self.handle is not None:
+            if self.kind == "geojson" and exc_type is None:
+                self.handle.write("\n]}\n")
+            self.handle.close()
+        if self.parquet is not None:
+            self.parquet.close()
+        return False
+
+
+def _wkb_points(lon: pd.Series, lat: pd.Series) -> list[bytes | None]:
+    """Little-endian WKB Points (None where the location is unknown)."""
+    header = np.frombuffer(b"\x01\x01\x00\x00\x00", dtype=np.uint8)
+    out = []
+    for x, y in zip(lon.to_numpy(dtype=np.float64), lat.to_numpy(dtype=np.float64)):
+        out.append(None if np.isnan(x) else header.tobytes() + np.array([x, y], "<f8").tobytes())
+    return out
+
+
+@dataclass
+class RatedPoints:
+    """Rated images with locations: names, lon/lat and scores (n x categories)."""
+
+    names: np.ndarray
+    lon: np.ndarray
+    lat: np.ndarray
+    scores: np.ndarray
+    categories: list[str]
+
+
+def read_rated(path: str | Path) -> RatedPoints:
+    """Read a file written by :func:`rate` with locations (CSV, (Geo)Parquet or GeoJSON); unlocated rows are dropped."""
+    path = Path(path)
+    if not path.exists():
+        raise PerceptError(f"rated file {path} does not exist: make it with 'percept rate ... --locations FILE'")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            table = pd.read_csv(path)
+        elif suffix in (".parquet", ".geoparquet"):
+            table = pd.read_parquet(path)
+        elif suffix in (".geojson", ".json"):
+            table = _geojson_table(path)
+        else:
+            raise PerceptError(f"cannot read rated file {path}: expected .csv, .parquet or .geojson")
+    except (OSError, ValueError, pa.ArrowException, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise PerceptError(f"cannot read rated file {path} ({exc}): re-run 'percept rate'") from None
+    categories = [c for c in CATEGORIES if c in table.columns]
+    if "lon" not in table.columns or "lat" not in table.columns or "image" not in table.columns or not categories:
+        raise PerceptError(f"rated file {path} lacks image, lon, lat or score columns: rate with --locations FILE")
+    table = table[table["lon"].notna() & table["lat"].notna()]
+    return RatedPoints(table["image"].astype(str).to_numpy(), table["lon"].to_numpy(np.float64),
+                       table["lat"].to_numpy(np.float64), table[categories].to_numpy(np.float64), categories)
+
+
+def _geojson_table(path: Path) -> pd.DataFrame:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    rows = []
+    for feature in data.get("features", []) if isinstance(data, dict) else []:
+        geometry = feature.get("geometry") or {}
+        coords = geometry.get("coordinates") or [None, None]
+        rows.append({**(feature.get("properties") or {}), "lon": coords[0], "lat": coords[1]})
+    return pd.DataFrame(rows)

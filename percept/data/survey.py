@@ -1,0 +1,130 @@
+"""Load a Percept survey GeoJSON and collect each category's samples from its averages.
+
+Individual ratings (the demographics CSV) live in :mod:`percept.data.ratings`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from percept.categories import CATEGORIES
+from percept.errors import PerceptError
+from percept.memory import release_free_memory
+
+#: The properties the KNN needs from each feature (environmental keys aside).
+CORE_PROPERTIES = frozenset({"image_id", "url", *(f"average_{c}" for c in CATEGORIES)})
+
+
+def image_name(path_or_url: str) -> str:
+    """The part after the last ``/``: how embedding rows and survey features are matched."""
+    return str(path_or_url).replace("\\", "/").rsplit("/", 1)[-1]
+
+
+@dataclass
+class Survey:
+    """The survey's features (their properties, in file order) and a look-up by image name."""
+
+    features: list[dict]
+    by_name: dict[str, int] = field(default_factory=dict)
+    duplicates: int = 0
+
+    def feature_for(self, name: str) -> dict | None:
+        index = self.by_name.get(image_name(name))
+        return None if index is None else self.features[index]
+
+
+def parse_survey(data: object, source: str = "survey", keep: frozenset[str] | None = None) -> Survey:
+    """Validate a decoded GeoJSON FeatureCollection and index its features by image name.
+
+    With ``keep``, each feature keeps only those properties, which saves memory on
+    large surveys (their order is then not kept).
+    """
+    if not isinstance(data, dict) or data.get("type") != "FeatureCollection":
+        raise PerceptError(f"{source} is not a GeoJSON FeatureCollection: give the survey's data.geojson export")
+    features = data.get("features")
+    if not isinstance(features, list):
+        raise PerceptError(f"{source} has no 'features' list: give the survey's data.geojson export")
+    properties, by_name, duplicates = [], {}, 0
+    for number, feature in enumerate(features):
+        props = feature.get("properties") if isinstance(feature, dict) else None
+        if not isinstance(props, dict) or not props.get("url"):
+            raise PerceptError(f"{source}: feature {number} has no 'url' property naming its image; "
+                               "every survey feature needs one")
+        name = image_name(props["url"])
+        duplicates += name in by_name
+        by_name[name] = len(properties)
+        properties.append(props if keep is None else {k: props[k] for k in keep if k in props})
+    return Survey(properties, by_name, duplicates)
+
+
+def load_survey(path: str | Path, keep: frozenset[str] | None = None) -> Survey:
+    """Read and validate the survey GeoJSON file (``keep``: see :func:`parse_survey`)."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise PerceptError(f"survey GeoJSON {path} does not exist: check the -g/--geojson path") from None
+    except OSError as exc:
+        raise PerceptError(f"cannot read survey GeoJSON {path}: {exc}") from None
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise PerceptError(f"survey GeoJSON {path} is not valid JSON ({exc}): fix or re-export the file") from None
+    survey = parse_survey(data, str(path), keep)
+    del data
+    release_free_memory()
+    return survey
+
+
+@dataclass(frozen=True)
+class Samples:
+    """One category's samples: the embedding row of each and its score."""
+
+    rows: np.ndarray
+    scores: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+@dataclass
+class SampleSet:
+    """Samples of every category, plus the embedding rows that matched no survey feature."""
+
+    by_category: dict[str, Samples]
+    unmatched: list[str]
+    unrated: int = 0
+    rating_rows: dict | None = None  # per category, the rating rows (a DataFrame) behind its samples
+
+
+def match_features(names: list[str], survey: Survey) -> tuple[list[int | None], list[str]]:
+    """For each embedding row, its survey feature index (or None), and the unmatched names."""
+    matched = [survey.by_name.get(image_name(n)) for n in names]
+    unmatched = [n for n, m in zip(names, matched) if m is None]
+    return matched, unmatched
+
+
+def average_samples(names: list[str], survey: Survey) -> SampleSet:
+    """One sample per image and category whose ``average_<category>`` is present and not null."""
+    matched, unmatched = match_features(names, survey)
+    rows = {c: [] for c in CATEGORIES}
+    scores = {c: [] for c in CATEGORIES}
+    for row, feature in enumerate(matched):
+        if feature is None:
+            continue
+        props = survey.features[feature]
+        for category in CATEGORIES:
+            value = props.get(f"average_{category}")
+            if value is not None:
+                rows[category].append(row)
+                scores[category].append(float(value))
+    return SampleSet({c: to_samples(rows[c], scores[c]) for c in CATEGORIES}, unmatched)
+
+
+def to_samples(rows, scores) -> Samples:
+    """Samples from row indices and scores (int64 and float64 arrays)."""
+    return Samples(np.asarray(rows, dtype=np.int64), np.asarray(scores, dtype=np.float64))

@@ -1,0 +1,330 @@
+"""Encode a folder of images, or a list of texts, into clip-retrieval's layout with a validated cache.
+
+Images: found as clip-retrieval finds them, decoded and preprocessed by DataLoader workers,
+encoded in batches (CUDA in half precision when present), stored as L2-normalised float16
+rows in parts of ``part_size`` inputs. Each part is written atomically and recorded in the
+manifest as it completes, so a killed run resumes after its last complete part. Rows of
+unchanged images are reused from the cache; only new or changed images are encoded.
+Unreadable images are skipped, listed in ``failed_images.txt`` and counted at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from percept.atomic import atomic_write_text
+from percept.data.embeddings import Embeddings, has_embeddings, write_part
+from percept.data.images import EXTENSIONS, ImageFile, find_images
+from percept.encoders import Encoder, ResolvedModel, resolve_model
+from percept.encoders.cache import (
+    ImageManifest,
+    TextManifest,
+    mismatch,
+    part_indices,
+    read_manifest,
+    read_part,
+    remove_part,
+    text_digest,
+    write_manifest,
+)
+from percept.errors import PerceptError
+
+FAILED_LIST = "failed_images.txt"
+TEXT_CHUNK = 256
+MAX_WORKERS = 16
+
+
+class _Log:
+    """Progress notes on stderr unless quiet; warnings always."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+
+    def note(self, message: str) -> None:
+        if not self.quiet:
+            print(message, file=sys.stderr)
+
+    def warn(self, message: str) -> None:
+        print(f"warning: {message}", file=sys.stderr)
+
+
+class _LazyEncoder:
+    """Builds the model only when something must actually be encoded."""
+
+    def __init__(self, resolved: ResolvedModel):
+        self.resolved = resolved
+        self._encoder: Encoder | None = None
+
+    def get(self) -> Encoder:
+        if self._encoder is None:
+            self._encoder = self.resolved.load()
+        return self._encoder
+
+
+def _usable(manifest, kind: str, out: Path, resolved: ResolvedModel, log: _Log):
+    """The folder's manifest if it may serve this model; otherwise None, saying why."""
+    if manifest is None:
+        if has_embeddings(out, kind):
+            log.note(f"{out} holds embeddings without a manifest (made by another tool?): encoding anew")
+        return None
+    reason = mismatch(manifest, resolved.name, resolved.weights_id)
+    if reason:
+        log.note(f"not reusing the embeddings in {out}: {reason}")
+        return None
+    return manifest
+
+
+# --------------------------------------------------------------------------- images
+
+
+class _ImageDataset:
+    """Decode and preprocess one image; an unreadable one yields its error instead of a tensor."""
+
+    def __init__(self, paths: list[Path], transform):
+        self.paths, self.transform = paths, transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        from PIL import Image
+
+        try:
+            with Image.open(self.paths[index]) as image:
+                image.load()
+                return index, self.transform(image), None
+        except Exception as exc:  # noqa: BLE001 - any decode failure skips the image, never the run
+            return index, None, f"{type(exc).__name__}: {exc}"
+
+
+def _collate(items):
+    import torch
+
+    good = [(index, tensor) for index, tensor, _ in items if tensor is not None]
+    failed = {index: reason for index, tensor, reason in items if tensor is None}
+    batch = torch.stack([tensor for _, tensor in good]) if good else None
+    return [index for index, _ in good], batch, failed
+
+
+def default_workers(count: int, batch_size: int) -> int:
+    """Decode in the main process for small jobs, else one worker per core (at most 16)."""
+    return 0 if count < 2 * batch_size else min(MAX_WORKERS, os.cpu_count() or 1)
+
+
+def _encode_stream(get_encoder, paths: list[Path], batch_size: int, num_workers: int | None, quiet: bool):
+    """Yield (vector, None) or (None, reason) for each image path, in order."""
+    if not paths:
+        return
+    from torch.utils.data import DataLoader
+    from tqdm import tqdm
+
+    encoder = get_encoder()
+    workers = default_workers(len(paths), batch_size) if num_workers is None else num_workers
+    loader = DataLoader(_ImageDataset(paths, encoder.transform), batch_size=batch_size, num_workers=workers,
+                        collate_fn=_collate, pin_memory=encoder.device.startswith("cuda"),
+                        prefetch_factor=4 if workers else None)
+    with tqdm(total=len(paths), unit="img", desc=f"encoding with {encoder.name}", disable=quiet,
+              file=sys.stderr) as bar:
+        for positions, batch, failed in loader:
+            vectors = dict(zip(positions, encoder.encode_image_batch(batch))) if batch is not None else {}
+            bar.update(len(positions) + len(failed))
+            for index in sorted([*positions, *failed]):
+                yield (vectors[index], None) if index in vectors else (None, failed[index])
+
+
+def encode_image_paths(encoder: Encoder, paths: list, *, batch_size: int = 64, num_workers: int | None = None,
+                       quiet: bool = True) -> tuple[np.ndarray, dict[int, str]]:
+    """Encode image files without any cache: (n_readable, dim) float32 unit rows in path order, and
+    ``{position: reason}`` for the files that could not be read."""
+    rows, failed = [], {}
+    for position, (vector, reason) in enumerate(_encode_stream(lambda: encoder, [Path(p) for p in paths],
+                                                               batch_size, num_workers, quiet)):
+        if vector is None:
+            failed[position] = reason
+        else:
+            rows.append(vector)
+    return np.asarray(rows, dtype=np.float32).reshape(len(rows), encoder.dim), failed
+
+
+def _reusable(old: ImageManifest | None, plan: ImageManifest, out: Path):
+    """From an old manifest: parts identical to planned ones (kept whole), rows of unchanged
+    images (by key), and unchanged images known to be unreadable."""
+    kept, pool, known_failed = {}, {}, {}
+    if old is None:
+        return kept, pool, known_failed
+    current = dict(zip(plan.keys, zip(plan.sizes, plan.mtimes_ns)))
+    before = dict(zip(old.keys, zip(old.sizes, old.mtimes_ns)))
+    for part in sorted(old.done):
+        rows = old.row_keys(part)
+        loaded = read_part(out, "img", part, len(rows))
+        if loaded is None:
+            continue
+        if part < plan.part_count and old.stamps(part) == plan.stamps(part):
+            kept[part] = loaded
+            continue
+        for row, key in enumerate(rows):
+            if current.get(key) == before[key]:
+                pool[key] = loaded[0][row]
+        known_failed.update({key: reason for key, reason in old.done[part].items()
+                             if current.get(key) == before[key]})
+    return kept, pool, known_failed
+
+
+def encode_images(images_dir, out_dir, model_name: str, *, pretrained: str | None = None, batch_size: int = 64,
+                  num_workers: int | None = None, part_size: int = 100_000, skip_cache: bool = False,
+                  read_only: bool = False, quiet: bool = False) -> Embeddings:
+    """Embeddings of every image under ``images_dir``, reusing and updating the cache in ``out_dir``
+    (clip-retrieval layout and manifest; with ``read_only`` nothing is written)."""
+    if batch_size < 1 or part_size < 1:
+        raise PerceptError("batch size and part size must be at least 1")
+    log = _Log(quiet)
+    images = find_images(images_dir)
+    if not images:
+        raise PerceptError(f"no images ({', '.join(EXTENSIONS)}) in {images_dir}")
+    out = Path(out_dir)
+    resolved = resolve_model(model_name, pretrained)
+    plan = ImageManifest(model_name, resolved.weights_id, part_size, [i.key for i in images],
+                         [i.size for i in images], [i.mtime_ns for i in images])
+    old = None if skip_cache else _usable(read_manifest(out, "img"), "img", out, resolved, log)
+    kept, pool, known_failed = _reusable(old, plan, out)
+    if not read_only:
+        plan.done = {part: old.done[part] for part in kept}
+        write_manifest(out, plan)
+        for part in part_indices(out, "img"):
+            if part not in kept:
+                remove_part(out, "img", part)
+    todo = [images[i] for part in range(plan.part_count) if part not in kept for i in plan.part_range(part)
+            if plan.keys[i] not in pool and plan.keys[i] not in known_failed]
+    lazy = _LazyEncoder(resolved)
+    stream = _encode_stream(lazy.get, [f.path for f in todo], batch_size, num_workers, quiet)
+    vectors, frames, failures = [], [], {}
+    for part in range(plan.part_count):
+        if part in kept:
+            part_vectors, metadata = kept[part]
+            failures.update(old.done[part])
+        else:
+            part_vectors, metadata, failed = _build_part(plan, part, images, pool, known_failed, stream, lazy)
+            failures.update(failed)
+            if not read_only:
+                write_part(out, "img", part, part_vectors, metadata)
+                plan.done[part] = failed
+                write_manifest(out, plan)
+        vectors.append(part_vectors)
+        frames.append(metadata)
+    stream.close()
+    if not read_only:
+        plan.complete = True
+        write_manifest(out, plan)
+        _write_failed_list(out, images_dir, failures)
+    reused = len(pool) + sum(len(rows) for rows, _ in kept.values())
+    log.note(f"{len(images)} images, {len(todo)} encoded, {reused} from the cache"
+             + ("" if read_only else f": {out}"))
+    _report_failures(failures, len(images), out, images_dir, read_only, log)
+    metadata = pd.concat(frames, ignore_index=True)
+    if metadata.empty:
+        raise PerceptError(f"none of the {len(images)} images in {images_dir} could be read")
+    return Embeddings(metadata["image_path"].astype(str).tolist(), np.concatenate(vectors), _table(metadata))
+
+
+def _build_part(plan: ImageManifest, part: int, images: list[ImageFile], pool: dict, known_failed: dict,
+                stream, lazy: _LazyEncoder):
+    """One part's float16 rows, metadata and unreadable images, from the cache or the encoder."""
+    rows, paths, failed = [], [], {}
+    for i in plan.part_range(part):
+        key = plan.keys[i]
+        if key in pool:
+            vector, reason = pool[key], None
+        elif key in known_failed:
+            vector, reason = None, known_failed[key]
+        else:
+            vector, reason = next(stream)
+        if vector is None:
+            failed[key] = reason
+        else:
+            rows.append(vector)
+            paths.append(str(images[i].path))
+    dim = len(rows[0]) if rows else lazy.get().dim
+    matrix = np.asarray(rows, dtype=np.float16).reshape(len(rows), dim)
+    return matrix, pd.DataFrame({"image_path": paths}), failed
+
+
+def _write_failed_list(out: Path, images_dir, failures: dict[str, str]) -> None:
+    path = out / FAILED_LIST
+    if failures:
+        lines = [f"{Path(images_dir) / key}\t{reason}\n" for key, reason in sorted(failures.items())]
+        atomic_write_text(path, "".join(lines))
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _report_failures(failures: dict, total: int, out: Path, images_dir, read_only: bool, log: _Log) -> None:
+    if not failures:
+        return
+    where = (", ".join(str(Path(images_dir) / key) for key in sorted(failures)[:5])
+             + (", ..." if len(failures) > 5 else "")) if read_only else f"listed in {out / FAILED_LIST}"
+    log.warn(f"{len(failures)} of {total} images could not be read and were skipped ({where})")
+
+
+# --------------------------------------------------------------------------- texts
+
+
+def encode_texts(names: list[str], texts: list[str], out_dir, model_name: str, *, pretrained: str | None = None,
+                 skip_cache: bool = False, read_only: bool = False, quiet: bool = False) -> Embeddings:
+    """Text embeddings in clip-retrieval layout (metadata columns ``caption`` and ``image_name``), one
+    row per name in the given order; texts already in the cache for this model are not re-encoded."""
+    if len(names) != len(texts):
+        raise PerceptError(f"{len(names)} image names but {len(texts)} texts")
+    log = _Log(quiet)
+    out = Path(out_dir)
+    resolved = resolve_model(model_name, pretrained)
+    plan = TextManifest(model_name, resolved.weights_id, list(names), [text_digest(t) for t in texts])
+    metadata = pd.DataFrame({"caption": list(texts), "image_name": list(names)})
+    old = None if skip_cache else _usable(read_manifest(out, "text"), "text", out, resolved, log)
+    pool = {}
+    loaded = read_part(out, "text", 0, len(old.names)) if old is not None and old.complete else None
+    if loaded is not None:
+        if (old.names, old.digests) == (plan.names, plan.digests):
+            return Embeddings(list(texts), loaded[0], _table(metadata))
+        pool = dict(zip(old.digests, loaded[0]))
+    missing = {digest: text for digest, text in zip(plan.digests, texts) if digest not in pool}
+    lazy = _LazyEncoder(resolved)
+    pool.update(_encode_text_chunks(lazy, missing, quiet))
+    dim = len(next(iter(pool.values()))) if pool else lazy.get().dim
+    vectors = np.asarray([pool[d] for d in plan.digests], dtype=np.float16).reshape(len(texts), dim)
+    if not read_only:
+        write_manifest(out, plan)
+        for part in part_indices(out, "text"):
+            remove_part(out, "text", part)
+        write_part(out, "text", 0, vectors, metadata)
+        plan.complete = True
+        write_manifest(out, plan)
+    log.note(f"{len(texts)} texts, {len(missing)} encoded, {len(texts) - len(missing)} from the cache")
+    return Embeddings(list(texts), vectors, _table(metadata))
+
+
+def _encode_text_chunks(lazy: _LazyEncoder, missing: dict[str, str], quiet: bool) -> dict[str, np.ndarray]:
+    if not missing:
+        return {}
+    from tqdm import tqdm
+
+    encoder = lazy.get()
+    digests, texts = list(missing), list(missing.values())
+    found = {}
+    with tqdm(total=len(texts), unit="text", desc=f"encoding with {encoder.name}", disable=quiet,
+              file=sys.stderr) as bar:
+        for start in range(0, len(texts), TEXT_CHUNK):
+            chunk = encoder.encode_texts(texts[start:start + TEXT_CHUNK])
+            found.update(zip(digests[start:start + TEXT_CHUNK], chunk))
+            bar.update(len(chunk))
+    return found
+
+
+def _table(metadata: pd.DataFrame) -> pa.Table:
+    """Metadata as the Arrow table that :class:`Embeddings` carries."""
+    return pa.Table.from_pandas(metadata, preserve_index=False)

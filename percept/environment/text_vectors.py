@@ -1,0 +1,102 @@
+"""Add environmental features to image vectors: prompts → text vectors → combined vectors.
+
+Prompts are written to ``text-prompt<style>-<embeddings dir>/text/`` (or read from
+``--environmental-text-dir``) and encoded with the same encoder family as the images:
+the external ``clip-retrieval`` command or the built-in encoder. Text vectors are
+matched to images by image name, never by position alone.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from percept.data.embeddings import Embeddings, has_embeddings, read_embeddings
+from percept.data.survey import Survey, image_name
+from percept.encoders.options import EncodingOptions
+from percept.environment.combining import combine
+from percept.environment.options import EnvironmentOptions
+from percept.environment.prompt_files import (
+    prompt_root,
+    prompt_stem,
+    read_prompts,
+    write_prompts,
+)
+from percept.environment.prompts import build_prompts
+from percept.errors import PerceptError
+from percept.model.knn import l2_normalise
+
+Log = Callable[[str], None]
+
+
+def image_prompts(environment: EnvironmentOptions, survey: Survey, names: list[str], log: Log) -> list[str]:
+    """The prompt of each image row: generated from the survey, or read from --environmental-text-dir."""
+    if environment.text_dir:
+        return read_prompts(environment.text_dir, names)
+    prompt_set = build_prompts(survey.features, environment.prompt_style)
+    if prompt_set.warning():
+        log(f"warning: {prompt_set.warning()}")
+    return [prompt_set.prompts[survey.by_name[image_name(n)]] for n in names]
+
+
+def environmental_vectors(encoding: EncodingOptions, environment: EnvironmentOptions, survey: Survey,
+                          names: list[str], vectors: np.ndarray, log: Log) -> np.ndarray:
+    """Image vectors combined with their prompts' text vectors (rows unchanged, unit length)."""
+    prompts = image_prompts(environment, survey, names, log)
+    texts = text_vectors(encoding, environment, names, prompts, log)
+    return l2_normalise(combine(vectors, texts, environment.method))
+
+
+def text_vectors(encoding: EncodingOptions, environment: EnvironmentOptions, names: list[str],
+                 prompts: list[str], log: Log) -> np.ndarray:
+    """One text vector per image row, from the cache when it holds exactly these prompts."""
+    root = prompt_root(encoding.embeddings_folder, environment.prompt_style)
+    if not encoding.read_only and not environment.text_dir:
+        write_prompts(root / "text", dict(zip(names, prompts)))
+    if not encoding.uses_external_encoder():
+        from percept.encoders.pipeline import encode_texts
+
+        found = encode_texts(names, prompts, root, encoding.clip_model, pretrained=encoding.pretrained,
+                             skip_cache=encoding.skip_cache, read_only=encoding.read_only, quiet=encoding.quiet)
+        return np.asarray(found.vectors, dtype=np.float64)
+    if encoding.read_only:
+        with tempfile.TemporaryDirectory() as scratch:
+            return _external_text_vectors(encoding, environment, names, prompts, Path(scratch), fresh=True, log=log)
+    return _external_text_vectors(encoding, environment, names, prompts, root, fresh=encoding.skip_cache, log=log)
+
+
+def _external_text_vectors(encoding: EncodingOptions, environment: EnvironmentOptions, names: list[str],
+                           prompts: list[str], root: Path, fresh: bool, log: Log) -> np.ndarray:
+    from percept.encoders.external import run_clip_retrieval
+
+    source = Path(environment.text_dir) if environment.text_dir else root / "text"
+    if not source.exists():
+        write_prompts(source, dict(zip(names, prompts)))
+    if not fresh and has_embeddings(root, "text"):
+        try:
+            return match_text_rows(read_embeddings(root, "text"), source, names, prompts)
+        except PerceptError as stale:
+            log(f"cached text embeddings in {root} are stale ({stale}); encoding again")
+    run_clip_retrieval(source, root, encoding.clip_model, encoding.other_clip_retrieval_args)
+    return match_text_rows(read_embeddings(root, "text"), source, names, prompts)
+
+
+def match_text_rows(found: Embeddings, source: Path, names: list[str], prompts: list[str]) -> np.ndarray:
+    """Text vectors in image-row order: clip-retrieval encodes prompt files in sorted key order.
+
+    Each row's caption must equal its image's prompt, otherwise the cache is stale.
+    """
+    keys = sorted(p.relative_to(source).as_posix()[: -len(".txt")] for p in source.rglob("*.txt"))
+    if len(keys) != len(found.names):
+        raise PerceptError(f"{len(found.names)} text vectors for {len(keys)} prompt files")
+    row_of = {key: row for row, key in enumerate(keys)}
+    rows = []
+    for name, prompt in zip(names, prompts):
+        row = row_of.get(prompt_stem(name))
+        if row is None or found.names[row].removesuffix("\n") != prompt:
+            raise PerceptError(f"the text vector for {image_name(name)} does not belong to its prompt")
+        rows.append(row)
+    return np.asarray(found.vectors[rows], dtype=np.float64)

@@ -1,0 +1,115 @@
+"""Everything the drop-in CLI and ``percept evaluate`` load before modelling.
+
+Survey GeoJSON, embeddings (read, or encoded from images), optional rating rows
+with demographic filters, and optional environmental text vectors, brought
+together as one :class:`Dataset`: unit vectors per image plus each category's
+samples (vector row and score). What to load is one typed :class:`DataSelection`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+
+from percept.data.embeddings import Embeddings, read_embeddings
+from percept.data.filters import RatingFilter
+from percept.data.survey import (
+    CORE_PROPERTIES,
+    Samples,
+    average_samples,
+    load_survey,
+    match_features,
+)
+from percept.encoders.options import EncodingOptions
+from percept.environment.options import EnvironmentOptions
+from percept.errors import PerceptError
+from percept.model.knn import l2_normalise
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class DataSelection:
+    """Which survey, vectors, ratings and environmental features make up a dataset."""
+
+    geojson: Path
+    encoding: EncodingOptions
+    demographics: Path | None = None
+    filters: RatingFilter = field(default_factory=RatingFilter)
+    environment: EnvironmentOptions | None = None
+
+    def __post_init__(self):
+        if self.filters != RatingFilter() and not self.demographics:
+            raise PerceptError("--gender, --region, --age and --education filter individual ratings: "
+                               "give the ratings CSV with -d/--demographics")
+
+
+@dataclass
+class Dataset:
+    """Unit vectors of the survey's images and, per category, the samples that point into them."""
+
+    names: list[str]
+    vectors: np.ndarray
+    samples: dict[str, Samples]
+    rating_rows: dict[str, pd.DataFrame] | None = None  # per category, the rating rows behind its samples (-d)
+    environment: str | None = None  # "<method>+p<style>" when environmental features were added
+
+
+def load_dataset(selection: DataSelection, log: Log = print) -> Dataset:
+    """Load survey, vectors, samples and (optionally) environmental vectors as ``selection`` says."""
+    survey = load_survey(selection.geojson, None if selection.environment else CORE_PROPERTIES)
+    if survey.duplicates:
+        log(f"warning: {survey.duplicates} survey features repeat an image name; the last one is used")
+    embeddings = obtain_embeddings(selection.encoding, log)
+    matched, unmatched = match_features(embeddings.names, survey)
+    keep = np.array([m is not None for m in matched], dtype=bool)
+    if not keep.any():
+        raise PerceptError(f"no embedding row matches an image of {selection.geojson}: embeddings and survey "
+                           "name different images (rows match by the file name after the last '/')")
+    if unmatched:
+        log(f"skipped {len(unmatched)} embedding rows with no survey feature (first: {unmatched[0]})")
+    names = [n for n, k in zip(embeddings.names, keep) if k]
+    vectors = l2_normalise(embeddings.vectors if keep.all() else embeddings.vectors[keep])
+    del embeddings
+    if selection.demographics:
+        from percept.data.ratings import filter_ratings, load_ratings, rating_samples
+
+        ratings = filter_ratings(load_ratings(selection.demographics, selection.filters.columns()),
+                                 selection.filters)
+        sample_set = rating_samples(names, survey, ratings)
+        if sample_set.unrated:
+            log(f"{sample_set.unrated} images have no rating that passes the filters")
+    else:
+        sample_set = average_samples(names, survey)
+    environment = None
+    if selection.environment:
+        from percept.environment.text_vectors import environmental_vectors
+
+        vectors = environmental_vectors(selection.encoding, selection.environment, survey, names, vectors, log)
+        environment = selection.environment.label
+    return Dataset(names, vectors, sample_set.by_category, sample_set.rating_rows, environment)
+
+
+def obtain_embeddings(options: EncodingOptions, log: Log) -> Embeddings:
+    """Read the embeddings, encoding ``options.images_dir`` first when no valid cache exists."""
+    folder = options.embeddings_folder
+    if not options.images_dir:
+        return read_embeddings(folder)
+    images = Path(options.images_dir)
+    if not images.is_dir():
+        raise PerceptError(f"--images-dir {images} is not a folder of images")
+    if options.uses_external_encoder():
+        from percept.encoders.clip_retrieval import encode_images_external
+
+        return encode_images_external(images, folder, options.clip_model, options.other_clip_retrieval_args,
+                                      skip_cache=options.skip_cache, read_only=options.read_only, log=log)
+    from percept.encoders.pipeline import encode_images
+
+    return encode_images(images, folder, options.clip_model, pretrained=options.pretrained,
+                         skip_cache=options.skip_cache, read_only=options.read_only, quiet=options.quiet)

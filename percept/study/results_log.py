@@ -1,0 +1,29 @@
+"""The results log: one CSV row per category and K, appended in the original tool's format."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from percept.atomic import append_text
+from percept.study.holdout import HoldoutResult
+
+
+def randomness_label(randomize: bool, seed: int) -> str:
+    """``random=False``, ``random=<seed>``, or ``random=True`` (randomised with seed 0, the default)."""
+    if not randomize:
+        return "random=False"
+    return f"random={seed}" if seed else "random=True"
+
+
+def log_row(result: HoldoutResult, model: str, randomness: str, stratified: bool, weighting: str,
+            environment: str | None) -> str:
+    train, test = result.split.describe_counts()
+    fields = [result.category, model, str(result.k), randomness, f"stratified={stratified}", train, test,
+              repr(result.mse), repr(result.r2), weighting, f"env={environment}"]
+    return ",".join(fields)
+
+
+def append_rows(path: str | Path, rows: list[str]) -> None:
+    """Append the rows to the CSV file (created if missing) without ever leaving it half-written."""
+    if rows:
+        append_text(path, "".join(row + "\n" for row in rows))
