@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ("bench_dropin", "bench_prompts", "bench_encoding", "bench_rating", "bench_evaluate")
+BENCHMARKS = ("bench_dropin", "bench_prompts", "bench_prompt_encoding", "bench_encoding", "bench_rating", "bench_evaluate")
 
 
 def main(names: list[str]) -> None:

@@ -30,7 +30,7 @@ def load_survey(geojson: str | Path, embeddings: str | Path | None = None, *, cl
                 images_dir: str | Path | None = None, demographics: str | Path | None = None,
                 gender: str | None = None, region: str | None = None, age: str | None = None,
                 education: str | None = None, environmental: str | None = None, prompt_style: int = 0,
-                quiet: bool = True) -> Dataset:
+                prompt_encoding: str = "whole", quiet: bool = True) -> Dataset:
     """Vectors and per-category samples, exactly as ``clip_retrieval_knn`` loads them.
 
     Filters take the command-line spellings (``age="30,49"``, ``gender="man,woman"``);
@@ -41,7 +41,8 @@ def load_survey(geojson: str | Path, embeddings: str | Path | None = None, *, cl
                                quiet=quiet)
     filters = RatingFilter(parse_list(gender), parse_region(region), parse_age(age), parse_list(education))
     selection = DataSelection(Path(geojson), encoding, _path(demographics), filters,
-                              EnvironmentOptions(environmental, prompt_style) if environmental else None)
+                              EnvironmentOptions(environmental, prompt_style, prompt_encoding=prompt_encoding)
+                              if environmental else None)
     return load_dataset(selection, (lambda message: None) if quiet else print)
 
 

@@ -8,12 +8,13 @@ from pathlib import Path
 from percept.data.filters import RatingFilter, parse_age, parse_list, parse_region
 from percept.encoders.options import ENCODERS, EncodingOptions
 from percept.environment.combining import COMBINE_METHODS
-from percept.environment.options import EnvironmentOptions
+from percept.environment.options import PROMPT_ENCODINGS, EnvironmentOptions
 from percept.study.dataset import DataSelection
 
 
-def add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    """The original tool's data flags (names, short forms and meanings unchanged)."""
+def add_data_arguments(parser: argparse.ArgumentParser, prompt_encoding: str = "whole") -> None:
+    """The original tool's data flags (names, short forms and meanings unchanged), and ours beside them;
+    ``prompt_encoding`` is the command's default for --prompt-encoding."""
     add = parser.add_argument
     add("--images-dir", "-i", metavar="DIRECTORY", help="Directory with images to be encoded")
     add("--embeddings-dir", "-e", metavar="DIRECTORY",
@@ -31,6 +32,9 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     add("--environmental-method", metavar="METHOD", default="append", help="One of: " + ", ".join(COMBINE_METHODS))
     add("--environmental-text-dir", metavar="DIR", help="Path to dir containing prompt files for environmental vars")
     add("--prompt-style", metavar="NUM", type=int, default=0, help="One of: 0, 1")
+    add("--prompt-encoding", choices=PROMPT_ENCODINGS, default=prompt_encoding,
+        help="Encode each environmental prompt whole (a CLIP window of 77 tokens cuts long prompts) or each "
+             f"'<variable> is <value>' clause on its own, averaged (default {prompt_encoding})")
     add("--skip-cache", action="store_true", help="Do not look for or read any cached data.")
     add("--read-only", action="store_true", help="Do not write any data to disk (cache or otherwise).")
     add("--quiet", "-q", action="store_true", help="Reduce output to minimum.")
@@ -46,7 +50,7 @@ def data_selection(args: argparse.Namespace) -> DataSelection:
                            parse_list(args.education))
     demographics = _path(args.demographics)
     environment = EnvironmentOptions(args.environmental_method, args.prompt_style,
-                                     _path(args.environmental_text_dir))
+                                     _path(args.environmental_text_dir), args.prompt_encoding)
     encoding = EncodingOptions(
         clip_model=args.clip_model, images_dir=_path(args.images_dir), embeddings_dir=_path(args.embeddings_dir),
         encoder=args.encoder, pretrained=args.pretrained, other_clip_retrieval_args=args.other_clip_retrieval_args,

@@ -21,7 +21,7 @@ def register(subparsers) -> None:
         description="Repeated K-fold cross-validation per category and K (MSE, RMSE, MAE, R², Pearson, "
                     "Spearman as mean ± standard deviation over folds) beside a training-mean and a ridge "
                     "baseline on the same folds; the best K (lowest mean MSE) is marked with *.")
-    add_data_arguments(parser)
+    add_data_arguments(parser, prompt_encoding="clauses")
     parser.add_argument("-k", type=k_list, default=k_list(DEFAULT_KS), metavar="K[,K...]",
                         help=f"K values to compare (default {DEFAULT_KS})")
     parser.add_argument("--normalization-method", default=DEFAULT_WEIGHTING,

@@ -17,6 +17,13 @@ import numpy as np
 from percept.data.embeddings import Embeddings, has_embeddings, read_embeddings
 from percept.data.survey import Survey, image_name
 from percept.encoders.options import EncodingOptions
+from percept.encoders.tokens import token_counter
+from percept.environment.clauses import (
+    SPECIAL_TOKENS,
+    mean_of_clauses,
+    split_clauses,
+    truncation,
+)
 from percept.environment.combining import combine
 from percept.environment.options import EnvironmentOptions
 from percept.environment.prompt_files import (
@@ -56,6 +63,10 @@ def text_vectors(encoding: EncodingOptions, environment: EnvironmentOptions, nam
     root = prompt_root(encoding.embeddings_folder, environment.prompt_style)
     if not encoding.read_only and not environment.text_dir:
         write_prompts(root / "text", dict(zip(names, prompts)))
+    if environment.prompt_encoding == "clauses":
+        index = split_clauses(prompts)
+        return mean_of_clauses(distinct_text_vectors(encoding, index.clauses, root / "clauses", log), index)
+    warn_truncation(encoding, prompts, log)
     if not encoding.uses_external_encoder():
         from percept.encoders.pipeline import encode_texts
 
@@ -66,6 +77,60 @@ def text_vectors(encoding: EncodingOptions, environment: EnvironmentOptions, nam
         with tempfile.TemporaryDirectory() as scratch:
             return _external_text_vectors(encoding, environment, names, prompts, Path(scratch), fresh=True, log=log)
     return _external_text_vectors(encoding, environment, names, prompts, root, fresh=encoding.skip_cache, log=log)
+
+
+def warn_truncation(encoding: EncodingOptions, prompts: list[str], log: Log) -> None:
+    """Warn when the model's text window cuts whole prompts, with the share of variables lost."""
+    counter = token_counter(encoding.clip_model, encoding.pretrained)
+    if counter is None:
+        return
+    index = split_clauses(prompts)
+    own_tokens = counter.count(index.clauses) - SPECIAL_TOKENS
+    message = truncation(index, own_tokens, counter.context_length).warning(encoding.clip_model)
+    if message:
+        log(f"warning: {message}")
+
+
+def distinct_text_vectors(encoding: EncodingOptions, texts: list[str], root: Path, log: Log) -> np.ndarray:
+    """One vector per distinct text (rows in the order given), cached in ``root``."""
+    names = [f"clause{i:05d}" for i in range(len(texts))]
+    if not encoding.uses_external_encoder():
+        from percept.encoders.pipeline import encode_texts
+
+        found = encode_texts(names, texts, root, encoding.clip_model, pretrained=encoding.pretrained,
+                             skip_cache=encoding.skip_cache, read_only=encoding.read_only, quiet=encoding.quiet)
+        return np.asarray(found.vectors, dtype=np.float64)
+    if encoding.read_only:
+        with tempfile.TemporaryDirectory() as scratch:
+            return _external_distinct_vectors(encoding, names, texts, Path(scratch), fresh=True, log=log)
+    return _external_distinct_vectors(encoding, names, texts, root, fresh=encoding.skip_cache, log=log)
+
+
+def _external_distinct_vectors(encoding: EncodingOptions, names: list[str], texts: list[str], root: Path,
+                               fresh: bool, log: Log) -> np.ndarray:
+    """Distinct texts encoded by clip-retrieval; its rows are matched to the texts by caption."""
+    from percept.encoders.external import run_clip_retrieval
+
+    if not fresh and has_embeddings(root, "text"):
+        rows = _rows_by_caption(read_embeddings(root, "text"), texts)
+        if rows is not None:
+            return rows
+        log(f"cached clause embeddings in {root} do not hold these clauses; encoding again")
+    source = root / "text"
+    write_prompts(source, dict(zip(names, texts)))
+    run_clip_retrieval(source, root, encoding.clip_model, encoding.other_clip_retrieval_args)
+    rows = _rows_by_caption(read_embeddings(root, "text"), texts)
+    if rows is None:
+        raise PerceptError(f"clip-retrieval's text embeddings in {root} do not hold every clause written to {source}")
+    return rows
+
+
+def _rows_by_caption(found: Embeddings, texts: list[str]) -> np.ndarray | None:
+    row_of = {caption.removesuffix("\n"): row for row, caption in enumerate(found.names)}
+    rows = [row_of.get(text) for text in texts]
+    if any(row is None for row in rows):
+        return None
+    return np.asarray(found.vectors[rows], dtype=np.float64)
 
 
 def _external_text_vectors(encoding: EncodingOptions, environment: EnvironmentOptions, names: list[str],
