@@ -1,0 +1,1 @@
+"""City work: survey database export, rating whole cities."""
