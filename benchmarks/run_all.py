@@ -5,7 +5,8 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ("bench_dropin", "bench_prompts", "bench_encoding", "bench_rating", "bench_evaluate")
+BENCHMARKS = ("bench_dropin", "bench_prompts", "bench_encoding", "bench_rating", "bench_evaluate",
+              "bench_survey_export")
 
 
 def main(names: list[str]) -> None:
