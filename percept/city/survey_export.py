@@ -24,13 +24,13 @@ from percept.errors import PerceptError
 
 GEOJSON_NAME = "data.geojson"
 DEMOGRAPHICS_NAME = "demographics.csv"
-RRATING_COLUMNS = ("rating_id", "ts", "session_id", "image_id", "category_id", "rating", "postalcode", "country",
-                   "age", "monthly_gross_income", "education", "gender")
 ADULT_AGE = 18
 PROGRESS_EVERY = 5000  # CSV rows between progress updates
 
+#: The ``rrating`` view's columns in its order, with the table (alias) each comes from.
 _COLUMN_SOURCES = ("r.rating_id", "r.ts", "r.session_id", "r.image_id", "r.category_id", "r.rating",
                    "sv.postalcode", "sv.country", "sv.age", "sv.monthly_gross_income", "sv.education", "sv.gender")
+RRATING_COLUMNS = tuple(source.split(".", 1)[1] for source in _COLUMN_SOURCES)
 _JOINS = """FROM rating r
 JOIN session se ON se.session_id = r.session_id
 JOIN person p ON p.person_id = se.person_id
