@@ -21,7 +21,7 @@ TARGET_S = 10.0
 
 
 def survey_folder() -> Path:
-    from percept.synthetic import generate_synthetic_survey
+    from percept.synthetic.vectors import generate_synthetic_survey
 
     folder = BENCH_DIR / f"survey-db-{IMAGES}"
     if not (folder / "demo.csv").exists():

@@ -20,8 +20,8 @@ from percept.city.survey_export import (DEMOGRAPHICS_NAME, GEOJSON_NAME, RRATING
 from percept.cli.dropin import main as dropin_main
 from percept.cli.main import main as percept_main
 from percept.errors import PerceptError
-from percept.ratings import load_ratings
-from percept.synthetic import generate_synthetic_survey
+from percept.data.ratings import load_ratings
+from percept.synthetic.vectors import generate_synthetic_survey
 from postgres_fixtures import (READER, READER_PASSWORD, TemporaryPostgres, free_port, load_sample_survey,
                                missing_reason)
 

@@ -1,1 +1,0 @@
-"""City work: survey database export, rating whole cities."""
