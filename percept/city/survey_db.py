@@ -63,7 +63,8 @@ def describe_target(conninfo: str) -> str:
     return f"{user}{where}/{params.get('dbname') or '(default database)'}"
 
 
-def _first_line(exc: BaseException) -> str:
+def _brief(exc: BaseException) -> str:
+    """The first two non-blank lines of an error, on one line (libpq puts the reason on the second)."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return "; ".join(lines[:2]) or type(exc).__name__
 
@@ -82,7 +83,7 @@ def read_only_snapshot(conninfo: str) -> Iterator:
         extra = {} if "connect_timeout" in conninfo_to_dict(conninfo) else {"connect_timeout": CONNECT_TIMEOUT_S}
         connection = psycopg.connect(conninfo, application_name="percept survey export", **extra)
     except psycopg.Error as exc:
-        reason = mask_password(_first_line(exc), conninfo)
+        reason = mask_password(_brief(exc), conninfo)
         raise PerceptError(f"cannot connect to the survey database {target}: {reason}: check --db, that the "
                            "server runs, and the password (in the URL, PGPASSWORD or ~/.pgpass)") from None
     try:
@@ -93,14 +94,14 @@ def read_only_snapshot(conninfo: str) -> Iterator:
                 check_percept_tables(cursor, target)
                 yield cursor
             except psycopg.errors.InsufficientPrivilege as exc:
-                raise PerceptError(f"the database user may not read the survey in {target} ({_first_line(exc)}): "
+                raise PerceptError(f"the database user may not read the survey in {target} ({_brief(exc)}): "
                                    "grant it SELECT on the survey tables") from None
             except (psycopg.errors.UndefinedColumn, psycopg.errors.UndefinedFunction) as exc:
                 raise PerceptError(f"{target} does not look like a Percept survey database "
-                                   f"({_first_line(exc)}): check that --db names the survey database") from None
+                                   f"({_brief(exc)}): check that --db names the survey database") from None
             except psycopg.Error as exc:
                 raise PerceptError(f"reading the survey database {target} failed: "
-                                   f"{mask_password(_first_line(exc), conninfo)}") from None
+                                   f"{mask_password(_brief(exc), conninfo)}") from None
     finally:
         connection.close()
 
