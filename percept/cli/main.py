@@ -8,7 +8,7 @@ import sys
 
 from percept.cli.common import ArgumentParser, report_errors
 
-SUBCOMMANDS = ("sample", "encode", "evaluate", "predict", "rate", "prompts", "map", "serve")
+SUBCOMMANDS = ("sample", "encode", "evaluate", "predict", "rate", "prompts", "map", "serve", "survey")
 
 
 def build_parser() -> ArgumentParser:
