@@ -168,3 +168,15 @@ def test_export_roundtrip(survey, capsys):
     assert model.vectors["walkability"].shape == (209, 512)
     np.testing.assert_allclose(np.linalg.norm(model.vectors["safety"], axis=1), 1.0)
     assert len(model.images["walkability"]) == 209 and model.images["walkability"][0].endswith(".jpg")
+
+
+def test_version_and_results_log_columns_in_help(run_tool, tmp_path):
+    from percept import __version__
+    from percept.study.results_log import COLUMNS
+
+    for command in ("clip_retrieval_knn", "percept"):
+        result = run_tool([command, "--version"], cwd=tmp_path)
+        assert result.returncode == 0 and result.stdout.strip() == f"{command} (Percept KNN) {__version__}"
+    help_text = " ".join(run_tool(["clip_retrieval_knn", "--help"], cwd=tmp_path).stdout.split())
+    assert "columns: " + "; ".join(f"{i}. {name}" for i, (name, _) in enumerate(COLUMNS, 1)) in help_text
+    assert len(COLUMNS) == 11

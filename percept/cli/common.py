@@ -30,6 +30,13 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(USAGE_ERROR, f"error: {self.prog}: {message} (see --help)\n")
 
 
+def add_version_argument(parser: argparse.ArgumentParser) -> None:
+    """``--version``: the program's name and the toolkit's version."""
+    from percept import __version__
+
+    parser.add_argument("--version", action="version", version=f"{parser.prog} (Percept KNN) {__version__}")
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)

@@ -12,6 +12,7 @@ import sys
 from percept.categories import CATEGORIES
 from percept.cli.common import (
     ArgumentParser,
+    add_version_argument,
     k_list,
     progress_bar,
     report_errors,
@@ -24,11 +25,12 @@ from percept.model.io import ModelSettings, save_model
 from percept.model.weighting import DEFAULT_WEIGHTING, check_weighting
 from percept.study.dataset import load_dataset
 from percept.study.holdout import check_training_split, holdout_evaluation
-from percept.study.results_log import append_rows, log_row, randomness_label
+from percept.study.results_log import append_rows, columns_help, log_row, randomness_label
 
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="clip_retrieval_knn", description="K-nearest neighbour on CLIP encoded vectors")
+    add_version_argument(parser)
     add_data_arguments(parser)
     parser.add_argument("-k", type=k_list, default=[10], metavar="K",
                         help="Value of K (number of nearest neighbours to include in cluster) "
@@ -39,7 +41,9 @@ def build_parser() -> ArgumentParser:
                         help="Randomly shuffle the data before splitting into training and testing sets.")
     parser.add_argument("--random-seed", type=int, default=0, metavar="INT", help="Seed for random number generator.")
     parser.add_argument("--stratified", action="store_true", help="Use stratified sampling (stratified by rating).")
-    parser.add_argument("--results-log", "-L", metavar="FILENAME", help="Append the results to this file (CSV format)")
+    parser.add_argument("--results-log", "-L", metavar="FILENAME",
+                        help="Append the results to this file (CSV format, no header; one row per category and K, "
+                             f"columns: {columns_help()})")
     parser.add_argument("--normalization-method", metavar="METHOD", default=DEFAULT_WEIGHTING,
                         help="softmax10** (default), softmax, divbysum, softmax**8 or fixed")
     parser.add_argument("--extra-assertions", action="store_true",

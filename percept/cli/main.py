@@ -6,13 +6,14 @@ from __future__ import annotations
 import importlib
 import sys
 
-from percept.cli.common import ArgumentParser, report_errors
+from percept.cli.common import ArgumentParser, add_version_argument, report_errors
 
 SUBCOMMANDS = ("sample", "encode", "evaluate", "predict", "rate", "prompts", "map", "serve", "survey")
 
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="percept", description="Model how people perceive streets from Percept survey ratings.")
+    add_version_argument(parser)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
     for name in SUBCOMMANDS:
         importlib.import_module(f"percept.cli.{name}").register(subparsers)

@@ -7,6 +7,25 @@ from pathlib import Path
 from percept.atomic import append_text
 from percept.study.holdout import HoldoutResult
 
+COLUMNS = (
+    ("category", "walkability, bikeability, pleasantness, greenness or safety"),
+    ("model", "the CLIP model name as given to -M/--clip-model"),
+    ("k", "the number of neighbours"),
+    ("random", "random=False (no shuffle), random=<seed>, or random=True (shuffled with seed 0)"),
+    ("stratified", "stratified=True or stratified=False"),
+    ("train", "training samples (stratified: one count per score bin, a+b+c+d+e)"),
+    ("test", "test samples (likewise)"),
+    ("mse", "mean squared error on the test samples"),
+    ("r2", "coefficient of determination (R²) on the test samples"),
+    ("weighting", "the --normalization-method"),
+    ("env", "env=None, or env=<method>+p<prompt style>[+clauses] with --environmental"),
+)
+
+
+def columns_help() -> str:
+    """The columns of a results-log row, for --help."""
+    return "; ".join(f"{i}. {name}" for i, (name, _) in enumerate(COLUMNS, 1))
+
 
 def randomness_label(randomize: bool, seed: int) -> str:
     """``random=False``, ``random=<seed>``, or ``random=True`` (randomised with seed 0, the default)."""
