@@ -1,0 +1,204 @@
+"""HTTP for collecting images: retries with exponential back-off, and atomic downloads checked to be images.
+
+One implementation for ``percept fetch-images`` and ``percept collect``. Timeouts, dropped
+connections, 408, 429 and 5xx answers are tried again after a growing, jittered pause (at least
+the server's Retry-After); any other answer fails at once. A download streams into a temporary
+file beside its target, must decode as an image, and only then is renamed into place, so a file
+under its final name is always whole. Setting the ``stop`` event ends waits and downloads early.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import random
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, TypeVar
+
+import httpx
+from PIL import Image, UnidentifiedImageError
+
+from percept.atomic import atomic_path
+
+CHUNK_BYTES = 64 * 1024
+RETRY_STATUSES = frozenset({408, 429})
+
+Item = TypeVar("Item")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard to try: ``tries`` per request, pauses from ``first_delay`` doubling up to ``max_delay``."""
+
+    tries: int = 5
+    first_delay: float = 1.0
+    max_delay: float = 120.0
+    timeout: float = 30.0
+
+
+class DownloadError(Exception):
+    """A request that failed for good: ``reason`` is one line, ``status`` the HTTP status if there was one."""
+
+    def __init__(self, reason: str, status: int | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
+class Stopped(Exception):
+    """The run was interrupted: the request was abandoned and nothing was written."""
+
+
+class _TryAgain(Exception):
+    def __init__(self, reason: str, status: int | None = None, retry_after: float | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+        self.retry_after = retry_after
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (seconds or an HTTP date); None when absent or unreadable."""
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(when.timestamp() - (time.time() if now is None else now), 0.0)
+
+
+def backoff_delay(policy: RetryPolicy, failures: int, retry_after: float | None = None,
+                  jitter: float = 1.0) -> float:
+    """Pause after the ``failures``-th failed try: ``first_delay * 2**(failures-1)`` scaled by ``jitter``
+    (0.5–1), at least ``retry_after``, at most ``max_delay``."""
+    delay = policy.first_delay * 2.0 ** (failures - 1) * jitter
+    if retry_after is not None:
+        delay = max(delay, retry_after)
+    return min(delay, policy.max_delay)
+
+
+def retryable(status: int) -> bool:
+    return status in RETRY_STATUSES or status >= 500
+
+
+def check_image(path: Path, content_type: str | None = None) -> None:
+    """Raise DownloadError unless the file decodes completely as an image (JPEGs decode at 1/8 scale)."""
+    try:
+        with Image.open(path) as image:
+            if image.format == "JPEG":
+                image.draft("RGB", (max(image.width // 8, 1), max(image.height // 8, 1)))
+            image.load()
+    except UnidentifiedImageError:
+        raise DownloadError(f"not an image (content type {content_type or 'not given'})") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise DownloadError(f"broken or truncated image ({exc})") from None
+
+
+def _transport_reason(exc: httpx.TransportError) -> str:
+    if isinstance(exc, httpx.TimeoutException):
+        return "timed out"
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return f"connection broke off ({exc})"
+    return f"connection failed ({type(exc).__name__}: {exc})"
+
+
+class HttpFetcher:
+    """A pooled HTTP client (safe to share between threads) that retries and downloads atomically."""
+
+    def __init__(self, policy: RetryPolicy = RetryPolicy(), connections: int = 8,
+                 stop: threading.Event | None = None, user_agent: str = "percept"):
+        self.policy = policy
+        self.stop = stop or threading.Event()
+        self.client = httpx.Client(
+            timeout=policy.timeout, follow_redirects=True, headers={"User-Agent": user_agent},
+            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections))
+
+    def __enter__(self) -> "HttpFetcher":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.client.close()
+
+    def get(self, url: str, params: dict | None = None, headers: dict | None = None) -> httpx.Response:
+        """A successful (2xx) response with its body read; DownloadError (with status) for any other outcome."""
+        def attempt() -> httpx.Response:
+            response = self.client.get(url, params=params, headers=headers)
+            self._check_status(response)
+            return response
+
+        return self._with_retries(attempt)
+
+    def download(self, url: str, target: Path, params: dict | None = None) -> int:
+        """Save the image at ``url`` as ``target`` (atomically, checked to decode); returns its size in bytes."""
+        def attempt() -> int:
+            with self.client.stream("GET", url, params=params) as response:
+                self._check_status(response)
+                with atomic_path(target) as tmp:
+                    size = 0
+                    with open(tmp, "wb") as handle:
+                        for chunk in response.iter_bytes(CHUNK_BYTES):
+                            if self.stop.is_set():
+                                raise Stopped()
+                            handle.write(chunk)
+                            size += len(chunk)
+                    check_image(tmp, response.headers.get("content-type"))
+                return size
+
+        return self._with_retries(attempt)
+
+    def _check_status(self, response: httpx.Response) -> None:
+        status = response.status_code
+        if 200 <= status < 300:
+            return
+        if retryable(status):
+            raise _TryAgain(f"HTTP {status}", status, parse_retry_after(response.headers.get("retry-after")))
+        raise DownloadError(f"HTTP {status}", status)
+
+    def _with_retries(self, attempt: Callable[[], Item]) -> Item:
+        for failures in range(1, self.policy.tries + 1):
+            if self.stop.is_set():
+                raise Stopped()
+            try:
+                return attempt()
+            except _TryAgain as exc:
+                reason, retry_after, status = exc.reason, exc.retry_after, exc.status
+            except (httpx.InvalidURL, httpx.UnsupportedProtocol, httpx.TooManyRedirects) as exc:
+                raise DownloadError(f"cannot fetch this URL ({exc})") from None
+            except httpx.TransportError as exc:
+                reason, retry_after, status = _transport_reason(exc), None, None
+            if failures == self.policy.tries:
+                break
+            pause = backoff_delay(self.policy, failures, retry_after, random.uniform(0.5, 1.0))
+            if self.stop.wait(pause):
+                raise Stopped()
+        tries = "once" if self.policy.tries == 1 else f"{self.policy.tries} times"
+        raise DownloadError(f"{reason} (tried {tries})", status)
+
+
+def run_concurrently(items: Iterable[Item], work: Callable[[Item], object], workers: int,
+                     stop: threading.Event) -> Iterator[tuple[Item, Future]]:
+    """Run ``work`` on every item in ``workers`` threads; yield (item, finished future) as each ends.
+
+    If the consumer stops early (an exception, Ctrl-C), ``stop`` is set, waiting items are dropped
+    and running ones end at their next check of ``stop``.
+    """
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
+        futures = {pool.submit(work, item): item for item in items}
+        for future in as_completed(futures):
+            yield futures[future], future
+    except BaseException:
+        stop.set()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
