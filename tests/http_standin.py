@@ -71,7 +71,7 @@ class StandIn:
         self.requests: list[Request] = []
         self.lock = threading.Lock()
         self.server = QuietServer(("127.0.0.1", 0), self._handler())
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
 
     @property
     def url(self) -> str:

@@ -9,8 +9,11 @@ under its final name is always whole. Setting the ``stop`` event ends waits and 
 
 from __future__ import annotations
 
+import csv
 import email.utils
+import io
 import random
+import re
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
@@ -202,3 +205,29 @@ def run_concurrently(items: Iterable[Item], work: Callable[[Item], object], work
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def failures_csv(rows: list[tuple[str, str]], columns: tuple[str, str]) -> str:
+    """CSV text with a header (e.g. url, reason) and one row per failure."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def remove_stale_temporaries(folder: Path, names: set[str]) -> int:
+    """Delete temporary files that an interrupted run left beside the images it was writing."""
+    pattern = re.compile(r"^\.(.+)\.[^.]+\.tmp$")
+    removed = 0
+    for path in folder.glob(".*.tmp"):
+        match = pattern.match(path.name)
+        if match and match.group(1) in names and path.is_file():
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def present_files(folder: Path) -> set[str]:
+    """Names of the non-empty files in the folder (every file there was written whole, by renaming)."""
+    return {entry.name for entry in folder.iterdir() if entry.is_file() and entry.stat().st_size > 0}

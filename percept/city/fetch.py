@@ -7,9 +7,6 @@ interruption) fetches only what is missing; files that fail go to a CSV (url, re
 
 from __future__ import annotations
 
-import csv
-import io
-import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,12 +15,10 @@ import orjson
 from tqdm import tqdm
 
 from percept.atomic import atomic_write_text
-from percept.city.download import DownloadError, HttpFetcher, RetryPolicy, Stopped, run_concurrently
+from percept.city.download import (DownloadError, HttpFetcher, RetryPolicy, Stopped, failures_csv, present_files,
+                                   remove_stale_temporaries, run_concurrently)
 from percept.data.survey import image_name
 from percept.errors import PerceptError
-
-FAILED_COLUMNS = ("url", "reason")
-
 
 @dataclass(frozen=True)
 class FetchTask:
@@ -106,32 +101,6 @@ def plan_fetch(urls: list[str], present: set[str]) -> FetchPlan:
     return FetchPlan(tasks, done, rejected)
 
 
-def failures_csv(rows: list[tuple[str, str]]) -> str:
-    """CSV text with a header (url, reason) and one row per failure."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(FAILED_COLUMNS)
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
-def remove_stale_temporaries(folder: Path, names: set[str]) -> int:
-    """Delete temporary files that an interrupted run left beside the images it was writing."""
-    pattern = re.compile(r"^\.(.+)\.[^.]+\.tmp$")
-    removed = 0
-    for path in folder.glob(".*.tmp"):
-        match = pattern.match(path.name)
-        if match and match.group(1) in names and path.is_file():
-            path.unlink(missing_ok=True)
-            removed += 1
-    return removed
-
-
-def present_files(folder: Path) -> set[str]:
-    """Names of the non-empty files in the folder (every file there was written whole, by renaming)."""
-    return {entry.name for entry in folder.iterdir() if entry.is_file() and entry.stat().st_size > 0}
-
-
 def fetch_images(urls: list[str], out_dir: str | Path, options: FetchOptions = FetchOptions()) -> FetchSummary:
     """Download every URL's image into ``out_dir``, skipping files already there; write the failures CSV."""
     folder = Path(out_dir)
@@ -158,5 +127,5 @@ def fetch_images(urls: list[str], out_dir: str | Path, options: FetchOptions = F
                 except Stopped:
                     pass
     finally:
-        atomic_write_text(summary.failed_csv, failures_csv(summary.failed))
+        atomic_write_text(summary.failed_csv, failures_csv(summary.failed, ("url", "reason")))
     return summary
