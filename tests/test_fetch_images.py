@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from http_standin import Reply, Scripted, StandIn
-from percept.city.download import RetryPolicy, backoff_delay, parse_retry_after
+from percept.city.retry import RetryPolicy, backoff_delay, parse_retry_after
 from percept.city.fetch import plan_fetch
 from percept.cli.main import main as percept_main
 

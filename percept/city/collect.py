@@ -18,16 +18,17 @@ from pathlib import Path
 from tqdm import tqdm
 
 from percept.atomic import atomic_write_text
-from percept.city.download import (DownloadError, HttpFetcher, RetryPolicy, Stopped, failures_csv, present_files,
+from percept.city.download import (DownloadError, HttpFetcher, Stopped, failures_csv, present_files,
                                    remove_stale_temporaries, run_concurrently)
 from percept.city.mapillary import DEFAULT_BASE_URL
+from percept.city.retry import RetryPolicy
 from percept.city.selection import Selection, select_images
 from percept.city.tiles import ZOOM, CoverageImage, decode_image_tile, tiles_covering
 from percept.errors import PerceptError
 
 DEFAULT_TILES_URL = "https://tiles.mapillary.com"
 TILE_PATH = "maps/vtp/mly1_public/2/{z}/{x}/{y}"
-SIZES = ("1024", "2048", "original")
+SIZES = ("1024", "2048", "original")  # thumb_<size>_url fields of an image entity
 LOCATION_COLUMNS = ("image", "lon", "lat", "angle", "sequence", "captured_at", "is_pano")
 FAILED_COLUMNS = ("item", "reason")
 NO_COVERAGE = frozenset({403, 404})

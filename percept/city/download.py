@@ -2,22 +2,20 @@
 
 One implementation for ``percept fetch-images`` and ``percept collect``. Timeouts, dropped
 connections, 408, 429 and 5xx answers are tried again after a growing, jittered pause (at least
-the server's Retry-After); any other answer fails at once. A download streams into a temporary
-file beside its target, must decode as an image, and only then is renamed into place, so a file
-under its final name is always whole. Setting the ``stop`` event ends waits and downloads early.
+the server's Retry-After; see ``percept.city.retry``); any other answer fails at once. A download
+streams into a temporary file beside its target, must decode as an image, and only then is
+renamed into place, so a file under its final name is always whole (temporary files that a killed
+run left behind are removed by the next run). Setting the ``stop`` event ends waits and downloads.
 """
 
 from __future__ import annotations
 
 import csv
-import email.utils
 import io
 import random
 import re
 import threading
-import time
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, TypeVar
 
@@ -25,21 +23,11 @@ import httpx
 from PIL import Image, UnidentifiedImageError
 
 from percept.atomic import atomic_path
+from percept.city.retry import RetryPolicy, backoff_delay, parse_retry_after, retryable
 
 CHUNK_BYTES = 64 * 1024
-RETRY_STATUSES = frozenset({408, 429})
 
 Item = TypeVar("Item")
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How hard to try: ``tries`` per request, pauses from ``first_delay`` doubling up to ``max_delay``."""
-
-    tries: int = 5
-    first_delay: float = 1.0
-    max_delay: float = 120.0
-    timeout: float = 30.0
 
 
 class DownloadError(Exception):
@@ -61,37 +49,6 @@ class _TryAgain(Exception):
         self.reason = reason
         self.status = status
         self.retry_after = retry_after
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (seconds or an HTTP date); None when absent or unreadable."""
-    if not value:
-        return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        return None
-    return max(when.timestamp() - (time.time() if now is None else now), 0.0)
-
-
-def backoff_delay(policy: RetryPolicy, failures: int, retry_after: float | None = None,
-                  jitter: float = 1.0) -> float:
-    """Pause after the ``failures``-th failed try: ``first_delay * 2**(failures-1)`` scaled by ``jitter``
-    (0.5–1), at least ``retry_after``, at most ``max_delay``."""
-    delay = policy.first_delay * 2.0 ** (failures - 1) * jitter
-    if retry_after is not None:
-        delay = max(delay, retry_after)
-    return min(delay, policy.max_delay)
-
-
-def retryable(status: int) -> bool:
-    return status in RETRY_STATUSES or status >= 500
 
 
 def check_image(path: Path, content_type: str | None = None) -> None:

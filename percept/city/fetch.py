@@ -15,10 +15,12 @@ import orjson
 from tqdm import tqdm
 
 from percept.atomic import atomic_write_text
-from percept.city.download import (DownloadError, HttpFetcher, RetryPolicy, Stopped, failures_csv, present_files,
+from percept.city.download import (DownloadError, HttpFetcher, Stopped, failures_csv, present_files,
                                    remove_stale_temporaries, run_concurrently)
+from percept.city.retry import RetryPolicy
 from percept.data.survey import image_name
 from percept.errors import PerceptError
+
 
 @dataclass(frozen=True)
 class FetchTask:

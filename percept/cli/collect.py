@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import sys
 
-from percept.cli.fetch_images import NOTHING_USABLE, add_download_options, positive_seconds, retry_policy
-from percept.city.collect import DEFAULT_TILES_URL, SIZES
-from percept.city.mapillary import DEFAULT_BASE_URL, TOKEN_ENV, resolve_token
+from percept.cli.fetch_images import NOTHING_USABLE, add_download_options, positive_number, retry_policy
 from percept.errors import PerceptError
+
+SIZES = ("1024", "2048", "original")
 
 
 def register(subparsers) -> None:
@@ -19,22 +19,22 @@ def register(subparsers) -> None:
                     "Rerunning resumes; failures are listed in DIR/failed.csv.")
     parser.add_argument("--bbox", required=True, metavar="W,S,E,N", help="area in degrees: west,south,east,north")
     parser.add_argument("-o", "--output", required=True, metavar="DIR", help="folder for images/ and locations.csv")
-    parser.add_argument("--mapillary-token", metavar="TOKEN", help=f"access token (default: ${TOKEN_ENV})")
+    parser.add_argument("--mapillary-token", metavar="TOKEN", help="access token (default: $MAPILLARY_TOKEN)")
     parser.add_argument("--since", metavar="YYYY-MM-DD", help="only images captured on or after this day (UTC)")
     parser.add_argument("--no-panoramas", action="store_true", help="leave out 360° panoramas")
-    parser.add_argument("--spacing", type=positive_seconds, metavar="METRES",
+    parser.add_argument("--spacing", type=positive_number, metavar="METRES",
                         help="at most one image per this distance along each sequence")
     parser.add_argument("--size", choices=SIZES, default="1024", help="thumbnail width (default 1024)")
-    parser.add_argument("--api-url", default=DEFAULT_BASE_URL, metavar="URL",
-                        help=f"Graph API base URL (default {DEFAULT_BASE_URL})")
-    parser.add_argument("--tiles-url", default=DEFAULT_TILES_URL, metavar="URL",
-                        help=f"vector tiles base URL (default {DEFAULT_TILES_URL})")
+    parser.add_argument("--api-url", metavar="URL", help="Graph API base URL (default https://graph.mapillary.com)")
+    parser.add_argument("--tiles-url", metavar="URL",
+                        help="vector tiles base URL (default https://tiles.mapillary.com)")
     add_download_options(parser)
     parser.set_defaults(run=run)
 
 
 def run(args) -> int:
     from percept.city.collect import CollectOptions, collect
+    from percept.city.mapillary import TOKEN_ENV, resolve_token
     from percept.city.selection import Selection, parse_since
     from percept.city.tiles import parse_bbox
 
@@ -43,8 +43,9 @@ def run(args) -> int:
         raise PerceptError(f"collect needs a Mapillary access token: pass --mapillary-token or set {TOKEN_ENV}")
     selection = Selection(parse_bbox(args.bbox), since_ms=parse_since(args.since) if args.since else None,
                           panoramas=not args.no_panoramas, spacing_m=args.spacing)
-    options = CollectOptions(selection, token, size=args.size, api_url=args.api_url, tiles_url=args.tiles_url,
-                             connections=args.connections, policy=retry_policy(args), quiet=args.quiet)
+    urls = {key: value for key, value in (("api_url", args.api_url), ("tiles_url", args.tiles_url)) if value}
+    options = CollectOptions(selection, token, size=args.size, connections=args.connections,
+                             policy=retry_policy(args), quiet=args.quiet, **urls)
     summary = collect(args.output, options)
     if not args.quiet:
         failed = f", {len(summary.failed)} failed (listed in {summary.failed_csv})" if summary.failed else ""

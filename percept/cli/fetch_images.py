@@ -6,19 +6,19 @@ import argparse
 import sys
 from pathlib import Path
 
+from percept.city.retry import RetryPolicy
 from percept.cli.common import positive_int
-from percept.city.download import RetryPolicy
 
 NOTHING_USABLE = 1
 
 
-def positive_seconds(text: str) -> float:
+def positive_number(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return value
 
 
@@ -39,9 +39,9 @@ def add_download_options(parser: argparse.ArgumentParser) -> None:
                         help="downloads at the same time (default 8)")
     parser.add_argument("--retries", type=non_negative_int, default=defaults.tries - 1, metavar="N",
                         help=f"tries again after a timeout, 429 or 5xx answer (default {defaults.tries - 1})")
-    parser.add_argument("--timeout", type=positive_seconds, default=defaults.timeout, metavar="SECONDS",
+    parser.add_argument("--timeout", type=positive_number, default=defaults.timeout, metavar="SECONDS",
                         help=f"longest wait for a connection or data (default {defaults.timeout:g})")
-    parser.add_argument("--backoff", type=positive_seconds, default=defaults.first_delay, metavar="SECONDS",
+    parser.add_argument("--backoff", type=positive_number, default=defaults.first_delay, metavar="SECONDS",
                         help=f"first pause before trying again, doubling each time, at least the server's "
                              f"Retry-After (default {defaults.first_delay:g})")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
