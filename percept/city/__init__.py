@@ -1,1 +1,0 @@
-"""Where a study meets a city: its survey images, collected imagery, rating and spatial lookups."""
