@@ -46,8 +46,8 @@ def scene() -> list[FakeImage]:
 @pytest.fixture
 def mapillary():
     images = scene()
-    standin = MapillaryStandIn(images, TOKEN, expire_once={1003, 2004}, busy_once={"/1005", "/maps/vtp/mly1_public/2/14/8414/5384"},
-                               forbidden_tiles={(8414, 5385)})
+    busy = {"/1005", "/maps/vtp/mly1_public/2/14/8414/5384"}
+    standin = MapillaryStandIn(images, TOKEN, expire_once={1003, 2004}, busy_once=busy, forbidden_tiles={(8414, 5385)})
     with StandIn(standin) as server:
         standin.base_url = server.url
         yield standin, server, {str(image.id): image for image in images}

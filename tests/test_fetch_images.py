@@ -164,8 +164,8 @@ def test_killed_run_resumes_without_downloading_finished_files(tmp_path):
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
         first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and len([p for p in out.glob("k_*.jpg")]) < 5:
-            time.sleep(0.02)
+        while time.monotonic() < deadline and (len(list(out.glob("k_*.jpg"))) < 5 or not list(out.glob(".*.tmp"))):
+            time.sleep(0.01)
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=30)
         finished = sorted(p.name for p in out.glob("k_*.jpg"))

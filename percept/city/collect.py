@@ -154,20 +154,27 @@ class MapillarySource:
     def collect_one(self, image: CoverageImage, target: Path, needs_file: bool) -> dict:
         """The image's locations row, downloading its thumbnail first when ``needs_file``."""
         entity = self.entity(image.id)
+        try:
+            row = location_row(entity, image)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise DownloadError(f"image entity: unreadable values ({exc})") from None
+        if needs_file:
+            self.thumbnail(image.id, entity, target)
+        return row
+
+    def thumbnail(self, image_id: str, entity: dict, target: Path) -> None:
+        """Download the entity's thumbnail; an expired URL (403/410) is asked for again, up to REFETCHES times."""
         for refetch in range(REFETCHES + 1):
-            if not needs_file:
-                break
             url = entity.get(f"thumb_{self.options.size}_url")
             if not isinstance(url, str) or not url:
                 raise DownloadError(f"the image has no thumb_{self.options.size}_url")
             try:
                 self.fetcher.download(url, target)
-                break
+                return
             except DownloadError as exc:
                 if exc.status not in EXPIRED or refetch == REFETCHES:
                     raise DownloadError(f"thumbnail: {exc.reason}", exc.status) from None
-                entity = self.entity(image.id)
-        return location_row(entity, image)
+            entity = self.entity(image_id)
 
     def _check_token(self, exc: DownloadError) -> None:
         if exc.status == 401:

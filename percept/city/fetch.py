@@ -99,7 +99,10 @@ def plan_fetch(urls: list[str], present: set[str]) -> FetchPlan:
             rejected.append((url, f"file name {name} is also that of {owner[name]}"))
             continue
         owner[name] = url
-        (done.append(name) if name in present else tasks.append(FetchTask(url, name)))
+        if name in present:
+            done.append(name)
+        else:
+            tasks.append(FetchTask(url, name))
     return FetchPlan(tasks, done, rejected)
 
 
