@@ -8,7 +8,8 @@ import sys
 
 from percept.cli.common import ArgumentParser, add_version_argument, report_errors
 
-SUBCOMMANDS = ("sample", "encode", "evaluate", "predict", "rate", "prompts", "map", "serve", "survey")
+SUBCOMMANDS = ("sample", "encode", "evaluate", "predict", "rate", "prompts", "map", "serve", "survey",
+               "fetch_images", "collect")
 
 
 def build_parser() -> ArgumentParser:
