@@ -1,5 +1,8 @@
 """``percept``: one command with a subcommand per job. Each subcommand lives in its own module
-``percept.cli.<name>`` exposing ``register(subparsers)``, which adds its parser and sets ``run``."""
+``percept.cli.<name>`` exposing ``register(subparsers)``, which adds its parser and sets ``run``.
+
+Only the module of the subcommand being run is imported (every one for the overview of
+``percept --help``), so a command starts without loading what the others need."""
 
 from __future__ import annotations
 
@@ -12,17 +15,25 @@ SUBCOMMANDS = ("sample", "encode", "evaluate", "predict", "rate", "prompts", "ma
                "fetch_images", "collect")
 
 
-def build_parser() -> ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> ArgumentParser:
+    """The parser, with only the subcommand ``argv`` names (all of them when it names none)."""
     parser = ArgumentParser(prog="percept", description="Model how people perceive streets from Percept survey ratings.")
     add_version_argument(parser)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
-    for name in SUBCOMMANDS:
+    for name in _needed(argv or []):
         importlib.import_module(f"percept.cli.{name}").register(subparsers)
     return parser
 
 
+def _needed(argv: list[str]) -> tuple[str, ...]:
+    command = next((word for word in argv if not word.startswith("-")), None)
+    module = command.replace("-", "_") if command else None
+    return (module,) if module in SUBCOMMANDS else SUBCOMMANDS
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "run", None):
         parser.print_help()
