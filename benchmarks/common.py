@@ -30,7 +30,8 @@ def benchmark_survey() -> Path:
 
     folder = BENCH_DIR / f"survey-{SURVEY_IMAGES}x{SURVEY_DIM}"
     if not (folder / "demo.csv").exists():
-        generate_synthetic_survey(folder, n_images=SURVEY_IMAGES, dim=SURVEY_DIM, ratings_per_image=3.0, seed=0)
+        generate_synthetic_survey(folder, n_images=SURVEY_IMAGES, dim=SURVEY_DIM, ratings_per_image=3.0, seed=0,
+                                  force=True)
     return folder
 
 

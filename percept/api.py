@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from percept.categories import CATEGORIES
+from percept.data.vector_checks import refuse_unusable
 from percept.data.filters import RatingFilter, parse_age, parse_list, parse_region
 from percept.encoders.options import EncodingOptions
 from percept.environment.options import EnvironmentOptions
@@ -75,5 +76,7 @@ def export(data: Dataset, path: str | Path, clip_model: str, k: int = 40,
 
 
 def predict(model: KNNRegressor, vectors: np.ndarray) -> np.ndarray:
-    """Scores of new unit vectors with a fitted model."""
-    return model.predict(np.atleast_2d(vectors))
+    """Scores of new unit vectors with a fitted model (NaN, infinite and zero vectors are refused)."""
+    vectors = np.atleast_2d(vectors)
+    refuse_unusable(vectors, lambda row: f"query vector {row}", "give finite, non-zero vectors")
+    return model.predict(vectors)

@@ -331,7 +331,7 @@ def _cli(argv: list[str]) -> int:
 def test_encode_command(enc_images, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert _cli(["encode", str(enc_images), "--model", MODEL, "--quiet"]) == 0
-    assert len(read_embeddings(tmp_path / "embeddings-percept:tiny").names) == 7
+    assert len(read_embeddings(tmp_path / "embeddings-percept_tiny").names) == 7
     assert _cli(["encode", str(enc_images), "-m", "no-such-model", "-o", "x"]) == 2
     assert "error: unknown model name 'no-such-model'" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()

@@ -63,7 +63,7 @@ def test_dropin_encodes_images_with_clip_retrieval(tmp_path, stand_in_on_path, m
     code = dropin_main(["-g", "data.geojson", "-i", "images", "-M", "open_clip:ViT-B-32", "-k", "3", "-q"])
     assert code == 0
     assert len(capsys.readouterr().out.splitlines()) == 5
-    assert (survey / "embeddings-open_clip:ViT-B-32" / "img_emb" / "img_emb_0.npy").exists()
+    assert (survey / "embeddings-open_clip_ViT-B-32" / "img_emb" / "img_emb_0.npy").exists()
 
 
 def test_missing_command_is_a_clear_error(tmp_path, monkeypatch, capsys):

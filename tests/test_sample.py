@@ -177,15 +177,20 @@ def run_cli(argv: list[str]) -> int:
     return report_errors(lambda: args.run(args))
 
 
-def test_cli_writes_a_sample_and_rewrites_an_earlier_one(tmp_path, capsys):
+def test_cli_writes_a_sample_and_rewrites_an_earlier_one_with_force(tmp_path, capsys):
     target = tmp_path / "demo"
     assert run_cli(["sample", str(target), "--images", "9", "--seed", "2"]) == 0
     out = capsys.readouterr().out
     assert "9 images" in out and all(c in out for c in CATEGORIES)
-    assert run_cli(["sample", str(target), "--images", "4", "--quiet"]) == 0
+    before = read_tree(target)
+    assert run_cli(["sample", str(target), "--images", "4", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and "not empty" in err and "--force" in err
+    assert read_tree(target) == before
+    assert run_cli(["sample", str(target), "--images", "4", "--quiet", "--force"]) == 0
     assert capsys.readouterr().out == ""
     assert len(list((target / "images").iterdir())) == 4
-    assert run_cli(["sample", str(target), "--synthetic", "--images", "30", "--dim", "8", "--quiet"]) == 0
+    assert run_cli(["sample", str(target), "--synthetic", "--images", "30", "--dim", "8", "--quiet", "--force"]) == 0
     assert not (target / "images").exists()
     assert read_embeddings(target / "embeddings").vectors.shape == (30, 8)
 
@@ -193,10 +198,23 @@ def test_cli_writes_a_sample_and_rewrites_an_earlier_one(tmp_path, capsys):
 def test_cli_refuses_a_folder_that_is_not_a_sample(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("mine", encoding="utf-8")
     assert run_cli(["sample", str(tmp_path)]) == 2
-    assert MARKER in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a sample survey" in err and "--force" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
     assert run_cli(["sample", str(tmp_path / "new"), "--dim", "8"]) == 2
     assert not (tmp_path / "new").exists()
     with pytest.raises(SystemExit) as stop:
         run_cli(["sample", str(tmp_path / "new"), "--seed", "-1"])
     assert stop.value.code == 2
+
+
+def test_force_writes_into_a_foreign_folder_and_keeps_its_files(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine", encoding="utf-8")
+    assert run_cli(["sample", str(tmp_path), "--images", "3", "--quiet", "--force"]) == 0
+    assert (tmp_path / "notes.txt").read_text(encoding="utf-8") == "mine"
+    assert (tmp_path / MARKER).is_file() and len(list((tmp_path / "images").iterdir())) == 3
+
+
+def test_an_empty_folder_needs_no_force(tmp_path):
+    assert run_cli(["sample", str(tmp_path), "--images", "2", "--quiet"]) == 0
+    assert (tmp_path / "data.geojson").is_file()

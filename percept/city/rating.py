@@ -4,13 +4,16 @@ Rows are read from each part's ``.npy`` file a chunk at a time (never the whole 
 with :class:`~percept.model.scoring.MultiScorer` and appended to the output, so memory does not grow
 with the number of images. Outputs by extension: ``.csv``, ``.parquet`` (GeoParquet when locations
 are given) and ``.geojson`` (needs locations).
+
+Rows with NaN or infinite values are refused (naming file and row). Zero vectors have no direction
+to compare: their scores are left empty, and the summary counts them for a warning.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -24,11 +27,14 @@ from percept.atomic import atomic_path
 from percept.categories import CATEGORIES
 from percept.data.embeddings import (
     KINDS,
+    REENCODE,
+    arrow_path,
     check_row_counts,
     read_metadata,
     required_parts,
 )
 from percept.data.locations import Locations, location_key
+from percept.data.vector_checks import check_rows, refuse_nonfinite
 from percept.environment.combining import combine
 from percept.errors import PerceptError
 from percept.model.io import ExportedModel
@@ -53,17 +59,45 @@ class Chunk:
 
 
 @dataclass
+class ZeroRows:
+    """Embedding rows found to be zero vectors: how many, and where the first one is."""
+
+    count: int = 0
+    first: str | None = None
+
+    def add(self, rows: np.ndarray, where) -> None:
+        """Count ``rows`` (positions); ``where(row)`` names a row."""
+        if len(rows) and self.first is None:
+            self.first = where(int(rows[0]))
+        self.count += len(rows)
+
+
+@dataclass
 class RateSummary:
     rows: int
     without_location: int
     out: Path
+    zero: ZeroRows = field(default_factory=ZeroRows)  # rows whose scores were left empty
+
+    def warning(self) -> str | None:
+        """One line about the zero vectors whose scores were left empty (None when there were none)."""
+        count = self.zero.count
+        if not count:
+            return None
+        what = f"{count} embedding rows are zero vectors" if count > 1 else "1 embedding row is a zero vector"
+        return (f"warning: {what} (first: {self.zero.first}) with no direction to compare, so "
+                f"{'their' if count > 1 else 'its'} scores are left empty: re-encode those images")
 
 
 class PartReader:
-    """Reads row ranges of one ``.npy`` part with plain file reads (nothing mapped, nothing cached)."""
+    """Reads row ranges of one ``.npy`` part with plain file reads (nothing mapped, nothing cached).
 
-    def __init__(self, path: Path):
+    ``names`` (one per row) name rows in messages.
+    """
+
+    def __init__(self, path: Path, names: list[str]):
         self.path = path
+        self.names = names
         with open(path, "rb") as handle:
             try:
                 version = np.lib.format.read_magic(handle)
@@ -73,38 +107,49 @@ class PartReader:
                 raise PerceptError(f"cannot read embeddings file {path} ({exc}): re-encode the images") from None
             self.offset = handle.tell()
         self.shape, fortran, self.dtype = header
-        if len(self.shape) != 2 or fortran:
-            raise PerceptError(f"{path} does not hold rows of vectors: re-encode the images")
+        if len(self.shape) != 2 or fortran or self.dtype.kind not in "fiu":
+            raise PerceptError(f"{path} does not hold rows of numeric vectors: re-encode the images")
 
     def __len__(self) -> int:
         return self.shape[0]
 
-    def read(self, start: int, stop: int) -> np.ndarray:
+    def read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rows ``start:stop`` and the positions (within them) of the zero rows; refuses NaN or infinite rows."""
         row_bytes = self.shape[1] * self.dtype.itemsize
         with open(self.path, "rb") as handle:
             handle.seek(self.offset + start * row_bytes)
             rows = np.fromfile(handle, dtype=self.dtype, count=(stop - start) * self.shape[1])
         if len(rows) != (stop - start) * self.shape[1]:
             raise PerceptError(f"{self.path} is truncated: re-encode the images")
-        return rows.reshape(stop - start, self.shape[1])
+        rows = rows.reshape(stop - start, self.shape[1])
+        check = check_rows(rows)
+        refuse_nonfinite(check, lambda row: self.describe(start + row), REENCODE)
+        return rows, check.zero
+
+    def describe(self, row: int) -> str:
+        """``FILE row R (NAME)``."""
+        return f"{self.path} row {row} ({self.names[row]})"
 
 
 def _parts(root: Path, kind: str) -> list[tuple[PartReader, list[str]]]:
     parts = []
     for vec_path, meta_path in required_parts(root, kind):
-        reader = PartReader(vec_path)
-        names = read_metadata(meta_path, KINDS[kind], names_only=True).column(0).to_pylist()
+        names = [str(n) for n in read_metadata(meta_path, KINDS[kind], names_only=True).column(0).to_pylist()]
+        reader = PartReader(vec_path, names)
         check_row_counts(vec_path, len(reader), meta_path, len(names))
-        parts.append((reader, [str(n) for n in names]))
+        parts.append((reader, names))
     return parts
 
 
 def iter_rows(embeddings_dir: str | Path, chunk_size: int = DEFAULT_CHUNK, text_dir: str | Path | None = None,
-              method: str | None = None) -> Iterator[tuple[list[str], np.ndarray]]:
+              method: str | None = None, zero: ZeroRows | None = None) -> Iterator[tuple[list[str], np.ndarray]]:
     """(names, unit float64 vectors) of at most ``chunk_size`` rows, over every part in order.
 
     With ``text_dir`` and ``method``, row i is combined with text row i (environmental models).
+    Rows with NaN or infinite values are refused; zero rows (image or text) stay zero vectors
+    and are counted in ``zero``.
     """
+    zero = ZeroRows() if zero is None else zero
     images = _parts(Path(embeddings_dir), "img")
     texts = _parts(Path(text_dir), "text") if text_dir is not None else None
     if texts is not None and sum(len(r) for r, _ in texts) != sum(len(r) for r, _ in images):
@@ -115,23 +160,32 @@ def iter_rows(embeddings_dir: str | Path, chunk_size: int = DEFAULT_CHUNK, text_
     for reader, names in images:
         for start in range(0, len(reader), chunk_size):
             stop = min(start + chunk_size, len(reader))
-            vectors = reader.read(start, stop)
+            vectors, empty = reader.read(start, stop)
+            zero.add(empty, lambda row: reader.describe(start + row))
             if text_rows is not None:
-                vectors = combine(vectors, text_rows(done + start, done + stop), method)
-            yield names[start:stop], l2_normalise(vectors)
+                texts, empty_texts = text_rows(done + start, done + stop)
+                zero.add(np.setdiff1d(empty_texts, empty), lambda row: f"the text vector of {names[start + row]}")
+                empty = np.union1d(empty, empty_texts)
+                vectors = combine(vectors, texts, method)
+            vectors = l2_normalise(vectors)
+            vectors[empty] = 0.0
+            yield names[start:stop], vectors
         done += len(reader)
 
 
 def _global_reader(parts: list[tuple[PartReader, list[str]]]):
+    """Reads rows by their position over all parts: (rows, positions of zero rows within them)."""
     bounds = np.cumsum([0] + [len(r) for r, _ in parts])
 
-    def read(start: int, stop: int) -> np.ndarray:
-        pieces = []
+    def read(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        pieces, zero = [], []
         for number, (reader, _) in enumerate(parts):
             low, high = max(start, bounds[number]), min(stop, bounds[number + 1])
             if low < high:
-                pieces.append(reader.read(low - bounds[number], high - bounds[number]))
-        return np.concatenate(pieces)
+                rows, empty = reader.read(low - bounds[number], high - bounds[number])
+                pieces.append(rows)
+                zero.append(empty + (low - start))
+        return np.concatenate(pieces), np.concatenate(zero)
 
     return read
 
@@ -222,7 +276,8 @@ def rate(model: ExportedModel, embeddings_dir: str | Path, out: str | Path, *, l
     total = sum(len(reader) for reader, _ in parts)
     if total == 0:
         raise PerceptError(f"{embeddings_dir} holds no embedding rows: nothing to rate")
-    rows = iter_rows(embeddings_dir, chunk_size, text_dir, method)
+    zero = ZeroRows()
+    rows = iter_rows(embeddings_dir, chunk_size, text_dir, method, zero)
     if average_panoramic:
         chunks = panoramic_chunks(rows, [n for _, names in parts for n in names], chunk_size)
     else:
@@ -235,7 +290,7 @@ def rate(model: ExportedModel, embeddings_dir: str | Path, out: str | Path, *, l
             if len(chunk.names) and chunk.vectors.shape[1] != scorer.dim:
                 raise PerceptError(f"the embeddings have {chunk.vectors.shape[1]} dimensions but the model's "
                                    f"vectors have {scorer.dim}: rate with embeddings from the model's CLIP model")
-            table = _table(chunk, scorer.categories, scorer.predict(chunk.vectors), average_panoramic)
+            table = _table(chunk, scorer.categories, _scores(scorer, chunk.vectors), average_panoramic)
             if locations is not None:
                 where = locations.lookup(chunk.names, chunk.first_crop)
                 table = pd.concat([table, where], axis=1)
@@ -243,7 +298,18 @@ def rate(model: ExportedModel, embeddings_dir: str | Path, out: str | Path, *, l
             write(table)
             written += len(table)
             progress.update(int(chunk.crops.sum()))
-    return RateSummary(written, unlocated, Path(out))
+    return RateSummary(written, unlocated, Path(out), zero)
+
+
+def _scores(scorer: MultiScorer, vectors: np.ndarray) -> np.ndarray:
+    """Scores of unit query vectors; NaN (an empty score) for zero vectors, which have no direction."""
+    usable = vectors.any(axis=1)
+    if usable.all():
+        return scorer.predict(vectors)
+    scores = np.full((len(vectors), len(scorer.categories)), np.nan)
+    if usable.any():
+        scores[usable] = scorer.predict(vectors[usable])
+    return scores
 
 
 def _table(chunk: Chunk, categories: list[str], scores: np.ndarray, panoramic: bool) -> pd.DataFrame:
@@ -300,7 +366,7 @@ class _Writer:
             schema = arrow.schema
             if self.kind == "geoparquet":
                 schema = schema.with_metadata({**(schema.metadata or {}), b"geo": json.dumps(GEO_METADATA).encode()})
-            self.parquet = pq.ParquetWriter(self.path, schema)
+            self.parquet = pq.ParquetWriter(arrow_path(self.path), schema)
         self.parquet.write_table(arrow.cast(self.parquet.schema))
 
     def __exit__(self, exc_type, exc, tb):
@@ -343,7 +409,7 @@ def read_rated(path: str | Path) -> RatedPoints:
         if suffix == ".csv":
             table = pd.read_csv(path)
         elif suffix in (".parquet", ".geoparquet"):
-            table = pd.read_parquet(path)
+            table = pd.read_parquet(arrow_path(path))
         elif suffix in (".geojson", ".json"):
             table = _geojson_table(path)
         else:
@@ -353,16 +419,35 @@ def read_rated(path: str | Path) -> RatedPoints:
     categories = [c for c in CATEGORIES if c in table.columns]
     if "lon" not in table.columns or "lat" not in table.columns or "image" not in table.columns or not categories:
         raise PerceptError(f"rated file {path} lacks image, lon, lat or score columns: rate with --locations FILE")
+    for column in ("lon", "lat", *categories):
+        table[column] = _numbers(table[column], path, column)
     table = table[table["lon"].notna() & table["lat"].notna()]
     return RatedPoints(table["image"].astype(str).to_numpy(), table["lon"].to_numpy(np.float64),
                        table["lat"].to_numpy(np.float64), table[categories].to_numpy(np.float64), categories)
 
 
+def _numbers(values: pd.Series, path: Path, column: str) -> pd.Series:
+    """A rated file's column as float64 (empty cells NaN), refusing text and other non-numbers."""
+    if values.dtype.kind in "fiu":
+        return values.astype(np.float64)
+    numbers = pd.to_numeric(values.where(values.map(lambda v: type(v) is not bool), "?"), errors="coerce")
+    bad = numbers.isna() & values.notna()
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise PerceptError(f"rated file {path}: row {row + 1} holds {values.iloc[row]!r} in column {column!r}, "
+                           "not a number: re-run 'percept rate'")
+    return numbers.astype(np.float64)
+
+
 def _geojson_table(path: Path) -> pd.DataFrame:
     data = json.loads(path.read_text(encoding="utf-8"))
     rows = []
-    for feature in data.get("features", []) if isinstance(data, dict) else []:
-        geometry = feature.get("geometry") or {}
-        coords = geometry.get("coordinates") or [None, None]
-        rows.append({**(feature.get("properties") or {}), "lon": coords[0], "lat": coords[1]})
+    for number, feature in enumerate(data.get("features", []) if isinstance(data, dict) else []):
+        geometry = (feature.get("geometry") or {}) if isinstance(feature, dict) else None
+        coords = (geometry.get("coordinates") or [None, None]) if isinstance(geometry, dict) else None
+        props = (feature.get("properties") or {}) if isinstance(feature, dict) else None
+        if not isinstance(props, dict) or not isinstance(coords, list) or len(coords) < 2:
+            raise PerceptError(f"rated file {path}: feature {number} is not a Point feature with properties: "
+                               "re-run 'percept rate'")
+        rows.append({**props, "lon": coords[0], "lat": coords[1]})
     return pd.DataFrame(rows)

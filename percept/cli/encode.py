@@ -19,7 +19,8 @@ def register(subparsers) -> None:
                     "percept:tiny is built in and needs none (its vectors carry no learned meaning).")
     parser.add_argument("images", metavar="IMAGES", help="folder of images")
     parser.add_argument("-o", "--output", metavar="DIRECTORY",
-                        help="embeddings folder (default: embeddings-<model with / replaced by _>)")
+                        help="embeddings folder (default: embeddings-<model name, each character other than "
+                             "letters, digits, . _ - replaced by _>)")
     parser.add_argument("-m", "--model", "--clip-model", dest="model", default=DEFAULT_MODEL, metavar="MODELNAME",
                         help="percept:tiny, percept:small, open_clip:ARCH[/TAG], hf_clip:ORG/NAME or an OpenAI "
                              f"name such as ViT-B/32 (default {DEFAULT_MODEL})")

@@ -10,12 +10,14 @@ from pathlib import Path
 from PIL import Image
 
 from percept.cli.common import positive_int
+from percept.data.vector_checks import refuse_unusable
 from percept.errors import PerceptError
 from percept.model.io import ExportedModel, load_model
 from percept.model.knn import l2_normalise
 from percept.model.scoring import MultiScorer, check_encoder
 
 BATCH = 32
+ENCODER_FAILED = "the encoder cannot score this image; check the image and the model's weights (--pretrained)"
 
 
 def add_model_arguments(parser) -> None:
@@ -80,6 +82,7 @@ def run(args) -> int:
     for start in range(0, len(args.images), BATCH):
         paths = args.images[start:start + BATCH]
         vectors = encode_pil_images(encoder, [read_image(p) for p in paths])
+        refuse_unusable(vectors, lambda row: f"the vector of image {paths[row]}", ENCODER_FAILED)
         rows += zip(paths, scorer.predict(l2_normalise(vectors)))
     print_scores(rows, scorer.categories, "json" if args.json else "csv" if args.csv else "table")
     return 0

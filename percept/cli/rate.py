@@ -54,6 +54,8 @@ def run(args) -> int:
         locations = read_locations(args.locations)
     summary = rate(model, embeddings, args.out, locations=locations, average_panoramic=args.average_panoramic,
                    chunk_size=args.chunk_size, k=args.k, text_dir=args.text_embeddings, quiet=args.quiet)
+    if summary.warning():
+        print(summary.warning(), file=sys.stderr)
     if not args.quiet:
         note = f" ({summary.without_location} without a location)" if summary.without_location else ""
         print(f"rated {summary.rows} images{note} into {summary.out}", file=sys.stderr)

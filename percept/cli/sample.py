@@ -19,7 +19,7 @@ def register(subparsers) -> None:
         description="Write a sample survey into DIR: images/ of procedurally drawn street scenes whose drawn "
                     "elements set the five scores, data.geojson (points in Amsterdam, the 76 environmental keys), "
                     "demo.csv (ratings by simulated raters), locations.csv and scenes.csv (true scores). "
-                    "The same seed gives the same files. DIR must be new, empty or an earlier sample.")
+                    "The same seed gives the same files. DIR must be new or empty, unless --force.")
     parser.add_argument("dir", metavar="DIR", help="folder to write the survey into")
     parser.add_argument("--images", type=positive_int, default=None, metavar="N",
                         help=f"number of images (default {DEFAULT_IMAGES[False]}; "
@@ -29,6 +29,9 @@ def register(subparsers) -> None:
                         help="no images: write vectors in embeddings/ (clip-retrieval layout) for benchmarks")
     parser.add_argument("--dim", type=positive_int, default=None, metavar="D",
                         help=f"vector dimension with --synthetic (default {DEFAULT_DIM})")
+    parser.add_argument("--force", action="store_true",
+                        help="write into a folder that is not empty: an earlier sample's files are replaced, "
+                             "other files are kept")
     parser.add_argument("--quiet", "-q", action="store_true", help="print nothing")
     parser.set_defaults(run=run)
 
@@ -48,13 +51,14 @@ def run(args) -> int:
     if args.synthetic:
         from percept.synthetic.vectors import generate_synthetic_survey
 
-        info = generate_synthetic_survey(args.dir, n_images, dim=args.dim or DEFAULT_DIM, seed=args.seed)
+        info = generate_synthetic_survey(args.dir, n_images, dim=args.dim or DEFAULT_DIM, seed=args.seed,
+                                         force=args.force)
     else:
         if args.dim is not None:
             raise PerceptError("--dim applies to --synthetic surveys only: drawn images are encoded later")
         from percept.synthetic.sample import generate_sample
 
-        info = generate_sample(args.dir, n_images, seed=args.seed)
+        info = generate_sample(args.dir, n_images, seed=args.seed, force=args.force)
     if not args.quiet:
         print(summary(info))
     return 0

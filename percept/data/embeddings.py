@@ -2,13 +2,14 @@
 
 ``DIR/img_emb/img_emb_N.npy`` (float16 rows) beside ``DIR/metadata/metadata_N.parquet``
 (first column ``image_path``); text embeddings use ``text_emb/text_emb_N.npy`` and
-the metadata column ``caption``. Parts are read in numeric order of N.
+the metadata column ``caption``. Parts are read in numeric order of N. Every row read
+is checked: NaN or infinite values are refused, naming the file and row.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,26 +18,76 @@ import pyarrow
 import pyarrow.parquet as pq
 
 from percept.atomic import atomic_path
+from percept.data.vector_checks import check_rows, refuse_nonfinite
 from percept.errors import PerceptError
 
 if TYPE_CHECKING:
     import pandas as pd
 
 KINDS = {"img": "image_path", "text": "caption"}
+REENCODE = "re-encode the images (--skip-cache)"
+#: Characters a default folder name may keep; any other (``:``, ``/``, spaces, ...) becomes ``_``.
+UNSAFE_NAME_CHARACTERS = re.compile(r"[^A-Za-z0-9._-]")
 
 
 @dataclass
 class Embeddings:
-    """Rows of vectors and, for each, the metadata column naming it (image path or caption)."""
+    """Rows of vectors and, for each, the metadata column naming it (image path or caption).
+
+    ``files`` lists, for embeddings read from disk, each part's vector file and its row
+    count, so that a row can be traced to the file holding it.
+    """
 
     names: list[str]
     vectors: np.ndarray
     metadata: pyarrow.Table
+    files: list[tuple[Path, int]] = field(default_factory=list)
+    _zero_rows: np.ndarray | None = field(default=None, repr=False)
+
+    def zero_rows(self, folder: str | Path = "embeddings") -> np.ndarray:
+        """Positions of the all-zero rows; refuses NaN or infinite rows (naming file and row) on first use.
+
+        ``folder`` names the embeddings in messages when the rows were not read from files.
+        """
+        if self._zero_rows is None:
+            check = check_rows(self.vectors)
+            refuse_nonfinite(check, lambda row: self.describe_row(row, folder), REENCODE)
+            self._zero_rows = check.zero
+        return self._zero_rows
+
+    def describe_row(self, row: int, folder: str | Path = "embeddings") -> str:
+        """``FILE row R (NAME)`` for a row read from disk (R counts from 0 within the file), else
+        ``embeddings in FOLDER, row R (NAME)``."""
+        start = 0
+        for path, rows in self.files:
+            if row < start + rows:
+                return f"{path} row {row - start} ({self.names[row]})"
+            start += rows
+        return f"embeddings in {folder}, row {row} ({self.names[row]})"
+
+
+def embeddings_dir_name(model: str) -> str:
+    """The default folder: ``embeddings-`` + the model name with every character that pyarrow or a
+    shell treats specially (``:``, ``/``, spaces, ...) replaced by ``_``, e.g. ``embeddings-percept_tiny``."""
+    return "embeddings-" + UNSAFE_NAME_CHARACTERS.sub("_", model)
+
+
+def legacy_embeddings_dir_name(model: str) -> str:
+    """The original tool's default: ``embeddings-`` + the model name with only ``/`` replaced by ``_``."""
+    return "embeddings-" + model.replace("/", "_")
 
 
 def default_embeddings_dir(model: str) -> str:
-    """The original tool's default: ``embeddings-`` + the model name with ``/`` replaced by ``_``."""
-    return "embeddings-" + model.replace("/", "_")
+    """:func:`embeddings_dir_name`, or the original tool's name when a cache exists only under that."""
+    name, legacy = embeddings_dir_name(model), legacy_embeddings_dir_name(model)
+    if legacy != name and Path(legacy).is_dir() and not Path(name).exists():
+        return legacy
+    return name
+
+
+def arrow_path(path: str | Path) -> str:
+    """``path`` made absolute, so that pyarrow never reads a relative ``a:b/...`` as a URI scheme."""
+    return str(Path(path).absolute())
 
 
 def part_paths(root: str | Path, kind: str = "img") -> list[tuple[Path, Path]]:
@@ -77,19 +128,28 @@ def read_embeddings(root: str | Path, kind: str = "img") -> Embeddings:
     """Read every part of a clip-retrieval embeddings folder, checking rows against metadata."""
     root = Path(root)
     column = KINDS[kind]
-    vectors, frames = [], []
+    vectors, frames, files, zero = [], [], [], []
     for vec_path, meta_path in required_parts(root, kind):
         part_vectors = _load_npy(vec_path)
         meta = read_metadata(meta_path, column)
         check_row_counts(vec_path, len(part_vectors), meta_path, len(meta))
+        check = check_rows(part_vectors)
+        refuse_nonfinite(check, _row_label(vec_path, meta.column(column)), REENCODE)
+        zero.append(check.zero + sum(rows for _, rows in files))
         vectors.append(part_vectors)
         frames.append(meta)
+        files.append((vec_path, len(part_vectors)))
     metadata = pyarrow.concat_tables(frames, promote_options="default")
     dims = {v.shape[1] for v in vectors if v.ndim == 2}
     if len(dims) > 1:
         raise PerceptError(f"embedding parts in {root} have different dimensions {sorted(dims)}: re-encode them")
     stacked = vectors[0] if len(vectors) == 1 else np.concatenate(vectors)
-    return Embeddings([str(name) for name in metadata.column(column).to_pylist()], stacked, metadata)
+    names = [str(name) for name in metadata.column(column).to_pylist()]
+    return Embeddings(names, stacked, metadata, files, np.concatenate(zero))
+
+
+def _row_label(path: Path, names: pyarrow.ChunkedArray):
+    return lambda row: f"{path} row {row} ({names[row].as_py()})"
 
 
 def _load_npy(path: Path) -> np.ndarray:
@@ -99,6 +159,8 @@ def _load_npy(path: Path) -> np.ndarray:
         raise PerceptError(f"cannot read embeddings file {path} ({exc}): re-encode the images") from None
     if array.ndim != 2:
         raise PerceptError(f"{path} holds an array of shape {array.shape}, not rows of vectors: re-encode")
+    if array.dtype.kind not in "fiu":
+        raise PerceptError(f"{path} holds {array.dtype} values, not numbers: re-encode the images")
     return array
 
 
@@ -107,11 +169,15 @@ def read_metadata(path: Path, column: str, names_only: bool = False) -> pyarrow.
     if not path.exists():
         raise PerceptError(f"metadata file {path} is missing: the embeddings are incomplete, re-encode them")
     try:
-        table = pq.read_table(path, columns=[column] if names_only else None)
+        table = pq.read_table(arrow_path(path), columns=[column] if names_only else None)
     except (OSError, pyarrow.ArrowException) as exc:
         raise PerceptError(f"cannot read metadata file {path} ({exc}): re-encode the images") from None
     if column not in table.column_names:
         raise PerceptError(f"metadata file {path} has no {column!r} column: is this a clip-retrieval output?")
+    names = table.column(column)
+    if names.null_count:
+        row = int(np.flatnonzero(names.is_null().to_numpy(zero_copy_only=False))[0])
+        raise PerceptError(f"metadata file {path}: row {row} has no {column}: re-encode the images")
     return table
 
 

@@ -118,9 +118,33 @@ def _from_geojson(path: Path) -> pd.DataFrame:
             raise PerceptError(f"locations GeoJSON {path}: feature {number} needs a Point geometry and an image "
                                f"name property ({', '.join(NAME_KEYS)})")
         angle, sequence = _pick(props, ANGLE_KEYS), _pick(props, SEQUENCE_KEYS)
-        rows.append((props[name], coords[0], coords[1], props.get(angle) if angle else None,
-                     props.get(sequence) if sequence else None))
+        row = (props[name], coords[0], coords[1], props.get(angle) if angle else None,
+               props.get(sequence) if sequence else None)
+        _check_types(row, path, number)
+        rows.append(row)
     return pd.DataFrame(rows, columns=["name", "lon", "lat", "angle", "sequence"])
+
+
+def _is_number(value) -> bool:
+    return type(value) is int or type(value) is float
+
+
+def _is_identifier(value) -> bool:
+    return type(value) is str or type(value) is int
+
+
+#: What each value of a GeoJSON location must be (None allowed only where said).
+_EXPECTED = (("image name", _is_identifier, False, "a string"), ("longitude", _is_number, False, "a number"),
+             ("latitude", _is_number, False, "a number"), ("angle", _is_number, True, "a number or null"),
+             ("sequence", _is_identifier, True, "a string, a whole number or null"))
+
+
+def _check_types(row: tuple, path: Path, number: int) -> None:
+    """Refuse a GeoJSON location whose values have the wrong JSON types (text coordinates, ...)."""
+    for value, (what, valid, optional, expected) in zip(row, _EXPECTED):
+        if not (valid(value) or (optional and value is None)):
+            raise PerceptError(f"locations GeoJSON {path}: feature {number} holds {what} {value!r} "
+                               f"({type(value).__name__}), which must be {expected}: fix the file")
 
 
 def _validate(frame: pd.DataFrame, path: Path) -> pd.DataFrame:

@@ -13,11 +13,14 @@ import pandas as pd
 
 from percept.categories import CATEGORY_BY_ID
 from percept.data.filters import RatingFilter, in_netherlands
-from percept.data.survey import SampleSet, Survey, match_features, to_samples
+from percept.data.survey import SampleSet, Survey, image_name, match_features, to_samples
 from percept.errors import PerceptError
 
 INTEGER_COLUMNS = ("image_id", "category_id", "rating_id", "session_id", "rating", "score", "age")
 REQUIRED_RATING_COLUMNS = ("image_id", "category_id", "rating")
+#: The values an integer column may hold (inclusive); others hold any whole number numpy can count exactly.
+COLUMN_RANGES = {"category_id": (1, 5), "rating": (1, 5), "age": (0, 150)}
+WHOLE_NUMBER_LIMIT = 2 ** 53
 
 
 def load_ratings(path: str | Path, needed: tuple[str, ...] = ()) -> pd.DataFrame:
@@ -40,13 +43,16 @@ def load_ratings(path: str | Path, needed: tuple[str, ...] = ()) -> pd.DataFrame
 
 
 def _integer_column(values: pd.Series, column: str, path: Path, allow_missing: bool) -> pd.Series:
+    """The column as Int64, refusing text, fractions and values outside the column's range."""
+    low, high = COLUMN_RANGES.get(column, (-WHOLE_NUMBER_LIMIT, WHOLE_NUMBER_LIMIT))
     numbers = pd.to_numeric(values, errors="coerce")
-    bad = (numbers.isna() & values.notna()) | (numbers.notna() & (numbers % 1 != 0))
+    bad = (numbers.isna() & values.notna()) | (numbers.notna() & ((numbers % 1 != 0) | ~numbers.between(low, high)))
     if not allow_missing:
         bad |= values.isna()
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise PerceptError(f"demographics CSV {path}: column {column!r} needs whole numbers, but data row "
+        needs = f"whole numbers from {low} to {high}" if column in COLUMN_RANGES else "whole numbers"
+        raise PerceptError(f"demographics CSV {path}: column {column!r} needs {needs}, but data row "
                            f"{row + 1} holds {values.iloc[row]!r}")
     return numbers.astype("Int64")
 
@@ -77,7 +83,7 @@ def rating_samples(names: list[str], survey: Survey, ratings: pd.DataFrame) -> S
     matched, unmatched = match_features(names, survey)
     image_rows = pd.DataFrame({
         "row": [r for r, f in enumerate(matched) if f is not None],
-        "image_id": pd.array([_image_id(survey.features[f]) for f in matched if f is not None], dtype="Int64"),
+        "image_id": pd.array([_image_id(survey, f) for f in matched if f is not None], dtype="Int64"),
     })
     table = ratings.assign(csv_order=np.arange(len(ratings)))
     joined = image_rows.merge(table, on="image_id", how="inner").sort_values(["row", "csv_order"], kind="stable")
@@ -89,9 +95,11 @@ def rating_samples(names: list[str], survey: Survey, ratings: pd.DataFrame) -> S
     return SampleSet(by_category, unmatched, unrated, frames)
 
 
-def _image_id(props: dict) -> int | None:
-    value = props.get("image_id")
-    try:
+def _image_id(survey: Survey, feature: int) -> int:
+    """The feature's ``image_id``, which joins it to its rating rows: a whole JSON number."""
+    value = survey.features[feature].get("image_id")
+    if type(value) is int or (type(value) is float and value.is_integer() and abs(value) <= WHOLE_NUMBER_LIMIT):
         return int(value)
-    except (TypeError, ValueError):
-        return None
+    what = "has no 'image_id'" if value is None else f"holds 'image_id' {value!r}, not a whole number"
+    raise PerceptError(f"{survey.source}: feature {feature} ({image_name(survey.features[feature]['url'])}) "
+                       f"{what}: ratings are joined to images by it, so fix the survey GeoJSON")

@@ -17,6 +17,8 @@ from percept.memory import release_free_memory
 
 #: The properties the KNN needs from each feature (environmental keys aside).
 CORE_PROPERTIES = frozenset({"image_id", "url", *(f"average_{c}" for c in CATEGORIES)})
+#: Ratings, and so their averages, lie on this scale.
+SCORE_RANGE = (1.0, 5.0)
 
 
 def image_name(path_or_url: str) -> str:
@@ -31,6 +33,7 @@ class Survey:
     features: list[dict]
     by_name: dict[str, int] = field(default_factory=dict)
     duplicates: int = 0
+    source: str = "survey"  # the file, for messages
 
     def feature_for(self, name: str) -> dict | None:
         index = self.by_name.get(image_name(name))
@@ -54,11 +57,14 @@ def parse_survey(data: object, source: str = "survey", keep: frozenset[str] | No
         if not isinstance(props, dict) or not props.get("url"):
             raise PerceptError(f"{source}: feature {number} has no 'url' property naming its image; "
                                "every survey feature needs one")
+        if type(props["url"]) is not str:
+            raise PerceptError(f"{source}: feature {number} holds 'url' {props['url']!r}, not a string: "
+                               "the url must be the image's URL as text")
         name = image_name(props["url"])
         duplicates += name in by_name
         by_name[name] = len(properties)
         properties.append(props if keep is None else {k: props[k] for k in keep if k in props})
-    return Survey(properties, by_name, duplicates)
+    return Survey(properties, by_name, duplicates, source)
 
 
 def load_survey(path: str | Path, keep: frozenset[str] | None = None) -> Survey:
@@ -109,10 +115,14 @@ def match_features(names: list[str], survey: Survey) -> tuple[list[int | None], 
 
 
 def average_samples(names: list[str], survey: Survey) -> SampleSet:
-    """One sample per image and category whose ``average_<category>`` is present and not null."""
+    """One sample per image and category whose ``average_<category>`` is present and not null.
+
+    Each average must be a JSON number from 1 to 5 (or null); anything else is refused.
+    """
     matched, unmatched = match_features(names, survey)
     rows = {c: [] for c in CATEGORIES}
     scores = {c: [] for c in CATEGORIES}
+    low, high = SCORE_RANGE
     for row, feature in enumerate(matched):
         if feature is None:
             continue
@@ -120,9 +130,18 @@ def average_samples(names: list[str], survey: Survey) -> SampleSet:
         for category in CATEGORIES:
             value = props.get(f"average_{category}")
             if value is not None:
+                if (type(value) is not float and type(value) is not int) or not low <= value <= high:
+                    raise _bad_average(survey, feature, category, value)
                 rows[category].append(row)
                 scores[category].append(float(value))
     return SampleSet({c: to_samples(rows[c], scores[c]) for c in CATEGORIES}, unmatched)
+
+
+def _bad_average(survey: Survey, feature: int, category: str, value: object) -> PerceptError:
+    name = image_name(survey.features[feature]["url"])
+    return PerceptError(f"{survey.source}: feature {feature} ({name}) holds 'average_{category}' {value!r} "
+                        f"({type(value).__name__}): an average must be a number from 1 to 5 or null, "
+                        "so fix the survey GeoJSON")
 
 
 def to_samples(rows, scores) -> Samples:

@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from percept.atomic import atomic_write_text
+from percept.data.embeddings import arrow_path
 
 FORMAT = 1
 MANIFEST_NAMES = {"img": "percept_img_manifest.json", "text": "percept_text_manifest.json"}
@@ -104,7 +105,7 @@ def read_part(folder: str | Path, kind: str, part: int, rows: int):
     metadata_path = folder / "metadata" / f"metadata_{part}.parquet"
     try:
         vectors = np.load(vectors_path, allow_pickle=False)
-        metadata = pq.read_table(metadata_path).to_pandas()
+        metadata = pq.read_table(arrow_path(metadata_path)).to_pandas()
     except Exception:  # noqa: BLE001 - a missing or damaged part is simply not reused
         return None
     if vectors.ndim != 2 or len(vectors) != rows or len(metadata) != rows:

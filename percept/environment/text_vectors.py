@@ -16,6 +16,7 @@ import numpy as np
 
 from percept.data.embeddings import Embeddings, has_embeddings, read_embeddings
 from percept.data.survey import Survey, image_name
+from percept.data.vector_checks import refuse_unusable
 from percept.encoders.options import EncodingOptions
 from percept.encoders.tokens import token_counter
 from percept.environment.clauses import (
@@ -54,6 +55,9 @@ def environmental_vectors(encoding: EncodingOptions, environment: EnvironmentOpt
     """Image vectors combined with their prompts' text vectors (rows unchanged, unit length)."""
     prompts = image_prompts(environment, survey, names, log)
     texts = text_vectors(encoding, environment, names, prompts, log)
+    root = prompt_root(encoding.embeddings_folder, environment.prompt_style)
+    refuse_unusable(texts, lambda row: f"text embeddings in {root}, row {row} ({image_name(names[row])})",
+                    "encode the prompts again (--skip-cache)")
     return l2_normalise(combine(vectors, texts, environment.method))
 
 

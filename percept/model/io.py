@@ -19,6 +19,7 @@ import numpy as np
 
 from percept.atomic import atomic_path
 from percept.categories import CATEGORIES
+from percept.data.vector_checks import refuse_unusable
 from percept.errors import PerceptError
 from percept.model.weighting import DEFAULT_WEIGHTING
 
@@ -87,10 +88,7 @@ def load_model(path: str | Path) -> ExportedModel:
     vectors, scores = {}, {}
     for category in CATEGORIES:
         if f"{category}_vecs" in arrays and f"{category}_scores" in arrays:
-            vectors[category] = arrays[f"{category}_vecs"].astype(np.float64, copy=False)
-            scores[category] = arrays[f"{category}_scores"].astype(np.float64, copy=False)
-            if vectors[category].ndim != 2 or len(vectors[category]) != len(scores[category]):
-                raise PerceptError(f"{path}: {category} vectors and scores disagree in length: re-export the model")
+            vectors[category], scores[category] = _category_arrays(path, category, arrays)
     if not vectors:
         raise PerceptError(f"{path} holds no <category>_vecs/<category>_scores arrays: is it a Percept model?")
     settings = images = None
@@ -101,7 +99,54 @@ def load_model(path: str | Path) -> ExportedModel:
             images = _from_json_bytes(arrays[IMAGES_KEY])
     except (ValueError, TypeError) as exc:
         raise PerceptError(f"{path}: unreadable model settings ({exc}): re-export the model") from None
+    if settings is not None:
+        _check_settings(path, settings)
+    if images is not None:
+        _check_images(path, images)
     return ExportedModel(vectors, scores, settings, images)
+
+
+def _category_arrays(path: Path, category: str, arrays: dict) -> tuple[np.ndarray, np.ndarray]:
+    """One category's vectors and scores as float64, refusing wrong types, NaN, infinities and zero vectors."""
+    vecs, scores = arrays[f"{category}_vecs"], arrays[f"{category}_scores"]
+    for key, array, ndim in ((f"{category}_vecs", vecs, 2), (f"{category}_scores", scores, 1)):
+        if array.dtype.kind not in "fiu" or array.ndim != ndim:
+            raise PerceptError(f"{path}: {key} holds a {array.dtype} array of shape {array.shape}, not "
+                               f"{'rows of vectors' if ndim == 2 else 'one score per sample'}: re-export the model")
+    if len(vecs) != len(scores):
+        raise PerceptError(f"{path}: {category} vectors and scores disagree in length: re-export the model")
+    refuse_unusable(vecs, lambda row: f"{path}: {category}_vecs row {row}", "re-export the model")
+    bad = np.flatnonzero(~np.isfinite(scores))
+    if len(bad):
+        raise PerceptError(f"{path}: {category}_scores row {bad[0]} holds {scores[bad[0]]}, not a finite score: "
+                           "re-export the model")
+    return vecs.astype(np.float64, copy=False), scores.astype(np.float64, copy=False)
+
+
+#: The JSON types of each recorded setting (None allowed where listed).
+_SETTING_TYPES = {"clip_model": (str, type(None)), "k": (int,), "weighting": (str,),
+                  "environmental_method": (str, type(None)), "prompt_style": (int, type(None)),
+                  "weights_id": (str, type(None)), "extra": (dict,)}
+
+
+def _check_settings(path: Path, settings: ModelSettings) -> None:
+    for name, types in _SETTING_TYPES.items():
+        value = getattr(settings, name)
+        if type(value) not in types:
+            raise PerceptError(f"{path}: the model setting {name!r} holds {value!r} ({type(value).__name__}), "
+                               f"which must be {' or '.join(t.__name__ for t in types).replace('NoneType', 'null')}: "
+                               "re-export the model")
+    if settings.k < 1:
+        raise PerceptError(f"{path}: the model setting 'k' is {settings.k}, not a positive number: re-export the model")
+
+
+def _check_images(path: Path, images) -> None:
+    """The recorded survey image of each sample: per category, one string per score."""
+    valid = isinstance(images, dict) and all(
+        isinstance(names, list) and all(type(n) is str for n in names) for names in images.values())
+    if not valid:
+        raise PerceptError(f"{path}: {IMAGES_KEY} must map each category to a list of image names: "
+                           "re-export the model")
 
 
 def _json_bytes(value) -> np.ndarray:

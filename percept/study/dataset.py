@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from percept.data.embeddings import Embeddings, read_embeddings
+from percept.data.embeddings import REENCODE, Embeddings, read_embeddings
 from percept.data.filters import RatingFilter
 from percept.data.survey import (
     CORE_PROPERTIES,
@@ -23,6 +23,7 @@ from percept.data.survey import (
     load_survey,
     match_features,
 )
+from percept.data.vector_checks import refuse_zero
 from percept.encoders.options import EncodingOptions
 from percept.environment.options import EnvironmentOptions
 from percept.errors import PerceptError
@@ -72,6 +73,9 @@ def load_dataset(selection: DataSelection, log: Log = print) -> Dataset:
     if not keep.any():
         raise PerceptError(f"no embedding row matches an image of {selection.geojson}: embeddings and survey "
                            "name different images (rows match by the file name after the last '/')")
+    folder = selection.encoding.embeddings_folder
+    zero = embeddings.zero_rows(folder)
+    refuse_zero(zero[keep[zero]], lambda row: embeddings.describe_row(row, folder), REENCODE)
     if unmatched:
         log(f"skipped {len(unmatched)} embedding rows with no survey feature (first: {unmatched[0]})")
     names = [n for n, k in zip(embeddings.names, keep) if k]

@@ -277,10 +277,12 @@ def _round(values: np.ndarray) -> np.ndarray:
     return np.round(np.asarray(values, dtype=np.float64), 4)
 
 
-def claim_output_dir(out_dir: str | Path, kind: str, seed: int, files: list[str]) -> Path:
-    """Make ``out_dir`` ready for a sample: empty, or a previous sample whose stale files are removed.
+def claim_output_dir(out_dir: str | Path, kind: str, seed: int, files: list[str], force: bool = False) -> Path:
+    """Make ``out_dir`` ready for a sample: a new or empty folder, or with ``force`` any folder.
 
-    Writes the marker first, listing the files this sample owns, so an interrupted run can be redone.
+    With ``force``, an earlier sample's files that this one does not write are removed; files
+    that no sample wrote are kept. Writes the marker first, listing the files this sample owns,
+    so an interrupted run can be redone.
     """
     root = Path(out_dir)
     if root.exists() and not root.is_dir():
@@ -288,18 +290,25 @@ def claim_output_dir(out_dir: str | Path, kind: str, seed: int, files: list[str]
     marker = root / MARKER
     old_files: list[str] = []
     if root.is_dir() and any(root.iterdir()):
-        if not marker.is_file():
-            raise PerceptError(f"{root} is not empty and holds no sample survey ({MARKER} is missing): "
-                               "give a new or empty folder")
-        try:
-            old_files = list(json.loads(marker.read_text(encoding="utf-8"))["files"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise PerceptError(f"cannot read {marker} ({exc}): remove the folder or give another one") from None
+        if not force:
+            earlier = "an earlier sample survey" if marker.is_file() else "files that are not a sample survey"
+            raise PerceptError(f"{root} is not empty (it holds {earlier}): give a new or empty folder, or "
+                               "--force to write the sample into it (overwriting its sample files)")
+        old_files = _earlier_files(marker)
     root.mkdir(parents=True, exist_ok=True)
     atomic_write_text(marker, json.dumps({"generator": f"percept {kind} sample", "seed": seed, "files": files},
                                          indent=1) + "\n")
     _remove_stale(root, sorted(set(old_files) - set(files)))
     return root
+
+
+def _earlier_files(marker: Path) -> list[str]:
+    """The files an earlier sample listed in its marker (none when there is no readable marker)."""
+    try:
+        files = json.loads(marker.read_text(encoding="utf-8"))["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    return [name for name in files if isinstance(name, str)] if isinstance(files, list) else []
 
 
 def _remove_stale(root: Path, names: list[str]) -> None:

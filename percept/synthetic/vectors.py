@@ -43,13 +43,17 @@ IMAGE_PATH = "/data/img/ams/"
 
 
 def generate_synthetic_survey(out_dir: str | Path, n_images: int = 20000, dim: int = 1024,
-                              ratings_per_image: float = 3.0, seed: int = 0, parts: int = 1) -> SampleInfo:
-    """Write embeddings/ (clip-retrieval layout), data.geojson, demo.csv, locations.csv and scenes.csv."""
+                              ratings_per_image: float = 3.0, seed: int = 0, parts: int = 1,
+                              force: bool = False) -> SampleInfo:
+    """Write embeddings/ (clip-retrieval layout), data.geojson, demo.csv, locations.csv and scenes.csv.
+
+    ``out_dir`` must be new or empty unless ``force`` (see :func:`claim_output_dir`).
+    """
     if n_images < 1 or dim < 2 or not 1 <= parts <= n_images:
         raise ValueError(f"need n_images >= 1, dim >= 2 and 1 <= parts <= n_images; got {n_images}, {dim}, {parts}")
     place_seq, scene_seq, rating_seq, env_seq, vector_seq = np.random.SeedSequence(seed).spawn(5)
     places = place_images(n_images, np.random.default_rng(place_seq))
-    root = claim_output_dir(out_dir, "vectors", seed, _owned_files(parts))
+    root = claim_output_dir(out_dir, "vectors", seed, _owned_files(parts), force)
     scene_rng = np.random.default_rng(scene_seq)
     profiles = street_profiles(places.n_panos, scene_rng)
     sunny = scene_rng.random(places.n_panos) < SUNNY_SHARE

@@ -16,6 +16,7 @@ from PIL import Image
 from percept.city.mapillary import MapillaryClient, MapillaryError
 from percept.city.rating import RatedPoints
 from percept.city.spatial_index import SpatialIndex
+from percept.data.vector_checks import BadVectors, refuse_unusable
 from percept.errors import PerceptError
 from percept.model.knn import l2_normalise
 from percept.model.scoring import MultiScorer
@@ -64,7 +65,12 @@ def create_app(state: AppState) -> FastAPI:
         if state.encode is None:
             raise HTTPException(503, "this server has no image encoder")
         with encode_lock:
-            vector = l2_normalise(state.encode([image]))
+            raw = state.encode([image])
+        try:
+            refuse_unusable(raw, lambda row: "the image's vector", "the encoder cannot score this image")
+        except BadVectors as exc:
+            raise HTTPException(422, str(exc)) from None
+        vector = l2_normalise(raw)
         return vector, state.scorer.predict(vector)[0]
 
     def scores_dict(values: np.ndarray, categories: list[str]) -> dict[str, float | None]:
