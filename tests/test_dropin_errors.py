@@ -180,3 +180,106 @@ def test_version_and_results_log_columns_in_help(run_tool, tmp_path):
     help_text = " ".join(run_tool(["clip_retrieval_knn", "--help"], cwd=tmp_path).stdout.split())
     assert "columns: " + "; ".join(f"{i}. {name}" for i, (name, _) in enumerate(COLUMNS, 1)) in help_text
     assert len(COLUMNS) == 11
+
+
+EMBEDDINGS = "embeddings/img_emb/img_emb_0.npy"
+
+
+def edit_vectors(survey, change):
+    path = survey / EMBEDDINGS
+    vectors = np.load(path)
+    change(vectors)
+    np.save(path, vectors)
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_nan_or_infinite_embedding_names_file_and_row(survey, capsys, value):
+    edit_vectors(survey, lambda v: v.__setitem__((17, 40), value))
+    code, out, err = run(BASE + ["-L", "results.csv"], capsys)
+    assert_clean_error(code, err, EMBEDDINGS, "row 17 (", "NaN or infinite")
+    assert not (survey / "results.csv").exists()
+
+
+def test_every_bad_row_is_counted_in_the_one_line(survey, capsys):
+    edit_vectors(survey, lambda v: v.__setitem__((slice(30, 33), 0), np.nan))
+    assert_clean_error(*run(BASE, capsys)[::2], "row 30 (", "and 2 more rows hold NaN")
+
+
+@pytest.mark.parametrize("extra", [["-L", "results.csv"], ["--export", "model.npz"]])
+def test_zero_vector_is_refused_in_evaluation_and_export(survey, capsys, extra):
+    edit_vectors(survey, lambda v: v.__setitem__(5, 0))
+    code, out, err = run(BASE + extra, capsys)
+    assert_clean_error(code, err, EMBEDDINGS, "row 5 (", "zero vector")
+    assert not (survey / "results.csv").exists() and not (survey / "model.npz").exists()
+
+
+def test_zero_vector_of_an_image_outside_the_survey_is_skipped(survey, capsys):
+    edit_vectors(survey, lambda v: v.__setitem__(5, 0))
+    edit_geojson(survey / "data.geojson", lambda d: d["features"][5]["properties"].update(url="x/elsewhere.jpg"))
+    code, out, err = run(BASE, capsys)
+    assert code == 0 and len(out.splitlines()) == 5
+
+
+def test_zero_vector_is_refused_by_percept_evaluate(survey, capsys):
+    from percept.cli.main import main as percept_main
+
+    edit_vectors(survey, lambda v: v.__setitem__(9, 0))
+    code = percept_main(["evaluate", *BASE, "--cv", "2", "-k", "3", "--no-baselines"])
+    assert_clean_error(code, capsys.readouterr().err, EMBEDDINGS, "row 9 (", "zero vector")
+
+
+def set_property(number, key, value):
+    return lambda d: d["features"][number]["properties"].__setitem__(key, value)
+
+
+@pytest.mark.parametrize("number, key, value, argv, fragments", [
+    (3, "url", 123, [], ["feature 3", "'url' 123", "not a string"]),
+    (3, "url", ["a.jpg"], [], ["feature 3", "'url'", "not a string"]),
+    (0, "average_pleasantness", "5.0", [], ["feature 0", "'average_pleasantness' '5.0' (str)", "from 1 to 5"]),
+    (0, "average_pleasantness", True, [], ["feature 0", "'average_pleasantness' True (bool)"]),
+    (0, "average_pleasantness", 7.5, [], ["feature 0", "'average_pleasantness' 7.5", "from 1 to 5"]),
+    (0, "average_safety", 0, [], ["feature 0", "'average_safety' 0", "from 1 to 5"]),
+    (0, "average_safety", {"mean": 3}, [], ["feature 0", "'average_safety'"]),
+    (0, "image_id", "1", ["-d", "demo.csv"], ["feature 0", "'image_id' '1'", "not a whole number"]),
+    (0, "image_id", 1.5, ["-d", "demo.csv"], ["feature 0", "'image_id' 1.5"]),
+    (0, "image_id", None, ["-d", "demo.csv"], ["feature 0", "has no 'image_id'"]),
+])
+def test_survey_property_of_the_wrong_type(survey, capsys, number, key, value, argv, fragments):
+    edit_geojson(survey / "data.geojson", set_property(number, key, value))
+    code, out, err = run(BASE + argv + ["-L", "results.csv"], capsys)
+    assert_clean_error(code, err, "data.geojson", *fragments)
+    assert not (survey / "results.csv").exists()
+
+
+def test_whole_float_image_id_is_a_json_number_like_any_other(survey, capsys):
+    _, expected, _ = run(BASE + ["-d", "demo.csv", "-q"], capsys)
+    edit_geojson(survey / "data.geojson", set_property(0, "image_id", 1.0))
+    code, out, _ = run(BASE + ["-d", "demo.csv", "-q"], capsys)
+    assert code == 0 and out == expected
+
+
+@pytest.mark.parametrize("column, value, needs", [
+    ("category_id", "6", "from 1 to 5"), ("category_id", "0", "from 1 to 5"),
+    ("rating", "0", "from 1 to 5"), ("rating", "7", "from 1 to 5"), ("rating", "five", "from 1 to 5"),
+    ("age", "-3", "from 0 to 150"), ("age", "1e9", "from 0 to 150"),
+    ("image_id", "99999999999999999999", "whole numbers"), ("session_id", "nan", "whole numbers"),
+])
+def test_demographics_value_out_of_range(survey, capsys, column, value, needs):
+    frame = pd.read_csv(survey / "demo.csv", dtype=str)
+    frame.loc[5, column] = value
+    frame.to_csv(survey / "demo.csv", index=False)
+    assert_clean_error(*run(BASE + ["-d", "demo.csv"], capsys)[::2], "demo.csv", f"column '{column}'", needs,
+                       "data row 6", repr(value))
+
+
+def test_embeddings_of_text_values(survey, capsys):
+    np.save(survey / EMBEDDINGS, np.full((400, 4), "x"))
+    assert_clean_error(*run(BASE, capsys)[::2], EMBEDDINGS, "<U1 values, not numbers")
+
+
+def test_metadata_without_image_name(survey, capsys):
+    meta = survey / "embeddings" / "metadata" / "metadata_0.parquet"
+    frame = pd.read_parquet(meta)
+    frame.loc[7, "image_path"] = None
+    frame.to_parquet(meta)
+    assert_clean_error(*run(BASE, capsys)[::2], "metadata_0.parquet", "row 7 has no image_path")
