@@ -409,3 +409,18 @@ def test_encode_reuses_a_cache_under_the_old_name(tmp_path, monkeypatch, capsys)
     shutil.rmtree(tmp_path / old)
     assert percept_main(["encode", "images", "-m", "percept:tiny", "-q"]) == 0
     assert (tmp_path / "embeddings-percept_tiny" / "img_emb" / "img_emb_0.npy").is_file()
+
+
+def test_console_script_prints_one_line_for_a_nan_embedding(survey_copy):
+    import subprocess
+    import sys
+
+    path = survey_copy / "embeddings" / "img_emb" / "img_emb_0.npy"
+    vectors = np.load(path)
+    vectors[250, 7] = np.inf
+    np.save(path, vectors)
+    done = subprocess.run([sys.executable, "-m", "percept.cli.dropin", "-g", "data.geojson", "-e", "embeddings",
+                           "-M", REFERENCE_MODEL, "--encoder", "builtin"], cwd=survey_copy, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 2 and done.stdout == ""
+    one_error_line(done.stderr, "embeddings/img_emb/img_emb_0.npy row 250 (", "NaN or infinite")

@@ -141,7 +141,7 @@ def _check_settings(path: Path, settings: ModelSettings) -> None:
 
 
 def _check_images(path: Path, images) -> None:
-    """The recorded survey image of each sample: per category, one string per score."""
+    """The recorded survey images: a mapping of each category to a list of image names."""
     valid = isinstance(images, dict) and all(
         isinstance(names, list) and all(type(n) is str for n in names) for names in images.values())
     if not valid:
