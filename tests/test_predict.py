@@ -44,9 +44,13 @@ def test_table_and_csv_output(tmp_path, photos, capsys):
     model_path = write_model(tmp_path / "model.npz", names=False)
     assert percept_main(["predict", "--model", str(model_path), str(photos[0])]) == 0
     table = capsys.readouterr().out.splitlines()
-    assert table[0].split() == ["image", *CATEGORIES] and table[1].startswith("photo_0.png")
+    assert table[0].split() == ["image", *CATEGORIES, "best_similarity", "out_of_domain"]
+    assert table[1].startswith("photo_0.png") and table[1].count("±") == len(CATEGORIES)
     assert percept_main(["predict", "--model", str(model_path), "--csv", *map(str, photos)]) == 0
-    assert len(capsys.readouterr().out.splitlines()) == 4
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 4
+    assert lines[0].split(",") == ["image", *CATEGORIES, *(f"{c}_sd" for c in CATEGORIES),
+                                   "best_similarity", "out_of_domain"]
 
 
 def test_bare_model_needs_clip_model(tmp_path, photos, capsys):

@@ -59,6 +59,7 @@ def build_state(tmp: Path, mapillary=None, images: bool = True):
     """AppState for the test model with the tiny encoder, rated points and (optionally) survey images."""
     from percept.city.rating import read_rated
     from percept.encoders import encode_pil_images, load_encoder
+    from percept.model.estimates import Estimator
     from percept.model.scoring import MultiScorer
     from percept.web.app import AppOptions, AppState
     from percept.web.images import ImageFolder
@@ -68,6 +69,7 @@ def build_state(tmp: Path, mapillary=None, images: bool = True):
     scorer = MultiScorer(model)
     encoder = load_encoder(TINY)
     return AppState(scorer=scorer, encode=lambda imgs: encode_pil_images(encoder, imgs),
+                    estimator=Estimator(model, scorer=scorer),
                     rated=read_rated(write_rated(tmp / "rated.csv")),
                     images=ImageFolder(write_images(tmp / "images")) if images else None,
                     names=sample_image_names(model, scorer), mapillary=mapillary,

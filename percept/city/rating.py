@@ -1,12 +1,15 @@
 """Rate every image of a city: stream embedding parts in bounded chunks through a model into a file.
 
 Rows are read from each part's ``.npy`` file a chunk at a time (never the whole part), scored
-with :class:`~percept.model.scoring.MultiScorer` and appended to the output, so memory does not grow
+with :class:`~percept.model.estimates.Estimator` and appended to the output, so memory does not grow
 with the number of images. Outputs by extension: ``.csv``, ``.parquet`` (GeoParquet when locations
 are given) and ``.geojson`` (needs locations).
 
 Rows with NaN or infinite values are refused (naming file and row). Zero vectors have no direction
 to compare: their scores are left empty, and the summary counts them for a warning.
+
+Each row carries its scores, their ``<category>_sd``, ``best_similarity``, ``out_of_domain`` and
+``in_survey``; survey images are scored without their own samples unless ``include_self``.
 """
 
 from __future__ import annotations
@@ -37,9 +40,9 @@ from percept.data.locations import Locations, location_key
 from percept.data.vector_checks import check_rows, refuse_nonfinite
 from percept.environment.combining import combine
 from percept.errors import PerceptError
+from percept.model.estimates import Estimates, Estimator
 from percept.model.io import ExportedModel
 from percept.model.knn import l2_normalise
-from percept.model.scoring import MultiScorer
 
 DEFAULT_CHUNK = 4096
 OUTPUT_SUFFIXES = (".csv", ".parquet", ".geoparquet", ".geojson")
@@ -78,6 +81,8 @@ class RateSummary:
     without_location: int
     out: Path
     zero: ZeroRows = field(default_factory=ZeroRows)  # rows whose scores were left empty
+    in_survey: int = 0
+    out_of_domain: int = 0
 
     def warning(self) -> str | None:
         """One line about the zero vectors whose scores were left empty (None when there were none)."""
@@ -265,13 +270,17 @@ def output_kind(path: str | Path, located: bool) -> str:
 
 def rate(model: ExportedModel, embeddings_dir: str | Path, out: str | Path, *, locations: Locations | None = None,
          average_panoramic: bool = False, chunk_size: int = DEFAULT_CHUNK, k: int | None = None,
-         text_dir: str | Path | None = None, quiet: bool = False) -> RateSummary:
-    """Score every embedding row (or panorama) in all five categories and write them to ``out``."""
+         text_dir: str | Path | None = None, include_self: bool = False, quiet: bool = False) -> RateSummary:
+    """Score every embedding row (or panorama) in all five categories and write them to ``out``.
+
+    Rows named after survey images of the model are scored without their own samples unless ``include_self``.
+    """
     if chunk_size < 1:
         raise PerceptError(f"the chunk size must be a positive number of rows, got {chunk_size}")
     method = check_rateable(model, text_dir)
     kind = output_kind(out, locations is not None)
-    scorer = MultiScorer(model, k=k)
+    estimator = Estimator(model, k=k, image_key=panorama_id if average_panoramic else location_key)
+    scorer = estimator.scorer
     parts = _parts(Path(embeddings_dir), "img")
     total = sum(len(reader) for reader, _ in parts)
     if total == 0:
@@ -283,14 +292,17 @@ def rate(model: ExportedModel, embeddings_dir: str | Path, out: str | Path, *, l
     else:
         chunks = single_chunks(rows)
     del parts
-    written = unlocated = 0
+    written = unlocated = in_survey = out_of_domain = 0
     with atomic_path(out) as tmp, _Writer(kind, tmp) as write, \
             tqdm(total=total, unit="img", disable=quiet, desc="rating") as progress:
         for chunk in chunks:
             if len(chunk.names) and chunk.vectors.shape[1] != scorer.dim:
                 raise PerceptError(f"the embeddings have {chunk.vectors.shape[1]} dimensions but the model's "
                                    f"vectors have {scorer.dim}: rate with embeddings from the model's CLIP model")
-            table = _table(chunk, scorer.categories, _scores(scorer, chunk.vectors), average_panoramic)
+            estimates = _estimates(estimator, chunk, include_self)
+            table = _table(chunk, scorer.categories, estimates, average_panoramic)
+            in_survey += int(estimates.in_survey.sum())
+            out_of_domain += int(estimates.out_of_domain.sum())
             if locations is not None:
                 where = locations.lookup(chunk.names, chunk.first_crop)
                 table = pd.concat([table, where], axis=1)
@@ -298,26 +310,35 @@ def rate(model: ExportedModel, embeddings_dir: str | Path, out: str | Path, *, l
             write(table)
             written += len(table)
             progress.update(int(chunk.crops.sum()))
-    return RateSummary(written, unlocated, Path(out), zero)
+    return RateSummary(written, unlocated, Path(out), zero, in_survey, out_of_domain)
 
 
-def _scores(scorer: MultiScorer, vectors: np.ndarray) -> np.ndarray:
-    """Scores of unit query vectors; NaN (an empty score) for zero vectors, which have no direction."""
-    usable = vectors.any(axis=1)
+def _estimates(estimator: Estimator, chunk: Chunk, include_self: bool) -> Estimates:
+    """Estimates of a chunk; zero vectors, which have no direction, get empty scores (NaN), sd and similarity."""
+    usable = chunk.vectors.any(axis=1)
     if usable.all():
-        return scorer.predict(vectors)
-    scores = np.full((len(vectors), len(scorer.categories)), np.nan)
+        return estimator.estimate(chunk.vectors, chunk.names, include_self)
+    width = len(estimator.categories)
+    out = Estimates(np.full((len(usable), width), np.nan), np.full((len(usable), width), np.nan),
+                    np.full(len(usable), np.nan), np.zeros(len(usable), dtype=bool), estimator.in_survey(chunk.names))
     if usable.any():
-        scores[usable] = scorer.predict(vectors[usable])
-    return scores
+        found = estimator.estimate(chunk.vectors[usable], [n for n, u in zip(chunk.names, usable) if u], include_self)
+        out.scores[usable], out.sd[usable] = found.scores, found.sd
+        out.best_similarity[usable], out.out_of_domain[usable] = found.best_similarity, found.out_of_domain
+    return out
 
 
-def _table(chunk: Chunk, categories: list[str], scores: np.ndarray, panoramic: bool) -> pd.DataFrame:
+def _table(chunk: Chunk, categories: list[str], estimates: Estimates, panoramic: bool) -> pd.DataFrame:
     table = pd.DataFrame({"image": chunk.names})
     if panoramic:
         table["crops"] = chunk.crops
     for column, category in enumerate(categories):
-        table[category] = scores[:, column]
+        table[category] = estimates.scores[:, column]
+    for column, category in enumerate(categories):
+        table[f"{category}_sd"] = estimates.sd[:, column]
+    table["best_similarity"] = estimates.best_similarity
+    table["out_of_domain"] = estimates.out_of_domain
+    table["in_survey"] = estimates.in_survey
     return table
 
 
@@ -390,13 +411,18 @@ def _wkb_points(lon: pd.Series, lat: pd.Series) -> list[bytes | None]:
 
 @dataclass
 class RatedPoints:
-    """Rated images with locations: names, lon/lat and scores (n x categories)."""
+    """Rated images with locations: names, lon/lat and scores (n x categories), and their uncertainty
+    where the file has it (sd n x categories, NaN where a column is missing)."""
 
     names: np.ndarray
     lon: np.ndarray
     lat: np.ndarray
     scores: np.ndarray
     categories: list[str]
+    sd: np.ndarray | None = None
+    best_similarity: np.ndarray | None = None
+    out_of_domain: np.ndarray | None = None
+    in_survey: np.ndarray | None = None
 
 
 def read_rated(path: str | Path) -> RatedPoints:
@@ -423,7 +449,31 @@ def read_rated(path: str | Path) -> RatedPoints:
         table[column] = _numbers(table[column], path, column)
     table = table[table["lon"].notna() & table["lat"].notna()]
     return RatedPoints(table["image"].astype(str).to_numpy(), table["lon"].to_numpy(np.float64),
-                       table["lat"].to_numpy(np.float64), table[categories].to_numpy(np.float64), categories)
+                       table["lat"].to_numpy(np.float64), table[categories].to_numpy(np.float64), categories,
+                       **_uncertainty_columns(table, categories))
+
+
+def _uncertainty_columns(table: pd.DataFrame, categories: list[str]) -> dict:
+    """The sd, best similarity and flags of a rated file, where it has them (files rated before lack them)."""
+    found = {}
+    sd_columns = [f"{c}_sd" for c in categories]
+    if any(column in table.columns for column in sd_columns):
+        found["sd"] = np.column_stack([pd.to_numeric(table[column], errors="coerce").to_numpy(np.float64)
+                                       if column in table.columns else np.full(len(table), np.nan)
+                                       for column in sd_columns])
+    if "best_similarity" in table.columns:
+        found["best_similarity"] = pd.to_numeric(table["best_similarity"], errors="coerce").to_numpy(np.float64)
+    for flag in ("out_of_domain", "in_survey"):
+        if flag in table.columns:
+            found[flag] = table[flag].map(_flag).to_numpy(dtype=bool)
+    return found
+
+
+def _flag(value) -> bool:
+    """A true/false cell as written to CSV, Parquet or GeoJSON."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1")
+    return bool(value) if value is not None and value == value else False
 
 
 def _numbers(values: pd.Series, path: Path, column: str) -> pd.Series:

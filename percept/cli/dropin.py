@@ -22,6 +22,7 @@ from percept.cli.data_options import add_data_arguments, data_selection
 from percept.data.survey import image_name
 from percept.errors import PerceptError
 from percept.model.io import ModelSettings, save_model
+from percept.model.uncertainty import domain_threshold
 from percept.model.weighting import DEFAULT_WEIGHTING, check_weighting
 from percept.study.dataset import load_dataset
 from percept.study.holdout import check_training_split, holdout_evaluation
@@ -92,10 +93,11 @@ def export(args, data, say) -> None:
     vectors = {c: data.vectors[s.rows] for c, s in data.samples.items()}
     scores = {c: s.scores for c, s in data.samples.items()}
     environmental = args.environmental_method if args.environmental else None
+    images = {c: [image_name(data.names[r]) for r in s.rows] for c, s in data.samples.items()}
     settings = ModelSettings(clip_model=args.clip_model, k=max(args.k), weighting=args.normalization_method,
                              environmental_method=environmental,
-                             prompt_style=args.prompt_style if args.environmental else None)
-    images = {c: [image_name(data.names[r]) for r in s.rows] for c, s in data.samples.items()}
+                             prompt_style=args.prompt_style if args.environmental else None,
+                             domain_threshold=domain_threshold(vectors, images))
     save_model(args.export, vectors, scores, settings, images)
     say(f"exported {sum(len(s) for s in scores.values())} samples of {len(scores)} categories to {args.export}")
 

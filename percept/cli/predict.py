@@ -12,6 +12,7 @@ from PIL import Image
 from percept.cli.common import positive_int
 from percept.data.vector_checks import refuse_unusable
 from percept.errors import PerceptError
+from percept.model.estimates import Estimator
 from percept.model.io import ExportedModel, load_model
 from percept.model.knn import l2_normalise
 from percept.model.scoring import MultiScorer, check_encoder
@@ -31,8 +32,11 @@ def add_model_arguments(parser) -> None:
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("predict", help="score images with an exported model",
-                                   description="Five modelled perception scores per image.")
+    parser = subparsers.add_parser(
+        "predict", help="score images with an exported model",
+        description="Five modelled perception scores per image, each with the weighted sd of its K neighbours' "
+                    "scores, the image's best similarity to the survey and out_of_domain (that similarity below "
+                    "the survey's 5th-percentile nearest-neighbour similarity).")
     add_model_arguments(parser)
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     style = parser.add_mutually_exclusive_group()
@@ -77,27 +81,36 @@ def read_image(path: str) -> Image.Image:
 def run(args) -> int:
     from percept.encoders import encode_pil_images
 
-    _, scorer, encoder = load_scoring(args)
+    model, scorer, encoder = load_scoring(args)
+    estimator = Estimator(model, scorer=scorer)
     rows = []
     for start in range(0, len(args.images), BATCH):
         paths = args.images[start:start + BATCH]
         vectors = encode_pil_images(encoder, [read_image(p) for p in paths])
         refuse_unusable(vectors, lambda row: f"the vector of image {paths[row]}", ENCODER_FAILED)
-        rows += zip(paths, scorer.predict(l2_normalise(vectors)))
+        found = estimator.estimate(l2_normalise(vectors))
+        rows += [(path, found.scores[i], found.sd[i], float(found.best_similarity[i]), bool(found.out_of_domain[i]))
+                 for i, path in enumerate(paths)]
     print_scores(rows, scorer.categories, "json" if args.json else "csv" if args.csv else "table")
     return 0
 
 
 def print_scores(rows, categories: list[str], style: str) -> None:
+    """Rows of (path, scores, sds, best similarity, out of domain) as JSON, CSV or a table."""
     if style == "json":
-        print(json.dumps([{"image": path, "scores": dict(zip(categories, map(float, values)))}
-                          for path, values in rows], indent=2))
+        print(json.dumps([{"image": path, "scores": dict(zip(categories, map(float, values))),
+                           "sd": dict(zip(categories, map(float, sds))), "best_similarity": best,
+                           "out_of_domain": outside}
+                          for path, values, sds, best, outside in rows], indent=2))
     elif style == "csv":
         writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(["image", *categories])
-        writer.writerows([path, *(repr(float(v)) for v in values)] for path, values in rows)
+        writer.writerow(["image", *categories, *(f"{c}_sd" for c in categories), "best_similarity", "out_of_domain"])
+        writer.writerows([path, *(repr(float(v)) for v in (*values, *sds, best)), outside]
+                         for path, values, sds, best, outside in rows)
     else:
-        width = max(len("image"), *(len(Path(p).name) for p, _ in rows))
-        print(f"{'image':<{width}}  " + "  ".join(f"{c:>12}" for c in categories))
-        for path, values in rows:
-            print(f"{Path(path).name:<{width}}  " + "  ".join(f"{v:12.3f}" for v in values))
+        width = max(len("image"), *(len(Path(row[0]).name) for row in rows))
+        print(f"{'image':<{width}}  " + "  ".join(f"{c:>14}" for c in categories)
+              + "  best_similarity  out_of_domain")
+        for path, values, sds, best, outside in rows:
+            cells = "  ".join(f"{f'{v:.3f} ± {sd:.3f}':>14}" for v, sd in zip(values, sds))
+            print(f"{Path(path).name:<{width}}  {cells}  {best:15.3f}  {'yes' if outside else 'no':>13}")

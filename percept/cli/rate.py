@@ -14,7 +14,11 @@ from percept.model.io import load_model
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "rate", help="score every image of a city (streamed, bounded memory)",
-        description="Five modelled scores per image, streamed over every embedding part in bounded chunks. "
+        description="Five modelled scores per image, streamed over every embedding part in bounded chunks, "
+                    "each with <category>_sd (weighted sd of the K neighbours' scores), best_similarity (to any "
+                    "survey sample), out_of_domain (best_similarity below the survey's 5th-percentile "
+                    "nearest-neighbour similarity) and in_survey (survey images are scored without their own "
+                    "samples unless --include-self). "
                     "Output by extension: .csv, .parquet, or .geojson / GeoParquet (.parquet) with --locations.")
     parser.add_argument("--model", required=True, metavar="MODEL.npz", help="model exported with --export")
     source = parser.add_mutually_exclusive_group(required=True)
@@ -32,6 +36,9 @@ def register(subparsers) -> None:
     parser.add_argument("--cache", metavar="DIR", help="embeddings cache for --images "
                                                        "(default: embeddings-<model name>)")
     parser.add_argument("--k", type=positive_int, help="neighbours (default: the model's K)")
+    parser.add_argument("--include-self", action="store_true",
+                        help="score survey images with their own samples among the neighbours "
+                             "(default: leave-one-out, their own samples left out)")
     parser.add_argument("--chunk-size", type=positive_int, default=DEFAULT_CHUNK,
                         help=f"rows scored at once (default {DEFAULT_CHUNK})")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
@@ -53,10 +60,14 @@ def run(args) -> int:
 
         locations = read_locations(args.locations)
     summary = rate(model, embeddings, args.out, locations=locations, average_panoramic=args.average_panoramic,
-                   chunk_size=args.chunk_size, k=args.k, text_dir=args.text_embeddings, quiet=args.quiet)
+                   chunk_size=args.chunk_size, k=args.k, text_dir=args.text_embeddings,
+                   include_self=args.include_self, quiet=args.quiet)
     if summary.warning():
         print(summary.warning(), file=sys.stderr)
     if not args.quiet:
         note = f" ({summary.without_location} without a location)" if summary.without_location else ""
         print(f"rated {summary.rows} images{note} into {summary.out}", file=sys.stderr)
+        how = "with" if args.include_self else "without"
+        print(f"{summary.in_survey} in the survey (scored {how} their own samples); "
+              f"{summary.out_of_domain} out of domain", file=sys.stderr)
     return 0

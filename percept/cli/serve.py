@@ -38,6 +38,7 @@ def run(args) -> int:
     from percept.city.mapillary import DEFAULT_BASE_URL, MapillaryClient, resolve_token
     from percept.city.rating import read_rated
     from percept.encoders import encode_pil_images
+    from percept.model.estimates import Estimator
     from percept.web.images import ImageFolder
     from percept.web.names import sample_image_names
 
@@ -46,6 +47,7 @@ def run(args) -> int:
     state = AppState(
         scorer=scorer,
         encode=lambda images: encode_pil_images(encoder, images),
+        estimator=Estimator(model, scorer=scorer),
         rated=read_rated(args.rated) if args.rated else None,
         images=ImageFolder(args.images) if args.images else None,
         names=sample_image_names(model, scorer),

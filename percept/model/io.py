@@ -3,9 +3,10 @@
 The layout is the original tool's (and the published Amsterdam model's):
 ``<category>_vecs`` (n x dim float64) and ``<category>_scores`` (n). Our files
 add ``percept_settings``, UTF-8 JSON bytes (a uint8 array, so every array in the
-file stays numeric) with the CLIP model, K, weighting and
-environmental options, so a model is never used with the wrong encoder.
-Files without it load too; the caller must then name the CLIP model.
+file stays numeric) with the CLIP model, K, weighting,
+environmental options and the survey's domain threshold, so a model is never
+used with the wrong encoder. Files without it load too; the caller must then
+name the CLIP model. Files without a domain threshold get it computed on load.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from percept.atomic import atomic_path
 from percept.categories import CATEGORIES
 from percept.data.vector_checks import refuse_unusable
 from percept.errors import PerceptError
+from percept.model.uncertainty import domain_threshold
 from percept.model.weighting import DEFAULT_WEIGHTING
 
 SETTINGS_KEY = "percept_settings"
@@ -38,6 +40,7 @@ class ModelSettings:
     environmental_method: str | None = None
     prompt_style: int | None = None
     weights_id: str | None = None
+    domain_threshold: float | None = None  # survey's 5th-percentile nearest-other-image similarity
     extra: dict = field(default_factory=dict)
 
 
@@ -49,6 +52,13 @@ class ExportedModel:
     scores: dict[str, np.ndarray]
     settings: ModelSettings | None
     images: dict[str, list[str]] | None = None  # survey image name of each sample, where recorded
+    domain_threshold: float | None = None  # the recorded one, else computed from the vectors
+
+    def __post_init__(self):
+        if self.domain_threshold is None and self.settings is not None:
+            self.domain_threshold = self.settings.domain_threshold
+        if self.domain_threshold is None:
+            self.domain_threshold = domain_threshold(self.vectors, self.images)
 
     @property
     def categories(self) -> list[str]:
@@ -126,7 +136,8 @@ def _category_arrays(path: Path, category: str, arrays: dict) -> tuple[np.ndarra
 #: The JSON types of each recorded setting (None allowed where listed).
 _SETTING_TYPES = {"clip_model": (str, type(None)), "k": (int,), "weighting": (str,),
                   "environmental_method": (str, type(None)), "prompt_style": (int, type(None)),
-                  "weights_id": (str, type(None)), "extra": (dict,)}
+                  "weights_id": (str, type(None)), "domain_threshold": (float, int, type(None)),
+                  "extra": (dict,)}
 
 
 def _check_settings(path: Path, settings: ModelSettings) -> None:

@@ -18,6 +18,7 @@ from percept.city.rating import RatedPoints
 from percept.city.spatial_index import SpatialIndex
 from percept.data.vector_checks import BadVectors, refuse_unusable
 from percept.errors import PerceptError
+from percept.model.estimates import Estimator
 from percept.model.knn import l2_normalise
 from percept.model.scoring import MultiScorer
 from percept.web.images import BadImage, ImageFolder, decode_image, thumbnail_jpeg
@@ -46,6 +47,7 @@ class AppOptions:
 class AppState:
     scorer: MultiScorer
     encode: Encode | None
+    estimator: Estimator  # the scorer's predictions with their uncertainty
     rated: RatedPoints | None = None
     images: ImageFolder | None = None
     names: list[str | None] | None = None
@@ -61,7 +63,8 @@ def create_app(state: AppState) -> FastAPI:
     index = SpatialIndex(state.rated.lon, state.rated.lat) if state.rated is not None else None
     encode_lock = threading.Lock()
 
-    def score_image(image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
+    def score_image(image: Image.Image) -> tuple[np.ndarray, dict]:
+        """The image's unit vector, and its scores with their uncertainty as JSON fields."""
         if state.encode is None:
             raise HTTPException(503, "this server has no image encoder")
         with encode_lock:
@@ -71,10 +74,29 @@ def create_app(state: AppState) -> FastAPI:
         except BadVectors as exc:
             raise HTTPException(422, str(exc)) from None
         vector = l2_normalise(raw)
-        return vector, state.scorer.predict(vector)[0]
+        found = state.estimator.estimate(vector)
+        return vector, {"scores": scores_dict(found.scores[0], state.scorer.categories),
+                        "sd": scores_dict(found.sd[0], state.scorer.categories),
+                        "best_similarity": number(found.best_similarity[0]),
+                        "out_of_domain": bool(found.out_of_domain[0])}
+
+    def number(value) -> float | None:
+        return None if value is None or np.isnan(value) else round(float(value), 6)
 
     def scores_dict(values: np.ndarray, categories: list[str]) -> dict[str, float | None]:
-        return {c: (None if np.isnan(v) else round(float(v), 6)) for c, v in zip(categories, values)}
+        return {c: number(v) for c, v in zip(categories, values)}
+
+    def rated_uncertainty(i: int, column: int | None = None) -> dict:
+        """What a rated file records about point ``i``'s uncertainty (sd of one category or all)."""
+        rated, extra = state.rated, {}
+        if rated.sd is not None:
+            extra["sd"] = number(rated.sd[i, column]) if column is not None else scores_dict(rated.sd[i], rated.categories)
+        if rated.best_similarity is not None:
+            extra["best_similarity"] = number(rated.best_similarity[i])
+        for flag in ("out_of_domain", "in_survey"):
+            if getattr(rated, flag) is not None:
+                extra[flag] = bool(getattr(rated, flag)[i])
+        return extra
 
     def check_category(category: str | None) -> None:
         known = state.rated.categories if state.rated is not None else state.scorer.categories
@@ -110,7 +132,9 @@ def create_app(state: AppState) -> FastAPI:
 
     @app.post("/api/score")
     def score(request: Request, image: UploadFile) -> dict:
-        """Score an uploaded photo: five scores and the K most similar survey images."""
+        """Score an uploaded photo: five scores with the weighted sd of their K neighbours' scores, the photo's
+        best similarity to the survey, ``out_of_domain`` (below the survey's 5th-percentile nearest-neighbour
+        similarity) and the K most similar survey images."""
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > options.max_upload_bytes + 64 * 1024:
             raise HTTPException(413, f"uploads are limited to {options.max_upload_bytes} bytes")
@@ -121,7 +145,7 @@ def create_app(state: AppState) -> FastAPI:
             picture = decode_image(data, options.max_pixels)
         except BadImage as exc:
             raise HTTPException(exc.status, str(exc)) from None
-        vector, values = score_image(picture)
+        vector, estimate = score_image(picture)
         similar = []
         for item in state.scorer.similar(vector[0], state.scorer.k):
             name = state.names[item.vector] if state.names else None
@@ -130,7 +154,7 @@ def create_app(state: AppState) -> FastAPI:
                             "similarity": round(item.similarity, 6),
                             "ratings": scores_dict(np.array(list(item.ratings.values())), list(item.ratings)),
                             "ratings_count": item.counts})
-        return {"scores": scores_dict(values, state.scorer.categories), "k": state.scorer.k, "similar": similar}
+        return {**estimate, "k": state.scorer.k, "similar": similar}
 
     @app.get("/api/thumbnail/{vector}", include_in_schema=False)
     def thumbnail(vector: int):
@@ -158,7 +182,8 @@ def create_app(state: AppState) -> FastAPI:
             answer["count"] = int(len(found.index))
             answer["scores"] = scores_dict(found.weighted(rated.scores), rated.categories)
             answer["points"] = [{"image": str(rated.names[i]), "lat": float(rated.lat[i]), "lon": float(rated.lon[i]),
-                                 "distance_m": round(float(d), 2), "scores": scores_dict(rated.scores[i], rated.categories)}
+                                 "distance_m": round(float(d), 2), "scores": scores_dict(rated.scores[i], rated.categories),
+                                 **rated_uncertainty(i)}
                                 for i, d in zip(found.index[:options.listed_points], found.distance)]
         else:
             answer["message"] = f"no imagery within {radius:g} m"
@@ -176,9 +201,9 @@ def create_app(state: AppState) -> FastAPI:
             picture = decode_image(state.mapillary.thumbnail(found), options.max_pixels)
         except (MapillaryError, BadImage) as exc:
             return {"found": False, "message": str(exc)}
-        _, values = score_image(picture)
+        _, estimate = score_image(picture)
         return {"found": True, "id": found.id, "thumb_url": found.thumb_url, "lat": found.lat, "lon": found.lon,
-                "distance_m": round(found.distance_m, 2), "scores": scores_dict(values, state.scorer.categories)}
+                "distance_m": round(found.distance_m, 2), **estimate}
 
     @app.get("/api/rated")
     def rated_points(west: float = Query(-180, ge=-180, le=180), south: float = Query(-90, ge=-90, le=90),
@@ -196,7 +221,8 @@ def create_app(state: AppState) -> FastAPI:
         chosen = index.in_box(west, south, east, north, limit)
         features = [{"type": "Feature", "geometry": {"type": "Point", "coordinates": [float(rated.lon[i]), float(rated.lat[i])]},
                      "properties": {"image": str(rated.names[i]),
-                                    "value": None if np.isnan(rated.scores[i, column]) else float(rated.scores[i, column])}}
+                                    "value": None if np.isnan(rated.scores[i, column]) else float(rated.scores[i, column]),
+                                    **rated_uncertainty(i, column)}}
                     for i in chosen]
         return {"type": "FeatureCollection", "features": features, "category": rated.categories[column]}
 

@@ -1,0 +1,125 @@
+"""Predictions with their uncertainty, for every category of an exported model.
+
+Each prediction comes with the weighted standard deviation of its neighbours' scores, the
+query's best similarity to the survey and an out-of-domain flag
+(:mod:`percept.model.uncertainty`). Queries named after survey images are marked ``in_survey``
+and, unless asked otherwise, scored without their own samples
+(:mod:`percept.model.leave_one_out`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from percept.model.io import ExportedModel
+from percept.model.knn import Neighbours
+from percept.model.leave_one_out import image_keys, leave_out
+from percept.model.scoring import MultiScorer
+from percept.model.uncertainty import best_similarity, is_out_of_domain, weighted_sd
+from percept.model.weighting import neighbour_weights
+
+
+@dataclass(frozen=True)
+class Estimates:
+    """Per query: scores and their sd per category (columns in the scorer's order), and the domain check."""
+
+    scores: np.ndarray  # (m, categories)
+    sd: np.ndarray  # (m, categories)
+    best_similarity: np.ndarray  # (m,)
+    out_of_domain: np.ndarray  # (m,) bool
+    in_survey: np.ndarray  # (m,) bool
+
+
+def neighbour_statistics(found: Neighbours, counts: np.ndarray, scores: np.ndarray,
+                         weighting: str) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted mean and sd of ``scores`` over each row's first ``counts`` neighbours (NaN for none)."""
+    mean = np.full(len(counts), np.nan)
+    sd = np.full(len(counts), np.nan)
+    for count in np.unique(counts):
+        rows = np.flatnonzero(counts == count)
+        if count == 0:
+            continue
+        weights = neighbour_weights(found.similarity[rows, :count], weighting)
+        values = scores[found.index[rows, :count]]
+        mean[rows] = np.sum(weights * values, axis=1)
+        sd[rows] = weighted_sd(values, weights)
+    return mean, sd
+
+
+class Estimator:
+    """Scores with uncertainty from a :class:`MultiScorer`; ``image_key`` maps a survey image name to
+    the key queries are named by (default: the name itself)."""
+
+    def __init__(self, model: ExportedModel, k: int | None = None, image_key: Callable[[str], str] = str,
+                 scorer: MultiScorer | None = None):
+        self.model = model
+        self.scorer = scorer or MultiScorer(model, k=k)
+        self.threshold = model.domain_threshold
+        self.keys = image_keys(model.images, {c: len(model.scores[c]) for c in self.categories}, image_key)
+        self._scores = {c: np.asarray(model.scores[c], dtype=np.float64) for c in self.categories}
+        self._wide: MultiScorer | None = None
+
+    @property
+    def categories(self) -> list[str]:
+        return self.scorer.categories
+
+    def in_survey(self, keys: Sequence[str]) -> np.ndarray:
+        """True for query keys that name a survey image of the model."""
+        return self.keys.lookup(keys) >= 0
+
+    def estimate(self, queries: np.ndarray, keys: Sequence[str] | None = None,
+                 include_self: bool = False) -> Estimates:
+        """Estimates for unit query vectors; queries whose ``keys`` name survey images are left out of
+        their own neighbours unless ``include_self``."""
+        numbers = self.keys.lookup(keys) if keys is not None else np.full(len(queries), -1, dtype=np.int64)
+        survey = numbers >= 0
+        out = self._empty(len(queries), survey)
+        own = survey if not include_self else np.zeros(len(queries), dtype=bool)
+        self._fill(out, np.flatnonzero(~own), queries[~own])
+        if own.any():
+            self._fill_left_out(out, np.flatnonzero(own), queries[own], numbers[own])
+        return out
+
+    def _empty(self, m: int, survey: np.ndarray) -> Estimates:
+        width = len(self.categories)
+        return Estimates(np.full((m, width), np.nan), np.full((m, width), np.nan), np.full(m, np.nan),
+                         np.zeros(m, dtype=bool), survey)
+
+    def _fill(self, out: Estimates, rows: np.ndarray, queries: np.ndarray) -> None:
+        if not len(rows):
+            return
+        scores, found = self.scorer.predict_with_neighbours(queries)
+        out.scores[rows] = scores
+        counts = {}
+        for column, category in enumerate(self.categories):
+            hits = found[category]
+            counts[category] = np.full(len(rows), hits.index.shape[1])
+            out.sd[rows, column] = neighbour_statistics(hits, counts[category], self._scores[category],
+                                                        self.scorer.weighting)[1]
+        self._domain(out, rows, found, counts)
+
+    def _fill_left_out(self, out: Estimates, rows: np.ndarray, queries: np.ndarray, numbers: np.ndarray) -> None:
+        _, wide = self._wide_scorer().predict_with_neighbours(queries)
+        found, counts = {}, {}
+        for column, category in enumerate(self.categories):
+            excluded = self.keys.samples[category][wide[category].index] == numbers[:, None]
+            found[category], counts[category] = leave_out(wide[category], excluded, self.scorer.k)
+            out.scores[rows, column], out.sd[rows, column] = neighbour_statistics(
+                found[category], counts[category], self._scores[category], self.scorer.weighting)
+        self._domain(out, rows, found, counts)
+
+    def _domain(self, out: Estimates, rows: np.ndarray, found: dict[str, Neighbours],
+                counts: dict[str, np.ndarray]) -> None:
+        best = best_similarity([found[c] for c in self.categories], [counts[c] for c in self.categories])
+        out.best_similarity[rows] = best
+        out.out_of_domain[rows] = is_out_of_domain(best, self.threshold)
+
+    def _wide_scorer(self) -> MultiScorer:
+        """A scorer searching K plus the most samples one image has in any category."""
+        if self._wide is None:
+            extra = max(self.keys.widest(c) for c in self.categories)
+            self._wide = MultiScorer(self.model, k=self.scorer.k + extra, weighting=self.scorer.weighting)
+        return self._wide
