@@ -82,6 +82,8 @@ def test_map_click_and_image_upload(server, page, tmp_path):
     page.set_input_files("#file", str(photo))
     page.wait_for_selector("#demo-scores .bar-row")
     assert page.locator("#demo-scores .bar-row").count() == 5
+    assert page.inner_text("#demo-scores").count("±") >= 5 and "best similarity to the survey" in \
+        page.inner_text("#demo-scores")
     assert page.locator("#similar .similar-item").count() == 5
     page.wait_for_function("() => [...document.querySelectorAll('#similar img')].every(i => i.naturalWidth > 0)")
     page.screenshot(path=str(ARTIFACTS / "image-demo.png"), full_page=True)

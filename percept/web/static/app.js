@@ -19,15 +19,16 @@ function colour(value) {
   return `hsl(${Math.round(t * 120)}, 70%, 42%)`;
 }
 
-function bars(scores) {
+function bars(scores, sd) {
   const box = el("div", { class: "bars" });
   for (const [category, value] of Object.entries(scores)) {
+    const spread = sd && sd[category] !== null && sd[category] !== undefined ? ` ± ${fmt(sd[category])}` : "";
     const width = value === null ? 0 : Math.max(0, Math.min(100, ((value - 1) / 4) * 100));
     const fill = el("div");
     fill.style.width = `${width}%`;
     fill.style.background = colour(value);
     box.append(el("div", { class: "bar-row", "data-category": category },
-      el("span", {}, category), el("div", { class: "bar" }, fill), el("strong", {}, fmt(value))));
+      el("span", {}, category), el("div", { class: "bar" }, fill), el("strong", {}, fmt(value) + spread)));
   }
   return box;
 }
@@ -122,7 +123,7 @@ async function clickPoint(latlng) {
       if (m.found) {
         parts.push(el("h4", {}, `Mapillary image ${m.id} (${m.distance_m} m away)`));
         parts.push(el("img", { src: m.thumb_url, alt: "Mapillary image", class: "mapillary" }));
-        parts.push(bars(m.scores));
+        parts.push(bars(m.scores, m.sd), domainNote(m));
       } else {
         parts.push(el("p", { class: "muted" }, m.message));
       }
@@ -135,6 +136,14 @@ async function clickPoint(latlng) {
 
 /* Image Demo */
 
+function domainNote(data) {
+  const text = `± weighted sd of the ${data.k || "K"} neighbours' scores; ` +
+    `best similarity to the survey ${data.best_similarity === null ? "–" : data.best_similarity.toFixed(3)}`;
+  if (!data.out_of_domain) return el("p", { class: "muted small domain" }, text);
+  return el("p", { class: "error small domain" },
+    `${text}: less like the survey than 95 % of survey images are like each other (out of domain)`);
+}
+
 async function scoreFile(file) {
   const error = document.getElementById("demo-error");
   const preview = document.getElementById("preview");
@@ -145,7 +154,7 @@ async function scoreFile(file) {
   form.append("image", file);
   try {
     const data = await getJSON("/api/score", { method: "POST", body: form });
-    document.getElementById("demo-scores").replaceChildren(bars(data.scores));
+    document.getElementById("demo-scores").replaceChildren(bars(data.scores, data.sd), domainNote(data));
     const list = [el("h3", {}, `${data.similar.length} most similar survey images`)];
     for (const item of data.similar) {
       const ratings = Object.entries(item.ratings).map(([c, v]) => `${c} ${fmt(v)}`).join(" · ");
