@@ -67,6 +67,7 @@ def point_latency() -> None:
 
     from percept.categories import CATEGORIES
     from percept.city.rating import RatedPoints
+    from percept.model.estimates import Estimator
     from percept.model.io import ExportedModel, ModelSettings
     from percept.model.scoring import MultiScorer
     from percept.web.app import AppState, create_app
@@ -77,10 +78,11 @@ def point_latency() -> None:
     rated = RatedPoints(np.array([f"p{i}.jpg" for i in range(POINTS)]), lon, lat,
                         rng.uniform(1, 5, (POINTS, len(CATEGORIES))), list(CATEGORIES))
     unit = np.eye(4)
-    scorer = MultiScorer(ExportedModel({c: unit for c in CATEGORIES}, {c: np.ones(4) for c in CATEGORIES},
-                                       ModelSettings(k=2)))
+    model = ExportedModel({c: unit for c in CATEGORIES}, {c: np.ones(4) for c in CATEGORIES}, ModelSettings(k=2))
+    scorer = MultiScorer(model)
     start = time.perf_counter()
-    client = TestClient(create_app(AppState(scorer=scorer, encode=None, rated=rated)))
+    client = TestClient(create_app(AppState(scorer=scorer, encode=None, estimator=Estimator(model, scorer=scorer),
+                                            rated=rated)))
     build = time.perf_counter() - start
     latencies, counts = [], []
     for i in range(CLICKS):

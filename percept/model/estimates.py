@@ -9,6 +9,7 @@ and, unless asked otherwise, scored without their own samples
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -118,8 +119,9 @@ class Estimator:
         out.out_of_domain[rows] = is_out_of_domain(best, self.threshold)
 
     def _wide_scorer(self) -> MultiScorer:
-        """A scorer searching K plus the most samples one image has in any category."""
+        """The scorer searching K plus the most samples one image has in any category (a shallow copy:
+        it shares the scorer's vectors)."""
         if self._wide is None:
-            extra = max(self.keys.widest(c) for c in self.categories)
-            self._wide = MultiScorer(self.model, k=self.scorer.k + extra, weighting=self.scorer.weighting)
+            self._wide = copy.copy(self.scorer)
+            self._wide.k = self.scorer.k + max(self.keys.widest(c) for c in self.categories)
         return self._wide
