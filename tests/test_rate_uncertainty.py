@@ -174,3 +174,20 @@ def test_percept_map_reads_rated_files_with_uncertainty_columns(tmp_path, survey
         else pd.read_parquet(rated)
     sd_mean = json.loads((tmp_path / "map2.geojson").read_text())["features"]
     assert max(f["properties"]["walkability"] for f in sd_mean) <= table["walkability_sd"].max() + 1e-9
+
+
+def test_a_zero_vector_gets_empty_scores_sd_and_similarity(tmp_path, survey, city):
+    folder, city_names, city_vectors, _ = city
+    vectors = np.array(city_vectors)
+    vectors[[1, 7]] = 0  # survey_1.jpg and new_2.jpg
+    folder = write_embeddings(tmp_path / "zero", [f"/data/{n}" for n in city_names], vectors, 6)
+    out = tmp_path / "rated.csv"
+    summary = rate(load_model(survey[0]), folder, out, chunk_size=4, quiet=True)
+    assert summary.zero.count == 2 and summary.in_survey == 5
+    table = pd.read_csv(out)
+    numbers = [*CATEGORIES, *(f"{c}_sd" for c in CATEGORIES), "best_similarity"]
+    assert table.loc[[1, 7], numbers].isna().all().all() and not table.loc[[1, 7], "out_of_domain"].any()
+    assert table.loc[[1, 7], "in_survey"].tolist() == [True, False]
+    kept = [i for i in range(len(city_names)) if i not in (1, 7)]
+    check(table.iloc[kept].reset_index(drop=True),
+          expected(survey[0], [city_names[i] for i in kept], vectors[kept]))
