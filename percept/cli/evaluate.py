@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     if args.report:
         from percept.study.report import write_report
 
-        write_report(args.report, results, settings(args, plan), matrices)
+        write_report(args.report, results, settings(args, plan), matrices, dataset.names)
         log(f"report written to {args.report}")
     return 0
 
