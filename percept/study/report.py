@@ -192,7 +192,7 @@ def group_table(matrix: GroupMatrix) -> str:
 
 STYLE = ("body{font-family:sans-serif;margin:2em auto;max-width:1200px;line-height:1.4}"
          "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px}"
-         "table.results td,table.groups td{text-align:right}tr.best{font-weight:bold}"
+         "table.results td,table.groups td{text-align:right;white-space:nowrap}tr.best{font-weight:bold}"
          "table.settings th{text-align:left;background:#f4f4f4}figure{margin:2em 0}img{max-width:100%}"
          "figcaption{font-size:0.92em;color:#333;max-width:60em}.meta,.note{color:#555}")
 

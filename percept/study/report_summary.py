@@ -47,8 +47,12 @@ def category_summary(result: CategoryResult) -> str:
     """A few sentences: the best K, its error, and how KNN compares with each baseline."""
     best = next(r for r in result.knn if r.best)
     folds = len(best.folds["mse"])
-    parts = [f"{result.category.capitalize()} ({result.n_samples} samples): the best K is {best.k}, with a mean "
-             f"squared error of {best.mean('mse'):.3f} ± {best.std('mse'):.3f} and R² of "
+    ks = [r.k for r in result.knn]
+    edge = ""
+    if len(ks) > 1 and best.k in (min(ks), max(ks)):
+        edge = f" (the {'largest' if best.k == max(ks) else 'smallest'} K tried, so a K beyond it may do better)"
+    parts = [f"{result.category.capitalize()} ({result.n_samples} samples): the best K is {best.k}{edge}, with a "
+             f"mean squared error of {best.mean('mse'):.3f} ± {best.std('mse'):.3f} and R² of "
              f"{_number(best.mean('r2'))} ± {_number(best.std('r2'))} (mean ± sd over {folds} folds)."]
     for model in ("ridge", "mean"):
         other = result.baseline(model)
