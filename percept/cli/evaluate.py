@@ -40,7 +40,9 @@ def register(subparsers) -> None:
     parser.add_argument("--group-by-image", dest="group_by", action="store_const", const="image",
                         help=argparse.SUPPRESS)
     parser.add_argument("--no-baselines", action="store_true", help="skip the training-mean and ridge baselines")
-    parser.add_argument("--report", metavar="DIR", help="write report.json, report.csv, PNG plots and report.html")
+    parser.add_argument("--report", metavar="DIR",
+                        help="write report.html (summary, settings, captioned figures), report.json, report.csv, "
+                             "oof_predictions.csv and every figure as 200 dpi PNG and SVG")
     parser.add_argument("--compare-groups", metavar="SPEC",
                         help="train on each rater group, test on each, over the same repeated folds (mean ± sd of "
                              "MSE and R²): gender, education, region, or age[:18-29,30-49,50-120] (needs -d)")
