@@ -15,7 +15,6 @@ import pytest
 from PIL import Image
 
 import percept
-
 from percept.cli.common import ArgumentParser, report_errors
 from percept.data.survey import Samples
 from percept.model.knn import l2_normalise

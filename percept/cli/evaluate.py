@@ -138,8 +138,8 @@ def format_group_matrix(matrix) -> str:
     """MSE and R² (mean ± sd over folds) of training on each group (rows) and testing on each (columns)."""
     width = max(19, *(len(g) + 2 for g in matrix.groups))
     how = "training parts equalised to the smallest group, " if matrix.equalised else ""
-    lines = [f"{matrix.category}: by rater group (K={matrix.k}; rows: trained on, columns: tested on; "
-             f"mean ± sd over {matrix.n_folds} folds, {how}--group-by {matrix.group_by})",
+    lines = [(f"{matrix.category}: by rater group (K={matrix.k}; rows: trained on, columns: tested on; "
+              f"mean ± sd over {matrix.n_folds} folds, {how}--group-by {matrix.group_by})"),
              f"{'':<{width}} {'train n':>8} " + " ".join(f"{g:>{width}}" for g in matrix.groups),
              f"{'test n':<{width}} {'':>8} " + " ".join(f"{n:>{width}.0f}" for n in matrix.test_size())]
     for metric, name in (("r2", "R²"), ("mse", "MSE")):

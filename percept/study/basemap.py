@@ -8,8 +8,8 @@ the map is drawn without a basemap and a message says what to install.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from pyproj import CRS, Transformer

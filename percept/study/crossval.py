@@ -53,7 +53,7 @@ class CVPlan:
     folds: int = 5
     repeats: int = 1
     stratified: bool = False
-    group_by: GroupBy = GroupBy()
+    group_by: GroupBy = field(default_factory=GroupBy)
     seed: int = 0
 
     def __post_init__(self):

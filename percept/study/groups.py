@@ -139,7 +139,7 @@ def _reduce(values: np.ndarray, reduce) -> np.ndarray:
 
 
 def compare_groups(vectors: np.ndarray, samples: Samples, labels: np.ndarray, k: int, category: str = "",
-                   weighting: str = DEFAULT_WEIGHTING, plan: CVPlan = CVPlan(), equalise: bool = False,
+                   weighting: str = DEFAULT_WEIGHTING, plan: CVPlan | None = None, equalise: bool = False,
                    lonlat: np.ndarray | None = None) -> GroupMatrix:
     """The train-on-group x test-on-group MSE and R² over the folds of ``plan`` for one category.
 
@@ -149,6 +149,7 @@ def compare_groups(vectors: np.ndarray, samples: Samples, labels: np.ndarray, k:
     group's (seeded by the plan's seed, repeat and fold). Cells whose training or test
     part is empty in a fold hold NaN for that fold.
     """
+    plan = plan or CVPlan()
     labels = np.asarray(labels, dtype=object)
     if len(labels) != len(samples):
         raise PerceptError(f"{len(labels)} group labels for {len(samples)} samples")

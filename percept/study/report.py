@@ -179,9 +179,9 @@ def _pm(mean: float, std: float) -> str:
 def group_table(matrix: GroupMatrix) -> str:
     mean, std, mse, mse_sd = matrix.mean("r2"), matrix.std("r2"), matrix.mean("mse"), matrix.std("mse")
     head = "".join(f"<th>{html.escape(g)}<br>(test n={n:.0f})</th>" for g, n in zip(matrix.groups, matrix.test_size()))
-    lines = [f"<table class='groups'><caption>{html.escape(matrix.category)} (K={matrix.k}): R² and MSE, mean ± sd "
-             f"over {matrix.n_folds} folds; rows trained on, columns tested on</caption>"
-             f"<tr><th>trained on</th><th>train n</th>{head}</tr>"]
+    lines = [(f"<table class='groups'><caption>{html.escape(matrix.category)} (K={matrix.k}): R² and MSE, mean ± sd "
+              f"over {matrix.n_folds} folds; rows trained on, columns tested on</caption>"
+              f"<tr><th>trained on</th><th>train n</th>{head}</tr>")]
     for i, (group, n) in enumerate(zip(matrix.groups, matrix.train_size())):
         cells = "".join(f"<td>R² {_pm(mean[i, j], std[i, j])}<br>MSE {_pm(mse[i, j], mse_sd[i, j])}</td>"
                         for j in range(len(matrix.groups)))
@@ -201,10 +201,10 @@ def html_page(data: dict, results: list[CategoryResult], groups: list[GroupMatri
               figures: list[tuple[str, dict[str, bytes], str]]) -> str:
     """The report page; ``figures`` are (file stem, {"png": ..., "svg": ...}, caption)."""
     title = html.escape(data["title"])
-    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{title}</title>"
-             f"<style>{STYLE}</style></head><body>", f"<h1>{title}</h1>",
-             f"<p class='meta'>Created {html.escape(data['created'])} with Percept KNN version "
-             f"{html.escape(data['version'])}.</p>", "<h2>Summary</h2>"]
+    parts = [(f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{title}</title>"
+              f"<style>{STYLE}</style></head><body>"), f"<h1>{title}</h1>",
+             (f"<p class='meta'>Created {html.escape(data['created'])} with Percept KNN version "
+              f"{html.escape(data['version'])}.</p>"), "<h2>Summary</h2>"]
     parts += [f"<p>{html.escape(c['summary'])}</p>" for c in data["categories"]]
     parts += ["<h2>Settings</h2>", settings_table(data["settings"]), "<h2>Results</h2>", results_table(results)]
     if groups:

@@ -10,12 +10,12 @@ import math
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from percept.study.crossval import METRICS, CategoryResult  # noqa: E402
-from percept.study.groups import GroupMatrix  # noqa: E402
-from percept.study.report_summary import CALIBRATION_BIN, calibration_bins  # noqa: E402
+from percept.study.crossval import METRICS, CategoryResult
+from percept.study.groups import GroupMatrix
+from percept.study.report_summary import CALIBRATION_BIN, calibration_bins
 
 METRIC_NAMES = {"mse": "MSE", "rmse": "RMSE", "mae": "MAE", "r2": "R²", "pearson": "Pearson r",
                 "spearman": "Spearman ρ"}

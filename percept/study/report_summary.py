@@ -51,9 +51,9 @@ def category_summary(result: CategoryResult) -> str:
     edge = ""
     if len(ks) > 1 and best.k in (min(ks), max(ks)):
         edge = f" (the {'largest' if best.k == max(ks) else 'smallest'} K tried, so a K beyond it may do better)"
-    parts = [f"{result.category.capitalize()} ({result.n_samples} samples): the best K is {best.k}{edge}, with a "
-             f"mean squared error of {best.mean('mse'):.3f} ± {best.std('mse'):.3f} and R² of "
-             f"{_number(best.mean('r2'))} ± {_number(best.std('r2'))} (mean ± sd over {folds} folds)."]
+    parts = [(f"{result.category.capitalize()} ({result.n_samples} samples): the best K is {best.k}{edge}, with a "
+              f"mean squared error of {best.mean('mse'):.3f} ± {best.std('mse'):.3f} and R² of "
+              f"{_number(best.mean('r2'))} ± {_number(best.std('r2'))} (mean ± sd over {folds} folds).")]
     for model in ("ridge", "mean"):
         other = result.baseline(model)
         if other is not None:
@@ -97,7 +97,7 @@ def calibration_bins(observed: np.ndarray, predicted: np.ndarray, width: float =
         empty = np.array([])
         return CalibrationBins(empty, empty, empty, np.array([], dtype=np.int64))
     index = np.floor(predicted / width).astype(np.int64)
-    keys, bin_of = np.unique(index, return_inverse=True)
+    _, bin_of = np.unique(index, return_inverse=True)
     count = np.bincount(bin_of)
     mean_pred = np.bincount(bin_of, weights=predicted) / count
     mean_obs = np.bincount(bin_of, weights=observed) / count
