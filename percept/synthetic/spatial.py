@@ -45,13 +45,16 @@ FILES = ["embeddings/img_emb/img_emb_0.npy", "embeddings/metadata/metadata_0.par
 
 
 def generate_spatial_survey(out_dir: str | Path, n_panoramas: int = 600, dim: int = 64,
-                            ratings_per_image: float = 4.0, seed: int = 0) -> SampleInfo:
-    """Write embeddings/, data.geojson (Point per image) and demo.csv into ``out_dir``."""
+                            ratings_per_image: float = 4.0, seed: int = 0, force: bool = False) -> SampleInfo:
+    """Write embeddings/, data.geojson (Point per image) and demo.csv into ``out_dir``.
+
+    ``out_dir`` must be new or empty unless ``force`` (see :func:`claim_output_dir`).
+    """
     if n_panoramas < 1 or dim < 2:
         raise ValueError(f"need n_panoramas >= 1 and dim >= 2, got {n_panoramas}, {dim}")
     place_rng, field_rng, vector_rng, rating_rng = (np.random.default_rng(s)
                                                     for s in np.random.SeedSequence(seed).spawn(4))
-    root = claim_output_dir(out_dir, "spatial", seed, FILES)
+    root = claim_output_dir(out_dir, "spatial", seed, FILES, force)
     lon = place_rng.uniform(*LON_RANGE, n_panoramas)
     lat = place_rng.uniform(*LAT_RANGE, n_panoramas)
     crops = place_rng.integers(1, 5, n_panoramas)
