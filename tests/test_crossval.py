@@ -18,9 +18,11 @@ from percept.study.crossval import (
     CVPlan,
     cross_validate,
     fold_metrics,
+    repeat_folds,
     ridge_loo,
     sample_folds,
 )
+from percept.study.folds import GroupBy, sample_groups
 
 
 def make_data(n_vectors=120, dim=16, seed=0, repeats=1):
@@ -36,9 +38,9 @@ def make_data(n_vectors=120, dim=16, seed=0, repeats=1):
 @pytest.mark.parametrize("group", [False, True])
 def test_folds_are_disjoint_and_cover_every_sample(stratified, group):
     _, samples = make_data(repeats=3)
-    plan = CVPlan(folds=5, repeats=3, stratified=stratified, group_by_image=group, seed=7)
-    for repeat in range(plan.repeats):
-        fold = sample_folds(samples, plan, repeat)
+    plan = CVPlan(folds=5, repeats=3, stratified=stratified, group_by=GroupBy("image" if group else "none"), seed=7)
+    for repeat, fold in enumerate(repeat_folds(samples, plan)):
+        assert np.array_equal(fold, sample_folds(samples, plan, repeat, sample_groups(plan.group_by, samples.rows)))
         assert fold.shape == (len(samples),)
         assert set(fold) == set(range(5))  # each sample in exactly one fold, every fold used
         tests = [np.flatnonzero(fold == f) for f in range(5)]
@@ -82,7 +84,8 @@ def test_fold_metrics_match_computing_each_fold_by_hand():
             # Predictions equal up to round-off rank as ties.
             ranked = np.round(predicted, RANK_DECIMALS)
             assert row.folds["spearman"][f] == pytest.approx(spearmanr(observed, ranked)[0])
-            assert np.allclose(result.predicted[row.k][test], predicted)
+            assert np.allclose(result.predicted[row.k][0, test], predicted)
+            assert np.array_equal(result.folds[0], fold)
         assert row.mean("mse") == pytest.approx(np.mean(row.folds["mse"]))
         assert row.std("mse") == pytest.approx(np.std(row.folds["mse"], ddof=1))
     best = min(result.knn, key=lambda r: r.mean("mse"))

@@ -5,17 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import mean_squared_error, r2_score
 
 from percept.data.filters import RatingFilter
 from percept.data.ratings import filter_ratings, load_ratings, rating_samples
 from percept.data.survey import Samples, load_survey
 from percept.errors import PerceptError
-from percept.model.knn import l2_normalise
+from percept.model.knn import KNNRegressor, l2_normalise
+from percept.study.crossval import CVPlan, repeat_folds
+from percept.study.folds import GroupBy
 from percept.study.groups import (
     DEFAULT_AGE_BINS,
-    TRAIN_FRACTION,
     GroupSpec,
-    _training_side,
     compare_groups,
     group_labels,
     parse_group_spec,
@@ -43,29 +44,55 @@ def test_group_labels_follow_the_region_rule_and_age_bins():
         group_labels(frame.drop(columns="gender"), parse_group_spec("gender"))
 
 
-def test_matrix_counts_and_disjoint_split():
+def test_matrix_is_repeated_cv_on_the_evaluation_folds():
     rng = np.random.default_rng(0)
     vectors = l2_normalise(rng.standard_normal((60, 8)))
     rows = np.repeat(np.arange(60), 4)
     scores = rng.integers(1, 6, len(rows)).astype(float)
     labels = np.array(["a", "b", "c", None] * 60, dtype=object)
     samples = Samples(rows, scores)
-    matrix = compare_groups(vectors, samples, labels, k=5, category="walkability", seed=3)
-    in_train = _training_side(rows, len(rows), 3, False)
-    assert in_train.sum() == int(len(rows) * TRAIN_FRACTION)
-    assert matrix.groups == ["a", "b", "c"]
-    for i, g in enumerate(matrix.groups):
-        assert matrix.n_train[i] == np.sum(in_train & (labels == g))
-        assert matrix.n_test[i] == np.sum(~in_train & (labels == g))
-    assert matrix.n_train.sum() + matrix.n_test.sum() == np.sum(labels != None)  # noqa: E711
-    assert matrix.r2.shape == (3, 3) and np.isfinite(matrix.r2).all()
-    grouped = compare_groups(vectors, samples, labels, k=5, seed=3, group_by_image=True)
-    side = _training_side(rows, len(rows), 3, True)
-    for row in range(60):  # every image wholly on one side
-        assert len(set(side[rows == row])) == 1
-    assert grouped.n_train.sum() + grouped.n_test.sum() == 180
+    plan = CVPlan(folds=3, repeats=2, group_by=GroupBy("image"), seed=3)
+    matrix = compare_groups(vectors, samples, labels, k=5, category="walkability", plan=plan)
+    assert matrix.groups == ["a", "b", "c"] and matrix.group_by == "image"
+    assert matrix.r2.shape == matrix.mse.shape == (3, 3, 6) and np.isfinite(matrix.r2).all()
+    for repeat, fold_of in enumerate(repeat_folds(samples, plan)):
+        for row in range(60):  # every image wholly in one fold
+            assert len(set(fold_of[rows == row])) == 1
+        for fold in range(3):
+            run = repeat * 3 + fold
+            for i, g in enumerate(matrix.groups):
+                train = (fold_of != fold) & (labels == g)
+                assert matrix.n_train[i, run] == train.sum()
+                assert matrix.n_test[i, run] == np.sum((fold_of == fold) & (labels == g))
+            # one cell by hand: trained on b, tested on c
+            train = (fold_of != fold) & (labels == "b")
+            test = (fold_of == fold) & (labels == "c")
+            model = KNNRegressor(5).fit(vectors, scores[train], rows[train])
+            predicted = model.predict(vectors[rows[test]])
+            assert matrix.mse[1, 2, run] == pytest.approx(mean_squared_error(scores[test], predicted))
+            assert matrix.r2[1, 2, run] == pytest.approx(r2_score(scores[test], predicted))
+    assert matrix.mean("r2")[1, 2] == pytest.approx(np.mean(matrix.r2[1, 2]))
+    assert matrix.std("mse")[0, 0] == pytest.approx(np.std(matrix.mse[0, 0], ddof=1))
+    assert matrix.n_train.sum() / 2 == 2 * 180  # over a repeat's folds every labelled sample trains twice
     with pytest.raises(PerceptError):
         compare_groups(vectors, samples, np.array(["a"] * len(rows), dtype=object), k=5)
+
+
+def test_equalise_subsamples_every_training_part_to_the_smallest():
+    rng = np.random.default_rng(1)
+    vectors = l2_normalise(rng.standard_normal((200, 8)))
+    rows = np.arange(200)
+    scores = rng.integers(1, 6, 200).astype(float)
+    labels = np.where(rng.random(200) < 0.8, "big", "small").astype(object)
+    plan = CVPlan(folds=4, repeats=2, seed=0)
+    plain = compare_groups(vectors, Samples(rows, scores), labels, 5, plan=plan)
+    equal = compare_groups(vectors, Samples(rows, scores), labels, 5, plan=plan, equalise=True)
+    assert (plain.n_train[0] > plain.n_train[1]).all()
+    assert np.array_equal(equal.n_train[0], equal.n_train[1])
+    assert np.array_equal(equal.n_train[1], plain.n_train[1]) and equal.equalised
+    assert np.array_equal(equal.n_test, plain.n_test)
+    again = compare_groups(vectors, Samples(rows, scores), labels, 5, plan=plan, equalise=True)
+    assert np.array_equal(again.mse, equal.mse)  # the subsample is seeded
 
 
 def test_rating_rows_line_up_with_rating_samples(reference_dir):

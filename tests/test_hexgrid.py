@@ -1,15 +1,10 @@
-"""Hexagon aggregation and the ``percept map`` command (also on the real Amsterdam hexagon map)."""
+"""Hexagon aggregation in metres (the ``percept map`` command is tested in test_maps.py)."""
 
 from __future__ import annotations
-
-import importlib
-import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from percept.cli.common import ArgumentParser, report_errors
 from percept.study.hexgrid import (
     aggregate,
     aggregate_lonlat,
@@ -18,16 +13,6 @@ from percept.study.hexgrid import (
     to_geojson,
     utm_crs,
 )
-
-AMSTERDAM_NAME = "ams-20240227-walkability-map.geojson.gz"
-AMSTERDAM = Path(__file__).parent / "data" / AMSTERDAM_NAME
-
-
-def run_cli(*argv: str) -> int:
-    parser = ArgumentParser(prog="percept")
-    importlib.import_module("percept.cli.map").register(parser.add_subparsers(parser_class=ArgumentParser))
-    args = parser.parse_args(list(argv))
-    return report_errors(lambda: args.run(args))
 
 
 def test_every_point_lands_in_exactly_one_hexagon():
@@ -61,45 +46,3 @@ def test_lonlat_aggregation_picks_utm_and_writes_wgs84_polygons():
     assert 4.7 < ring[:, 0].min() and ring[:, 1].max() < 52.5
     other = aggregate_lonlat(lon, lat, np.ones(4), 100, parse_crs("EPSG:28992"))
     assert other.crs.to_epsg() == 28992
-
-
-def test_map_cli_writes_png_and_geojson_from_points(tmp_path):
-    rated = tmp_path / "rated.csv"
-    rng = np.random.default_rng(1)
-    lines = ["image,lon,lat,walkability"] + [f"i{i}.jpg,{4.85 + rng.uniform(0, 0.1)},{52.35 + rng.uniform(0, 0.05)},"
-                                            f"{rng.uniform(1, 5)}" for i in range(300)]
-    rated.write_text("\n".join(lines) + "\n")
-    png, geojson = tmp_path / "map.png", tmp_path / "map.geojson"
-    assert run_cli("map", "--rated", str(rated), "--category", "walkability", "--hex", "200",
-                   "--out", str(png), str(geojson), "-q") == 0
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    data = json.loads(geojson.read_text())
-    assert sum(f["properties"]["count"] for f in data["features"]) == 300
-
-
-def test_map_cli_renders_the_amsterdam_hexagons(tmp_path):
-    png, geojson = tmp_path / "ams.png", tmp_path / "ams.geojson"
-    assert run_cli("map", "--rated", str(AMSTERDAM), "--category", "walkability", "--out", str(png), str(geojson),
-                   "-q") == 0
-    assert png.stat().st_size > 10_000
-    data = json.loads(geojson.read_text())
-    assert len(data["features"]) == 1073  # polygons as published, moved from EPSG:28992 to WGS84
-    lon, lat = np.array(data["features"][0]["geometry"]["coordinates"][0]).T
-    assert 4.7 < lon.min() < lon.max() < 5.1 and 52.2 < lat.min() < lat.max() < 52.5
-    hexed = tmp_path / "hex.geojson"
-    assert run_cli("map", "--rated", str(AMSTERDAM), "--category", "walkability", "--hex", "400",
-                   "--out", str(hexed), "-q") == 0
-    assert sum(f["properties"]["count"] for f in json.loads(hexed.read_text())["features"]) == 1073
-
-
-def test_map_cli_errors_are_one_line(tmp_path, capsys):
-    assert run_cli("map", "--rated", str(tmp_path / "missing.csv"), "--category", "walkability",
-                   "--out", str(tmp_path / "x.png")) == 2
-    rated = tmp_path / "rated.geojson"
-    rated.write_text(json.dumps({"type": "FeatureCollection", "features": [
-        {"type": "Feature", "properties": {"walkability": 3.0}, "geometry": {"type": "Point", "coordinates": [4.9, 52.4]}}]}))
-    assert run_cli("map", "--rated", str(rated), "--category", "walkability", "--out", str(tmp_path / "x.txt")) == 2
-    assert run_cli("map", "--rated", str(rated), "--category", "walkability", "--crs", "EPSG:nonsense",
-                   "--out", str(tmp_path / "x.png")) == 2
-    errors = capsys.readouterr().err.strip().splitlines()
-    assert len(errors) == 3 and all(line.startswith("error: ") for line in errors)

@@ -9,6 +9,7 @@ from percept.cli.common import k_list, positive_int, progress_bar
 from percept.errors import PerceptError
 from percept.model.weighting import DEFAULT_WEIGHTING, check_weighting
 from percept.study.crossval import METRICS, CategoryResult, CVPlan, cross_validate
+from percept.study.folds import default_group_by, parse_group_by
 
 DEFAULT_KS = "10,20,30,40,50"
 
@@ -31,14 +32,23 @@ def register(subparsers) -> None:
                         help="repeat the K-fold split R times with fresh shuffles (default 1)")
     parser.add_argument("--stratified", action="store_true", help="balance int(score) over the folds")
     parser.add_argument("--seed", type=int, default=0, help="seed of the fold shuffles (default 0)")
-    parser.add_argument("--group-by-image", action="store_true",
-                        help="keep all ratings of an image in one fold (matters with -d, where an image is "
-                             "rated many times; default: folds over individual samples, as the drop-in splits)")
+    parser.add_argument("--group-by", default=None, metavar="none|image|location|block:METRES",
+                        help="keep groups of samples in one fold so nothing leaks from training to test: image "
+                             "(all ratings of an image), location (all images at the same coordinates, e.g. the "
+                             "crops of a panorama), block:METRES (square spatial blocks of that size, in the UTM "
+                             "zone of the survey) or none (default: image with -d, else none)")
+    parser.add_argument("--group-by-image", dest="group_by", action="store_const", const="image",
+                        help=argparse.SUPPRESS)
     parser.add_argument("--no-baselines", action="store_true", help="skip the training-mean and ridge baselines")
-    parser.add_argument("--report", metavar="DIR", help="write report.json, report.csv, PNG plots and report.html")
+    parser.add_argument("--report", metavar="DIR",
+                        help="write report.html (summary, settings, captioned figures), report.json, report.csv, "
+                             "oof_predictions.csv and every figure as 200 dpi PNG and SVG")
     parser.add_argument("--compare-groups", metavar="SPEC",
-                        help="train on each rater group, test on each: gender, education, region, or "
-                             "age[:18-29,30-49,50-120] (needs -d)")
+                        help="train on each rater group, test on each, over the same repeated folds (mean ± sd of "
+                             "MSE and R²): gender, education, region, or age[:18-29,30-49,50-120] (needs -d)")
+    parser.add_argument("--equalise", "--equalize", action="store_true",
+                        help="with --compare-groups: subsample every group's training part to the smallest "
+                             "group's, so group size does not confound the comparison")
     parser.set_defaults(run=run)
 
 
@@ -56,26 +66,32 @@ def run(args: argparse.Namespace) -> int:
         spec = parse_group_spec(args.compare_groups)
         if not args.demographics:
             raise PerceptError("--compare-groups splits individual ratings by rater: give -d/--demographics")
-    plan = CVPlan(args.cv, args.repeats, args.stratified, args.group_by_image, args.seed)
+    if args.equalise and not args.compare_groups:
+        raise PerceptError("--equalise subsamples the rater groups of --compare-groups: add --compare-groups")
+    group_by = parse_group_by(args.group_by) if args.group_by else default_group_by(bool(args.demographics))
+    plan = CVPlan(args.cv, args.repeats, args.stratified, group_by, args.seed)
     log = (lambda message: None) if args.quiet else print
     dataset = load_dataset(data_selection(args), log)
     results = cross_validate(dataset.vectors, dataset.samples, args.k, plan, args.normalization_method,
-                             baselines=not args.no_baselines, progress=progress_bar(args.quiet, "category"))
+                             baselines=not args.no_baselines, progress=progress_bar(args.quiet, "category"),
+                             lonlat=dataset.lonlat)
     print(format_table(results))
+    print(f"{group_by.describe()} (--group-by {group_by.label}"
+          f"{'' if args.group_by else ', the default ' + ('with -d' if args.demographics else 'without -d')})")
     matrices = []
     if spec is not None:
-        matrices = _compare(args, dataset, spec, results)
+        matrices = _compare(args, dataset, spec, results, plan)
         for matrix in matrices:
             print(format_group_matrix(matrix))
     if args.report:
         from percept.study.report import write_report
 
-        write_report(args.report, results, settings(args, plan), matrices)
+        write_report(args.report, results, settings(args, plan), matrices, dataset.names)
         log(f"report written to {args.report}")
     return 0
 
 
-def _compare(args, dataset, spec, results: list[CategoryResult]):
+def _compare(args, dataset, spec, results: list[CategoryResult], plan: CVPlan):
     from percept.study.groups import compare_groups, group_labels
 
     matrices = []
@@ -83,8 +99,8 @@ def _compare(args, dataset, spec, results: list[CategoryResult]):
         samples = dataset.samples[result.category]
         frame = dataset.rating_rows[result.category]
         matrices.append(compare_groups(dataset.vectors, samples, group_labels(frame, spec), result.best_k,
-                                       result.category, args.normalization_method, args.seed,
-                                       args.group_by_image))
+                                       result.category, args.normalization_method, plan, args.equalise,
+                                       dataset.lonlat))
     return matrices
 
 
@@ -92,10 +108,11 @@ def settings(args: argparse.Namespace, plan: CVPlan) -> dict:
     """The options that shaped the results, for the report."""
     return {"geojson": args.geojson, "demographics": args.demographics, "clip_model": args.clip_model,
             "k": args.k, "normalization_method": args.normalization_method, "folds": plan.folds,
-            "repeats": plan.repeats, "stratified": plan.stratified, "group_by_image": plan.group_by_image,
-            "seed": plan.seed, "filters": {f: getattr(args, f) for f in ("gender", "region", "age", "education")},
+            "repeats": plan.repeats, "stratified": plan.stratified, "group_by": plan.group_by.label,
+            "grouping": plan.group_by.describe(), "seed": plan.seed,
+            "filters": {f: getattr(args, f) for f in ("gender", "region", "age", "education")},
             "environmental": f"{args.environmental_method}+p{args.prompt_style}" if args.environmental else None,
-            "compare_groups": args.compare_groups}
+            "compare_groups": args.compare_groups, "equalise": args.equalise}
 
 
 def _pm(mean: float, std: float) -> str:
@@ -118,12 +135,17 @@ def format_table(results: list[CategoryResult]) -> str:
 
 
 def format_group_matrix(matrix) -> str:
-    """R² of training on each group (rows) and testing on each group (columns), with counts."""
-    width = max(12, *(len(g) + 2 for g in matrix.groups))
-    lines = [f"{matrix.category}: R² by rater group (K={matrix.k}; rows: trained on, columns: tested on)",
+    """MSE and R² (mean ± sd over folds) of training on each group (rows) and testing on each (columns)."""
+    width = max(19, *(len(g) + 2 for g in matrix.groups))
+    how = "training parts equalised to the smallest group, " if matrix.equalised else ""
+    lines = [(f"{matrix.category}: by rater group (K={matrix.k}; rows: trained on, columns: tested on; "
+              f"mean ± sd over {matrix.n_folds} folds, {how}--group-by {matrix.group_by})"),
              f"{'':<{width}} {'train n':>8} " + " ".join(f"{g:>{width}}" for g in matrix.groups),
-             f"{'test n':<{width}} {'':>8} " + " ".join(f"{n:>{width}}" for n in matrix.n_test)]
-    for group, n, line in zip(matrix.groups, matrix.n_train, matrix.r2):
-        cells = " ".join(f"{('n/a' if not math.isfinite(v) else f'{v:.4f}'):>{width}}" for v in line)
-        lines.append(f"{group:<{width}} {n:>8} {cells}")
+             f"{'test n':<{width}} {'':>8} " + " ".join(f"{n:>{width}.0f}" for n in matrix.test_size())]
+    for metric, name in (("r2", "R²"), ("mse", "MSE")):
+        mean, std = matrix.mean(metric), matrix.std(metric)
+        for group, n, means, stds in zip(matrix.groups, matrix.train_size(), mean, std):
+            cells = " ".join(f"{_pm(m, s):>{width}}" for m, s in zip(means, stds))
+            lines.append(f"{name + ' ' + group:<{width}} {n:>8.0f} {cells}")
+    lines.append("train n, test n: mean samples per fold")
     return "\n".join(lines)

@@ -34,6 +34,7 @@ class Survey:
     by_name: dict[str, int] = field(default_factory=dict)
     duplicates: int = 0
     source: str = "survey"  # the file, for messages
+    lonlat: np.ndarray | None = None  # (features, 2) Point coordinates; NaN where a feature has none
 
     def feature_for(self, name: str) -> dict | None:
         index = self.by_name.get(image_name(name))
@@ -52,6 +53,7 @@ def parse_survey(data: object, source: str = "survey", keep: frozenset[str] | No
     if not isinstance(features, list):
         raise PerceptError(f"{source} has no 'features' list: give the survey's data.geojson export")
     properties, by_name, duplicates = [], {}, 0
+    lonlat = np.full((len(features), 2), np.nan)
     for number, feature in enumerate(features):
         props = feature.get("properties") if isinstance(feature, dict) else None
         if not isinstance(props, dict) or not props.get("url"):
@@ -64,7 +66,18 @@ def parse_survey(data: object, source: str = "survey", keep: frozenset[str] | No
         duplicates += name in by_name
         by_name[name] = len(properties)
         properties.append(props if keep is None else {k: props[k] for k in keep if k in props})
-    return Survey(properties, by_name, duplicates, source)
+        lonlat[number] = point_coordinates(feature.get("geometry"))
+    return Survey(properties, by_name, duplicates, source, lonlat)
+
+
+def point_coordinates(geometry: object) -> tuple[float, float]:
+    """``(lon, lat)`` of a GeoJSON Point geometry; NaN for anything else."""
+    if isinstance(geometry, dict) and geometry.get("type") == "Point":
+        coords = geometry.get("coordinates")
+        if isinstance(coords, list) and len(coords) >= 2 and all(
+                isinstance(c, (int, float)) and not isinstance(c, bool) for c in coords[:2]):
+            return float(coords[0]), float(coords[1])
+    return np.nan, np.nan
 
 
 def load_survey(path: str | Path, keep: frozenset[str] | None = None) -> Survey:

@@ -7,10 +7,9 @@ same samples, so each category's neighbour lists are searched once
 all K reuse the largest K's neighbours. Categories that hold the same samples
 (same vector rows) share the lists.
 
-Folds are over samples. A demographic survey repeats an image once per rating,
-so an image may then sit in the training and the test part of one fold; with
-``group_by_image`` every image's samples stay in one fold (off by default, which
-matches the drop-in tool's per-sample splits).
+Folds deal out groups of samples (``percept.study.folds``): single samples, images
+(a demographic survey repeats an image once per rating), locations or square spatial
+blocks, so that no test sample has a copy or a close neighbour in training.
 
 Baselines on the same folds: the training mean, and a ridge linear probe on
 the same vectors whose penalty is picked per fold by efficient leave-one-out
@@ -37,6 +36,7 @@ from percept.model.neighbour_lists import (
     neighbour_lists,
 )
 from percept.model.weighting import DEFAULT_WEIGHTING, check_weighting
+from percept.study.folds import GroupBy, sample_groups
 from percept.study.holdout import regression_metrics
 
 METRICS = ("mse", "rmse", "mae", "r2", "pearson", "spearman")
@@ -48,12 +48,12 @@ RANK_DECIMALS = 12
 
 @dataclass(frozen=True)
 class CVPlan:
-    """How samples are split: ``folds`` folds, ``repeats`` times, from ``seed``."""
+    """How samples are split: ``folds`` folds, ``repeats`` times, from ``seed``, whole groups per fold."""
 
     folds: int = 5
     repeats: int = 1
     stratified: bool = False
-    group_by_image: bool = False
+    group_by: GroupBy = field(default_factory=GroupBy)
     seed: int = 0
 
     def __post_init__(self):
@@ -89,8 +89,9 @@ class ModelScores:
 class CategoryResult:
     """Cross-validation of one category: KNN per K, then the baselines.
 
-    ``predicted`` holds the out-of-fold predictions of the first repeat per K
-    (every sample predicted once), aligned with ``observed``.
+    ``predicted[k]`` (repeats, samples) holds the out-of-fold KNN predictions (in each
+    repeat every sample is predicted once), ``folds`` (repeats, samples) the fold of
+    each sample, both aligned with ``observed`` and ``sample_rows`` (vector rows).
     """
 
     category: str
@@ -98,6 +99,8 @@ class CategoryResult:
     rows: list[ModelScores]
     observed: np.ndarray
     predicted: dict[int, np.ndarray]
+    folds: np.ndarray | None = None
+    sample_rows: np.ndarray | None = None
 
     @property
     def knn(self) -> list[ModelScores]:
@@ -120,14 +123,16 @@ def _summary(values: list[float], reduce) -> float:
 # ---------------------------------------------------------------- folds
 
 
-def assign_folds(n: int, folds: int, rng: np.random.Generator, strata: np.ndarray | None = None) -> np.ndarray:
+def assign_folds(n: int, folds: int, rng: np.random.Generator, strata: np.ndarray | None = None,
+                 unit: str = "samples") -> np.ndarray:
     """Fold number (0..folds-1) of each of ``n`` units: a random order dealt round-robin.
 
     With ``strata`` the order is shuffled within each stratum and strata follow
     each other, so every stratum is spread over the folds as evenly as possible.
     """
     if n < folds:
-        raise PerceptError(f"cannot make {folds} folds from {n} samples: lower --cv or use more data")
+        raise PerceptError(f"cannot make {folds} folds from {n} {unit}: lower --cv, group less coarsely "
+                           "(--group-by) or use more data")
     order = rng.permutation(n)
     if strata is not None:
         order = order[np.argsort(np.asarray(strata)[order], kind="stable")]
@@ -136,22 +141,31 @@ def assign_folds(n: int, folds: int, rng: np.random.Generator, strata: np.ndarra
     return fold
 
 
-def sample_folds(samples: Samples, plan: CVPlan, repeat: int) -> np.ndarray:
+def sample_folds(samples: Samples, plan: CVPlan, repeat: int, groups: np.ndarray | None = None) -> np.ndarray:
     """Fold of each sample in one repeat, from ``(seed, repeat)`` only (the same for equal inputs).
 
-    Stratified folds balance ``int(score)``; grouped folds keep each vector row
-    (image) in one fold and stratify images by ``int`` of their mean score.
+    ``groups`` (from :func:`percept.study.folds.sample_groups`) keeps each group in one
+    fold; None deals single samples. Stratified folds balance ``int(score)``, for
+    groups ``int`` of their mean score.
     """
     rng = np.random.default_rng([plan.seed, repeat])
     scores = np.asarray(samples.scores, dtype=np.float64)
-    if not plan.group_by_image:
+    if groups is None:
         strata = np.floor(scores) if plan.stratified else None
         return assign_folds(len(scores), plan.folds, rng, strata)
-    images, member = np.unique(samples.rows, return_inverse=True)
+    groups = np.asarray(groups, dtype=np.int64)
+    count = np.bincount(groups)
     strata = None
     if plan.stratified:
-        strata = np.floor(np.bincount(member, weights=scores) / np.bincount(member))
-    return assign_folds(len(images), plan.folds, rng, strata)[member]
+        strata = np.floor(np.bincount(groups, weights=scores) / np.maximum(count, 1))
+    unit = f"groups ({plan.group_by.label})"
+    return assign_folds(len(count), plan.folds, rng, strata, unit)[groups]
+
+
+def repeat_folds(samples: Samples, plan: CVPlan, lonlat: np.ndarray | None = None) -> list[np.ndarray]:
+    """The fold of each sample in every repeat, whole groups of ``plan.group_by`` per fold."""
+    groups = sample_groups(plan.group_by, samples.rows, lonlat)
+    return [sample_folds(samples, plan, repeat, groups) for repeat in range(plan.repeats)]
 
 
 # ---------------------------------------------------------------- metrics
@@ -247,10 +261,12 @@ def ridge_loo(x: np.ndarray, y: np.ndarray, alphas=RIDGE_ALPHAS, gram: np.ndarra
 
 def cross_validate(vectors: np.ndarray, samples: dict[str, Samples], ks: list[int], plan: CVPlan,
                    weighting: str = DEFAULT_WEIGHTING, baselines: bool = True,
-                   progress: Callable[[list], Iterable] = iter) -> list[CategoryResult]:
+                   progress: Callable[[list], Iterable] = iter,
+                   lonlat: np.ndarray | None = None) -> list[CategoryResult]:
     """Cross-validate every category with samples; the best K (lowest mean MSE) is marked.
 
-    ``progress`` wraps the list of category groups being worked through (e.g. a progress bar).
+    ``progress`` wraps the list of category groups being worked through (e.g. a progress bar);
+    ``lonlat`` (vector rows, 2) places the images for location and block grouping.
     """
     weighting = check_weighting(weighting)
     ks = sorted(set(int(k) for k in ks))
@@ -260,7 +276,7 @@ def cross_validate(vectors: np.ndarray, samples: dict[str, Samples], ks: list[in
     categories = [c for c, s in samples.items() if len(s)]
     if not categories:
         raise PerceptError("no category has samples to cross-validate")
-    folds = {c: [sample_folds(samples[c], plan, r) for r in range(plan.repeats)] for c in categories}
+    folds = {c: repeat_folds(samples[c], plan, lonlat) for c in categories}
     results, lists = {}, []
     for family in progress(_families(categories, samples, folds)):
         shared = _lists_for(lists, vectors, samples[family[0]].rows, max(ks), plan.folds)
@@ -301,7 +317,7 @@ def _run_family(vectors, lists, family, samples, repeats, ks, plan, weighting,
     knn = {c: [ModelScores("knn", k) for k in ks] for c in family}
     mean_rows = {c: ModelScores("mean", None) for c in family}
     ridge_rows = {c: ModelScores("ridge", None) for c in family}
-    predicted = {c: {k: np.full(len(rows), np.nan) for k in ks} for c in family}
+    predicted = {c: {k: np.full((plan.repeats, len(rows)), np.nan) for k in ks} for c in family}
     for repeat, fold_of in enumerate(repeats):
         grams = _fold_grams(vectors, rows, fold_of, plan.folds) if baselines else None
         for fold in range(plan.folds):
@@ -312,8 +328,7 @@ def _run_family(vectors, lists, family, samples, repeats, ks, plan, weighting,
                 observed = scores[test, j]
                 for row, k in zip(knn[category], ks):
                     _add(row, observed, knn_pred[k][:, j])
-                    if repeat == 0:
-                        predicted[category][k][test] = knn_pred[k][:, j]
+                    predicted[category][k][repeat, test] = knn_pred[k][:, j]
             if not baselines:
                 continue
             gram = sum(grams) - grams[fold]
@@ -330,7 +345,7 @@ def _run_family(vectors, lists, family, samples, repeats, ks, plan, weighting,
         best.best = True
         extra = [mean_rows[category], ridge_rows[category]] if baselines else []
         out[category] = CategoryResult(category, len(rows), knn[category] + extra, scores[:, j].copy(),
-                                       predicted[category])
+                                       predicted[category], np.array(repeats), rows)
     return out
 
 

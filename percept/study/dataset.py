@@ -60,6 +60,7 @@ class Dataset:
     samples: dict[str, Samples]
     rating_rows: dict[str, pd.DataFrame] | None = None  # per category, the rating rows behind its samples (-d)
     environment: str | None = None  # "<method>+p<style>" when environmental features were added
+    lonlat: np.ndarray | None = None  # (images, 2) survey Point of each vector row; NaN where none
 
 
 def load_dataset(selection: DataSelection, log: Log = print) -> Dataset:
@@ -79,6 +80,7 @@ def load_dataset(selection: DataSelection, log: Log = print) -> Dataset:
     if unmatched:
         log(f"skipped {len(unmatched)} embedding rows with no survey feature (first: {unmatched[0]})")
     names = [n for n, k in zip(embeddings.names, keep) if k]
+    lonlat = survey.lonlat[[m for m in matched if m is not None]]
     vectors = l2_normalise(embeddings.vectors if keep.all() else embeddings.vectors[keep])
     del embeddings
     if selection.demographics:
@@ -97,7 +99,7 @@ def load_dataset(selection: DataSelection, log: Log = print) -> Dataset:
 
         vectors = environmental_vectors(selection.encoding, selection.environment, survey, names, vectors, log)
         environment = selection.environment.label
-    return Dataset(names, vectors, sample_set.by_category, sample_set.rating_rows, environment)
+    return Dataset(names, vectors, sample_set.by_category, sample_set.rating_rows, environment, lonlat)
 
 
 def obtain_embeddings(options: EncodingOptions, log: Log) -> Embeddings:

@@ -1,13 +1,16 @@
 """Do groups of raters perceive streets differently? Train on one group, test on another.
 
-The samples are split once into a training and a test part (so no sample is
-ever both, even within one group); a KNN model fitted on each group's training
-samples predicts each group's test samples, giving a matrix of R² with the
-sample counts behind every cell.
+Repeated K-fold cross-validation on the folds of ``percept evaluate`` (the same
+``--group-by`` grouping, so no sample, image or block is on both sides): in every
+fold a KNN model fitted on each group's training part predicts each group's test
+part, giving matrices of MSE and R² (mean ± sd over folds) with the training and
+test sizes behind every cell. Optionally every group's training part is
+subsampled to the smallest group's, so group size does not confound the result.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,12 +21,13 @@ from percept.data.survey import Samples
 from percept.errors import PerceptError
 from percept.model.knn import KNNRegressor
 from percept.model.weighting import DEFAULT_WEIGHTING
+from percept.study.crossval import CVPlan, repeat_folds
 from percept.study.holdout import regression_metrics
 
 COLUMNS = ("gender", "education", "region", "age")
 DEFAULT_AGE_BINS = ((18, 29), (30, 49), (50, 120))
-#: Share of the samples used for training; the rest is the test part.
-TRAIN_FRACTION = 0.8
+#: Random stream (beside seed, repeat and fold) of the --equalise subsampling.
+EQUALISE_STREAM = 7
 
 
 @dataclass(frozen=True)
@@ -86,24 +90,66 @@ def group_labels(ratings: pd.DataFrame, spec: GroupSpec) -> np.ndarray:
 
 @dataclass
 class GroupMatrix:
-    """``r2[i, j]``: trained on group i's training samples, tested on group j's test samples."""
+    """Train on group i's training part, test on group j's test part, in every fold of every repeat.
+
+    ``mse`` and ``r2`` are (groups, groups, folds x repeats); ``n_train`` (groups, folds x repeats)
+    counts the training samples behind each row's cells, ``n_test`` (groups, folds x repeats)
+    the test samples behind each column's.
+    """
 
     category: str
     k: int
     groups: list[str]
+    mse: np.ndarray
     r2: np.ndarray
-    n_train: np.ndarray  # per group (rows)
-    n_test: np.ndarray  # per group (columns)
+    n_train: np.ndarray
+    n_test: np.ndarray
+    equalised: bool = False
+    group_by: str = "none"
+
+    @property
+    def n_folds(self) -> int:
+        return self.mse.shape[2]
+
+    def mean(self, metric: str) -> np.ndarray:
+        """(groups, groups) mean over folds of ``mse`` or ``r2`` (NaN where no fold had data)."""
+        return _reduce(getattr(self, metric), np.nanmean)
+
+    def std(self, metric: str) -> np.ndarray:
+        """(groups, groups) sample standard deviation over folds (ddof=1; 0 for one fold)."""
+        values = getattr(self, metric)
+        if values.shape[2] < 2:
+            return np.where(np.isfinite(self.mean(metric)), 0.0, np.nan)
+        return _reduce(values, lambda v, axis: np.nanstd(v, axis=axis, ddof=1))
+
+    def train_size(self) -> np.ndarray:
+        """Mean training samples per fold of each row (training group)."""
+        return self.n_train.mean(axis=1)
+
+    def test_size(self) -> np.ndarray:
+        """Mean test samples per fold of each column (test group)."""
+        return self.n_test.mean(axis=1)
+
+
+def _reduce(values: np.ndarray, reduce) -> np.ndarray:
+    """``reduce`` over the folds axis; all-NaN cells stay NaN without a warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return reduce(values, axis=2)
 
 
 def compare_groups(vectors: np.ndarray, samples: Samples, labels: np.ndarray, k: int, category: str = "",
-                   weighting: str = DEFAULT_WEIGHTING, seed: int = 0, group_by_image: bool = False) -> GroupMatrix:
-    """The train-on-group x test-on-group R² matrix for one category.
+                   weighting: str = DEFAULT_WEIGHTING, plan: CVPlan | None = None, equalise: bool = False,
+                   lonlat: np.ndarray | None = None) -> GroupMatrix:
+    """The train-on-group x test-on-group MSE and R² over the folds of ``plan`` for one category.
 
-    One random split (``TRAIN_FRACTION`` train) of all samples from ``seed``;
-    with ``group_by_image`` all samples of an image fall on the same side.
-    Cells whose training or test group is empty hold NaN.
+    The folds are those of ``percept evaluate``'s cross-validation (same seed, same
+    ``plan.group_by`` grouping), so no sample, image or block is ever on both sides. With
+    ``equalise`` every group's training part is subsampled, in each fold, to the smallest
+    group's (seeded by the plan's seed, repeat and fold). Cells whose training or test
+    part is empty in a fold hold NaN for that fold.
     """
+    plan = plan or CVPlan()
     labels = np.asarray(labels, dtype=object)
     if len(labels) != len(samples):
         raise PerceptError(f"{len(labels)} group labels for {len(samples)} samples")
@@ -111,27 +157,27 @@ def compare_groups(vectors: np.ndarray, samples: Samples, labels: np.ndarray, k:
     if len(groups) < 2:
         raise PerceptError(f"--compare-groups found {len(groups)} group(s) among the {category or 'category'} "
                            "ratings; it needs at least two")
-    in_train = _training_side(samples.rows, len(samples), seed, group_by_image)
-    r2 = np.full((len(groups), len(groups)), np.nan)
-    n_train = np.array([np.sum(in_train & (labels == g)) for g in groups])
-    n_test = np.array([np.sum(~in_train & (labels == g)) for g in groups])
-    for i, train_group in enumerate(groups):
-        train = np.flatnonzero(in_train & (labels == train_group))
-        if not len(train):
-            continue
-        model = KNNRegressor(k, weighting).fit(vectors, samples.scores[train], samples.rows[train])
-        for j, test_group in enumerate(groups):
-            test = np.flatnonzero(~in_train & (labels == test_group))
-            if len(test):
-                predicted = model.predict(vectors[samples.rows[test]])
-                r2[i, j] = regression_metrics(samples.scores[test], predicted)[1]
-    return GroupMatrix(category, k, groups, r2, n_train, n_test)
-
-
-def _training_side(rows: np.ndarray, n: int, seed: int, group_by_image: bool) -> np.ndarray:
-    """True for the samples in the training part."""
-    rng = np.random.default_rng(seed)
-    if not group_by_image:
-        return rng.permutation(n) < int(n * TRAIN_FRACTION)
-    images, member = np.unique(rows, return_inverse=True)
-    return (rng.permutation(len(images)) < int(len(images) * TRAIN_FRACTION))[member]
+    member = np.array([groups.index(g) if g is not None else -1 for g in labels])
+    runs = plan.folds * plan.repeats
+    mse, r2 = np.full((len(groups), len(groups), runs), np.nan), np.full((len(groups), len(groups), runs), np.nan)
+    n_train, n_test = np.zeros((len(groups), runs), dtype=np.int64), np.zeros((len(groups), runs), dtype=np.int64)
+    for repeat, fold_of in enumerate(repeat_folds(samples, plan, lonlat)):
+        for fold in range(plan.folds):
+            run = repeat * plan.folds + fold
+            trains = [np.flatnonzero((fold_of != fold) & (member == i)) for i in range(len(groups))]
+            if equalise:
+                rng = np.random.default_rng([plan.seed, repeat, fold, EQUALISE_STREAM])
+                smallest = min(len(t) for t in trains)
+                trains = [np.sort(rng.choice(t, smallest, replace=False)) for t in trains]
+            tests = [np.flatnonzero((fold_of == fold) & (member == j)) for j in range(len(groups))]
+            n_train[:, run] = [len(t) for t in trains]
+            n_test[:, run] = [len(t) for t in tests]
+            for i, train in enumerate(trains):
+                if not len(train):
+                    continue
+                model = KNNRegressor(k, weighting).fit(vectors, samples.scores[train], samples.rows[train])
+                for j, test in enumerate(tests):
+                    if len(test):
+                        predicted = model.predict(vectors[samples.rows[test]])
+                        mse[i, j, run], r2[i, j, run] = regression_metrics(samples.scores[test], predicted)
+    return GroupMatrix(category, k, groups, mse, r2, n_train, n_test, equalise, plan.group_by.label)

@@ -1,45 +1,67 @@
-"""Write a cross-validation report: JSON, CSV, PNG plots and one self-contained HTML page.
+"""Write a cross-validation report: JSON, CSV, out-of-fold predictions, figures and one HTML page.
 
 Files in the report folder (each written atomically):
-``report.json`` (settings, every fold's metrics, group matrices), ``report.csv``
-(one row per category and model: mean and standard deviation of each metric),
-``metrics.png`` (each metric against K per category, error bars = standard
-deviation over folds, baselines as dashed lines), ``predicted.png`` (out-of-fold
-prediction against observed score at the best K, first repeat), ``residuals.png``
-(residual against prediction at the best K), ``groups.png`` (R² matrices, when
-groups were compared) and ``report.html`` with the tables and the PNGs embedded
-as base64 data URIs.
+
+- ``report.json``: title, date, tool version, settings, every fold's metrics, group matrices;
+- ``report.csv``: one row per category and model, mean and standard deviation of each metric;
+- ``oof_predictions.csv``: every out-of-fold KNN prediction (sample, fold, repeat, category,
+  K, observed, predicted, and the sample's image), to re-plot or re-score;
+- ``metrics``, ``calibration`` and (with rater groups) ``groups`` figures, each as a
+  200 dpi PNG and an SVG;
+- ``report.html``: title, date, version, a plain-language summary per category, a settings
+  table, the result tables and the figures with captions, self-contained (PNGs inline).
 """
 
 from __future__ import annotations
 
 import base64
 import csv
+import datetime
 import html
 import io
 import json
 import math
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from percept import __version__
+from percept.atomic import atomic_open, atomic_write_text
+from percept.data.survey import image_name
+from percept.study.crossval import METRICS, CategoryResult
+from percept.study.groups import GroupMatrix
+from percept.study.report_figures import METRIC_NAMES, calibration_figure, groups_figure, metrics_figure
+from percept.study.report_summary import category_summary
 
-from percept.atomic import atomic_open, atomic_write_text  # noqa: E402
-from percept.study.crossval import METRICS, CategoryResult  # noqa: E402
-from percept.study.groups import GroupMatrix  # noqa: E402
-
-METRIC_NAMES = {"mse": "MSE", "rmse": "RMSE", "mae": "MAE", "r2": "R²", "pearson": "Pearson r",
-                "spearman": "Spearman ρ"}
+TITLE = "Percept KNN cross-validation report"
+#: Resolution of the PNG figures.
+DPI = 200
+SETTING_LABELS = {
+    "geojson": "Survey GeoJSON (-g)", "demographics": "Individual ratings (-d)", "clip_model": "CLIP model",
+    "k": "K values compared", "normalization_method": "Neighbour weighting", "folds": "Folds per repeat",
+    "repeats": "Repeats", "stratified": "Folds stratified by score", "group_by": "Fold grouping (--group-by)",
+    "grouping": "What the grouping means", "seed": "Random seed", "filters": "Rating filters",
+    "environmental": "Environmental features", "compare_groups": "Rater groups compared",
+    "equalise": "Group training parts equalised",
+}
+OOF_COLUMNS = ("sample", "fold", "repeat", "category", "K", "observed", "predicted", "image")
 
 
 def _number(value: float) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
 
-def report_data(results: list[CategoryResult], settings: dict, groups: list[GroupMatrix] = ()) -> dict:
+def fold_counts(results: list[CategoryResult]) -> tuple[int, int]:
+    """(folds per repeat, repeats) of the cross-validation behind ``results``."""
+    first = results[0]
+    if first.folds is None:
+        return len(first.rows[0].folds["mse"]), 1
+    return int(first.folds.max()) + 1, int(first.folds.shape[0])
+
+
+def report_data(results: list[CategoryResult], settings: dict, groups: list[GroupMatrix] = (),
+                created: str = "") -> dict:
     """Everything the report holds, as JSON-ready data (NaN becomes null)."""
     categories = []
     for result in results:
@@ -51,11 +73,20 @@ def report_data(results: list[CategoryResult], settings: dict, groups: list[Grou
             if row.alphas:
                 entry["alphas"] = row.alphas
             rows.append(entry)
-        categories.append({"category": result.category, "samples": result.n_samples,
-                           "best_k": result.best_k, "rows": rows})
-    return {"settings": settings, "categories": categories, "groups": [{
-        "category": g.category, "k": g.k, "groups": g.groups, "n_train": g.n_train.tolist(),
-        "n_test": g.n_test.tolist(), "r2": [[_number(v) for v in line] for line in g.r2]} for g in groups]}
+        categories.append({"category": result.category, "samples": result.n_samples, "best_k": result.best_k,
+                           "summary": category_summary(result), "rows": rows})
+    return {"title": TITLE, "created": created, "version": __version__, "settings": settings,
+            "categories": categories, "groups": [_group_data(g) for g in groups]}
+
+
+def _group_data(g: GroupMatrix) -> dict:
+    def grid(values):
+        return [[_number(v) for v in line] for line in values]
+
+    return {"category": g.category, "k": g.k, "groups": g.groups, "group_by": g.group_by, "equalised": g.equalised,
+            "folds": g.n_folds, "train_size": g.train_size().tolist(), "test_size": g.test_size().tolist(),
+            "r2_mean": grid(g.mean("r2")), "r2_std": grid(g.std("r2")), "mse_mean": grid(g.mean("mse")),
+            "mse_std": grid(g.std("mse"))}
 
 
 def csv_rows(results: list[CategoryResult]) -> list[list]:
@@ -71,103 +102,32 @@ def csv_rows(results: list[CategoryResult]) -> list[list]:
     return rows
 
 
-def metrics_figure(results: list[CategoryResult]):
-    """Each metric against K, one line per category, error bars over folds; baselines dashed."""
-    fig, axes = plt.subplots(2, 3, figsize=(15, 8.5))
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, metric in zip(axes.ravel(), METRICS):
-        for i, result in enumerate(results):
-            colour = colours[i % len(colours)]
-            ks = [r.k for r in result.knn]
-            ax.errorbar(ks, [r.mean(metric) for r in result.knn], yerr=[r.std(metric) for r in result.knn],
-                        marker="o", capsize=3, color=colour, label=result.category)
-            best = next(r for r in result.knn if r.best)
-            ax.plot([best.k], [best.mean(metric)], marker="*", markersize=14, color=colour)
-            for baseline, style in (("ridge", "--"), ("mean", ":")):
-                row = result.baseline(baseline)
-                if row is not None and math.isfinite(row.mean(metric)):
-                    ax.axhline(row.mean(metric), linestyle=style, color=colour, linewidth=1)
-        ax.set_title(METRIC_NAMES[metric])
-        ax.set_xlabel("K")
-        ax.grid(alpha=0.3)
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    handles += [plt.Line2D([], [], color="grey", linestyle="--"), plt.Line2D([], [], color="grey", linestyle=":"),
-                plt.Line2D([], [], color="grey", marker="*", linestyle="", markersize=12)]
-    labels += ["ridge baseline", "training-mean baseline", "best K"]
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 8))
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
-    return fig
+def oof_frame(results: list[CategoryResult], names: list[str] | None = None) -> pd.DataFrame:
+    """Every out-of-fold KNN prediction: one row per sample, repeat, category and K."""
+    frames = []
+    for result in results:
+        n = result.n_samples
+        image = [image_name(names[r]) for r in result.sample_rows] \
+            if names is not None and result.sample_rows is not None else [""] * n
+        for k, predicted in result.predicted.items():
+            for repeat, values in enumerate(np.atleast_2d(predicted)):
+                frames.append(pd.DataFrame({
+                    "sample": np.arange(n), "fold": result.folds[repeat] if result.folds is not None else -1,
+                    "repeat": repeat, "category": result.category, "K": k, "observed": result.observed,
+                    "predicted": values, "image": image}))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(OOF_COLUMNS))
 
 
-def _grid(count: int):
-    cols = min(count, 3)
-    rows = math.ceil(count / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 4.5 * rows), squeeze=False)
-    for ax in axes.ravel()[count:]:
-        ax.set_visible(False)
-    return fig, axes.ravel()
+def _save(fig) -> dict[str, bytes]:
+    import matplotlib.pyplot as plt
 
-
-def predicted_figure(results: list[CategoryResult]):
-    """Out-of-fold prediction against observed score at each category's best K."""
-
-    def draw(ax, observed, predicted):
-        ax.scatter(observed, predicted, s=6, alpha=0.35)
-        low = float(np.nanmin([observed.min(), np.nanmin(predicted)]))
-        high = float(np.nanmax([observed.max(), np.nanmax(predicted)]))
-        ax.plot([low, high], [low, high], color="black", linewidth=1)
-        ax.set_xlabel("observed")
-        ax.set_ylabel("predicted")
-
-    return _best_k_figure(results, draw)
-
-
-def residuals_figure(results: list[CategoryResult]):
-    """Residual (observed - predicted) against prediction at each category's best K."""
-
-    def draw(ax, observed, predicted):
-        ax.scatter(predicted, observed - predicted, s=6, alpha=0.35)
-        ax.axhline(0, color="black", linewidth=1)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("observed - predicted")
-
-    return _best_k_figure(results, draw)
-
-
-def _best_k_figure(results: list[CategoryResult], draw):
-    """One panel per category, drawn from its out-of-fold predictions at the best K."""
-    fig, axes = _grid(len(results))
-    for ax, result in zip(axes, results):
-        draw(ax, result.observed, result.predicted[result.best_k])
-        ax.set_title(f"{result.category} (K={result.best_k})")
-    fig.tight_layout()
-    return fig
-
-
-def groups_figure(groups: list[GroupMatrix]):
-    """R² matrices as heat maps, each cell labelled with its value."""
-    fig, axes = _grid(len(groups))
-    for ax, matrix in zip(axes, groups):
-        image = ax.imshow(matrix.r2, cmap="viridis")
-        labels = [f"{g}\n(train {a}, test {b})" for g, a, b in zip(matrix.groups, matrix.n_train, matrix.n_test)]
-        ax.set_xticks(range(len(labels)), [g for g in matrix.groups], rotation=30)
-        ax.set_yticks(range(len(labels)), labels, fontsize=8)
-        ax.set_xlabel("tested on")
-        ax.set_ylabel("trained on")
-        for (i, j), value in np.ndenumerate(matrix.r2):
-            ax.text(j, i, "—" if not math.isfinite(value) else f"{value:.2f}", ha="center", va="center",
-                    color="white")
-        ax.set_title(f"{matrix.category} R² (K={matrix.k})")
-        fig.colorbar(image, ax=ax)
-    fig.tight_layout()
-    return fig
-
-
-def _png(fig) -> bytes:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
+    out = {}
+    for kind in ("png", "svg"):
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format=kind, dpi=DPI)
+        out[kind] = buffer.getvalue()
     plt.close(fig)
-    return buffer.getvalue()
+    return out
 
 
 def _cell(value) -> str:
@@ -175,39 +135,95 @@ def _cell(value) -> str:
         f"{value:.4f}" if isinstance(value, float) else html.escape(str(value)))
 
 
-def html_page(title: str, tables: list[list[list]], images: dict[str, bytes], settings: dict) -> str:
-    """A page with the settings, the tables and the PNGs inline (no other files needed)."""
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-             "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
-             "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}tr.best{font-weight:bold}"
-             "img{max-width:100%}</style></head><body>", f"<h1>{html.escape(title)}</h1>",
-             "<pre>" + html.escape(json.dumps(settings, indent=2)) + "</pre>"]
-    for table in tables:
-        header, *rows = table
-        best = header.index("best") if "best" in header else None
-        parts.append("<table><tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in header) + "</tr>")
-        for row in rows:
-            mark = " class='best'" if best is not None and row[best] is True else ""
-            parts.append(f"<tr{mark}>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>")
-        parts.append("</table>")
-    for name, data in images.items():
-        encoded = base64.b64encode(data).decode("ascii")
-        parts.append(f"<h2>{html.escape(name)}</h2><img alt='{html.escape(name)}' "
-                     f"src='data:image/png;base64,{encoded}'>")
+def _setting_value(value) -> str:
+    if value is None or value is False:
+        return "no" if value is False else "—"
+    if value is True:
+        return "yes"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(map(str, value))
+    if isinstance(value, dict):
+        active = [f"{k} = {v}" for k, v in value.items() if v not in (None, "", False)]
+        return "; ".join(active) or "none"
+    return str(value)
+
+
+def settings_table(settings: dict) -> str:
+    rows = "".join(f"<tr><th scope='row'>{html.escape(SETTING_LABELS.get(key, key))}</th>"
+                   f"<td>{html.escape(_setting_value(value))}</td></tr>" for key, value in settings.items())
+    return f"<table class='settings'>{rows}</table>"
+
+
+def results_table(results: list[CategoryResult]) -> str:
+    """Mean ± sd of every metric per category and model; the best K in bold."""
+    head = "".join(f"<th>{h}</th>" for h in ("category", "model", "K", "samples", "folds")) + "".join(
+        f"<th>{METRIC_NAMES[m]}</th>" for m in METRICS)
+    lines = [f"<table class='results'><tr>{head}</tr>"]
+    for result in results:
+        for row in result.rows:
+            cells = [result.category, row.model + (" (best K)" if row.best else ""),
+                     "" if row.k is None else row.k, result.n_samples, len(row.folds["mse"])]
+            cells = "".join(f"<td>{html.escape(str(c))}</td>" for c in cells)
+            cells += "".join(f"<td>{_pm(row.mean(m), row.std(m))}</td>" for m in METRICS)
+            mark = " class='best'" if row.best else ""
+            lines.append(f"<tr{mark}>{cells}</tr>")
+    lines.append("</table><p class='note'>mean ± standard deviation over folds; MSE in squared score points, "
+                 "RMSE and MAE in score points (1–5 scale); R², Pearson r and Spearman ρ have no unit.</p>")
+    return "\n".join(lines)
+
+
+def _pm(mean: float, std: float) -> str:
+    return "n/a" if not math.isfinite(mean) else f"{mean:.4f} ± {std:.4f}"
+
+
+def group_table(matrix: GroupMatrix) -> str:
+    mean, std, mse, mse_sd = matrix.mean("r2"), matrix.std("r2"), matrix.mean("mse"), matrix.std("mse")
+    head = "".join(f"<th>{html.escape(g)}<br>(test n={n:.0f})</th>" for g, n in zip(matrix.groups, matrix.test_size()))
+    lines = [(f"<table class='groups'><caption>{html.escape(matrix.category)} (K={matrix.k}): R² and MSE, mean ± sd "
+              f"over {matrix.n_folds} folds; rows trained on, columns tested on</caption>"
+              f"<tr><th>trained on</th><th>train n</th>{head}</tr>")]
+    for i, (group, n) in enumerate(zip(matrix.groups, matrix.train_size())):
+        cells = "".join(f"<td>R² {_pm(mean[i, j], std[i, j])}<br>MSE {_pm(mse[i, j], mse_sd[i, j])}</td>"
+                        for j in range(len(matrix.groups)))
+        lines.append(f"<tr><th scope='row'>{html.escape(group)}</th><td>{n:.0f}</td>{cells}</tr>")
+    lines.append("</table>")
+    return "\n".join(lines)
+
+
+STYLE = ("body{font-family:sans-serif;margin:2em auto;max-width:1200px;line-height:1.4}"
+         "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px}"
+         "table.results td,table.groups td{text-align:right;white-space:nowrap}tr.best{font-weight:bold}"
+         "table.settings th{text-align:left;background:#f4f4f4}figure{margin:2em 0}img{max-width:100%}"
+         "figcaption{font-size:0.92em;color:#333;max-width:60em}.meta,.note{color:#555}")
+
+
+def html_page(data: dict, results: list[CategoryResult], groups: list[GroupMatrix],
+              figures: list[tuple[str, dict[str, bytes], str]]) -> str:
+    """The report page; ``figures`` are (file stem, {"png": ..., "svg": ...}, caption)."""
+    title = html.escape(data["title"])
+    parts = [(f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{title}</title>"
+              f"<style>{STYLE}</style></head><body>"), f"<h1>{title}</h1>",
+             (f"<p class='meta'>Created {html.escape(data['created'])} with Percept KNN version "
+              f"{html.escape(data['version'])}.</p>"), "<h2>Summary</h2>"]
+    parts += [f"<p>{html.escape(c['summary'])}</p>" for c in data["categories"]]
+    parts += ["<h2>Settings</h2>", settings_table(data["settings"]), "<h2>Results</h2>", results_table(results)]
+    if groups:
+        parts.append("<h2>Rater groups</h2>")
+        parts += [group_table(g) for g in groups]
+    parts.append("<h2>Figures</h2>")
+    for number, (stem, files, caption) in enumerate(figures, 1):
+        encoded = base64.b64encode(files["png"]).decode("ascii")
+        parts.append(f"<figure id='{stem}'><img alt='Figure {number}: {html.escape(caption[:80])}…' "
+                     f"src='data:image/png;base64,{encoded}'><figcaption><b>Figure {number}.</b> "
+                     f"{html.escape(caption)} Files: <a href='{stem}.png'>{stem}.png</a> ({DPI} dpi), "
+                     f"<a href='{stem}.svg'>{stem}.svg</a>.</figcaption></figure>")
     parts.append("</body></html>")
     return "\n".join(parts)
 
 
-def group_table(matrix: GroupMatrix) -> list[list]:
-    header = [f"{matrix.category}: trained on \\ tested on", "train samples"] + [
-        f"{g} ({n} test)" for g, n in zip(matrix.groups, matrix.n_test)]
-    return [header] + [[g, int(n)] + [float(v) for v in line]
-                       for g, n, line in zip(matrix.groups, matrix.n_train, matrix.r2)]
-
-
 def write_report(folder: str | Path, results: list[CategoryResult], settings: dict,
-                 groups: list[GroupMatrix] = ()) -> list[Path]:
-    """Write every report file into ``folder``; return their paths."""
+                 groups: list[GroupMatrix] = (), names: list[str] | None = None) -> list[Path]:
+    """Write every report file into ``folder``; return their paths. ``names``: image name of each vector row."""
     folder = Path(folder)
     written = []
 
@@ -216,20 +232,25 @@ def write_report(folder: str | Path, results: list[CategoryResult], settings: di
             handle.write(data)
         written.append(folder / name)
 
-    images = {"metrics.png": _png(metrics_figure(results)), "predicted.png": _png(predicted_figure(results)),
-              "residuals.png": _png(residuals_figure(results))}
+    folds, repeats = fold_counts(results)
+    figures = [("metrics", *metrics_figure(results, folds, repeats)),
+               ("calibration", *calibration_figure(results, repeats))]
     if groups:
-        images["groups.png"] = _png(groups_figure(groups))
-    data = report_data(results, settings, groups)
+        figures.append(("groups", *groups_figure(list(groups))))
+    figures = [(stem, _save(fig), caption) for stem, fig, caption in figures]
+    created = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z").strip()
+    data = report_data(results, settings, groups, created)
     atomic_write_text(folder / "report.json", json.dumps(data, indent=2, allow_nan=False) + "\n")
     written.append(folder / "report.json")
-    table = csv_rows(results)
     with atomic_open(folder / "report.csv", "w", encoding="utf-8", newline="") as handle:
-        csv.writer(handle).writerows(table)
+        csv.writer(handle).writerows(csv_rows(results))
     written.append(folder / "report.csv")
-    for name, png in images.items():
-        put_bytes(name, png)
-    page = html_page("Percept KNN cross-validation", [table] + [group_table(g) for g in groups], images, settings)
-    atomic_write_text(folder / "report.html", page)
+    with atomic_open(folder / "oof_predictions.csv", "w", encoding="utf-8", newline="") as handle:
+        oof_frame(results, names).to_csv(handle, index=False, float_format="%.6g", lineterminator="\n")
+    written.append(folder / "oof_predictions.csv")
+    for stem, files, _ in figures:
+        for kind, content in files.items():
+            put_bytes(f"{stem}.{kind}", content)
+    atomic_write_text(folder / "report.html", html_page(data, results, list(groups), figures))
     written.append(folder / "report.html")
     return written
