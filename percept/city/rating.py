@@ -146,6 +146,11 @@ def _parts(root: Path, kind: str) -> list[tuple[PartReader, list[str]]]:
     return parts
 
 
+def embedding_names(embeddings_dir: str | Path) -> list[str]:
+    """The image name of every embedding row, in row order."""
+    return [name for _, names in _parts(Path(embeddings_dir), "img") for name in names]
+
+
 def iter_rows(embeddings_dir: str | Path, chunk_size: int = DEFAULT_CHUNK, text_dir: str | Path | None = None,
               method: str | None = None, zero: ZeroRows | None = None) -> Iterator[tuple[list[str], np.ndarray]]:
     """(names, unit float64 vectors) of at most ``chunk_size`` rows, over every part in order.
@@ -249,10 +254,10 @@ def check_rateable(model: ExportedModel, text_dir: str | Path | None) -> str | N
     method = model.settings.environmental_method if model.settings else None
     if method and text_dir is None:
         raise PerceptError(f"this model combines image vectors with environmental prompts ({method}): rating "
-                           "needs each image's environmental text embeddings (--text-embeddings DIR, rows in "
-                           "the same order as the image embeddings)")
+                           "needs each image's environmental variables (--environment FILE from 'percept environment') "
+                           "or text embeddings (--text-embeddings DIR, rows in the order of the image embeddings)")
     if not method and text_dir is not None:
-        raise PerceptError("--text-embeddings is only for models exported with --environmental")
+        raise PerceptError("--text-embeddings and --environment are only for models exported with --environmental")
     return method
 
 

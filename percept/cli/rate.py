@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from percept.city.rating import DEFAULT_CHUNK, rate
+from percept.city.rating import DEFAULT_CHUNK, check_rateable, embedding_names, rate
 from percept.cli.common import positive_int
 from percept.cli.predict import clip_model_name
 from percept.data.embeddings import default_embeddings_dir
@@ -29,8 +29,12 @@ def register(subparsers) -> None:
                         help="GeoJSON or CSV: image name → lon, lat (optionally angle, sequence)")
     parser.add_argument("--average-panoramic", action="store_true",
                         help="average the crops <image id>_x<number>.<ext> of each panorama into one feature")
-    parser.add_argument("--text-embeddings", metavar="DIR",
-                        help="environmental prompt vectors, row for row with the images (environmental models)")
+    environment = parser.add_mutually_exclusive_group()
+    environment.add_argument("--text-embeddings", metavar="DIR",
+                             help="environmental prompt vectors, row for row with the images (environmental models)")
+    environment.add_argument("--environment", metavar="FILE",
+                             help="environmental variables of the images (GeoJSON/CSV from 'percept environment'), "
+                                  "made into the model's prompts and encoded (environmental models)")
     parser.add_argument("--clip-model", metavar="NAME", help="CLIP model for --images (default: the model's)")
     parser.add_argument("--pretrained", metavar="PATH", help="local checkpoint for --images")
     parser.add_argument("--cache", metavar="DIR", help="embeddings cache for --images "
@@ -59,8 +63,11 @@ def run(args) -> int:
         from percept.data.locations import read_locations
 
         locations = read_locations(args.locations)
+    text_dir = args.text_embeddings
+    if args.environment:
+        text_dir = environment_text_dir(model, args, embeddings)
     summary = rate(model, embeddings, args.out, locations=locations, average_panoramic=args.average_panoramic,
-                   chunk_size=args.chunk_size, k=args.k, text_dir=args.text_embeddings,
+                   chunk_size=args.chunk_size, k=args.k, text_dir=text_dir,
                    include_self=args.include_self, quiet=args.quiet)
     if summary.warning():
         print(summary.warning(), file=sys.stderr)
@@ -71,3 +78,14 @@ def run(args) -> int:
         print(f"{summary.in_survey} in the survey (scored {how} their own samples); "
               f"{summary.out_of_domain} out of domain", file=sys.stderr)
     return 0
+
+
+def environment_text_dir(model, args, embeddings: str) -> str:
+    """Encode the images' environmental prompts (from --environment) as the model was trained; return the folder."""
+    from percept.environment.place_prompts import place_text_embeddings
+
+    check_rateable(model, args.environment)
+    style = model.settings.prompt_style or 0
+    return str(place_text_embeddings(args.environment, embeddings, embedding_names(embeddings),
+                                     clip_model_name(model, args.clip_model), style, pretrained=args.pretrained,
+                                     quiet=args.quiet))

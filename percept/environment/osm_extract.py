@@ -19,6 +19,7 @@ from percept.errors import PerceptError
 
 NETWORK_TYPES = {"all": "all", "walk": "walking", "bike": "cycling"}  # our name: pyrosm's
 SEGMENT_TAGS = ("oneway", "junction", "maxspeed", "highway")
+WHOLE_FILE_BYTES = 32 * 2**20  # smaller extracts are read whole: quicker than cutting out a box
 
 
 @dataclass
@@ -30,15 +31,19 @@ class OsmExtract:
     source: str
 
 
-def read_osm_extract(path: str | Path, bounding_box: tuple[float, float, float, float] | None = None) -> OsmExtract:
-    """Read features and networks from ``path``, only within ``bounding_box`` (W, S, E, N) when given."""
+def read_osm_extract(path: str | Path, bounding_box: tuple[float, float, float, float] | None = None,
+                     progress: bool = False) -> OsmExtract:
+    """Read features and networks from ``path``; from an extract over ``WHOLE_FILE_BYTES`` only what lies
+    within ``bounding_box`` (W, S, E, N) when given. ``progress``: pyrosm's progress bar on stderr."""
     path = Path(path)
     if not path.is_file():
         raise PerceptError(f"OpenStreetMap extract {path} does not exist: give an .osm.pbf file "
                            "(e.g. from download.geofabrik.de or extract.bbbike.org)")
     pyrosm = _import_pyrosm()
     try:
-        osm = pyrosm.OSM(str(path), bounding_box=list(bounding_box) if bounding_box else None)
+        cut = bounding_box is not None and path.stat().st_size > WHOLE_FILE_BYTES
+        osm = pyrosm.OSM(str(path), bounding_box=list(bounding_box) if cut else None, complete_relations=cut,
+                         progress=progress)
         features = _features(osm)
         networks = {name: _network(osm, kind) for name, kind in NETWORK_TYPES.items()}
     except PerceptError:

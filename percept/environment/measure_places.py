@@ -1,0 +1,85 @@
+"""Measure places from an extract file: read what lies around them, index it once, measure in chunks.
+
+From a large extract only the part within ``MARGIN_M`` metres beyond the largest buffer around
+the points is read, so a country extract serves a city; the margin keeps the street counts and
+simplified streets near the buffers as they are on the whole network.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from percept.environment.keys import BUFFER_SIZES
+from percept.environment.osm_extract import OsmExtract, read_osm_extract
+from percept.environment.projection import Projection, metric_crs
+from percept.environment.variables import build_environment_index, environmental_variables
+
+MARGIN_M = 1000.0
+METRES_PER_DEGREE = 111_320.0
+
+
+@dataclass(frozen=True)
+class EnvironmentOptions:
+    buffer_sizes: tuple[int, ...] = BUFFER_SIZES
+    crs: str | None = None  # metric CRS; None: the UTM zone of the points
+    chunk_size: int = 2000
+    quiet: bool = False
+
+
+@dataclass
+class MeasuredPlaces:
+    variables: pd.DataFrame
+    crs_name: str
+    load_seconds: float
+    outside: int  # points outside the area the extract holds data for
+    bounds_text: str
+
+
+def reading_box(lon: np.ndarray, lat: np.ndarray, metres: float) -> tuple[float, float, float, float]:
+    """The points' extent grown by ``metres`` on every side: (W, S, E, N) in degrees."""
+    north = float(np.max(np.abs(lat)))
+    dlat = metres / METRES_PER_DEGREE
+    dlon = metres / (METRES_PER_DEGREE * max(np.cos(np.radians(min(north + dlat, 89.0))), 1e-6))
+    return (max(float(np.min(lon)) - dlon, -180.0), max(float(np.min(lat)) - dlat, -90.0),
+            min(float(np.max(lon)) + dlon, 180.0), min(float(np.max(lat)) + dlat, 90.0))
+
+
+def data_bounds(extract: OsmExtract) -> tuple[float, float, float, float] | None:
+    """(W, S, E, N) of everything the extract holds, None when it holds nothing."""
+    frames = [extract.features, *(nodes for nodes, _ in extract.networks.values())]
+    boxes = np.array([f.total_bounds for f in frames if len(f)])
+    if not len(boxes):
+        return None
+    return (boxes[:, 0].min(), boxes[:, 1].min(), boxes[:, 2].max(), boxes[:, 3].max())
+
+
+def measure_places(lon: np.ndarray, lat: np.ndarray, osm_path: str | Path,
+                   options: EnvironmentOptions = EnvironmentOptions()) -> MeasuredPlaces:
+    """The variables of every point (WGS84) from the extract at ``osm_path``, one row per point."""
+    lon, lat = np.asarray(lon, dtype=np.float64), np.asarray(lat, dtype=np.float64)
+    projection = Projection(metric_crs(lon, lat, options.crs))
+    started = time.perf_counter()
+    extract = read_osm_extract(osm_path, reading_box(lon, lat, max(options.buffer_sizes) + MARGIN_M),
+                               progress=not options.quiet)
+    index = build_environment_index(extract, projection)
+    load_seconds = time.perf_counter() - started
+    chunks = []
+    with tqdm(total=len(lon), unit="point", desc="measuring", disable=options.quiet) as progress:
+        for start in range(0, len(lon), options.chunk_size):
+            stop = min(start + options.chunk_size, len(lon))
+            chunks.append(environmental_variables(index, lon[start:stop], lat[start:stop], options.buffer_sizes))
+            progress.update(stop - start)
+    bounds = data_bounds(extract)
+    if bounds is None:
+        outside, bounds_text = len(lon), "no data"
+    else:
+        outside = int(np.sum((lon < bounds[0]) | (lat < bounds[1]) | (lon > bounds[2]) | (lat > bounds[3])))
+        bounds_text = "W,S,E,N " + ",".join(f"{b:.4f}" for b in bounds)
+    return MeasuredPlaces(pd.concat(chunks, ignore_index=True), projection.crs.name, load_seconds, outside,
+                          bounds_text)
