@@ -2,10 +2,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo-output
+DEMO_CITY_DIR ?= demo-city-output
 LEAFLET := percept/web/static/vendor/leaflet
 LEAFLET_VERSION := 1.9.4
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo demo-city test bench clean
 
 setup: $(STAMP)
 
@@ -21,6 +22,9 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(PY) -m percept.demo $(DEMO_DIR)
 
+demo-city: setup
+	$(PY) -m percept.demo_city $(DEMO_CITY_DIR)
+
 test: setup
 	$(PY) -m pytest -q
 
@@ -28,4 +32,4 @@ bench: setup
 	$(PY) -m benchmarks.run_all
 
 clean:
-	rm -rf $(DEMO_DIR) .pytest_cache
+	rm -rf $(DEMO_DIR) $(DEMO_CITY_DIR) .pytest_cache

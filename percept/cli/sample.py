@@ -32,6 +32,8 @@ def register(subparsers) -> None:
     parser.add_argument("--force", action="store_true",
                         help="write into a folder that is not empty: an earlier sample's files are replaced, "
                              "other files are kept")
+    parser.add_argument("--bbox", type=bbox, metavar="W,S,E,N",
+                        help="place the drawn images inside this box (WGS84 degrees) instead of Amsterdam")
     parser.add_argument("--quiet", "-q", action="store_true", help="print nothing")
     parser.set_defaults(run=run)
 
@@ -46,9 +48,22 @@ def seed(text: str) -> int:
     return value
 
 
+def bbox(text: str) -> tuple[float, float, float, float]:
+    """``W,S,E,N`` in degrees, west of east and south of north."""
+    try:
+        west, south, east, north = (float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"give the box as four numbers W,S,E,N, got {text!r}") from None
+    if not (-180 <= west < east <= 180 and -90 <= south < north <= 90):
+        raise argparse.ArgumentTypeError(f"the box {text!r} needs -180 <= W < E <= 180 and -90 <= S < N <= 90")
+    return west, south, east, north
+
+
 def run(args) -> int:
     n_images = args.images or DEFAULT_IMAGES[args.synthetic]
     if args.synthetic:
+        if args.bbox is not None:
+            raise PerceptError("--bbox applies to drawn sample surveys only, not --synthetic")
         from percept.synthetic.vectors import generate_synthetic_survey
 
         info = generate_synthetic_survey(args.dir, n_images, dim=args.dim or DEFAULT_DIM, seed=args.seed,
@@ -58,7 +73,7 @@ def run(args) -> int:
             raise PerceptError("--dim applies to --synthetic surveys only: drawn images are encoded later")
         from percept.synthetic.sample import generate_sample
 
-        info = generate_sample(args.dir, n_images, seed=args.seed, force=args.force)
+        info = generate_sample(args.dir, n_images, seed=args.seed, force=args.force, bbox=args.bbox)
     if not args.quiet:
         print(summary(info))
     return 0

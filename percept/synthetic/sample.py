@@ -76,16 +76,18 @@ FEATURE_SCALE = {"green": 0.35, "sky": 0.45, "pavement": 0.2, "cycle_lane": 0.06
 COUNTED = ("car", "person", "shop", "lamp", "graffiti", "litter")
 
 
-def generate_sample(out_dir: str | Path, n_images: int = 200, seed: int = 0, force: bool = False) -> SampleInfo:
+def generate_sample(out_dir: str | Path, n_images: int = 200, seed: int = 0, force: bool = False,
+                    bbox: tuple[float, float, float, float] | None = None) -> SampleInfo:
     """Write the sample survey: images/, data.geojson, demo.csv, locations.csv, scenes.csv.
 
-    ``out_dir`` must be new or empty unless ``force`` (see :func:`claim_output_dir`).
+    ``out_dir`` must be new or empty unless ``force`` (see :func:`claim_output_dir`). The images
+    are placed in central Amsterdam, or inside ``bbox`` (W, S, E, N) when given.
     """
     if n_images < 1:
         raise ValueError(f"n_images must be positive, got {n_images}")
     streams = np.random.SeedSequence(seed).spawn(4)
     place_rng, scene_rng, rating_rng, env_rng = (np.random.default_rng(s) for s in streams)
-    places = place_images(n_images, place_rng)
+    places = place_images(n_images, place_rng, bbox)
     root = claim_output_dir(out_dir, "images", seed, _owned_files(places.names), force)
     profiles = street_profiles(places.n_panos, scene_rng)
     sunny = scene_rng.random(places.n_panos) < SUNNY_SHARE

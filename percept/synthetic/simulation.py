@@ -118,14 +118,15 @@ def street_profiles(n: int, rng: np.random.Generator) -> np.ndarray:
     return np.clip(STREET_TYPES[kinds] + rng.normal(0.0, PROFILE_SD, (n, len(PROFILE_KEYS))), 0.0, 1.0)
 
 
-def place_images(n_images: int, rng: np.random.Generator) -> Places:
-    """Name and place ``n_images`` crops of panoramas along sequences in Amsterdam."""
+def place_images(n_images: int, rng: np.random.Generator, bbox: tuple[float, float, float, float] | None = None) -> Places:
+    """Name and place ``n_images`` crops of panoramas along sequences in Amsterdam, or in ``bbox`` (W, S, E, N)."""
     crops = rng.integers(1, 5, n_images)
     n_panos = int(np.searchsorted(np.cumsum(crops), n_images) + 1)
     crops = crops[:n_panos]
     crops[-1] -= int(crops.sum()) - n_images
     pano_ids = 1_000_000 + np.cumsum(rng.integers(50, 5000, n_panos))
-    lon, lat, heading, sequence = _drive(n_panos, rng)
+    area = ((LON_RANGE, LAT_RANGE) if bbox is None else ((bbox[0], bbox[2]), (bbox[1], bbox[3])))
+    lon, lat, heading, sequence = _drive(n_panos, rng, *area)
     names, pano, angles = [], [], []
     for p in range(n_panos):
         for direction in np.sort(rng.permutation(4)[: crops[p]]):
@@ -136,21 +137,21 @@ def place_images(n_images: int, rng: np.random.Generator) -> Places:
     return Places(names, pano, lon[pano], lat[pano], np.round(angles, 1), sequence[pano], n_panos)
 
 
-def _drive(n_panos: int, rng: np.random.Generator):
-    """Panorama positions along random-walk sequences of ~9 panoramas each."""
+def _drive(n_panos: int, rng: np.random.Generator, lon_range: tuple[float, float], lat_range: tuple[float, float]):
+    """Panorama positions along random-walk sequences of ~9 panoramas each, within the ranges."""
     lengths = 1 + rng.poisson(8, n_panos)
     sequence = np.repeat(np.arange(1, n_panos + 1), lengths)[:n_panos]
     first = np.r_[True, sequence[1:] != sequence[:-1]]
     heading = np.cumsum(np.where(first, rng.uniform(0, 360, n_panos), rng.normal(0, 8, n_panos)))
-    metres_lon = METRES_PER_DEG_LAT * np.cos(np.radians(np.mean(LAT_RANGE)))
+    metres_lon = METRES_PER_DEG_LAT * np.cos(np.radians(np.mean(lat_range)))
     step_lon = STEP_M * np.sin(np.radians(heading)) / metres_lon
     step_lat = STEP_M * np.cos(np.radians(heading)) / METRES_PER_DEG_LAT
-    start_lon = rng.uniform(*LON_RANGE, n_panos)
-    start_lat = rng.uniform(*LAT_RANGE, n_panos)
+    start_lon = rng.uniform(*lon_range, n_panos)
+    start_lat = rng.uniform(*lat_range, n_panos)
     lon = _restart_cumsum(np.where(first, start_lon, step_lon), first)
     lat = _restart_cumsum(np.where(first, start_lat, step_lat), first)
-    lon = np.round(np.clip(lon, *LON_RANGE), 6)
-    lat = np.round(np.clip(lat, *LAT_RANGE), 6)
+    lon = np.round(np.clip(lon, *lon_range), 6)
+    lat = np.round(np.clip(lat, *lat_range), 6)
     return lon, lat, heading % 360.0, sequence
 
 
