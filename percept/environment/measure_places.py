@@ -2,7 +2,8 @@
 
 From a large extract only the part within ``MARGIN_M`` metres beyond the largest buffer around
 the points is read, so a country extract serves a city; the margin keeps the street counts and
-simplified streets near the buffers as they are on the whole network.
+simplified streets near the buffers as they are on the whole network. The last extract indexed
+is kept, so measuring more places of the same area in one process (the city demo) reads it once.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ import pandas as pd
 from tqdm import tqdm
 
 from percept.environment.keys import BUFFER_SIZES
-from percept.environment.osm_extract import OsmExtract, read_osm_extract
+from percept.environment.osm_extract import OsmExtract, read_osm_extract, read_whole
 from percept.environment.projection import Projection, metric_crs
-from percept.environment.variables import build_environment_index, environmental_variables
+from percept.environment.variables import EnvironmentIndex, build_environment_index, environmental_variables
 
 MARGIN_M = 1000.0
 METRES_PER_DEGREE = 111_320.0
@@ -59,15 +60,35 @@ def data_bounds(extract: OsmExtract) -> tuple[float, float, float, float] | None
     return (boxes[:, 0].min(), boxes[:, 1].min(), boxes[:, 2].max(), boxes[:, 3].max())
 
 
+_last_index: dict[tuple, tuple[EnvironmentIndex, tuple | None]] = {}
+
+
+def _indexed(path: Path, box: tuple, projection: Projection, progress: bool):
+    """The extract's index and data bounds for these points: the last one again when it serves them."""
+    if not path.is_file():
+        return _index(path, box, projection, progress)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, projection.crs.to_wkt(),
+           None if read_whole(path) else box)
+    if key not in _last_index:
+        _last_index.clear()
+        _last_index[key] = _index(path, box, projection, progress)
+    return _last_index[key]
+
+
+def _index(path: Path, box: tuple, projection: Projection, progress: bool):
+    extract = read_osm_extract(path, box, progress=progress)
+    return build_environment_index(extract, projection), data_bounds(extract)
+
+
 def measure_places(lon: np.ndarray, lat: np.ndarray, osm_path: str | Path,
                    options: EnvironmentOptions = EnvironmentOptions()) -> MeasuredPlaces:
     """The variables of every point (WGS84) from the extract at ``osm_path``, one row per point."""
     lon, lat = np.asarray(lon, dtype=np.float64), np.asarray(lat, dtype=np.float64)
     projection = Projection(metric_crs(lon, lat, options.crs))
     started = time.perf_counter()
-    extract = read_osm_extract(osm_path, reading_box(lon, lat, max(options.buffer_sizes) + MARGIN_M),
-                               progress=not options.quiet)
-    index = build_environment_index(extract, projection)
+    index, bounds = _indexed(Path(osm_path), reading_box(lon, lat, max(options.buffer_sizes) + MARGIN_M),
+                             projection, not options.quiet)
     load_seconds = time.perf_counter() - started
     chunks = []
     with tqdm(total=len(lon), unit="point", desc="measuring", disable=options.quiet) as progress:
@@ -75,7 +96,6 @@ def measure_places(lon: np.ndarray, lat: np.ndarray, osm_path: str | Path,
             stop = min(start + options.chunk_size, len(lon))
             chunks.append(environmental_variables(index, lon[start:stop], lat[start:stop], options.buffer_sizes))
             progress.update(stop - start)
-    bounds = data_bounds(extract)
     if bounds is None:
         outside, bounds_text = len(lon), "no data"
     else:

@@ -41,7 +41,7 @@ def read_osm_extract(path: str | Path, bounding_box: tuple[float, float, float, 
                            "(e.g. from download.geofabrik.de or extract.bbbike.org)")
     pyrosm = _import_pyrosm()
     try:
-        cut = bounding_box is not None and path.stat().st_size > WHOLE_FILE_BYTES
+        cut = bounding_box is not None and not read_whole(path)
         osm = pyrosm.OSM(str(path), bounding_box=list(bounding_box) if cut else None, complete_relations=cut,
                          progress=progress)
         features = _features(osm)
@@ -52,6 +52,11 @@ def read_osm_extract(path: str | Path, bounding_box: tuple[float, float, float, 
         raise PerceptError(f"cannot read {path} as an OpenStreetMap .osm.pbf extract ({type(exc).__name__}: "
                            f"{exc}): give an intact .osm.pbf file") from None
     return OsmExtract(features, networks, str(path))
+
+
+def read_whole(path: Path) -> bool:
+    """Whether :func:`read_osm_extract` reads this extract whole, whatever box it is given."""
+    return path.stat().st_size <= WHOLE_FILE_BYTES
 
 
 def _import_pyrosm():
