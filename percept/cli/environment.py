@@ -34,7 +34,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from percept.environment.place_files import check_output, read_geojson_places, read_location_places, write_places
-    from percept.environment.measure_places import EnvironmentOptions, measure_places
+    from percept.environment.measure_places import MeasureOptions, measure_places
     from percept.environment.variables import parse_buffer_sizes
 
     sizes = parse_buffer_sizes(args.buffers)
@@ -42,7 +42,7 @@ def run(args) -> int:
     places = read_geojson_places(args.geojson) if args.geojson else read_location_places(args.locations)
     started = time.perf_counter()
     result = measure_places(places.lon, places.lat, args.osm,
-                            EnvironmentOptions(sizes, args.crs, args.chunk_size, args.quiet))
+                            MeasureOptions(sizes, args.crs, args.chunk_size, args.quiet))
     write_places(out, places, result.variables)
     if result.outside:
         print(f"warning: {result.outside} of {len(places)} points lie outside the extract's area "

@@ -26,7 +26,9 @@ METRES_PER_DEGREE = 111_320.0
 
 
 @dataclass(frozen=True)
-class EnvironmentOptions:
+class MeasureOptions:
+    """Which buffers, in which metric CRS, how many points at once, and whether to show progress."""
+
     buffer_sizes: tuple[int, ...] = BUFFER_SIZES
     crs: str | None = None  # metric CRS; None: the UTM zone of the points
     chunk_size: int = 2000
@@ -35,6 +37,8 @@ class EnvironmentOptions:
 
 @dataclass
 class MeasuredPlaces:
+    """The variables (one row per point), the CRS measured in, the load time, and points outside the data."""
+
     variables: pd.DataFrame
     crs_name: str
     load_seconds: float
@@ -82,7 +86,7 @@ def _index(path: Path, box: tuple, projection: Projection, progress: bool):
 
 
 def measure_places(lon: np.ndarray, lat: np.ndarray, osm_path: str | Path,
-                   options: EnvironmentOptions = EnvironmentOptions()) -> MeasuredPlaces:
+                   options: MeasureOptions = MeasureOptions()) -> MeasuredPlaces:
     """The variables of every point (WGS84) from the extract at ``osm_path``, one row per point."""
     lon, lat = np.asarray(lon, dtype=np.float64), np.asarray(lat, dtype=np.float64)
     projection = Projection(metric_crs(lon, lat, options.crs))
