@@ -60,7 +60,7 @@ def test_locations_to_csv_match_the_geojson_route(tmp_path, helsinki_extract, ex
     pd.DataFrame(PLACES, columns=["image", "lon", "lat"]).assign(angle=[0, 90, 180]).to_csv(locations, index=False)
     out = tmp_path / "environment.csv"
     code, text = run(["environment", "--locations", str(locations), "--osm", str(helsinki_extract),
-                      "-o", str(out), "-q", "--buffers", "100,300"], capsys)
+                      "-o", str(out), "-q", "--buffers", "100,300", "--chunk-size", "2"], capsys)
     assert code == 0, text
     assert text == ""
     table = pd.read_csv(out)

@@ -32,20 +32,20 @@ CATEGORIES = {
     "shops": [("shop", None)],
     "public_transport": [("public_transport", None)],
     "sustenance": [("amenity", "bar biergarten pub cafe fast_food food_court ice_cream restaurant")],
-    "education": [("amenity", "college dancing_school driving_school first_aid_school kindergarten language_school "
-                              "library surf_school toy_library research_institute training music_school school "
-                              "traffic_park university")],
+    "education": [("amenity", ("college dancing_school driving_school first_aid_school kindergarten language_school "
+                               "library surf_school toy_library research_institute training music_school school "
+                               "traffic_park university"))],
     "financial": [("amenity", "bank atm payment_terminal bureau_de_change money_transfer payment_centre")],
-    "healthcare": [("amenity", "baby_hatch clinic dentist doctors hospital nursing_home pharmacy social_facility "
-                               "veterinary")],
-    "entertainment": [("amenity", "arts_centre casino cinema community_centre conference_centre events_venue "
-                                  "exhibition_centre fountain gambling music_venue nightclub planetarium "
-                                  "public_bookcase social_centre stage studio theatre"),
-                      ("leisure", "amusement_arcade adult_gaming_centre bowling_alley bandstand bathing_place "
-                                  "beach_resort dance disc_golf_course escape_game fishing golf_course horse_riding "
-                                  "ice_rink miniature_golf picnic_table playground resort sauna sports_centre "
-                                  "sports_hall stadium summer_camp swimming_area swimming_pool tanning_salon "
-                                  "trampoline_park water_park")],
+    "healthcare": [("amenity", ("baby_hatch clinic dentist doctors hospital nursing_home pharmacy social_facility "
+                                "veterinary"))],
+    "entertainment": [("amenity", ("arts_centre casino cinema community_centre conference_centre events_venue "
+                                   "exhibition_centre fountain gambling music_venue nightclub planetarium "
+                                   "public_bookcase social_centre stage studio theatre")),
+                      ("leisure", ("amusement_arcade adult_gaming_centre bowling_alley bandstand bathing_place "
+                                   "beach_resort dance disc_golf_course escape_game fishing golf_course horse_riding "
+                                   "ice_rink miniature_golf picnic_table playground resort sauna sports_centre "
+                                   "sports_hall stadium summer_camp swimming_area swimming_pool tanning_salon "
+                                   "trampoline_park water_park"))],
 }
 TAG_ORDER = ("amenity", "shop", "leisure", "landuse", "natural", "public_transport")
 ONEWAY = {"yes", "true", "1", "-1", "reverse", "T", "F"}

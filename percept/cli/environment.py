@@ -18,10 +18,12 @@ def register(subparsers) -> None:
                     "added (.geojson), ready for clip_retrieval_knn --environmental, or a table (.csv) for "
                     "percept rate --environment.")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("-g", "--geojson", metavar="FILE", help="GeoJSON of Point features, e.g. a survey's data.geojson")
+    source.add_argument("-g", "--geojson", metavar="FILE",
+                        help="GeoJSON of Point features, e.g. a survey's data.geojson")
     source.add_argument("--locations", metavar="FILE", help="locations CSV or GeoJSON (image, lon, lat), e.g. "
                                                             "of imagery to rate")
-    parser.add_argument("--osm", required=True, metavar="EXTRACT.osm.pbf", help="OpenStreetMap extract covering the points")
+    parser.add_argument("--osm", required=True, metavar="EXTRACT.osm.pbf",
+                        help="OpenStreetMap extract covering the points")
     parser.add_argument("--buffers", default="100,300", metavar="METRES",
                         help="buffer radii in metres, comma separated (default 100,300: the 76 survey keys)")
     parser.add_argument("-o", "--out", required=True, metavar="FILE", help=".geojson or .csv")
@@ -33,8 +35,8 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from percept.environment.place_files import check_output, read_geojson_places, read_location_places, write_places
     from percept.environment.measure_places import MeasureOptions, measure_places
+    from percept.environment.place_files import check_output, read_geojson_places, read_location_places, write_places
     from percept.environment.variables import parse_buffer_sizes
 
     sizes = parse_buffer_sizes(args.buffers)
@@ -48,8 +50,8 @@ def run(args) -> int:
         print(f"warning: {result.outside} of {len(places)} points lie outside the extract's area "
               f"({result.bounds_text}): their variables count nothing there", file=sys.stderr)
     if not args.quiet:
+        measuring = time.perf_counter() - started - result.load_seconds
         print(f"{result.variables.shape[1]} environmental variables for {len(places)} points "
               f"(buffers {', '.join(map(str, sizes))} m, {result.crs_name}) in {out}; extract read in "
-              f"{result.load_seconds:.1f} s, points measured in {time.perf_counter() - started - result.load_seconds:.1f} s",
-              file=sys.stderr)
+              f"{result.load_seconds:.1f} s, points measured in {measuring:.1f} s", file=sys.stderr)
     return 0

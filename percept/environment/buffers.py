@@ -21,7 +21,7 @@ class Buffers:
     area: np.ndarray
 
     @classmethod
-    def around(cls, points: np.ndarray, radius: float) -> "Buffers":
+    def around(cls, points: np.ndarray, radius: float) -> Buffers:
         polygons = shapely.buffer(points, radius, quad_segs=QUAD_SEGMENTS)
         return cls(shapely.get_x(points), shapely.get_y(points), float(radius), polygons, shapely.area(polygons))
 

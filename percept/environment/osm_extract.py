@@ -11,11 +11,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from percept.environment.poi_categories import SUB_TYPE_KEYS, tag_filter
 from percept.errors import PerceptError
+
+if TYPE_CHECKING:
+    import geopandas as gpd
 
 NETWORK_TYPES = {"all": "all", "walk": "walking", "bike": "cycling"}  # our name: pyrosm's
 SEGMENT_TAGS = ("oneway", "junction", "maxspeed", "highway")
@@ -26,8 +30,8 @@ WHOLE_FILE_BYTES = 32 * 2**20  # smaller extracts are read whole: quicker than c
 class OsmExtract:
     """Features with their tag columns and, per network, its nodes and segments (all in EPSG:4326)."""
 
-    features: "gpd.GeoDataFrame"  # noqa: F821 - columns SUB_TYPE_KEYS + geometry
-    networks: dict[str, tuple["gpd.GeoDataFrame", "gpd.GeoDataFrame"]]  # noqa: F821 - nodes (id), segments (u, v)
+    features: gpd.GeoDataFrame  # columns SUB_TYPE_KEYS + geometry
+    networks: dict[str, tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]]  # nodes (id), segments (u, v)
     source: str
 
 
@@ -48,7 +52,7 @@ def read_osm_extract(path: str | Path, bounding_box: tuple[float, float, float, 
         networks = {name: _network(osm, kind) for name, kind in NETWORK_TYPES.items()}
     except PerceptError:
         raise
-    except Exception as exc:  # pyrosm reports a damaged file with assorted exception types
+    except Exception as exc:  # noqa: BLE001 - pyrosm reports a damaged file with assorted exception types
         raise PerceptError(f"cannot read {path} as an OpenStreetMap .osm.pbf extract ({type(exc).__name__}: "
                            f"{exc}): give an intact .osm.pbf file") from None
     return OsmExtract(features, networks, str(path))
@@ -68,7 +72,7 @@ def _import_pyrosm():
     return pyrosm
 
 
-def _features(osm) -> "gpd.GeoDataFrame":  # noqa: F821
+def _features(osm) -> gpd.GeoDataFrame:
     """Nodes and ways with any category tag, and multipolygon relations, with their tag columns."""
     wanted = tag_filter()
     columns = list(SUB_TYPE_KEYS)
@@ -83,7 +87,7 @@ def _features(osm) -> "gpd.GeoDataFrame":  # noqa: F821
     return _tag_frame(frames)
 
 
-def _tag_frame(frames: list) -> "gpd.GeoDataFrame":  # noqa: F821
+def _tag_frame(frames: list) -> gpd.GeoDataFrame:
     import geopandas as gpd
 
     columns = list(SUB_TYPE_KEYS)

@@ -20,9 +20,9 @@ import orjson
 import pandas as pd
 
 from percept.atomic import atomic_open, atomic_write_text
+from percept.data.locations import NAME_KEYS, location_key, read_locations
 from percept.environment.keys import ENV_KEYS
 from percept.errors import PerceptError
-from percept.data.locations import NAME_KEYS, location_key, read_locations
 
 OUTPUT_SUFFIXES = (".geojson", ".csv")
 DECIMALS = 4

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from percept.data.locations import location_key, location_stem
 from percept.environment.place_files import EnvironmentTable, read_environment_table
 from percept.environment.prompts import build_prompts
 from percept.errors import PerceptError
-from percept.data.locations import location_key, location_stem
 
 
-def image_prompts(table: EnvironmentTable, names: list[str], style: int, source: str = "the environment file") -> list[str]:
+def image_prompts(table: EnvironmentTable, names: list[str], style: int,
+                  source: str = "the environment file") -> list[str]:
     """The prompt of each image in ``names`` (in order) from its place's variables."""
     prompts = build_prompts(table.records, style).prompts
     by_name = dict(zip(table.names, prompts))

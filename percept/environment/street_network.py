@@ -36,7 +36,7 @@ class StreetNetwork:
     speed: np.ndarray  # float km/h per undirected edge, NaN where it carries no maxspeed
 
     @classmethod
-    def empty(cls) -> "StreetNetwork":
+    def empty(cls) -> StreetNetwork:
         nothing = np.empty(0, dtype=object)
         return cls(np.empty(0), np.empty(0), np.empty(0, dtype=np.int64), nothing, nothing,
                    np.empty(0, dtype=bool), np.empty(0))

@@ -14,16 +14,21 @@ import pandas as pd
 
 from percept.environment.buffers import Buffers
 from percept.environment.keys import BUFFER_SIZES, ENV_MEASURES
-from percept.environment.network_measures import (NetworkIndex, build_network_index, clip_edges, directed_edge_count,
-                                                  edge_measures, node_measures, street_length_total)
+from percept.environment.network_measures import (
+    NetworkIndex,
+    build_network_index,
+    clip_edges,
+    directed_edge_count,
+    edge_measures,
+    node_measures,
+    street_length_total,
+)
 from percept.environment.osm_extract import NETWORK_TYPES, OsmExtract
 from percept.environment.poi_categories import category_membership, sub_types
 from percept.environment.poi_measures import PoiIndex, build_poi_index, poi_measures
 from percept.environment.projection import Projection
 from percept.environment.street_network import build_street_network
 from percept.errors import PerceptError
-
-COUNT_MEASURES = frozenset(m for m in ENV_MEASURES if m.endswith("_count") or m in ("num_nodes", "num_edges"))
 
 
 @dataclass

@@ -118,7 +118,8 @@ def street_profiles(n: int, rng: np.random.Generator) -> np.ndarray:
     return np.clip(STREET_TYPES[kinds] + rng.normal(0.0, PROFILE_SD, (n, len(PROFILE_KEYS))), 0.0, 1.0)
 
 
-def place_images(n_images: int, rng: np.random.Generator, bbox: tuple[float, float, float, float] | None = None) -> Places:
+def place_images(n_images: int, rng: np.random.Generator,
+                 bbox: tuple[float, float, float, float] | None = None) -> Places:
     """Name and place ``n_images`` crops of panoramas along sequences in Amsterdam, or in ``bbox`` (W, S, E, N)."""
     crops = rng.integers(1, 5, n_images)
     n_panos = int(np.searchsorted(np.cumsum(crops), n_images) + 1)
