@@ -22,7 +22,7 @@ from percept.errors import PerceptError
 AREA = (24.9375, 60.1660, 24.9510, 60.1775)
 SURVEY_IMAGES, CITY_IMAGES = 200, 300
 MAP_CATEGORY = "walkability"
-HEX_METRES = 60
+HEX_METRES = 40
 
 
 def helsinki_extract() -> Path:
@@ -67,10 +67,12 @@ def main(argv: list[str]) -> int:
                                    "--cache", str(city / "embeddings"), "--locations", str(city / "locations.csv"),
                                    "--environment", str(city / "environment.csv"), "--out", str(city / "rated.csv"),
                                    "-q"]), "percept rate")
-    step(f"{MAP_CATEGORY} map in {out}")
+    step(f"{MAP_CATEGORY} map over the extract's streets in {out}")
     run_or_exit(percept_main.main(["map", "--rated", str(city / "rated.csv"), "--category", MAP_CATEGORY,
-                                   "--hex", str(HEX_METRES), "--out", str(out / "map.png"),
-                                   str(out / "map.geojson")]), "percept map")
+                                   "--hex", str(HEX_METRES), "--range", "data", "--basemap", str(extract),
+                                   "--title", f"{MAP_CATEGORY.capitalize()}, central Helsinki (demo)",
+                                   "--dpi", "150", "--out", str(out / "map.png"), str(out / "map.geojson")]),
+                "percept map")
     print(f"\ncity demo finished in {time.perf_counter() - started:.1f} s; map in {out / 'map.png'}")
     print("Note: percept:tiny has random weights and the ratings are simulated, so the map shows the pipeline, "
           "not real perception.")

@@ -21,11 +21,11 @@ ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 @pytest.fixture(scope="module")
 def city(tmp_path_factory):
-    """The demo with 40 survey images and 40 images to rate; its folder."""
+    """The demo with 40 survey images and 120 images to rate; its folder."""
     out = tmp_path_factory.mktemp("demo-city")
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(out)
-        assert demo_city.main([str(out), "40", "40"]) == 0
+        assert demo_city.main([str(out), "40", "120"]) == 0
     return out
 
 
@@ -45,7 +45,7 @@ def test_demo_city_draws_a_map_of_rated_places_in_helsinki(city):
     assert len(features) == 40 and all(set(ENV_KEYS) <= set(f["properties"]) for f in features)
     assert sum(f["properties"]["shops_count_300"] for f in features) > 0
     rated = pd.read_csv(city / "city" / "rated.csv")
-    assert len(rated) == 40 and rated[list(CATEGORIES)].stack().between(1, 5).all()
+    assert len(rated) == 120 and rated[list(CATEGORIES)].stack().between(1, 5).all()
     assert inside_area(rated["lon"], rated["lat"])
     hexagons = json.loads((city / "map.geojson").read_text())["features"]
     assert hexagons and all("walkability" in h["properties"] for h in hexagons)
