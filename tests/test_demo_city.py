@@ -82,3 +82,25 @@ def test_rating_an_environmental_model_needs_the_variables_of_every_image(city, 
     code, text = rate(city, capsys, "--environment", str(tmp_path / "partial.geojson"), "--out",
                       str(tmp_path / "x.csv"))
     assert code == 2 and "1 of 40 images have no environmental variables in" in text and text.count("\n") == 1
+
+
+@pytest.mark.parametrize("prompt_encoding", ["whole", "clauses"])
+def test_rating_survey_places_finds_their_own_training_vectors(city, tmp_path, capsys, prompt_encoding):
+    """Rated as the model was trained (whole prompts or clause means, recorded in the model), each survey
+    image's query vector is its own training vector: best similarity 1."""
+    from percept.cli import dropin
+    from percept.model.io import load_model
+
+    survey = city / "survey"
+    model = tmp_path / f"model-{prompt_encoding}.npz"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(survey)
+        assert dropin.main(["-g", "with_env.geojson", "-e", "embeddings", "-M", "percept:tiny", "--encoder", "builtin",
+                            "--environmental", "--prompt-encoding", prompt_encoding, "-q", "--export", str(model)]) == 0
+    assert load_model(model).settings.prompt_encoding == prompt_encoding
+    out = tmp_path / "rated.csv"
+    code = percept_main.main(["rate", "--model", str(model), "--embeddings", str(survey / "embeddings"), "--environment",
+                              str(survey / "with_env.geojson"), "--include-self", "-q", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    rated = pd.read_csv(out)
+    assert len(rated) == 40 and rated["best_similarity"].min() > 1 - 1e-3

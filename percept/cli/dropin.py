@@ -97,6 +97,7 @@ def export(args, data, say) -> None:
     settings = ModelSettings(clip_model=args.clip_model, k=max(args.k), weighting=args.normalization_method,
                              environmental_method=environmental,
                              prompt_style=args.prompt_style if args.environmental else None,
+                             prompt_encoding=args.prompt_encoding if args.environmental else None,
                              domain_threshold=domain_threshold(vectors, images))
     save_model(args.export, vectors, scores, settings, images)
     say(f"exported {sum(len(s) for s in scores.values())} samples of {len(scores)} categories to {args.export}")

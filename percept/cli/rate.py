@@ -88,4 +88,4 @@ def environment_text_dir(model, args, embeddings: str) -> str:
     style = model.settings.prompt_style or 0
     return str(place_text_embeddings(args.environment, embeddings, embedding_names(embeddings),
                                      clip_model_name(model, args.clip_model), style, pretrained=args.pretrained,
-                                     quiet=args.quiet))
+                                     quiet=args.quiet, prompt_encoding=model.settings.prompt_encoding or "whole"))

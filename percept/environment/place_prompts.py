@@ -9,7 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
+from percept.data.embeddings import write_part
 from percept.data.locations import location_key, location_stem
+from percept.environment.clauses import mean_of_clauses, split_clauses
 from percept.environment.place_files import EnvironmentTable, read_environment_table
 from percept.environment.prompts import build_prompts
 from percept.errors import PerceptError
@@ -41,11 +46,22 @@ def text_dir_for(embeddings_dir: str | Path, style: int) -> Path:
 
 
 def place_text_embeddings(environment_file: str | Path, embeddings_dir: str | Path, names: list[str],
-                          clip_model: str, style: int, *, pretrained: str | None = None, quiet: bool = False) -> Path:
-    """Encode each image's environmental prompt (rows in ``names`` order) with ``clip_model``; return the folder."""
+                          clip_model: str, style: int, *, pretrained: str | None = None, quiet: bool = False,
+                          prompt_encoding: str = "whole") -> Path:
+    """Encode each image's environmental prompt (rows in ``names`` order) with ``clip_model`` as the model was
+    trained (whole prompts, or the mean of their clauses); return the folder of text embeddings."""
     from percept.encoders.pipeline import encode_texts
 
     prompts = image_prompts(read_environment_table(environment_file), names, style, str(environment_file))
     out = text_dir_for(embeddings_dir, style)
-    encode_texts(names, prompts, out, clip_model, pretrained=pretrained, quiet=quiet)
+    if prompt_encoding == "whole":
+        encode_texts(names, prompts, out, clip_model, pretrained=pretrained, quiet=quiet)
+        return out
+    out = out.with_name(out.name + "-clauses")
+    index = split_clauses(prompts)
+    clause_names = [f"clause{i:05d}" for i in range(len(index.clauses))]
+    clauses = encode_texts(clause_names, index.clauses, out / "clauses", clip_model, pretrained=pretrained,
+                           quiet=quiet)
+    vectors = mean_of_clauses(np.asarray(clauses.vectors, dtype=np.float64), index)
+    write_part(out, "text", 0, vectors, pd.DataFrame({"caption": prompts, "image_name": names}))
     return out

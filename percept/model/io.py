@@ -39,6 +39,7 @@ class ModelSettings:
     weighting: str = DEFAULT_WEIGHTING
     environmental_method: str | None = None
     prompt_style: int | None = None
+    prompt_encoding: str | None = None  # "whole" or "clauses"; None (older files): whole
     weights_id: str | None = None
     domain_threshold: float | None = None  # survey's 5th-percentile nearest-other-image similarity
     extra: dict = field(default_factory=dict)
@@ -136,6 +137,7 @@ def _category_arrays(path: Path, category: str, arrays: dict) -> tuple[np.ndarra
 #: The JSON types of each recorded setting (None allowed where listed).
 _SETTING_TYPES = {"clip_model": (str, type(None)), "k": (int,), "weighting": (str,),
                   "environmental_method": (str, type(None)), "prompt_style": (int, type(None)),
+                  "prompt_encoding": (str, type(None)),
                   "weights_id": (str, type(None)), "domain_threshold": (float, int, type(None)),
                   "extra": (dict,)}
 
