@@ -44,7 +44,7 @@ def main(argv: list[str]) -> int:
     survey, city = out / "survey", out / "city"
     started = time.perf_counter()
     step(f"sample survey of {survey_images} images inside the Helsinki extract ({area}) in {survey}")
-    run_or_exit(percept_main.main(["sample", str(survey), "--images", str(survey_images), "--seed", "0",
+    run_or_exit(percept_main.main(["sample", str(survey), "--images", str(survey_images), "--random-seed", "0",
                                    "--bbox", area, "--force"]), "percept sample")
     step(f"environmental variables of the survey's points from {extract.name}")
     run_or_exit(percept_main.main(["environment", "-g", str(survey / "data.geojson"), "--osm", str(extract),
@@ -57,7 +57,7 @@ def main(argv: list[str]) -> int:
     step("export model.npz (K = 10)")
     run_or_exit(dropin.main(common + ["-q", "-k", "10", "--export", "model.npz"]), "export")
     step(f"street-view imagery of the area to rate: {city_images} drawn images in {city}")
-    run_or_exit(percept_main.main(["sample", str(city), "--images", str(city_images), "--seed", "1",
+    run_or_exit(percept_main.main(["sample", str(city), "--images", str(city_images), "--random-seed", "1",
                                    "--bbox", area, "--force", "-q"]), "percept sample")
     step("environmental variables of the imagery's locations")
     run_or_exit(percept_main.main(["environment", "--locations", str(city / "locations.csv"), "--osm", str(extract),

@@ -204,7 +204,7 @@ def test_cli_refuses_a_folder_that_is_not_a_sample(tmp_path, capsys):
     assert run_cli(["sample", str(tmp_path / "new"), "--dim", "8"]) == 2
     assert not (tmp_path / "new").exists()
     with pytest.raises(SystemExit) as stop:
-        run_cli(["sample", str(tmp_path / "new"), "--seed", "-1"])
+        run_cli(["sample", str(tmp_path / "new"), "--random-seed", "-1"])
     assert stop.value.code == 2
 
 

@@ -37,6 +37,11 @@ def add_version_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--version", action="version", version=f"{parser.prog} (Percept KNN) {__version__}")
 
 
+def add_hidden_alias(parser, *flags: str, dest: str, **options) -> None:
+    """An old spelling of a flag: still accepted, not shown in --help, never overriding the default."""
+    parser.add_argument(*flags, dest=dest, help=argparse.SUPPRESS, default=argparse.SUPPRESS, **options)
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from percept.cli.common import k_list, positive_int, progress_bar
+from percept.cli.common import add_hidden_alias, k_list, positive_int, progress_bar
 from percept.errors import PerceptError
 from percept.model.weighting import DEFAULT_WEIGHTING, check_weighting
 from percept.study.crossval import METRICS, CategoryResult, CVPlan, cross_validate
@@ -31,7 +31,8 @@ def register(subparsers) -> None:
     parser.add_argument("--repeats", type=positive_int, default=1, metavar="R",
                         help="repeat the K-fold split R times with fresh shuffles (default 1)")
     parser.add_argument("--stratified", action="store_true", help="balance int(score) over the folds")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the fold shuffles (default 0)")
+    parser.add_argument("--random-seed", type=int, default=0, metavar="INT", help="seed of the fold shuffles (default 0)")
+    add_hidden_alias(parser, "--seed", dest="random_seed", type=int)
     parser.add_argument("--group-by", default=None, metavar="none|image|location|block:METRES",
                         help="keep groups of samples in one fold so nothing leaks from training to test: image "
                              "(all ratings of an image), location (all images at the same coordinates, e.g. the "
@@ -69,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     if args.equalise and not args.compare_groups:
         raise PerceptError("--equalise subsamples the rater groups of --compare-groups: add --compare-groups")
     group_by = parse_group_by(args.group_by) if args.group_by else default_group_by(bool(args.demographics))
-    plan = CVPlan(args.cv, args.repeats, args.stratified, group_by, args.seed)
+    plan = CVPlan(args.cv, args.repeats, args.stratified, group_by, args.random_seed)
     log = (lambda message: None) if args.quiet else print
     dataset = load_dataset(data_selection(args), log)
     results = cross_validate(dataset.vectors, dataset.samples, args.k, plan, args.normalization_method,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from percept.categories import CATEGORIES
-from percept.cli.common import positive_int
+from percept.cli.common import add_hidden_alias, positive_int
 from percept.errors import PerceptError
 from percept.synthetic.simulation import SampleInfo
 
@@ -24,7 +24,8 @@ def register(subparsers) -> None:
     parser.add_argument("--images", type=positive_int, default=None, metavar="N",
                         help=f"number of images (default {DEFAULT_IMAGES[False]}; "
                              f"{DEFAULT_IMAGES[True]} with --synthetic)")
-    parser.add_argument("--seed", type=seed, default=0, metavar="S", help="random seed (default 0)")
+    parser.add_argument("--random-seed", type=seed, default=0, metavar="INT", help="random seed (default 0)")
+    add_hidden_alias(parser, "--seed", dest="random_seed", type=seed)
     parser.add_argument("--synthetic", action="store_true",
                         help="no images: write vectors in embeddings/ (clip-retrieval layout) for benchmarks")
     parser.add_argument("--dim", type=positive_int, default=None, metavar="D",
@@ -66,14 +67,14 @@ def run(args) -> int:
             raise PerceptError("--bbox applies to drawn sample surveys only, not --synthetic")
         from percept.synthetic.vectors import generate_synthetic_survey
 
-        info = generate_synthetic_survey(args.dir, n_images, dim=args.dim or DEFAULT_DIM, seed=args.seed,
+        info = generate_synthetic_survey(args.dir, n_images, dim=args.dim or DEFAULT_DIM, seed=args.random_seed,
                                          force=args.force)
     else:
         if args.dim is not None:
             raise PerceptError("--dim applies to --synthetic surveys only: drawn images are encoded later")
         from percept.synthetic.sample import generate_sample
 
-        info = generate_sample(args.dir, n_images, seed=args.seed, force=args.force, bbox=args.bbox)
+        info = generate_sample(args.dir, n_images, seed=args.random_seed, force=args.force, bbox=args.bbox)
     if not args.quiet:
         print(summary(info))
     return 0
