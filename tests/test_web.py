@@ -332,3 +332,16 @@ def test_host_check_in_the_app(tmp_path):
     assert TestClient(app, base_url="http://127.0.0.1:8000").get("/api/health").status_code == 200
     refused = TestClient(app, base_url="http://rebound.example:8000").get("/api/health")
     assert refused.status_code == 421 and "--allow-host rebound.example" in refused.json()["detail"]
+
+
+def test_markers_group_only_crops_of_one_panorama_at_one_place():
+    from percept.web.markers import group_markers
+
+    names = ["a_x0.jpg", "a_x1.jpg", "b.jpg", "a_x2.jpg", "a_x3.jpg", "sub\\a_x4.jpg", "b.jpg", "x/_x1.jpg"]
+    lon = np.array([1, 1, 2, 1, 9, 1, 2, 3], dtype=float)
+    lat = np.array([5, 5, 6, 5, 9, 5, 6, 3], dtype=float)
+    markers = group_markers(names, lon, lat)
+    assert list(markers.keys) == ["a", "b.jpg", "a_x3.jpg", "b.jpg", "x/_x1.jpg"]
+    assert [markers.rows(m).tolist() for m in range(len(markers))] == [[0, 1, 3, 5], [2], [4], [6], [7]]
+    assert markers.lon.tolist() == [1, 2, 9, 2, 3]
+    assert len(group_markers([], np.array([]), np.array([]))) == 0

@@ -135,7 +135,8 @@ def create_app(state: AppState) -> FastAPI:
                   version="1", docs_url=None, redoc_url=None, lifespan=lifespan)
     index = SpatialIndex(state.rated.lon, state.rated.lat) if state.rated is not None else None
     markers = group_markers(state.rated.names, state.rated.lon, state.rated.lat) if state.rated is not None else None
-    marker_index = SpatialIndex(markers.lon, markers.lat) if markers is not None else None
+    marker_index = None if markers is None else (
+        index if len(markers) == len(state.rated.lon) else SpatialIndex(markers.lon, markers.lat))
     encode_lock = threading.Lock()
 
     def score_picture(picture: Image.Image) -> tuple[np.ndarray, dict]:
@@ -335,7 +336,7 @@ def create_app(state: AppState) -> FastAPI:
         """One marker: its rated image (or the crops of one panorama, and their mean) with what the rated
         file records about their uncertainty."""
         rated = state.rated
-        rows = markers.rows[marker]
+        rows = markers.rows(marker)
         values = rated.scores[rows, column]
         crops = [{"image": str(rated.names[r]), "value": number(v), **rated_uncertainty(r, column)}
                  for r, v in zip(rows, values)]
