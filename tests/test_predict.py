@@ -87,4 +87,5 @@ def test_unreadable_image_is_one_line(tmp_path, capsys):
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not a jpeg")
     assert percept_main(["predict", "--model", str(model_path), str(broken)]) == 2
-    assert "cannot read image" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: image {broken} is not an image") and len(err.splitlines()) == 1

@@ -107,7 +107,7 @@ def test_point_without_imagery(client):
     ({"lat": "north", "lon": 4.9}, 422),
     ({"lat": 52, "lon": 4.9, "radius": 0}, 422),
     ({"lat": 52, "lon": 4.9, "radius": 50_000}, 422),
-    ({"lat": 52, "lon": 4.9, "category": "beauty"}, 400),
+    ({"lat": 52, "lon": 4.9, "category": "beauty"}, 422),
     ({"lon": 4.9}, 422),
 ])
 def test_bad_point_requests(client, params, status):
@@ -121,7 +121,7 @@ def test_rated_layer_is_bounded(client):
     assert data["type"] == "FeatureCollection" and len(data["features"]) == 60
     assert len(client.get("/api/rated", params={**box, "limit": 7}).json()["features"]) == 7
     assert client.get("/api/rated", params={**box, "limit": 10**6}).status_code == 422
-    assert client.get("/api/rated", params={**box, "category": "beauty"}).status_code == 400
+    assert client.get("/api/rated", params={**box, "category": "beauty"}).status_code == 422
     assert client.get("/api/rated", params={"west": 5, "east": 4}).status_code == 400
 
 
@@ -200,3 +200,148 @@ def test_no_token_means_no_mapillary(monkeypatch):
     assert resolve_token(None) is None and resolve_token("") is None
     monkeypatch.setenv("MAPILLARY_TOKEN", "MLY|env")
     assert resolve_token(None) == "MLY|env" and resolve_token("MLY|flag") == "MLY|flag"
+
+
+def test_openapi_lists_every_status_and_the_category_names(client):
+    schema = client.get("/openapi.json").json()
+    paths = schema["paths"]
+    documented = {path: {int(status) for status in operation["responses"]}
+                  for path, item in paths.items() for operation in item.values()}
+    assert documented["/api/score"] == {200, 400, 413, 415, 421, 422, 503}
+    assert documented["/api/point"] == {200, 400, 421, 422, 503}
+    assert documented["/api/rated"] == {200, 400, 421, 422}
+    assert documented["/api/thumbnail/{vector}"] == {200, 404, 421, 422}
+    assert documented["/api/health"] == documented["/api/config"] == {200, 421}
+    assert schema["components"]["schemas"]["Category"]["enum"] == list(CATEGORIES)
+    upload = paths["/api/score"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert upload["required"] == ["image"]
+
+
+def test_docs_load_their_assets_from_the_app(client):
+    for page, assets in (("/docs", ["/static/vendor/swagger-ui/swagger-ui-bundle.js",
+                                     "/static/vendor/swagger-ui/swagger-ui.css"]),
+                         ("/redoc", ["/static/vendor/redoc/redoc.standalone.js"])):
+        answer = client.get(page)
+        html = answer.text
+        assert "http://" not in html and "https://" not in html and "//cdn" not in html
+        assert "default-src 'self'" in answer.headers["content-security-policy"]
+        for asset in assets:
+            assert f'"{asset}"' in html
+            assert client.get(asset).status_code == 200
+
+
+def multipart(body: bytes, boundary: str = "b") -> dict:
+    return {"content": body, "headers": {"Content-Type": f"multipart/form-data; boundary={boundary}"}}
+
+
+def form(name: str, data: bytes, boundary: str = "b") -> bytes:
+    return (f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="x.png"\r\n'
+            f"Content-Type: image/png\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+
+
+@pytest.mark.parametrize("request_kwargs,status,words", [
+    ({"content": png_bytes(), "headers": {"Content-Type": "image/png"}}, 415, "multipart/form-data"),
+    ({"content": b"{}", "headers": {"Content-Type": "application/json"}}, 415, "multipart/form-data"),
+    ({"content": b"--b\r\n", "headers": {"Content-Type": "multipart/form-data"}}, 400, "no boundary"),
+    (multipart(b"this is not multipart at all"), 400, "multipart"),
+    (multipart(form("image", png_bytes())[:-12]), 400, "cut short"),
+    (multipart(form("photo", png_bytes())), 422, "no file field named 'image'"),
+    (multipart(form("image", b"")), 400, "empty"),
+    (multipart(form("image", b"\0" * 200_001)), 413, "limit of 200000 bytes"),
+    ({"content": b"", "headers": {}}, 422, "no body"),
+])
+def test_malformed_uploads_get_4xx(client, request_kwargs, status, words):
+    response = client.post("/api/score", **request_kwargs)
+    assert response.status_code == status, response.text
+    detail = response.json()["detail"]
+    assert words in (detail if isinstance(detail, str) else detail[0]["msg"])
+
+
+def test_declared_length_over_the_cap_is_refused(client):
+    response = client.post("/api/score", content=b"x", headers={"Content-Length": str(10**10),
+                                                                 "Content-Type": "multipart/form-data; boundary=b"})
+    assert response.status_code == 413
+
+
+def test_upload_within_the_form_and_other_fields(client):
+    body = (b'--b\r\nContent-Disposition: form-data; name="note"\r\n\r\nhello\r\n' + form("image", png_bytes()))
+    response = client.post("/api/score", **multipart(body))
+    assert response.status_code == 200 and len(response.json()["scores"]) == 5
+
+
+def test_no_encoder_is_503(tmp_path):
+    state = build_state(tmp_path)
+    state.encode = None
+    response = TestClient(create_app(state)).post("/api/score", files={"image": ("a.png", png_bytes(), "image/png")})
+    assert response.status_code == 503 and "no image encoder" in response.json()["detail"]
+
+
+def test_crops_of_one_panorama_share_a_marker(tmp_path):
+    from web_fixtures import PANORAMA
+
+    client = TestClient(create_app(build_state(tmp_path, crops=4)))
+    data = client.get("/api/rated", params={"category": "greenness"}).json()
+    assert data["total"] == data["shown"] == len(data["features"]) == 61
+    pano = [f for f in data["features"] if len(f["properties"]["crops"]) > 1]
+    assert len(pano) == 1
+    props = pano[0]["properties"]
+    assert props["image"] == "pano_1" and [c["image"] for c in props["crops"]] == [f"pano_1_x{i}.jpg" for i in range(4)]
+    assert [c["value"] for c in props["crops"]] == [1.0, 2.0, 3.0, 4.0] and props["value"] == 2.5
+    assert pano[0]["geometry"]["coordinates"] == [PANORAMA[1], PANORAMA[0]]
+    thinned = client.get("/api/rated", params={"limit": 25}).json()
+    assert (thinned["total"], thinned["shown"], len(thinned["features"])) == (61, 25, 25)
+
+
+def test_point_says_how_many_it_lists(client):
+    body = client.get("/api/point", params={"lat": CENTRE[0], "lon": CENTRE[1], "radius": 1000}).json()
+    assert body["count"] == 60 and body["shown"] == len(body["points"]) == 25
+
+
+def test_config_names_the_model(client):
+    assert client.get("/api/config").json()["model"] == "percept:tiny"
+    assert client.get("/api/health").json()["model"] == "percept:tiny"
+
+
+@pytest.mark.parametrize("bound,allowed,header,answered", [
+    ("127.0.0.1", (), "127.0.0.1:8000", True),
+    ("127.0.0.1", (), "localhost", True),
+    ("127.0.0.1", (), "[::1]:8000", True),
+    ("127.0.0.1", (), "evil.example", False),
+    ("127.0.0.1", (), "127.0.0.1.evil.example", False),
+    ("127.0.0.1", ("Percept.Example",), "percept.example:443", True),
+    ("0.0.0.0", (), "192.168.1.20:8000", True),
+    ("0.0.0.0", (), "[2001:db8::1]:8000", True),
+    ("0.0.0.0", (), "myhost.lan", False),
+    ("0.0.0.0", ("myhost.lan",), "myhost.lan.", True),
+    ("192.168.1.20", (), "192.168.1.21", False),
+    ("192.168.1.20", (), "localhost", False),
+    ("127.0.0.1", ("*",), "anything.example", True),
+    ("127.0.0.1", (), None, True),
+])
+def test_host_policy(bound, allowed, header, answered):
+    from percept.web.hosts import HostPolicy
+
+    assert HostPolicy.for_binding(bound, allowed).allows(header) is answered
+
+
+def test_host_check_in_the_app(tmp_path):
+    from percept.web.app import AppOptions
+    from percept.web.hosts import HostPolicy
+
+    app = create_app(build_state(tmp_path, options=AppOptions(hosts=HostPolicy.for_binding("127.0.0.1"))))
+    assert TestClient(app, base_url="http://127.0.0.1:8000").get("/api/health").status_code == 200
+    refused = TestClient(app, base_url="http://rebound.example:8000").get("/api/health")
+    assert refused.status_code == 421 and "--allow-host rebound.example" in refused.json()["detail"]
+
+
+def test_markers_group_only_crops_of_one_panorama_at_one_place():
+    from percept.web.markers import group_markers
+
+    names = ["a_x0.jpg", "a_x1.jpg", "b.jpg", "a_x2.jpg", "a_x3.jpg", "sub\\a_x4.jpg", "b.jpg", "x/_x1.jpg"]
+    lon = np.array([1, 1, 2, 1, 9, 1, 2, 3], dtype=float)
+    lat = np.array([5, 5, 6, 5, 9, 5, 6, 3], dtype=float)
+    markers = group_markers(names, lon, lat)
+    assert list(markers.keys) == ["a", "b.jpg", "a_x3.jpg", "b.jpg", "x/_x1.jpg"]
+    assert [markers.rows(m).tolist() for m in range(len(markers))] == [[0, 1, 3, 5], [2], [4], [6], [7]]
+    assert markers.lon.tolist() == [1, 2, 9, 2, 3]
+    assert len(group_markers([], np.array([]), np.array([]))) == 0

@@ -34,8 +34,12 @@ def write_images(folder: Path, n: int = 30) -> Path:
     return folder
 
 
-def write_rated(path: Path, n: int = 60, seed: int = 0) -> Path:
-    """Rated points within ~300 m of CENTRE, as ``percept rate --locations`` writes them (CSV)."""
+PANORAMA = (52.3690, 4.9060)  # lat, lon of the panorama whose crops write_rated adds
+
+
+def write_rated(path: Path, n: int = 60, seed: int = 0, crops: int = 0) -> Path:
+    """Rated points within ~300 m of CENTRE, as ``percept rate --locations`` writes them (CSV);
+    with ``crops``, also that many crops ``pano_1_x<i>.jpg`` of one panorama at PANORAMA."""
     rng = np.random.default_rng(seed)
     lat = CENTRE[0] + rng.uniform(-0.0025, 0.0025, n)
     lon = CENTRE[1] + rng.uniform(-0.004, 0.004, n)
@@ -43,6 +47,9 @@ def write_rated(path: Path, n: int = 60, seed: int = 0) -> Path:
     for i in range(n):
         scores = ",".join(f"{s:.4f}" for s in rng.uniform(1, 5, len(CATEGORIES)))
         rows.append(f"img_{i}.jpg,{scores},{lon[i]:.7f},{lat[i]:.7f},,")
+    for i in range(crops):
+        scores = ",".join(f"{1 + i:.4f}" for _ in CATEGORIES)
+        rows.append(f"pano_1_x{i}.jpg,{scores},{PANORAMA[1]:.7f},{PANORAMA[0]:.7f},{90 * i},")
     path.write_text("\n".join(rows) + "\n")
     return path
 
@@ -55,9 +62,11 @@ def png_bytes(size=(48, 36), colour=(10, 200, 30)) -> bytes:
     return out.getvalue()
 
 
-def build_state(tmp: Path, mapillary=None, images: bool = True):
-    """AppState for the test model with the tiny encoder, rated points and (optionally) survey images."""
+def build_state(tmp: Path, mapillary=None, images: bool = True, crops: int = 0, options=None):
+    """AppState for the test model with the tiny encoder, rated points and (optionally) survey images;
+    small limits (200 kB uploads, 4 megapixels) unless ``options`` are given."""
     from percept.city.rating import read_rated
+    from percept.data.decode import ImageLimits
     from percept.encoders import encode_pil_images, load_encoder
     from percept.model.estimates import Estimator
     from percept.model.scoring import MultiScorer
@@ -68,12 +77,13 @@ def build_state(tmp: Path, mapillary=None, images: bool = True):
     model = load_model(write_model(tmp / "model.npz"))
     scorer = MultiScorer(model)
     encoder = load_encoder(TINY)
+    small = AppOptions(max_upload_bytes=200_000, image_limits=ImageLimits(max_pixels=4_000_000))
     return AppState(scorer=scorer, encode=lambda imgs: encode_pil_images(encoder, imgs),
                     estimator=Estimator(model, scorer=scorer),
-                    rated=read_rated(write_rated(tmp / "rated.csv")),
+                    rated=read_rated(write_rated(tmp / "rated.csv", crops=crops)),
                     images=ImageFolder(write_images(tmp / "images")) if images else None,
                     names=sample_image_names(model, scorer), mapillary=mapillary,
-                    options=AppOptions(max_upload_bytes=200_000, max_pixels=4_000_000))
+                    options=options or small, model_name=TINY)
 
 
 def geojson(path: Path, features: list[dict]) -> Path:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import sys
 from pathlib import Path
 
-from PIL import Image
-
 from percept.cli.common import positive_int
+from percept.data.decode import ImageLimits, open_image
 from percept.data.vector_checks import refuse_unusable
 from percept.errors import PerceptError
 from percept.model.estimates import Estimator
@@ -42,7 +42,20 @@ def register(subparsers) -> None:
     style = parser.add_mutually_exclusive_group()
     style.add_argument("--json", action="store_true", help="print JSON")
     style.add_argument("--csv", action="store_true", help="print CSV")
+    parser.add_argument("--max-image-mb", type=positive_number, default=10, metavar="MB",
+                        help="largest image file read (default 10, as percept serve); images are also refused "
+                             "above 40 megapixels, a side of 20,000 pixels or an aspect ratio of 20:1")
     parser.set_defaults(run=run)
+
+
+def positive_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
 
 
 def load_scoring(args):
@@ -68,25 +81,16 @@ def clip_model_name(model: ExportedModel, option: str | None) -> str:
     return option or recorded
 
 
-def read_image(path: str) -> Image.Image:
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except FileNotFoundError:
-        raise PerceptError(f"image {path} does not exist") from None
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise PerceptError(f"cannot read image {path}: {exc}") from None
-
-
 def run(args) -> int:
     from percept.encoders import encode_pil_images
 
     model, scorer, encoder = load_scoring(args)
     estimator = Estimator(model, scorer=scorer)
+    limits = ImageLimits(max_bytes=int(args.max_image_mb * 1024 * 1024))
     rows = []
     for start in range(0, len(args.images), BATCH):
         paths = args.images[start:start + BATCH]
-        vectors = encode_pil_images(encoder, [read_image(p) for p in paths])
+        vectors = encode_pil_images(encoder, [open_image(p, limits) for p in paths])
         refuse_unusable(vectors, lambda row: f"the vector of image {paths[row]}", ENCODER_FAILED)
         found = estimator.estimate(l2_normalise(vectors))
         rows += [(path, found.scores[i], found.sd[i], float(found.best_similarity[i]), bool(found.out_of_domain[i]))

@@ -2,11 +2,31 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 
-from percept.cli.common import positive_int
 from percept.cli.predict import add_model_arguments, load_scoring
 from percept.errors import PerceptError
+
+
+def port_number(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 0 (any free port) to 65535, got {text!r}")
+    return value
+
+
+def megabytes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of megabytes, got {text!r}")
+    return value
 
 
 def register(subparsers) -> None:
@@ -16,7 +36,10 @@ def register(subparsers) -> None:
     parser.add_argument("--rated", metavar="FILE", help="output of 'percept rate --locations' for the map")
     parser.add_argument("--images", metavar="DIR", help="survey images, for thumbnails of similar images")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=positive_int, default=8000, help="port (default 8000)")
+    parser.add_argument("--port", type=port_number, default=8000, help="port (default 8000; 0: any free port)")
+    parser.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                        help="also answer requests for this host name (repeatable); requests naming any other "
+                             "host than the bound one are refused, against DNS rebinding")
     parser.add_argument("--tiles", metavar="URL", help="basemap tile URL template, e.g. "
                         "https://tile.openstreetmap.org/{z}/{x}/{y}.png (default: no basemap)")
     parser.add_argument("--tile-attribution", default="", metavar="TEXT", help="attribution shown for --tiles")
@@ -24,14 +47,14 @@ def register(subparsers) -> None:
                         help="Mapillary access token (default: $MAPILLARY_TOKEN); without one nothing is fetched")
     parser.add_argument("--mapillary-url", metavar="URL",
                         help="Graph API base URL (default: https://graph.mapillary.com)")
-    parser.add_argument("--max-upload-mb", type=positive_int, default=10, help="upload size cap (default 10)")
+    parser.add_argument("--max-upload-mb", type=megabytes, default=10, metavar="MB",
+                        help="largest image upload accepted (default 10)")
     parser.set_defaults(run=run)
 
 
-def run(args) -> int:
+def build_app(args):
+    """The web app for parsed ``percept serve`` arguments."""
     try:
-        import uvicorn
-
         from percept.web.app import AppOptions, AppState, create_app
     except ImportError as exc:
         raise PerceptError(f"the web app needs its extras ({exc.name} is missing): pip install 'percept[web]'") from None
@@ -39,6 +62,7 @@ def run(args) -> int:
     from percept.city.rating import read_rated
     from percept.encoders import encode_pil_images
     from percept.model.estimates import Estimator
+    from percept.web.hosts import HostPolicy
     from percept.web.images import ImageFolder
     from percept.web.names import sample_image_names
 
@@ -52,9 +76,19 @@ def run(args) -> int:
         images=ImageFolder(args.images) if args.images else None,
         names=sample_image_names(model, scorer),
         mapillary=MapillaryClient(token, args.mapillary_url or DEFAULT_BASE_URL) if token else None,
-        options=AppOptions(max_upload_bytes=args.max_upload_mb * 1024 * 1024, tile_url=args.tiles,
-                           tile_attribution=args.tile_attribution),
+        options=AppOptions(max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), tile_url=args.tiles,
+                           tile_attribution=args.tile_attribution,
+                           hosts=HostPolicy.for_binding(args.host, tuple(args.allow_host))),
+        model_name=encoder.name,
     )
-    print(f"serving on http://{args.host}:{args.port}/ (API docs at /docs)", file=sys.stderr)
-    uvicorn.run(create_app(state), host=args.host, port=args.port, log_level="warning")
+    return create_app(state)
+
+
+def run(args) -> int:
+    from percept.web.server import bind_socket, serve_socket, socket_url
+
+    app = build_app(args)
+    sock = bind_socket(args.host, args.port)
+    print(f"serving on {socket_url(sock)} (API docs at /docs)", file=sys.stderr, flush=True)
+    serve_socket(app, sock)
     return 0

@@ -53,7 +53,8 @@ class SquareTransform:
         import torch
         from PIL import Image
 
-        image = image.convert("RGB")
+        if image.mode != "RGB":
+            image = image.convert("RGB")
         width, height = image.size
         scale = self.size / min(width, height)
         resized = (max(self.size, round(width * scale)), max(self.size, round(height * scale)))

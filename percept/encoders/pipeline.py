@@ -5,7 +5,9 @@ encoded in batches (CUDA in half precision when present), stored as L2-normalise
 rows in parts of ``part_size`` inputs. Each part is written atomically and recorded in the
 manifest as it completes, so a killed run resumes after its last complete part. Rows of
 unchanged images are reused from the cache; only new or changed images are encoded.
-Unreadable images are skipped, listed in ``failed_images.txt`` and counted at the end.
+Images are read with :func:`percept.data.decode.open_image` (upright 8-bit RGB; images over its size
+limits are refused before decoding). Unreadable or refused images are skipped, listed in
+``failed_images.txt`` and counted at the end.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import pandas as pd
 import pyarrow as pa
 
 from percept.atomic import atomic_write_text
+from percept.data.decode import ImageError, open_image
 from percept.data.embeddings import Embeddings, has_embeddings, write_part
 from percept.data.images import EXTENSIONS, ImageFile, find_images
 from percept.encoders import Encoder, ResolvedModel, resolve_model
@@ -84,7 +87,8 @@ def _usable(manifest, kind: str, out: Path, resolved: ResolvedModel, log: _Log):
 
 
 class _ImageDataset:
-    """Decode and preprocess one image; an unreadable one yields its error instead of a tensor."""
+    """Decode (upright 8-bit RGB, size limits checked first) and preprocess one image; an unreadable
+    or oversized one yields its error instead of a tensor."""
 
     def __init__(self, paths: list[Path], transform):
         self.paths, self.transform = paths, transform
@@ -93,13 +97,11 @@ class _ImageDataset:
         return len(self.paths)
 
     def __getitem__(self, index: int):
-        from PIL import Image
-
         try:
-            with Image.open(self.paths[index]) as image:
-                image.load()
-                return index, self.transform(image), None
-        except Exception as exc:  # noqa: BLE001 - any decode failure skips the image, never the run
+            return index, self.transform(open_image(self.paths[index])), None
+        except ImageError as exc:
+            return index, None, str(exc)
+        except Exception as exc:  # noqa: BLE001 - any preprocessing failure skips the image, never the run
             return index, None, f"{type(exc).__name__}: {exc}"
 
 

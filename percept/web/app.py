@@ -2,30 +2,49 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
+from collections.abc import Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, HTTPException, Query, Request, UploadFile
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
+from pydantic import BaseModel
 
+from percept.categories import CATEGORIES
 from percept.city.mapillary import MapillaryClient, MapillaryError
 from percept.city.rating import RatedPoints
 from percept.city.spatial_index import SpatialIndex
+from percept.data.decode import ImageError, ImageLimits, ImageTooLarge, ImageUnsupported
 from percept.data.vector_checks import BadVectors, refuse_unusable
 from percept.errors import PerceptError
 from percept.model.estimates import Estimator
 from percept.model.knn import l2_normalise
 from percept.model.scoring import MultiScorer
-from percept.web.images import BadImage, ImageFolder, decode_image, thumbnail_jpeg
+from percept.web.decoding import BoundedDecoder
+from percept.web.hosts import HostCheck, HostPolicy
+from percept.web.images import ImageFolder, thumbnail_jpeg
+from percept.web.markers import group_markers, thin_evenly
+from percept.web.upload import MissingField, UploadRefused, read_upload
 
 STATIC = Path(__file__).resolve().parent / "static"
+VENDOR = "/static/vendor"
+
+#: The API docs pages may load nothing from outside this server (Redoc's footer asks a CDN for a logo).
+DOCS_POLICY = ("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+               "img-src 'self' data: blob:; font-src 'self' data:; worker-src 'self' blob:; connect-src 'self'")
 
 Encode = Callable[[list[Image.Image]], np.ndarray]
+Category = Enum("Category", {name: name for name in CATEGORIES}, type=str)
 
 
 @dataclass
@@ -33,7 +52,10 @@ class AppOptions:
     """Limits and page settings."""
 
     max_upload_bytes: int = 10 * 1024 * 1024
-    max_pixels: int = 40_000_000
+    image_limits: ImageLimits = field(default_factory=ImageLimits)
+    decode_workers: int = 2
+    decode_pixels: int | None = None
+    hosts: HostPolicy | None = None
     max_radius_m: float = 5000.0
     default_radius_m: float = 100.0
     listed_points: int = 25
@@ -53,22 +75,75 @@ class AppState:
     names: list[str | None] | None = None
     mapillary: MapillaryClient | None = None
     options: AppOptions = field(default_factory=AppOptions)
+    model_name: str | None = None
+
+
+class Problem(BaseModel):
+    """A refused request: one line naming the problem and what to do."""
+
+    detail: str
+
+
+class ValidationProblem(BaseModel):
+    """A missing or out-of-range parameter (where, and why), or an image without a usable vector (one line)."""
+
+    detail: list[dict[str, Any]] | str
+
+
+ERRORS: dict[int, dict] = {
+    400: {"model": Problem, "description": "The request cannot be used (a corrupt image, a category this "
+                                           "server has no scores for, an empty box)"},
+    404: {"model": Problem, "description": "No such survey image"},
+    413: {"model": Problem, "description": "The upload or its image is larger than the server's limits"},
+    415: {"model": Problem, "description": "Not an image format that is read, or not multipart/form-data"},
+    421: {"model": Problem, "description": "The Host header names another server (see --allow-host)"},
+    422: {"model": ValidationProblem, "description": "A parameter or form field is missing or out of range, or "
+                                                     "the image gives no usable vector (NaN, infinite or zero)"},
+    503: {"model": Problem, "description": "This server has no image encoder"},
+}
+
+UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["image"],
+    "properties": {"image": {"type": "string", "format": "binary",
+                             "description": "a JPEG, PNG, WebP, BMP, TIFF or GIF image"}}}}}}}
+
+
+def errors(*statuses: int) -> dict[int, dict]:
+    """OpenAPI responses for these error statuses (and 421, which any route may answer)."""
+    return {status: ERRORS[status] for status in (*statuses, 421)}
+
+
+def error_status(exc: PerceptError) -> int:
+    if isinstance(exc, ImageTooLarge):
+        return 413
+    if isinstance(exc, ImageUnsupported):
+        return 415
+    return 400
 
 
 def create_app(state: AppState) -> FastAPI:
     """Build the FastAPI app for a scorer, an image encoder and (optionally) rated locations."""
-    app = FastAPI(title="Percept KNN", description="Score street images in five perception categories.",
-                  version="1")
     options = state.options
+    decoder = BoundedDecoder(options.image_limits, options.decode_workers, options.decode_pixels)
+
+    @asynccontextmanager
+    async def lifespan(_app):
+        yield
+        decoder.shutdown()
+
+    app = FastAPI(title="Percept KNN", description="Score street images in five perception categories.",
+                  version="1", docs_url=None, redoc_url=None, lifespan=lifespan)
     index = SpatialIndex(state.rated.lon, state.rated.lat) if state.rated is not None else None
+    markers = group_markers(state.rated.names, state.rated.lon, state.rated.lat) if state.rated is not None else None
+    marker_index = None if markers is None else (
+        index if len(markers) == len(state.rated.lon) else SpatialIndex(markers.lon, markers.lat))
     encode_lock = threading.Lock()
 
-    def score_image(image: Image.Image) -> tuple[np.ndarray, dict]:
-        """The image's unit vector, and its scores with their uncertainty as JSON fields."""
-        if state.encode is None:
-            raise HTTPException(503, "this server has no image encoder")
+    def score_picture(picture: Image.Image) -> tuple[np.ndarray, dict]:
+        """The unit vector of a decoded image, and its scores with their uncertainty as JSON fields (run by
+        the decoder's threads)."""
         with encode_lock:
-            raw = state.encode([image])
+            raw = state.encode([picture])
         try:
             refuse_unusable(raw, lambda row: "the image's vector", "the encoder cannot score this image")
         except BadVectors as exc:
@@ -98,29 +173,51 @@ def create_app(state: AppState) -> FastAPI:
                 extra[flag] = bool(getattr(rated, flag)[i])
         return extra
 
-    def check_category(category: str | None) -> None:
+    def check_category(category: Category | None) -> None:
         known = state.rated.categories if state.rated is not None else state.scorer.categories
-        if category is not None and category not in known:
-            raise HTTPException(400, f"unknown category {category!r}: use one of {', '.join(known)}")
+        if category is not None and category.value not in known:
+            raise HTTPException(400, f"this server has no {category.value} scores: use one of {', '.join(known)}")
 
     @app.exception_handler(PerceptError)
     async def percept_error(request: Request, exc: PerceptError):
-        return JSONResponse({"detail": str(exc)}, status_code=400)
+        return JSONResponse({"detail": str(exc)}, status_code=error_status(exc))
 
-    @app.get("/", include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     def page():
         return FileResponse(STATIC / "index.html")
 
-    @app.get("/api/health")
+    @app.api_route("/favicon.ico", methods=["GET", "HEAD"], include_in_schema=False)
+    def favicon():
+        return FileResponse(STATIC / "favicon.ico", media_type="image/x-icon")
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger_ui():
+        page = get_swagger_ui_html(openapi_url=app.openapi_url, title=f"{app.title} API",
+                                   swagger_js_url=f"{VENDOR}/swagger-ui/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{VENDOR}/swagger-ui/swagger-ui.css",
+                                   swagger_favicon_url="/favicon.ico", swagger_ui_parameters={"validatorUrl": None})
+        page.headers["Content-Security-Policy"] = DOCS_POLICY
+        return page
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc():
+        page = get_redoc_html(openapi_url=app.openapi_url, title=f"{app.title} API",
+                              redoc_js_url=f"{VENDOR}/redoc/redoc.standalone.js", redoc_favicon_url="/favicon.ico",
+                              with_google_fonts=False)
+        page.headers["Content-Security-Policy"] = DOCS_POLICY
+        return page
+
+    @app.get("/api/health", responses=errors())
     def health() -> dict:
         """Liveness and what this server can do."""
         return {"status": "ok", "categories": state.scorer.categories, "k": state.scorer.k,
                 "rated_points": 0 if state.rated is None else len(state.rated.lon),
-                "encoder": state.encode is not None, "mapillary": state.mapillary is not None}
+                "encoder": state.encode is not None, "model": state.model_name,
+                "mapillary": state.mapillary is not None}
 
-    @app.get("/api/config")
+    @app.get("/api/config", responses=errors())
     def config() -> dict:
-        """Settings the page needs: categories, tiles, the rated area and limits."""
+        """Settings the page needs: categories, tiles, the rated area, the model and limits."""
         bounds = None
         if state.rated is not None and len(state.rated.lon):
             rated = state.rated
@@ -128,24 +225,25 @@ def create_app(state: AppState) -> FastAPI:
         return {"categories": state.rated.categories if state.rated is not None else state.scorer.categories,
                 "tile_url": options.tile_url, "tile_attribution": options.tile_attribution, "bounds": bounds,
                 "default_radius": options.default_radius_m, "max_radius": options.max_radius_m,
-                "max_upload_bytes": options.max_upload_bytes, "mapillary": state.mapillary is not None}
+                "max_upload_bytes": options.max_upload_bytes, "mapillary": state.mapillary is not None,
+                "model": state.model_name, "listed_points": options.listed_points}
 
-    @app.post("/api/score")
-    def score(request: Request, image: UploadFile) -> dict:
-        """Score an uploaded photo: five scores with the weighted sd of their K neighbours' scores, the photo's
-        best similarity to the survey, ``out_of_domain`` (below the survey's 5th-percentile nearest-neighbour
-        similarity) and the K most similar survey images."""
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > options.max_upload_bytes + 64 * 1024:
-            raise HTTPException(413, f"uploads are limited to {options.max_upload_bytes} bytes")
-        data = image.file.read(options.max_upload_bytes + 1)
-        if len(data) > options.max_upload_bytes:
-            raise HTTPException(413, f"uploads are limited to {options.max_upload_bytes} bytes")
+    @app.post("/api/score", responses=errors(400, 413, 415, 422, 503), openapi_extra=UPLOAD_BODY)
+    async def score(request: Request) -> dict:
+        """Score an uploaded photo (form field ``image``): five scores with the weighted sd of their K neighbours'
+        scores, the photo's best similarity to the survey, ``out_of_domain`` (below the survey's 5th-percentile
+        nearest-neighbour similarity) and the K most similar survey images."""
+        if state.encode is None:
+            raise HTTPException(503, "this server has no image encoder: start it with a model it can encode for")
         try:
-            picture = decode_image(data, options.max_pixels)
-        except BadImage as exc:
+            upload = await read_upload(request, "image", options.max_upload_bytes)
+        except UploadRefused as exc:
             raise HTTPException(exc.status, str(exc)) from None
-        vector, estimate = score_image(picture)
+        except MissingField as exc:
+            raise RequestValidationError([{"type": "missing", "loc": ["body", "image"], "msg": str(exc),
+                                           "input": None}]) from None
+        await asyncio.wrap_future(decoder.header(upload.open, "the upload"))
+        vector, estimate = await asyncio.wrap_future(decoder.decode(upload.open, "the upload", score_picture))
         similar = []
         for item in state.scorer.similar(vector[0], state.scorer.k):
             name = state.names[item.vector] if state.names else None
@@ -156,25 +254,28 @@ def create_app(state: AppState) -> FastAPI:
                             "ratings_count": item.counts})
         return {**estimate, "k": state.scorer.k, "similar": similar}
 
-    @app.get("/api/thumbnail/{vector}", include_in_schema=False)
+    @app.get("/api/thumbnail/{vector}", response_class=Response, responses={
+        200: {"content": {"image/jpeg": {}}, "description": "A small JPEG of the survey image"},
+        **errors(404, 422)})
     def thumbnail(vector: int):
+        """A small JPEG of the survey image behind a model vector (the ``thumbnail`` of /api/score's results)."""
         name = state.names[vector] if state.names and 0 <= vector < len(state.names) else None
         path = state.images.find(name) if name and state.images is not None else None
         if path is None:
-            raise HTTPException(404, "no image for this survey sample")
+            raise HTTPException(404, f"no survey image for model vector {vector}")
         try:
-            body = thumbnail_jpeg(path)
-        except (OSError, ValueError, Image.DecompressionBombError):
-            raise HTTPException(404, f"cannot read survey image {name}") from None
+            body = decoder.decode(lambda: path, f"survey image {name}", thumbnail_jpeg).result()
+        except ImageError as exc:
+            raise HTTPException(404, f"cannot show survey image {name}: {exc}") from None
         return Response(body, media_type="image/jpeg")
 
-    @app.get("/api/point")
+    @app.get("/api/point", responses=errors(400, 422, 503))
     def point(lat: float = Query(..., ge=-90, le=90), lon: float = Query(..., ge=-180, le=180),
               radius: float = Query(options.default_radius_m, gt=0, le=options.max_radius_m),
-              category: str | None = None) -> dict:
+              category: Category | None = None) -> dict:
         """Modelled scores at a point: inverse-distance weighted over rated images within ``radius`` metres."""
         check_category(category)
-        answer = {"lat": lat, "lon": lon, "radius": radius, "count": 0, "scores": None, "points": [],
+        answer = {"lat": lat, "lon": lon, "radius": radius, "count": 0, "shown": 0, "scores": None, "points": [],
                   "message": None, "mapillary": None}
         found = index.within(lat, lon, radius) if index is not None else None
         if found is not None and len(found.index):
@@ -185,12 +286,13 @@ def create_app(state: AppState) -> FastAPI:
                                  "distance_m": round(float(d), 2), "scores": scores_dict(rated.scores[i], rated.categories),
                                  **rated_uncertainty(i)}
                                 for i, d in zip(found.index[:options.listed_points], found.distance)]
+            answer["shown"] = len(answer["points"])
         else:
             answer["message"] = f"no imagery within {radius:g} m"
             if state.mapillary is not None:
                 answer["mapillary"] = mapillary_near(lat, lon, radius)
         if category is not None and answer["scores"] is not None:
-            answer["category"], answer["value"] = category, answer["scores"][category]
+            answer["category"], answer["value"] = category.value, answer["scores"][category.value]
         return answer
 
     def mapillary_near(lat: float, lon: float, radius: float) -> dict:
@@ -198,33 +300,55 @@ def create_app(state: AppState) -> FastAPI:
             found = state.mapillary.nearest_image(lat, lon, radius)
             if found is None:
                 return {"found": False, "message": f"no Mapillary image within {radius:g} m"}
-            picture = decode_image(state.mapillary.thumbnail(found), options.max_pixels)
-        except (MapillaryError, BadImage) as exc:
+            data = state.mapillary.thumbnail(found)
+        except MapillaryError as exc:
             return {"found": False, "message": str(exc)}
-        _, estimate = score_image(picture)
+        if state.encode is None:
+            raise HTTPException(503, "this server has no image encoder to score Mapillary images with")
+        try:
+            _, estimate = decoder.decode(lambda: data, f"Mapillary image {found.id}", score_picture).result()
+        except ImageError as exc:
+            return {"found": False, "message": str(exc)}
         return {"found": True, "id": found.id, "thumb_url": found.thumb_url, "lat": found.lat, "lon": found.lon,
                 "distance_m": round(found.distance_m, 2), **estimate}
 
-    @app.get("/api/rated")
+    @app.get("/api/rated", responses=errors(400, 422))
     def rated_points(west: float = Query(-180, ge=-180, le=180), south: float = Query(-90, ge=-90, le=90),
                      east: float = Query(180, ge=-180, le=180), north: float = Query(90, ge=-90, le=90),
-                     category: str | None = None,
+                     category: Category | None = None,
                      limit: int = Query(options.rated_limit, ge=1, le=options.max_rated_limit)) -> dict:
-        """Rated locations inside a box as GeoJSON (thinned evenly to ``limit`` points)."""
+        """Rated places inside a box as GeoJSON, one marker per place (the crops of one panorama at one
+        place share a marker, listed in ``crops``), thinned evenly to ``limit`` markers; ``total`` counts
+        the markers in the box and ``shown`` those returned."""
         check_category(category)
         if west > east or south > north:
             raise HTTPException(400, "the box needs west <= east and south <= north")
-        if index is None:
-            return {"type": "FeatureCollection", "features": [], "total": 0}
+        if marker_index is None:
+            return {"type": "FeatureCollection", "features": [], "total": 0, "shown": 0, "category": None}
         rated = state.rated
-        column = rated.categories.index(category) if category else 0
-        chosen = index.in_box(west, south, east, north, limit)
-        features = [{"type": "Feature", "geometry": {"type": "Point", "coordinates": [float(rated.lon[i]), float(rated.lat[i])]},
-                     "properties": {"image": str(rated.names[i]),
-                                    "value": None if np.isnan(rated.scores[i, column]) else float(rated.scores[i, column]),
-                                    **rated_uncertainty(i, column)}}
-                    for i in chosen]
-        return {"type": "FeatureCollection", "features": features, "category": rated.categories[column]}
+        column = rated.categories.index(category.value) if category else 0
+        inside = marker_index.in_box(west, south, east, north, len(marker_index))
+        features = [marker_feature(m, column) for m in thin_evenly(inside, limit)]
+        return {"type": "FeatureCollection", "features": features, "category": rated.categories[column],
+                "total": len(inside), "shown": len(features)}
+
+    def marker_feature(marker: int, column: int) -> dict:
+        """One marker: its rated image (or the crops of one panorama, and their mean) with what the rated
+        file records about their uncertainty."""
+        rated = state.rated
+        rows = markers.rows(marker)
+        values = rated.scores[rows, column]
+        crops = [{"image": str(rated.names[r]), "value": number(v), **rated_uncertainty(r, column)}
+                 for r, v in zip(rows, values)]
+        properties = {"image": markers.keys[marker], "value": None if np.isnan(values).all() else
+                      float(np.nanmean(values))}
+        if len(rows) == 1:
+            properties.update(rated_uncertainty(rows[0], column))
+        return {"type": "Feature",
+                "geometry": {"type": "Point", "coordinates": [float(markers.lon[marker]), float(markers.lat[marker])]},
+                "properties": {**properties, "crops": crops}}
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    if options.hosts is not None:
+        app.add_middleware(HostCheck, policy=options.hosts)
     return app
