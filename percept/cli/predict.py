@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from percept.cli.common import positive_int
+from percept.cli.common import add_hidden_alias, positive_int
 from percept.data.decode import ImageLimits, open_image
 from percept.data.vector_checks import refuse_unusable
 from percept.errors import PerceptError
@@ -24,11 +24,12 @@ ENCODER_FAILED = "the encoder cannot score this image; check the image and the m
 def add_model_arguments(parser) -> None:
     """--model, --clip-model, --pretrained and --k, shared by predict and serve."""
     parser.add_argument("--model", required=True, metavar="MODEL.npz", help="model exported with --export")
-    parser.add_argument("--clip-model", metavar="NAME",
+    parser.add_argument("-M", "--clip-model", metavar="NAME",
                         help="CLIP model (default: the one recorded in the model; required for files without "
                              "settings, such as the published Amsterdam data.npz)")
     parser.add_argument("--pretrained", metavar="PATH", help="local checkpoint file or folder for the CLIP model")
-    parser.add_argument("--k", type=positive_int, help="neighbours (default: the model's K, 40 for bare files)")
+    parser.add_argument("-k", type=positive_int, help="neighbours (default: the model's K, 40 for bare files)")
+    add_hidden_alias(parser, "--k", dest="k", type=positive_int)
 
 
 def register(subparsers) -> None:
