@@ -9,9 +9,6 @@ of holding several full-size images in memory.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -21,25 +18,9 @@ from typing import TypeVar
 from PIL import Image
 
 from percept.data.decode import ImageHeader, ImageLimits, Source, open_image, read_header
+from percept.memory import release_free_memory
 
 T = TypeVar("T")
-
-
-def _malloc_trim():
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return None
-
-
-_MALLOC_TRIM = _malloc_trim() if sys.platform.startswith("linux") else None
-
-
-def release_free_memory() -> None:
-    """Give memory freed by a decoded image back to the system (glibc keeps it in each thread's
-    heap otherwise, so every decoding thread would hold a full-size image's worth)."""
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
 
 
 class PixelBudget:
