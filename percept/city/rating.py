@@ -1,9 +1,10 @@
 """Rate every image of a city: stream embedding parts in bounded chunks through a model into a file.
 
 Rows are read from each part's ``.npy`` file a chunk at a time (never the whole part), scored
-with :class:`~percept.model.estimates.Estimator` and appended to the output, so memory does not grow
-with the number of images. Outputs by extension: ``.csv``, ``.parquet`` (GeoParquet when locations
-are given) and ``.geojson`` (needs locations).
+with :class:`~percept.model.estimates.Estimator` (here, on the CPU or a GPU, or by an engine's
+workers) and appended to the output, so memory does not grow with the number of images. Outputs
+by extension: ``.csv``, ``.parquet`` (GeoParquet when locations are given) and ``.geojson`` (needs
+locations).
 
 Rows with NaN or infinite values are refused (naming file and row). Zero vectors have no direction
 to compare: their scores are left empty, and the summary counts them for a warning.
@@ -18,7 +19,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -40,6 +41,7 @@ from percept.data.locations import Locations, location_key
 from percept.data.vector_checks import check_rows, refuse_nonfinite
 from percept.environment.combining import combine
 from percept.errors import PerceptError
+from percept.model.devices import make_scorer
 from percept.model.estimates import Estimates, Estimator
 from percept.model.io import ExportedModel
 from percept.model.knn import l2_normalise
@@ -59,6 +61,10 @@ class Chunk:
     crops: np.ndarray
     first_crop: list[str]
     vectors: np.ndarray
+
+
+#: Estimates chunks in order: yields (chunk, its estimates) for each chunk it is given.
+ChunkEstimator = Callable[[Iterator[Chunk]], Iterator[tuple[Chunk, Estimates]]]
 
 
 @dataclass
@@ -273,19 +279,32 @@ def output_kind(path: str | Path, located: bool) -> str:
     return suffix[1:]
 
 
+def make_estimator(model: ExportedModel, k: int | None = None, average_panoramic: bool = False,
+                   device: str = "cpu", threads: int | None = None) -> Estimator:
+    """The estimator rating uses: survey images matched by file name (or panorama id), scoring on
+    ``device`` (``auto``, ``cpu`` with ``threads`` threads, or ``cuda``)."""
+    return Estimator(model, k=k, image_key=panorama_id if average_panoramic else location_key,
+                     scorer=make_scorer(model, k=k, device=device, threads=threads))
+
+
 def rate(model: ExportedModel, embeddings_dir: str | Path, out: str | Path, *, locations: Locations | None = None,
          average_panoramic: bool = False, chunk_size: int = DEFAULT_CHUNK, k: int | None = None,
-         text_dir: str | Path | None = None, include_self: bool = False, quiet: bool = False) -> RateSummary:
+         text_dir: str | Path | None = None, include_self: bool = False, device: str = "cpu",
+         threads: int | None = None, estimate_chunks: ChunkEstimator | None = None,
+         quiet: bool = False) -> RateSummary:
     """Score every embedding row (or panorama) in all five categories and write them to ``out``.
 
     Rows named after survey images of the model are scored without their own samples unless ``include_self``.
+    Scoring runs here on ``device`` with ``threads`` threads, or in ``estimate_chunks`` (an engine's
+    workers, which must estimate as :func:`estimate_chunk` does); chunks and output are the same either way.
     """
     if chunk_size < 1:
         raise PerceptError(f"the chunk size must be a positive number of rows, got {chunk_size}")
     method = check_rateable(model, text_dir)
     kind = output_kind(out, locations is not None)
-    estimator = Estimator(model, k=k, image_key=panorama_id if average_panoramic else location_key)
-    scorer = estimator.scorer
+    if estimate_chunks is None:
+        estimator = make_estimator(model, k, average_panoramic, device, threads)
+        estimate_chunks = lambda chunks: ((c, estimate_chunk(estimator, c, include_self)) for c in chunks)  # noqa: E731
     parts = _parts(Path(embeddings_dir), "img")
     total = sum(len(reader) for reader, _ in parts)
     if total == 0:
@@ -300,12 +319,8 @@ def rate(model: ExportedModel, embeddings_dir: str | Path, out: str | Path, *, l
     written = unlocated = in_survey = out_of_domain = 0
     with atomic_path(out) as tmp, _Writer(kind, tmp) as write, \
             tqdm(total=total, unit="img", disable=quiet, desc="rating") as progress:
-        for chunk in chunks:
-            if len(chunk.names) and chunk.vectors.shape[1] != scorer.dim:
-                raise PerceptError(f"the embeddings have {chunk.vectors.shape[1]} dimensions but the model's "
-                                   f"vectors have {scorer.dim}: rate with embeddings from the model's CLIP model")
-            estimates = _estimates(estimator, chunk, include_self)
-            table = _table(chunk, scorer.categories, estimates, average_panoramic)
+        for chunk, estimates in estimate_chunks(_checked(chunks, model.dim)):
+            table = _table(chunk, model.categories, estimates, average_panoramic)
             in_survey += int(estimates.in_survey.sum())
             out_of_domain += int(estimates.out_of_domain.sum())
             if locations is not None:
@@ -318,7 +333,16 @@ def rate(model: ExportedModel, embeddings_dir: str | Path, out: str | Path, *, l
     return RateSummary(written, unlocated, Path(out), zero, in_survey, out_of_domain)
 
 
-def _estimates(estimator: Estimator, chunk: Chunk, include_self: bool) -> Estimates:
+def _checked(chunks: Iterator[Chunk], dim: int) -> Iterator[Chunk]:
+    """The chunks, refusing vectors of another size than the model's."""
+    for chunk in chunks:
+        if len(chunk.names) and chunk.vectors.shape[1] != dim:
+            raise PerceptError(f"the embeddings have {chunk.vectors.shape[1]} dimensions but the model's "
+                               f"vectors have {dim}: rate with embeddings from the model's CLIP model")
+        yield chunk
+
+
+def estimate_chunk(estimator: Estimator, chunk: Chunk, include_self: bool) -> Estimates:
     """Estimates of a chunk; zero vectors, which have no direction, get empty scores (NaN), sd and similarity."""
     usable = chunk.vectors.any(axis=1)
     if usable.all():

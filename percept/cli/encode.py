@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from percept.cli.common import positive_int, stderr_messages
+from percept.cli.engine_options import add_engine_arguments, engine_options
 from percept.data.embeddings import default_embeddings_dir
 from percept.errors import PerceptError
 
@@ -31,8 +32,7 @@ def register(subparsers) -> None:
     parser.add_argument("--other-clip-retrieval-args", metavar="ARGS",
                         help="extra arguments for clip-retrieval inference (with --encoder clip-retrieval)")
     parser.add_argument("--batch-size", type=positive_int, default=64, help="images per batch (default 64)")
-    parser.add_argument("--workers", type=int, default=None, metavar="N",
-                        help="decoding processes (default: one per core for large folders)")
+    add_engine_arguments(parser, "decoding processes (default: one per core for large folders)")
     parser.add_argument("--part-size", type=positive_int, default=100_000,
                         help="images per embeddings part (default 100000)")
     parser.add_argument("--skip-cache", action="store_true", help="encode everything again, ignoring the cache")
@@ -43,6 +43,9 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     output = args.output or default_embeddings_dir(args.model)
+    engine = engine_options(args)
+    if args.encoder == "clip-retrieval" and engine.engine != "local":
+        raise PerceptError(f"--engine {engine.engine} runs the built-in encoder: leave out --encoder clip-retrieval")
     if args.encoder == "clip-retrieval":
         from percept.encoders.clip_retrieval import encode_images_external
 
@@ -52,10 +55,10 @@ def run(args) -> int:
         embeddings = encode_images_external(args.images, output, args.model, args.other_clip_retrieval_args,
                                             skip_cache=args.skip_cache, read_only=args.read_only, log=say)
     else:
-        from percept.encoders.pipeline import encode_images
+        from percept.engines import encode_images
 
-        embeddings = encode_images(args.images, output, args.model, pretrained=args.pretrained,
-                                   batch_size=args.batch_size, num_workers=args.workers, part_size=args.part_size,
+        embeddings = encode_images(args.images, output, args.model, engine, pretrained=args.pretrained,
+                                   batch_size=args.batch_size, part_size=args.part_size,
                                    skip_cache=args.skip_cache, read_only=args.read_only, quiet=args.quiet)
     if not args.quiet:
         where = "in memory only (--read-only)" if args.read_only else f"in {output}"

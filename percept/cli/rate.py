@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from percept.city.rating import DEFAULT_CHUNK, check_rateable, embedding_names, rate
+from percept.city.rating import DEFAULT_CHUNK, check_rateable, embedding_names
 from percept.cli.common import positive_int
+from percept.cli.engine_options import add_engine_arguments, engine_options
 from percept.cli.predict import clip_model_name
 from percept.data.embeddings import default_embeddings_dir
 from percept.model.io import load_model
@@ -45,30 +46,33 @@ def register(subparsers) -> None:
                              "(default: leave-one-out, their own samples left out)")
     parser.add_argument("--chunk-size", type=positive_int, default=DEFAULT_CHUNK,
                         help=f"rows scored at once (default {DEFAULT_CHUNK})")
+    add_engine_arguments(parser, "scoring threads (default: one per core)", device=True)
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
     parser.set_defaults(run=run)
 
 
 def run(args) -> int:
-    model = load_model(args.model)
-    embeddings = args.embeddings
-    if args.images:
-        from percept.encoders.pipeline import encode_images
+    from percept import engines
 
-        name = clip_model_name(model, args.clip_model)
-        embeddings = args.cache or default_embeddings_dir(name)
-        encode_images(args.images, embeddings, name, pretrained=args.pretrained, quiet=args.quiet)
+    model = load_model(args.model)
+    engine = engine_options(args)
     locations = None
     if args.locations:
         from percept.data.locations import read_locations
 
         locations = read_locations(args.locations)
-    text_dir = args.text_embeddings
-    if args.environment:
-        text_dir = environment_text_dir(model, args, embeddings)
-    summary = rate(model, embeddings, args.out, locations=locations, average_panoramic=args.average_panoramic,
-                   chunk_size=args.chunk_size, k=args.k, text_dir=text_dir,
-                   include_self=args.include_self, quiet=args.quiet)
+    with engines.session(engine, args.quiet):
+        embeddings = args.embeddings
+        if args.images:
+            name = clip_model_name(model, args.clip_model)
+            embeddings = args.cache or default_embeddings_dir(name)
+            engines.encode_images(args.images, embeddings, name, engine, pretrained=args.pretrained, quiet=args.quiet)
+        text_dir = args.text_embeddings
+        if args.environment:
+            text_dir = environment_text_dir(model, args, embeddings)
+        summary = engines.rate(model, embeddings, args.out, engine, locations=locations,
+                               average_panoramic=args.average_panoramic, chunk_size=args.chunk_size, k=args.k,
+                               text_dir=text_dir, include_self=args.include_self, quiet=args.quiet)
     if summary.warning():
         print(summary.warning(), file=sys.stderr)
     if not args.quiet:

@@ -1,12 +1,13 @@
 """Encode a folder of images, or a list of texts, into clip-retrieval's layout with a validated cache.
 
-Images: found as clip-retrieval finds them, decoded and preprocessed by DataLoader workers,
-encoded in batches (CUDA in half precision when present), stored as L2-normalised float16
-rows in parts of ``part_size`` inputs. Each part is written atomically and recorded in the
-manifest as it completes, so a killed run resumes after its last complete part. Rows of
-unchanged images are reused from the cache; only new or changed images are encoded.
-Images are read with :func:`percept.data.decode.open_image` (upright 8-bit RGB; images over its size
-limits are refused before decoding). Unreadable or refused images are skipped, listed in
+Images: found as clip-retrieval finds them, decoded and preprocessed by DataLoader workers
+(or by the stream an engine passes in), encoded in batches (CUDA in half precision when
+present), stored as L2-normalised float16 rows in parts of ``part_size`` inputs. Each part is
+written atomically and recorded in the manifest as it completes, so a killed run resumes after
+its last complete part. Rows of unchanged images are reused from the cache; only new or changed
+images are encoded.
+Images are read by :func:`percept.encoders.stages.read_image` (upright 8-bit RGB; images over
+the size limits are refused before decoding). Unreadable or refused images are skipped, listed in
 ``failed_images.txt`` and counted at the end.
 """
 
@@ -14,14 +15,16 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from percept.atomic import atomic_write_text
-from percept.data.decode import ImageError, open_image
 from percept.data.embeddings import Embeddings, has_embeddings, write_part
 from percept.data.images import EXTENSIONS, ImageFile, find_images
 from percept.encoders import Encoder, ResolvedModel, resolve_model
@@ -36,6 +39,7 @@ from percept.encoders.cache import (
     text_digest,
     write_manifest,
 )
+from percept.encoders.stages import encode_readable, read_image, stack_readable
 from percept.errors import PerceptError
 
 FAILED_LIST = "failed_images.txt"
@@ -57,17 +61,21 @@ class _Log:
         print(f"warning: {message}", file=sys.stderr)
 
 
-class _LazyEncoder:
-    """Builds the model only when something must actually be encoded."""
+class LazyEncoder:
+    """Builds the model only when something must actually be encoded (on ``device``; None: CUDA when present)."""
 
-    def __init__(self, resolved: ResolvedModel):
-        self.resolved = resolved
+    def __init__(self, resolved: ResolvedModel, device: str | None = None):
+        self.resolved, self.device = resolved, device
         self._encoder: Encoder | None = None
 
     def get(self) -> Encoder:
         if self._encoder is None:
-            self._encoder = self.resolved.load()
+            self._encoder = self.resolved.load(self.device)
         return self._encoder
+
+
+#: Given the encoder and the image paths, yields ``(vector, None)`` or ``(None, reason)`` per path, in order.
+ImageStream = Callable[[LazyEncoder, list[Path]], Iterator[tuple[np.ndarray | None, str | None]]]
 
 
 def _usable(manifest, kind: str, out: Path, resolved: ResolvedModel, log: _Log):
@@ -97,21 +105,7 @@ class _ImageDataset:
         return len(self.paths)
 
     def __getitem__(self, index: int):
-        try:
-            return index, self.transform(open_image(self.paths[index])), None
-        except ImageError as exc:
-            return index, None, str(exc)
-        except Exception as exc:  # noqa: BLE001 - any preprocessing failure skips the image, never the run
-            return index, None, f"{type(exc).__name__}: {exc}"
-
-
-def _collate(items):
-    import torch
-
-    good = [(index, tensor) for index, tensor, _ in items if tensor is not None]
-    failed = {index: reason for index, tensor, reason in items if tensor is None}
-    batch = torch.stack([tensor for _, tensor in good]) if good else None
-    return [index for index, _ in good], batch, failed
+        return (index, *read_image(self.paths[index], self.transform))
 
 
 def default_workers(count: int, batch_size: int) -> int:
@@ -129,15 +123,24 @@ def _encode_stream(get_encoder, paths: list[Path], batch_size: int, num_workers:
     encoder = get_encoder()
     workers = default_workers(len(paths), batch_size) if num_workers is None else num_workers
     loader = DataLoader(_ImageDataset(paths, encoder.transform), batch_size=batch_size, num_workers=workers,
-                        collate_fn=_collate, pin_memory=encoder.device.startswith("cuda"),
+                        collate_fn=stack_readable, pin_memory=encoder.device.startswith("cuda"),
                         prefetch_factor=4 if workers else None)
     with tqdm(total=len(paths), unit="img", desc=f"encoding with {encoder.name}", disable=quiet,
               file=sys.stderr) as bar:
         for positions, batch, failed in loader:
-            vectors = dict(zip(positions, encoder.encode_image_batch(batch))) if batch is not None else {}
+            vectors = encode_readable(encoder, positions, batch)
             bar.update(len(positions) + len(failed))
             for index in sorted([*positions, *failed]):
                 yield (vectors[index], None) if index in vectors else (None, failed[index])
+
+
+def local_stream(batch_size: int = 64, num_workers: int | None = None, quiet: bool = True) -> ImageStream:
+    """The local engine: DataLoader workers decode and preprocess, this process encodes."""
+
+    def stream(lazy: LazyEncoder, paths: list[Path]):
+        return _encode_stream(lazy.get, paths, batch_size, num_workers, quiet)
+
+    return stream
 
 
 def encode_image_paths(encoder: Encoder, paths: list, *, batch_size: int = 64, num_workers: int | None = None,
@@ -178,14 +181,34 @@ def _reusable(old: ImageManifest | None, plan: ImageManifest, out: Path):
     return kept, pool, known_failed
 
 
-def encode_images(images_dir, out_dir, model_name: str, *, pretrained: str | None = None, batch_size: int = 64,
-                  num_workers: int | None = None, part_size: int = 100_000, skip_cache: bool = False,
-                  read_only: bool = False, quiet: bool = False) -> Embeddings:
-    """Embeddings of every image under ``images_dir``, reusing and updating the cache in ``out_dir``
-    (clip-retrieval layout and manifest; with ``read_only`` nothing is written)."""
-    if batch_size < 1 or part_size < 1:
-        raise PerceptError("batch size and part size must be at least 1")
-    log = _Log(quiet)
+@dataclass
+class ImageJob:
+    """One encoding run: the plan, what the cache already holds, and the images left to encode."""
+
+    images_dir: Path
+    out: Path
+    images: list[ImageFile]
+    resolved: ResolvedModel
+    plan: ImageManifest
+    old: ImageManifest | None
+    kept: dict
+    pool: dict
+    known_failed: dict
+    read_only: bool
+
+    @cached_property
+    def todo(self) -> list[ImageFile]:
+        """Images of the parts still to write that the cache cannot serve, in row order."""
+        return [self.images[i] for part in range(self.plan.part_count) if part not in self.kept
+                for i in self.plan.part_range(part)
+                if self.plan.keys[i] not in self.pool and self.plan.keys[i] not in self.known_failed]
+
+
+def plan_images(images_dir, out_dir, model_name: str, *, pretrained: str | None = None, part_size: int = 100_000,
+                skip_cache: bool = False, read_only: bool = False, log: _Log | None = None) -> ImageJob:
+    """Find the images, resolve the model, take what the cache in ``out_dir`` can serve and (unless
+    ``read_only``) clear the parts that must be written again."""
+    log = log or _Log(True)
     images = find_images(images_dir)
     if not images:
         raise PerceptError(f"no images ({', '.join(EXTENSIONS)}) in {images_dir}")
@@ -201,17 +224,20 @@ def encode_images(images_dir, out_dir, model_name: str, *, pretrained: str | Non
         for part in part_indices(out, "img"):
             if part not in kept:
                 remove_part(out, "img", part)
-    todo = [images[i] for part in range(plan.part_count) if part not in kept for i in plan.part_range(part)
-            if plan.keys[i] not in pool and plan.keys[i] not in known_failed]
-    lazy = _LazyEncoder(resolved)
-    stream = _encode_stream(lazy.get, [f.path for f in todo], batch_size, num_workers, quiet)
+    return ImageJob(Path(images_dir), out, images, resolved, plan, old, kept, pool, known_failed, read_only)
+
+
+def write_images(job: ImageJob, stream, lazy: LazyEncoder, log: _Log) -> Embeddings:
+    """Fill every part from the cache or ``stream`` (the vectors of ``job.todo`` in order), writing each
+    part and the manifest as it completes."""
+    plan, out, read_only = job.plan, job.out, job.read_only
     vectors, frames, failures = [], [], {}
     for part in range(plan.part_count):
-        if part in kept:
-            part_vectors, metadata = kept[part]
-            failures.update(old.done[part])
+        if part in job.kept:
+            part_vectors, metadata = job.kept[part]
+            failures.update(job.old.done[part])
         else:
-            part_vectors, metadata, failed = _build_part(plan, part, images, pool, known_failed, stream, lazy)
+            part_vectors, metadata, failed = _build_part(job, part, stream, lazy)
             failures.update(failed)
             if not read_only:
                 write_part(out, "img", part, part_vectors, metadata)
@@ -223,34 +249,52 @@ def encode_images(images_dir, out_dir, model_name: str, *, pretrained: str | Non
     if not read_only:
         plan.complete = True
         write_manifest(out, plan)
-        _write_failed_list(out, images_dir, failures)
-    reused = len(pool) + sum(len(rows) for rows, _ in kept.values())
-    log.note(f"{len(images)} images, {len(todo)} encoded, {reused} from the cache"
+        _write_failed_list(out, job.images_dir, failures)
+    reused = len(job.pool) + sum(len(rows) for rows, _ in job.kept.values())
+    log.note(f"{len(job.images)} images, {len(job.todo)} encoded, {reused} from the cache"
              + ("" if read_only else f": {out}"))
-    _report_failures(failures, len(images), out, images_dir, read_only, log)
+    _report_failures(failures, len(job.images), out, job.images_dir, read_only, log)
     metadata = pd.concat(frames, ignore_index=True)
     if metadata.empty:
-        raise PerceptError(f"none of the {len(images)} images in {images_dir} could be read")
+        raise PerceptError(f"none of the {len(job.images)} images in {job.images_dir} could be read")
     return Embeddings(metadata["image_path"].astype(str).tolist(), np.concatenate(vectors), _table(metadata))
 
 
-def _build_part(plan: ImageManifest, part: int, images: list[ImageFile], pool: dict, known_failed: dict,
-                stream, lazy: _LazyEncoder):
+def encode_images(images_dir, out_dir, model_name: str, *, pretrained: str | None = None, batch_size: int = 64,
+                  num_workers: int | None = None, part_size: int = 100_000, skip_cache: bool = False,
+                  read_only: bool = False, quiet: bool = False, stream: ImageStream | None = None) -> Embeddings:
+    """Embeddings of every image under ``images_dir``, reusing and updating the cache in ``out_dir``
+    (clip-retrieval layout and manifest; with ``read_only`` nothing is written).
+
+    ``stream`` encodes the images the cache lacks (default: :func:`local_stream`); with another
+    engine's stream, this process loads the model only on the CPU, for its preprocessing and size.
+    """
+    if batch_size < 1 or part_size < 1:
+        raise PerceptError("batch size and part size must be at least 1")
+    log = _Log(quiet)
+    job = plan_images(images_dir, out_dir, model_name, pretrained=pretrained, part_size=part_size,
+                      skip_cache=skip_cache, read_only=read_only, log=log)
+    lazy = LazyEncoder(job.resolved, None if stream is None else "cpu")
+    stream = stream or local_stream(batch_size, num_workers, quiet)
+    return write_images(job, stream(lazy, [f.path for f in job.todo]), lazy, log)
+
+
+def _build_part(job: ImageJob, part: int, stream, lazy: LazyEncoder):
     """One part's float16 rows, metadata and unreadable images, from the cache or the encoder."""
     rows, paths, failed = [], [], {}
-    for i in plan.part_range(part):
-        key = plan.keys[i]
-        if key in pool:
-            vector, reason = pool[key], None
-        elif key in known_failed:
-            vector, reason = None, known_failed[key]
+    for i in job.plan.part_range(part):
+        key = job.plan.keys[i]
+        if key in job.pool:
+            vector, reason = job.pool[key], None
+        elif key in job.known_failed:
+            vector, reason = None, job.known_failed[key]
         else:
             vector, reason = next(stream)
         if vector is None:
             failed[key] = reason
         else:
             rows.append(vector)
-            paths.append(str(images[i].path))
+            paths.append(str(job.images[i].path))
     dim = len(rows[0]) if rows else lazy.get().dim
     matrix = np.asarray(rows, dtype=np.float16).reshape(len(rows), dim)
     return matrix, pd.DataFrame({"image_path": paths}), failed
@@ -295,7 +339,7 @@ def encode_texts(names: list[str], texts: list[str], out_dir, model_name: str, *
             return Embeddings(list(texts), loaded[0], _table(metadata))
         pool = dict(zip(old.digests, loaded[0]))
     missing = {digest: text for digest, text in zip(plan.digests, texts) if digest not in pool}
-    lazy = _LazyEncoder(resolved)
+    lazy = LazyEncoder(resolved)
     pool.update(_encode_text_chunks(lazy, missing, quiet))
     dim = len(next(iter(pool.values()))) if pool else lazy.get().dim
     vectors = np.asarray([pool[d] for d in plan.digests], dtype=np.float16).reshape(len(texts), dim)
@@ -310,7 +354,7 @@ def encode_texts(names: list[str], texts: list[str], out_dir, model_name: str, *
     return Embeddings(list(texts), vectors, _table(metadata))
 
 
-def _encode_text_chunks(lazy: _LazyEncoder, missing: dict[str, str], quiet: bool) -> dict[str, np.ndarray]:
+def _encode_text_chunks(lazy: LazyEncoder, missing: dict[str, str], quiet: bool) -> dict[str, np.ndarray]:
     if not missing:
         return {}
     from tqdm import tqdm
