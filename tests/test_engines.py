@@ -144,7 +144,7 @@ def test_ray_rating_equals_local(ray_cluster, tmp_path, model_path, city):  # no
         assert on_ray.rows == local.rows == 23
         assert (tmp_path / f"ray-{name}").read_bytes() == (tmp_path / f"local-{name}").read_bytes()
     scores = pd.read_csv(tmp_path / "ray-plain.csv")
-    assert list(scores.columns) == ["image", *CATEGORIES] and scores[CATEGORIES].notna().all().all()
+    assert list(scores.columns) == ["image", *CATEGORIES] and scores[list(CATEGORIES)].notna().all().all()
 
 
 def test_rate_command_on_ray(ray_cluster, tmp_path, model_path, city, capsys):  # noqa: F811
