@@ -7,10 +7,13 @@ a dot product's terms in their own order)."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
+from test_rating import city, model_path  # noqa: F401 - fixtures
 from test_scoring import average_model, clustered_model, demographic_model, sparse_model, unit
 
 from percept.categories import CATEGORIES
+from percept.cli.main import main as percept_main
 from percept.errors import PerceptError
 from percept.model.devices import make_scorer, resolve_device
 from percept.model.io import ExportedModel, ModelSettings
@@ -92,3 +95,25 @@ def test_devices():
     if not CUDA:
         with pytest.raises(PerceptError, match="no CUDA device"):
             make_scorer(model, device="cuda")
+
+
+def _rate(model_path, folder, out, device):
+    return percept_main(["rate", "--model", str(model_path), "--embeddings", str(folder), "--out", str(out),
+                         "--device", device, "--chunk-size", "8", "-q"])
+
+
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
+def test_rate_on_cuda_within_1e5_of_the_cpu(tmp_path, model_path, city):  # noqa: F811
+    assert _rate(model_path, city[0], tmp_path / "cpu.csv", "cpu") == 0
+    assert _rate(model_path, city[0], tmp_path / "cuda.csv", "cuda") == 0
+    cpu, cuda = pd.read_csv(tmp_path / "cpu.csv"), pd.read_csv(tmp_path / "cuda.csv")
+    assert cuda["image"].tolist() == cpu["image"].tolist()
+    np.testing.assert_allclose(cuda[list(CATEGORIES)], cpu[list(CATEGORIES)], rtol=0, atol=1e-5)
+
+
+@pytest.mark.skipif(CUDA, reason="this machine has CUDA")
+def test_rate_on_cuda_without_a_gpu_is_one_error_line(tmp_path, model_path, city, capsys):  # noqa: F811
+    assert _rate(model_path, city[0], tmp_path / "cuda.csv", "cuda") == 2
+    assert capsys.readouterr().err == ("error: --device cuda: torch sees no CUDA device on this machine: "
+                                       "use --device cpu\n")
+    assert not (tmp_path / "cuda.csv").exists()

@@ -20,7 +20,7 @@ from percept.model.knn import RERANK_MARGIN, Neighbours
 from percept.model.scoring import MultiScorer, float32_error
 
 #: Queries per block on the device: bounds the float32 block to BLOCK x distinct training vectors.
-DEVICE_BLOCK = 4096
+DEVICE_BLOCK = 8192
 #: Queries re-ranked at once: bounds the gathered float64 candidates to ROWS x candidates x dim.
 DEVICE_RERANK_ROWS = 1024
 
