@@ -11,11 +11,13 @@ import pandas as pd
 import pytest
 from test_rating import city, model_path  # noqa: F401 - fixtures
 from test_scoring import average_model, clustered_model, demographic_model, sparse_model, unit
+from test_uncertainty import survey_model
 
 from percept.categories import CATEGORIES
 from percept.cli.main import main as percept_main
 from percept.errors import PerceptError
 from percept.model.devices import make_scorer, resolve_device
+from percept.model.estimates import Estimator
 from percept.model.io import ExportedModel, ModelSettings
 from percept.model.scoring import MultiScorer
 from percept.model.torch_scoring import TorchScorer
@@ -52,6 +54,7 @@ def test_torch_on_the_cpu_equals_the_numpy_scorer(build, k, weighting):
     _compare(*_model(build, k, weighting), "cpu", atol=1e-12)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
 @pytest.mark.parametrize("build,k,weighting", MODELS)
 def test_cuda_scores_within_1e5_of_the_cpu(build, k, weighting):
@@ -85,6 +88,20 @@ def test_exact_ties_are_ordered_by_training_order():
     assert found["walkability"].index.tolist() == [[3, 4, 5, 0]]
 
 
+def test_estimates_with_survey_images_left_out_equal_the_cpu():
+    """Leave-one-out searches a copy of the scorer with a larger K: the torch scorer follows it."""
+    rng = np.random.default_rng(11)
+    model, vectors, names = survey_model(rng, ratings=3)
+    keys = [*names[:40], *[f"new_{i}.jpg" for i in range(20)]]
+    queries = np.vstack([vectors[:40], unit(rng, 20, vectors.shape[1])])
+    want = Estimator(model).estimate(queries, keys)
+    got = Estimator(model, scorer=TorchScorer(model, device="cpu")).estimate(queries, keys)
+    assert got.in_survey.sum() == 40
+    for field in ("scores", "sd", "best_similarity"):
+        np.testing.assert_allclose(getattr(got, field), getattr(want, field), rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(got.out_of_domain, want.out_of_domain)
+
+
 def test_devices():
     assert resolve_device("cpu") == "cpu"
     assert resolve_device("auto") == ("cuda" if CUDA else "cpu")
@@ -92,9 +109,6 @@ def test_devices():
         resolve_device("tpu")
     model, _ = _model(average_model, 10, "softmax10**")
     assert type(make_scorer(model, device="cpu")) is MultiScorer
-    if not CUDA:
-        with pytest.raises(PerceptError, match="no CUDA device"):
-            make_scorer(model, device="cuda")
 
 
 def _rate(model_path, folder, out, device):
@@ -102,6 +116,7 @@ def _rate(model_path, folder, out, device):
                          "--device", device, "--chunk-size", "8", "-q"])
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
 def test_rate_on_cuda_within_1e5_of_the_cpu(tmp_path, model_path, city):  # noqa: F811
     assert _rate(model_path, city[0], tmp_path / "cpu.csv", "cpu") == 0
@@ -111,8 +126,8 @@ def test_rate_on_cuda_within_1e5_of_the_cpu(tmp_path, model_path, city):  # noqa
     np.testing.assert_allclose(cuda[list(CATEGORIES)], cpu[list(CATEGORIES)], rtol=0, atol=1e-5)
 
 
-@pytest.mark.skipif(CUDA, reason="this machine has CUDA")
-def test_rate_on_cuda_without_a_gpu_is_one_error_line(tmp_path, model_path, city, capsys):  # noqa: F811
+def test_rate_on_cuda_without_a_gpu_is_one_error_line(tmp_path, model_path, city, capsys, monkeypatch):  # noqa: F811
+    monkeypatch.setattr("percept.model.devices.cuda_available", lambda: False)
     assert _rate(model_path, city[0], tmp_path / "cuda.csv", "cuda") == 2
     assert capsys.readouterr().err == ("error: --device cuda: torch sees no CUDA device on this machine: "
                                        "use --device cpu\n")

@@ -30,7 +30,6 @@ from percept.encoders import pipeline
 from percept.encoders.stages import encode_readable, pixel_shape, read_image, stack_readable
 from percept.engines.options import EngineOptions
 from percept.errors import PerceptError
-from percept.model.devices import make_scorer
 from percept.model.io import ExportedModel
 
 #: Images each read task decodes at once (GPU clusters).
@@ -214,28 +213,33 @@ def encode_images(images_dir, out_dir, model_name: str, options: EngineOptions, 
 # --------------------------------------------------------------------------- rating
 
 
-class ScoreChunks:
-    """Ray actor holding one scorer: the model is loaded once, then chunk after chunk is scored."""
+class EstimateChunks:
+    """Ray actor holding one estimator: the model is loaded once, then chunk after chunk is scored
+    exactly as :func:`percept.city.rating.estimate_chunk` scores it locally."""
 
-    def __init__(self, model: ExportedModel, k: int | None, device: str):
-        self.scorer = make_scorer(model, k=k, device=device, threads=1)
+    def __init__(self, model: ExportedModel, k: int | None, average_panoramic: bool, include_self: bool,
+                 device: str):
+        self.estimator = rating.make_estimator(model, k, average_panoramic, device, threads=1)
+        self.include_self = include_self
 
-    def predict(self, vectors: np.ndarray) -> np.ndarray:
-        return self.scorer.predict(vectors)
+    def estimate(self, chunk: rating.Chunk):
+        return rating.estimate_chunk(self.estimator, chunk, self.include_self)
 
 
-def chunk_scorer(model: ExportedModel, k: int | None, actors: Actors) -> rating.ChunkScorer:
-    """Score chunks on ``actors``, at most :data:`IN_FLIGHT` per actor at a time, results in order."""
+def chunk_estimator(model: ExportedModel, k: int | None, average_panoramic: bool, include_self: bool,
+                    actors: Actors) -> rating.ChunkEstimator:
+    """Estimate chunks on ``actors``, at most :data:`IN_FLIGHT` per actor at a time, results in order."""
 
-    def score(chunks):
+    def estimate(chunks):
         ray = _ray()
-        remote = ray.remote(ScoreChunks).options(max_restarts=3, max_task_retries=3, **actors.resources)
+        remote = ray.remote(EstimateChunks).options(max_restarts=3, max_task_retries=3, **actors.resources)
         shared = ray.put(model)
-        workers = [remote.remote(shared, k, actors.device) for _ in range(actors.count)]
+        workers = [remote.remote(shared, k, average_panoramic, include_self, actors.device)
+                   for _ in range(actors.count)]
         pending = deque()
         try:
             for number, chunk in enumerate(chunks):
-                pending.append((chunk, workers[number % len(workers)].predict.remote(chunk.vectors)))
+                pending.append((chunk, workers[number % len(workers)].estimate.remote(chunk)))
                 if len(pending) > IN_FLIGHT * len(workers):
                     done, ref = pending.popleft()
                     yield done, ray.get(ref)
@@ -246,13 +250,14 @@ def chunk_scorer(model: ExportedModel, k: int | None, actors: Actors) -> rating.
             for worker in workers:
                 ray.kill(worker)
 
-    return score
+    return estimate
 
 
 def rate(model: ExportedModel, embeddings_dir, out, options: EngineOptions, *, k: int | None = None,
-         quiet: bool = False, **rating_options):
+         average_panoramic: bool = False, include_self: bool = False, quiet: bool = False, **rating_options):
     """:func:`percept.city.rating.rate` with the chunks scored by Ray actors."""
     with session(options.ray_address, quiet):
         actors = plan_actors(options.workers, options.device)
-        return rating.rate(model, embeddings_dir, out, k=k, score_chunks=chunk_scorer(model, k, actors),
-                           quiet=quiet, **rating_options)
+        estimate = chunk_estimator(model, k, average_panoramic, include_self, actors)
+        return rating.rate(model, embeddings_dir, out, k=k, average_panoramic=average_panoramic,
+                           include_self=include_self, estimate_chunks=estimate, quiet=quiet, **rating_options)

@@ -42,7 +42,7 @@ class TorchScorer(MultiScorer):
         """Categories grouped by their set of distinct vectors: one candidate search per group.
 
         Each group: (its vectors' positions on the device, or None for all of them,
-        [(category, members on the device, K-th distinct vector needed, K)]).
+        [(category, its members on the device)]).
         """
         import torch
 
@@ -53,9 +53,7 @@ class TorchScorer(MultiScorer):
             if key not in groups:
                 positions = None if every else torch.from_numpy(group.vectors).to(self.device)
                 groups[key] = (positions, [])
-            kth = min(self._k(category), len(group.vectors))
-            members = torch.from_numpy(group.members).to(self.device)
-            groups[key][1].append((category, members, kth, self._k(category)))
+            groups[key][1].append((category, torch.from_numpy(group.members).to(self.device)))
         return list(groups.values())
 
     def _block(self, block: np.ndarray) -> dict[str, Neighbours]:
@@ -65,18 +63,19 @@ class TorchScorer(MultiScorer):
         with _ieee_float32(torch):
             approx = queries.float() @ self._v32.T
         found = {}
-        for positions, categories in self._groups:
+        for positions, members in self._groups:
             own = approx if positions is None else approx[:, positions]
-            found.update(self._group_neighbours(queries, own, positions, categories))
+            found.update(self._group_neighbours(queries, own, positions, members))
         return {category: found[category] for category in self.categories}
 
-    def _group_neighbours(self, queries, approx, positions, categories) -> dict[str, Neighbours]:
+    def _group_neighbours(self, queries, approx, positions, members) -> dict[str, Neighbours]:
         """Neighbours of every query in the categories sharing the vectors whose float32 similarities
-        are the columns of ``approx``."""
+        are the columns of ``approx`` (K read now: a copy of the scorer may search more)."""
         import torch
 
         count, n_local = approx.shape
         slack = 2 * float32_error(self.dim)
+        categories = [(c, m, min(self._k(c), n_local), self._k(c)) for c, m in members]
         index = {c: torch.empty((count, k), dtype=torch.int64, device=self.device) for c, _, _, k in categories}
         sims = {c: torch.empty((count, k), dtype=torch.float64, device=self.device) for c, _, _, k in categories}
         width = min(max(kth for _, _, kth, _ in categories) + RERANK_MARGIN, n_local)
