@@ -36,7 +36,7 @@ def _model(build, k, weighting):
     rng = np.random.default_rng(k)
     model = build(rng)
     model.settings.weighting, model.settings.k = weighting, k
-    return model, unit(rng, 700, model.dim)
+    return model, unit(rng, 300, model.dim)
 
 
 def _compare(model, queries, device, atol):
