@@ -47,7 +47,7 @@ def _files(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def test_ray_embeddings_are_byte_identical_to_local(ray_cluster, tmp_path):
+def test_ray_embeddings_are_byte_identical_to_local(ray_cluster, tmp_path):  # noqa: F811
     images = _images(tmp_path / "images", 23)
     (images / "broken.jpg").write_bytes(b"not an image")
     local = encode_images(images, tmp_path / "local", MODEL, EngineOptions(), part_size=5, quiet=True)
@@ -61,7 +61,7 @@ def test_ray_embeddings_are_byte_identical_to_local(ray_cluster, tmp_path):
     assert "broken.jpg" in written["failed_images.txt"].decode()
 
 
-def test_separate_read_stage_gives_the_same_vectors(ray_cluster, tmp_path):
+def test_separate_read_stage_gives_the_same_vectors(ray_cluster, tmp_path):  # noqa: F811
     """GPU clusters decode in Ray tasks and hand pixels to the encoding actors: the same vectors."""
     images = _images(tmp_path / "images", 9)
     local = pipeline.encode_images(images, tmp_path / "local", MODEL, part_size=4, quiet=True)
@@ -84,13 +84,22 @@ def _wait_for(condition, process, seconds=240.0):
         time.sleep(0.05)
 
 
-def test_killed_ray_encode_resumes_writing_only_the_missing_parts(ray_cluster, tmp_path, capsys):
-    """The seventh image is a named pipe, so the run blocks there: parts 0 and 1 are written, then the
-    driver is killed. The rerun keeps those two parts as they are and writes parts 2 and 3."""
+def _large_images(folder: Path, numbers) -> None:
+    """Images ``i<number>`` replaced by 12-megapixel JPEGs, which take a while to decode."""
+    ramp = np.linspace(0, 255, 4000, dtype=np.float32)
+    for number in numbers:
+        for old in folder.glob(f"i{number:02d}.*"):
+            old.unlink()
+        pixels = (ramp[None, :, None] + ramp[:3000, None, None] * 0 + number * 10) % 256
+        Image.fromarray(np.broadcast_to(pixels, (3000, 4000, 3)).astype(np.uint8)).save(folder / f"i{number:02d}.jpg")
+
+
+def test_killed_ray_encode_resumes_writing_only_the_missing_parts(ray_cluster, tmp_path, capsys):  # noqa: F811
+    """The driver is killed as soon as the first part is written (the second part's images are large,
+    so they are still being decoded, and parts are written in order). The rerun keeps the written
+    parts as they are and writes only the missing ones."""
     images = _images(tmp_path / "images", 12)
-    blocker = images / "i06.jpg"
-    blocker.unlink()
-    os.mkfifo(blocker)
+    _large_images(images, range(3, 6))
     out = tmp_path / "emb"
     command = [sys.executable, "-m", "percept.cli.main", "encode", str(images), "-o", str(out), "-m", MODEL,
                "--engine", "ray", "--ray-address", ray_cluster, "--workers", "2", "--part-size", "3",
@@ -98,36 +107,27 @@ def test_killed_ray_encode_resumes_writing_only_the_missing_parts(ray_cluster, t
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     driver = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        _wait_for(lambda: sorted(getattr(read_manifest(out, "img"), "done", {})) == [0, 1], driver)
-        time.sleep(0.5)
+        _wait_for(lambda: 0 in getattr(read_manifest(out, "img"), "done", {}), driver)
         driver.send_signal(signal.SIGKILL)
         driver.wait(timeout=60)
     finally:
         if driver.poll() is None:
             driver.kill()
-    assert not read_manifest(out, "img").complete
-    before = _part_stamps(out, [0, 1])
-    assert sorted(p.name for p in (out / "img_emb").iterdir()) == ["img_emb_0.npy", "img_emb_1.npy"]
-    _release(blocker)
-    Image.fromarray(np.full((24, 32, 3), 200, dtype=np.uint8)).save(blocker, format="JPEG")
+    manifest = read_manifest(out, "img")
+    written = sorted(manifest.done)
+    assert not manifest.complete and written[0] == 0 and len(written) < 4
+    assert sorted(p.name for p in (out / "img_emb").iterdir()) == [f"img_emb_{p}.npy" for p in written]
+    before = _part_stamps(out, written)
 
     capsys.readouterr()
     resumed = encode_images(images, out, MODEL, EngineOptions("ray", workers=2), part_size=3, batch_size=3)
-    assert "12 images, 6 encoded, 6 from the cache" in capsys.readouterr().err
-    assert _part_stamps(out, [0, 1]) == before
+    missing = 12 - 3 * len(written)
+    assert f"12 images, {missing} encoded, {12 - missing} from the cache" in capsys.readouterr().err
+    assert _part_stamps(out, written) == before
     assert read_manifest(out, "img").complete and sorted(read_manifest(out, "img").done) == [0, 1, 2, 3]
     clean = pipeline.encode_images(images, tmp_path / "clean", MODEL, part_size=3, quiet=True)
     np.testing.assert_array_equal(resumed.vectors, clean.vectors)
     np.testing.assert_array_equal(read_embeddings(out).vectors, clean.vectors)
-
-
-def _release(fifo: Path) -> None:
-    """Let a reader blocked on the named pipe (a worker of the killed run, if still alive) see its end."""
-    try:
-        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-    except OSError:
-        pass
-    fifo.unlink()
 
 
 def test_ray_rating_equals_local(ray_cluster, tmp_path, model_path, city):  # noqa: F811

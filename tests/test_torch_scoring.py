@@ -111,8 +111,8 @@ def test_devices():
     assert type(make_scorer(model, device="cpu")) is MultiScorer
 
 
-def _rate(model_path, folder, out, device):
-    return percept_main(["rate", "--model", str(model_path), "--embeddings", str(folder), "--out", str(out),
+def _rate(model, folder, out, device):
+    return percept_main(["rate", "--model", str(model), "--embeddings", str(folder), "--out", str(out),
                          "--device", device, "--chunk-size", "8", "-q"])
 
 

@@ -19,7 +19,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -304,7 +304,7 @@ def rate(model: ExportedModel, embeddings_dir: str | Path, out: str | Path, *, l
     kind = output_kind(out, locations is not None)
     if estimate_chunks is None:
         estimator = make_estimator(model, k, average_panoramic, device, threads)
-        estimate_chunks = lambda chunks: ((c, estimate_chunk(estimator, c, include_self)) for c in chunks)  # noqa: E731
+        estimate_chunks = lambda chunks: ((c, estimate_chunk(estimator, c, include_self)) for c in chunks)
     parts = _parts(Path(embeddings_dir), "img")
     total = sum(len(reader) for reader, _ in parts)
     if total == 0:

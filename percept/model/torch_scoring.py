@@ -75,7 +75,7 @@ class TorchScorer(MultiScorer):
 
         count, n_local = approx.shape
         slack = 2 * float32_error(self.dim)
-        categories = [(c, m, min(self._k(c), n_local), self._k(c)) for c, m in members]
+        categories = [(c, own, min(self._k(c), n_local), self._k(c)) for c, own in members]
         index = {c: torch.empty((count, k), dtype=torch.int64, device=self.device) for c, _, _, k in categories}
         sims = {c: torch.empty((count, k), dtype=torch.float64, device=self.device) for c, _, _, k in categories}
         width = min(max(kth for _, _, kth, _ in categories) + RERANK_MARGIN, n_local)
@@ -89,8 +89,8 @@ class TorchScorer(MultiScorer):
                     sure &= values[:, kth - 1] - slack > values[:, -1]
             done, cols = rows[sure], cols[sure]
             exact = self._exact(queries[done], cols if positions is None else positions[cols])
-            for category, members, _, k in categories:
-                index[category][done], sims[category][done] = _nearest_samples(members, cols, exact, k)
+            for category, own, _, k in categories:
+                index[category][done], sims[category][done] = _nearest_samples(own, cols, exact, k)
             rows, width = rows[~sure], min(2 * width, n_local)
         return {c: Neighbours(index[c].cpu().numpy(), sims[c].cpu().numpy()) for c, _, _, _ in categories}
 
