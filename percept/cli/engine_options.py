@@ -14,7 +14,7 @@ def add_engine_arguments(parser: argparse.ArgumentParser, workers_help: str, dev
     add("--engine", choices=ENGINES, default="local",
         help="where batches run: this machine (default) or a Ray cluster")
     add("--ray-address", metavar="ADDRESS",
-        help="Ray cluster to join, e.g. ray://head:10001 or head:6379 (default: $RAY_ADDRESS, else start a "
+        help="Ray cluster to join, e.g. HEAD:6379 (default: $RAY_ADDRESS, else start a "
              "local one; needs --engine ray)")
     add("--workers", type=int, default=None, metavar="N",
         help=f"{workers_help}; with --engine ray: actors (default one per GPU, or one per CPU without GPUs)")
