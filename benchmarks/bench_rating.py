@@ -54,7 +54,7 @@ def rating() -> None:
     model = export_model(survey)
     queries = query_embeddings()
     out = BENCH_DIR / "rated.parquet"
-    seconds, peak, _ = measure([console_script("percept"), "rate", "--model", model, "--embeddings", str(queries),
+    seconds, peak, _ = measure([console_script("percept"), "rate", "--model", model, "-e", str(queries),
                                 "--out", str(out), "--quiet"], BENCH_DIR)
     rate = QUERIES / seconds
     print(f"  percept rate: {QUERIES:,} vectors x {SURVEY_DIM} dims against the 20,000-image model (K=40): "

@@ -153,7 +153,7 @@ def rating_throughput(model_path: Path, count: int, dim: int, device: str, folde
     began = time.perf_counter()
     from percept.cli.main import main as percept
 
-    assert percept(["rate", "--model", str(model_path), "--embeddings", str(embeddings), "--out", str(out),
+    assert percept(["rate", "--model", str(model_path), "-e", str(embeddings), "--out", str(out),
                     "--device", device, "--chunk-size", str(CHUNK), "-q"]) == 0
     seconds = time.perf_counter() - began
     print(f"  percept rate --device {device} end to end (read float16 parts, score, write Parquet): "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from percept.cli.common import positive_int, stderr_messages
+from percept.cli.common import add_hidden_alias, positive_int, stderr_messages
 from percept.cli.engine_options import add_engine_arguments, engine_options
 from percept.data.embeddings import default_embeddings_dir
 from percept.errors import PerceptError
@@ -22,9 +22,10 @@ def register(subparsers) -> None:
     parser.add_argument("-o", "--output", metavar="DIRECTORY",
                         help="embeddings folder (default: embeddings-<model name, each character other than "
                              "letters, digits, . _ - replaced by _>)")
-    parser.add_argument("-m", "--model", "--clip-model", dest="model", default=DEFAULT_MODEL, metavar="MODELNAME",
+    parser.add_argument("-M", "--clip-model", dest="clip_model", default=DEFAULT_MODEL, metavar="MODELNAME",
                         help="percept:tiny, percept:small, open_clip:ARCH[/TAG], hf_clip:ORG/NAME or an OpenAI "
                              f"name such as ViT-B/32 (default {DEFAULT_MODEL})")
+    add_hidden_alias(parser, "-m", "--model", dest="clip_model")
     parser.add_argument("--pretrained", metavar="PATH",
                         help="local checkpoint file or folder ('random': untrained open_clip architecture)")
     parser.add_argument("--encoder", choices=("builtin", "clip-retrieval"), default="builtin",
@@ -42,7 +43,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    output = args.output or default_embeddings_dir(args.model)
+    output = args.output or default_embeddings_dir(args.clip_model)
     engine = engine_options(args)
     if args.encoder == "clip-retrieval" and engine.engine != "local":
         raise PerceptError(f"--engine {engine.engine} runs the built-in encoder: leave out --encoder clip-retrieval")
@@ -52,12 +53,12 @@ def run(args) -> int:
         if args.pretrained:
             raise PerceptError("--pretrained applies to the built-in encoder, not to clip-retrieval")
         say = stderr_messages(args.quiet)
-        embeddings = encode_images_external(args.images, output, args.model, args.other_clip_retrieval_args,
+        embeddings = encode_images_external(args.images, output, args.clip_model, args.other_clip_retrieval_args,
                                             skip_cache=args.skip_cache, read_only=args.read_only, log=say)
     else:
         from percept.engines import encode_images
 
-        embeddings = encode_images(args.images, output, args.model, engine, pretrained=args.pretrained,
+        embeddings = encode_images(args.images, output, args.clip_model, engine, pretrained=args.pretrained,
                                    batch_size=args.batch_size, part_size=args.part_size,
                                    skip_cache=args.skip_cache, read_only=args.read_only, quiet=args.quiet)
     if not args.quiet:

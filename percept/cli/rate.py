@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from percept.city.rating import DEFAULT_CHUNK, check_rateable, embedding_names
-from percept.cli.common import positive_int
+from percept.cli.common import add_hidden_alias, positive_int
 from percept.cli.engine_options import add_engine_arguments, engine_options
 from percept.cli.predict import clip_model_name
 from percept.data.embeddings import default_embeddings_dir
@@ -23,7 +23,9 @@ def register(subparsers) -> None:
                     "Output by extension: .csv, .parquet, or .geojson / GeoParquet (.parquet) with --locations.")
     parser.add_argument("--model", required=True, metavar="MODEL.npz", help="model exported with --export")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--embeddings", metavar="DIR", help="image embeddings (clip-retrieval layout)")
+    source.add_argument("-e", "--embeddings-dir", dest="embeddings", metavar="DIR",
+                        help="image embeddings (clip-retrieval layout)")
+    add_hidden_alias(source, "--embeddings", dest="embeddings")
     source.add_argument("--images", metavar="DIR", help="images to encode first (cached in --cache)")
     parser.add_argument("--out", required=True, metavar="FILE", help=".csv, .parquet or .geojson")
     parser.add_argument("--locations", metavar="FILE",
@@ -36,11 +38,12 @@ def register(subparsers) -> None:
     environment.add_argument("--environment", metavar="FILE",
                              help="environmental variables of the images (GeoJSON/CSV from 'percept environment'), "
                                   "made into the model's prompts and encoded (environmental models)")
-    parser.add_argument("--clip-model", metavar="NAME", help="CLIP model for --images (default: the model's)")
+    parser.add_argument("-M", "--clip-model", metavar="NAME", help="CLIP model for --images (default: the model's)")
     parser.add_argument("--pretrained", metavar="PATH", help="local checkpoint for --images")
     parser.add_argument("--cache", metavar="DIR", help="embeddings cache for --images "
                                                        "(default: embeddings-<model name>)")
-    parser.add_argument("--k", type=positive_int, help="neighbours (default: the model's K)")
+    parser.add_argument("-k", type=positive_int, help="neighbours (default: the model's K)")
+    add_hidden_alias(parser, "--k", dest="k", type=positive_int)
     parser.add_argument("--include-self", action="store_true",
                         help="score survey images with their own samples among the neighbours "
                              "(default: leave-one-out, their own samples left out)")
