@@ -7,7 +7,7 @@ import pytest
 from scipy.special import softmax
 
 from percept.errors import PerceptError
-from percept.model.knn import KNNRegressor, l2_normalise, top_columns
+from percept.model.knn import KNNRegressor, l2_normalise
 from percept.model.weighting import neighbour_weights
 
 
@@ -69,17 +69,6 @@ def test_weights_follow_their_definitions():
     np.testing.assert_allclose(neighbour_weights(sims, "divbysum"), sims / sims.sum())
     np.testing.assert_allclose(neighbour_weights(sims, "softmax**8"), softmax(sims ** 8, axis=1))
     np.testing.assert_allclose(neighbour_weights(sims, "fixed"), softmax(np.array([[2.0, 1.0, 0.0]]), axis=1))
-
-
-@pytest.mark.parametrize("cols, count", [(1000, 10), (1000, 300), (50, 60), (4096, 58), (333, 1)])
-def test_top_columns_finds_the_largest(cols, count):
-    rng = np.random.default_rng(cols)
-    values = rng.normal(size=(20, cols)).astype(np.float32)
-    values[:, ::5] = values[:, :1]  # plenty of ties
-    picked = top_columns(values, count)
-    expected = -np.sort(-values, axis=1)[:, :min(count, cols)]
-    got = -np.sort(-np.take_along_axis(values, picked, axis=1), axis=1)
-    np.testing.assert_array_equal(got, expected)
 
 
 def test_bad_k_and_empty_training():

@@ -13,7 +13,7 @@ from percept.categories import CATEGORIES
 from percept.errors import PerceptError
 from percept.model.io import ExportedModel, ModelSettings
 from percept.model.knn import KNNRegressor, l2_normalise
-from percept.model.scoring import MultiScorer, check_encoder, distinct_rows, top_columns
+from percept.model.scoring import MultiScorer, check_encoder, distinct_rows
 
 
 def unit(rng, n, dim):
@@ -115,15 +115,6 @@ def test_bare_model_uses_published_defaults():
     model = average_model(rng)
     scorer = MultiScorer(ExportedModel(model.vectors, model.scores, None))
     assert (scorer.k, scorer.weighting) == (40, "softmax10**")
-
-
-def test_top_columns_finds_the_largest_values():
-    rng = np.random.default_rng(4)
-    for cols in (5000, 1601, 40):
-        values = rng.normal(size=(30, cols)).astype(np.float32)
-        got = np.sort(top_columns(values, 25), axis=1)
-        want = np.sort(np.argsort(-values, axis=1)[:, :25], axis=1)
-        np.testing.assert_array_equal(got, want)
 
 
 def test_similar_lists_distinct_vectors_with_mean_ratings():

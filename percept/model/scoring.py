@@ -2,53 +2,26 @@
 
 The categories of a model usually share their vectors, and demographic models
 repeat a vector once per rating, so the rows of all categories are reduced to
-distinct vectors when the scorer is built. Each block of queries is compared
-with the distinct vectors once (float32 matrix product) and one shared set of
-candidates is selected for all categories. Within it, only the candidates whose
-float32 similarity lies within the float32 error bound of a category's K-th
-best are re-ranked with float64 similarities; queries whose neighbours might
-lie outside the shared set take a per-category search. Each category's
-neighbours thus equal those of a :class:`~percept.model.knn.KNNRegressor` fitted on
-that category alone (similarities agree to float64 rounding).
+distinct vectors when the scorer is built. One exact search
+(:mod:`percept.model.exact_search`) serves all categories: each block of queries
+is compared with the distinct vectors once (float32 matrix product), and each
+category's neighbours are decided with a rigorous float32 error bound and ranked
+by float64 similarity. They equal those of a
+:class:`~percept.model.knn.KNNRegressor` fitted on that category alone.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
 from percept.errors import PerceptError
+from percept.model.exact_search import SearchSpace, search
 from percept.model.io import ExportedModel, ModelSettings
-from percept.model.knn import (
-    DEFAULT_BLOCK,
-    RERANK_MARGIN,
-    RERANK_ROWS,
-    Neighbours,
-    group_members,
-    nearest_samples,
-    rerank,
-    top_columns,
-    weighted_mean,
-)
+from percept.model.knn import DEFAULT_BLOCK, Neighbours, weighted_mean
 from percept.model.weighting import check_weighting
-
-#: Candidates kept beyond those the categories need from the shared selection.
-SHARED_EXTRA = 8
-
-
-@dataclass
-class _Category:
-    """One category's samples over the distinct vectors."""
-
-    scores: np.ndarray  # (samples,) scores in model order
-    vectors: np.ndarray  # (distinct in this category,) positions in the shared distinct vectors
-    local: np.ndarray  # (all distinct,) position within ``vectors`` or -1
-    members: np.ndarray  # (distinct in this category, width) sample positions, -1 padded
-    sample_vector: np.ndarray  # (samples,) position in the shared distinct vectors
 
 
 @dataclass(frozen=True)
@@ -80,14 +53,6 @@ def distinct_rows(arrays: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray
     return (np.stack(kept) if kept else np.empty((0, dim))), positions
 
 
-def _group(sample_vector: np.ndarray, scores: np.ndarray, n_vectors: int) -> _Category:
-    distinct, inverse = np.unique(sample_vector, return_inverse=True)
-    local = np.full(n_vectors, -1, dtype=np.int64)
-    local[distinct] = np.arange(len(distinct))
-    return _Category(np.asarray(scores, dtype=np.float64), distinct, local,
-                     group_members(inverse, len(distinct)), sample_vector)
-
-
 class MultiScorer:
     """KNN predictions for every category of an exported model from one similarity pass per query block."""
 
@@ -99,16 +64,16 @@ class MultiScorer:
             raise PerceptError(f"K must be a positive integer, got {self.k}")
         self.weighting = check_weighting(settings.weighting if weighting is None else weighting)
         self.block_size = int(block_size)
-        self.threads = threads or os.cpu_count() or 1
+        self.threads = threads
         self.categories = list(model.categories)
         for category in self.categories:
             if len(model.scores[category]) == 0:
                 raise PerceptError(f"the model has no {category} samples: re-export it")
         self.vectors64, positions = distinct_rows([model.vectors[c] for c in self.categories])
-        self.vectors32 = self.vectors64.astype(np.float32)
-        self._cats = {}
-        for category, where in zip(self.categories, positions):
-            self._cats[category] = _group(where, model.scores[category], len(self.vectors64))
+        self.space = SearchSpace(self.vectors64, np.arange(len(self.vectors64)), positions)
+        self._positions = dict(zip(self.categories, positions))
+        self._scores = {c: np.asarray(model.scores[c], dtype=np.float64) for c in self.categories}
+        self._members = {c: _members(where, len(self.vectors64)) for c, where in self._positions.items()}
 
     @property
     def dim(self) -> int:
@@ -119,11 +84,11 @@ class MultiScorer:
         return len(self.vectors64)
 
     def n_samples(self, category: str) -> int:
-        return len(self._cats[category].scores)
+        return len(self._scores[category])
 
     def sample_vectors(self, category: str) -> np.ndarray:
         """For each sample of ``category``, its position in the distinct vectors."""
-        return self._cats[category].sample_vector
+        return self._positions[category]
 
     def predict(self, queries: np.ndarray) -> np.ndarray:
         """(n, categories) predicted scores of unit query vectors, columns in ``self.categories`` order."""
@@ -132,19 +97,13 @@ class MultiScorer:
     def predict_with_neighbours(self, queries: np.ndarray) -> tuple[np.ndarray, dict[str, Neighbours]]:
         """Predictions and, per category, the K nearest samples of each query."""
         queries = self._check(queries)
+        kwargs = {"threads": self.threads} if self.threads else {}
+        found = search(self.space, queries, self.k, block=self.block_size, **kwargs)
+        neighbours = {c: Neighbours(f.index, f.similarity) for c, f in zip(self.categories, found)}
         out = np.empty((len(queries), len(self.categories)), dtype=np.float64)
-        found = {c: [] for c in self.categories}
-        starts = range(0, len(queries), self.block_size)
-        blocks = (queries[start:start + self.block_size] for start in starts)
-        with ThreadPoolExecutor(self.threads) as pool:
-            for start, result in zip(starts, pool.map(self._block, blocks)):
-                for column, (category, hits) in enumerate(result.items()):
-                    out[start:start + len(hits.index), column] = self._weighted(category, hits)
-                    found[category].append(hits)
-        neighbours = {c: Neighbours(np.concatenate([h.index for h in found[c]]),
-                                    np.concatenate([h.similarity for h in found[c]])) if found[c]
-                      else Neighbours(np.empty((0, self._k(c)), np.int64), np.empty((0, self._k(c))))
-                      for c in self.categories}
+        for column, category in enumerate(self.categories):
+            hits = neighbours[category]
+            out[:, column] = weighted_mean(hits, self._scores[category], hits.index.shape[1], self.weighting)
         return out, neighbours
 
     def similar(self, query: np.ndarray, count: int) -> list[SimilarImage]:
@@ -157,12 +116,11 @@ class MultiScorer:
         result = []
         for vector in top:
             ratings, counts = {}, {}
-            for category, group in self._cats.items():
-                position = group.local[vector]
-                samples = group.members[position] if position >= 0 else np.empty(0, np.int64)
-                samples = samples[samples >= 0]
-                counts[category] = int(len(samples))
-                ratings[category] = float(group.scores[samples].mean()) if len(samples) else float("nan")
+            for category in self.categories:
+                starts, samples = self._members[category]
+                mine = samples[starts[vector]:starts[vector + 1]]
+                counts[category] = int(len(mine))
+                ratings[category] = float(self._scores[category][mine].mean()) if len(mine) else float("nan")
             result.append(SimilarImage(int(vector), float(sims[vector]), ratings, counts))
         return result
 
@@ -173,79 +131,11 @@ class MultiScorer:
                                f"{self.dim} dimensions: use the CLIP model the model was built with")
         return queries
 
-    def _k(self, category: str) -> int:
-        return min(self.k, self.n_samples(category))
 
-    def _n_cand(self, category: str) -> int:
-        return min(self._k(category) + RERANK_MARGIN, len(self._cats[category].vectors))
-
-    def _shared_count(self) -> int:
-        """Shared candidates per query: enough that each category usually finds its own among them.
-
-        A category holding a share f of the distinct vectors expects f * M of M shared candidates;
-        four standard deviations of headroom make its slower fallback rare.
-        """
-        needed = 0
-        for category, group in self._cats.items():
-            share, n = len(group.vectors) / self.n_vectors, self._n_cand(category)
-            needed = max(needed, int(np.ceil((n + 4 * np.sqrt(n * (1 - share))) / share)))
-        return min(needed + SHARED_EXTRA, self.n_vectors)
-
-    def _weighted(self, category: str, hits: Neighbours) -> np.ndarray:
-        return weighted_mean(hits, self._cats[category].scores, hits.index.shape[1], self.weighting)
-
-    def _block(self, block: np.ndarray) -> dict[str, Neighbours]:
-        approx = block.astype(np.float32) @ self.vectors32.T
-        shared = self._shared_count()
-        cand = top_columns(approx, shared)
-        near = np.take_along_axis(approx, cand, axis=1).astype(np.float64)
-        # Every vector outside the shared candidates is at most this similar (float32 pass).
-        floor = near.min(axis=1) if shared < self.n_vectors else np.full(len(block), -np.inf)
-        slack = 2 * float32_error(self.dim)
-        windows, needed = {}, np.zeros(cand.shape, dtype=bool)
-        for category, group in self._cats.items():
-            local = group.local[cand]
-            member = np.where(local >= 0, near, -np.inf)
-            kth = min(self._k(category), len(group.vectors))
-            bound = -np.partition(-member, kth - 1, axis=1)[:, kth - 1] - slack
-            # Members below the bound have K samples surely more similar; outside vectors too if below it.
-            window = (member >= bound[:, None]) & (bound > floor)[:, None]
-            windows[category] = (np.where(window, local, -1), bound > floor)
-            needed |= window
-        exact = rerank_where(block, self.vectors64, cand, needed)
-        result = {}
-        for category, group in self._cats.items():
-            local, enough = windows[category]
-            index = np.empty((len(block), self._k(category)), dtype=np.int64)
-            sims = np.empty(index.shape, dtype=np.float64)
-            if enough.any():
-                index[enough], sims[enough] = nearest_samples(group.members, local[enough], exact[enough], self._k(category))
-            short = np.flatnonzero(~enough)
-            if len(short):
-                own = top_columns(approx[short][:, group.vectors], self._n_cand(category))
-                own_exact = rerank(block[short], self.vectors64, group.vectors[own])
-                index[short], sims[short] = nearest_samples(group.members, own, own_exact, self._k(category))
-            result[category] = Neighbours(index, sims)
-        return result
-
-def rerank_where(queries: np.ndarray, vectors64: np.ndarray, cand: np.ndarray, needed: np.ndarray) -> np.ndarray:
-    """Like :func:`rerank`, only where ``needed`` (NaN elsewhere): needed candidates are moved to the front."""
-    order = np.argsort(~needed, axis=1, kind="stable")
-    counts = needed.sum(axis=1)
-    exact = np.full(cand.shape, np.nan)
-    for sub in range(0, len(queries), RERANK_ROWS):
-        part = slice(sub, sub + RERANK_ROWS)
-        width = int(counts[part].max(initial=0))
-        if width:
-            columns = order[part, :width]
-            rows = vectors64[np.take_along_axis(cand[part], columns, axis=1)]
-            np.put_along_axis(exact[part], columns, np.matmul(rows, queries[part, :, None])[..., 0], axis=1)
-    return exact
-
-
-def float32_error(dim: int) -> float:
-    """Bound on |float32 dot product - float64 dot product| for unit vectors of ``dim`` elements."""
-    return (dim + 8) * 2.0 ** -24
+def _members(vector_of: np.ndarray, n_vectors: int) -> tuple[np.ndarray, np.ndarray]:
+    """Samples of each distinct vector: ``samples[starts[v]:starts[v + 1]]``, ascending."""
+    counts = np.bincount(vector_of, minlength=n_vectors)
+    return np.concatenate([[0], np.cumsum(counts)]), np.argsort(vector_of, kind="stable")
 
 
 def check_encoder(settings: ModelSettings | None, dim: int, encoder_name: str, encoder_dim: int,
