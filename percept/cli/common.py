@@ -65,6 +65,8 @@ def k_list(text: str) -> list[int]:
 
 def progress_bar(quiet: bool, unit: str):
     """A wrapper showing a tqdm bar on stderr over a list of work items (nothing when quiet)."""
+    if quiet:
+        return iter
     from tqdm import tqdm
 
     return lambda items: tqdm(items, unit=unit, disable=quiet, file=sys.stderr, leave=False)

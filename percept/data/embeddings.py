@@ -169,7 +169,7 @@ def read_metadata(path: Path, column: str, names_only: bool = False) -> pyarrow.
     if not path.exists():
         raise PerceptError(f"metadata file {path} is missing: the embeddings are incomplete, re-encode them")
     try:
-        table = pq.read_table(arrow_path(path), columns=[column] if names_only else None)
+        table = pq.ParquetFile(arrow_path(path)).read(columns=[column] if names_only else None)
     except (OSError, pyarrow.ArrowException) as exc:
         raise PerceptError(f"cannot read metadata file {path} ({exc}): re-encode the images") from None
     if column not in table.column_names:

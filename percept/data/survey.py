@@ -5,8 +5,10 @@ Individual ratings (the demographics CSV) live in :mod:`percept.data.ratings`.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Optional, Union
 
 import numpy as np
 import orjson
@@ -89,14 +91,50 @@ def load_survey(path: str | Path, keep: frozenset[str] | None = None) -> Survey:
         raise PerceptError(f"survey GeoJSON {path} does not exist: check the -g/--geojson path") from None
     except OSError as exc:
         raise PerceptError(f"cannot read survey GeoJSON {path}: {exc}") from None
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise PerceptError(f"survey GeoJSON {path} is not valid JSON ({exc}): fix or re-export the file") from None
+    data = _decode_kept(raw, keep) if keep is not None else None
+    if data is None:
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise PerceptError(f"survey GeoJSON {path} is not valid JSON ({exc}): fix or re-export the file") from None
+    del raw
     survey = parse_survey(data, str(path), keep)
     del data
     release_free_memory()
     return survey
+
+
+def _decode_kept(raw: bytes, keep: frozenset[str]) -> dict | None:
+    """The FeatureCollection with only the properties in ``keep`` decoded (others are skipped unread).
+
+    None when the file is not shaped as a survey expects; the full decoder then reports what is wrong.
+    """
+    import msgspec
+
+    try:
+        collection = _kept_decoder(keep).decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    if collection.features is msgspec.UNSET:
+        return None
+    unset = msgspec.UNSET
+    fields = sorted(keep)
+    features = [{"properties": None if f.properties is None else
+                 {name: value for name in fields if (value := getattr(f.properties, name)) is not unset}}
+                for f in collection.features]
+    return {"type": collection.type, "features": features}
+
+
+@functools.cache
+def _kept_decoder(keep: frozenset[str]):
+    import msgspec
+
+    unset = msgspec.UNSET
+    properties = msgspec.defstruct("Properties", [(name, Any, unset) for name in sorted(keep)])
+    feature = msgspec.defstruct("Feature", [("properties", Optional[properties], None)])
+    collection = msgspec.defstruct("Collection", [("type", Any, unset),
+                                                  ("features", Union[list[feature], msgspec.UnsetType], unset)])
+    return msgspec.json.Decoder(collection)
 
 
 @dataclass(frozen=True)

@@ -3,27 +3,39 @@ weights), Hugging Face CLIP, and the external ``clip-retrieval`` command (:mod:`
 
 from __future__ import annotations
 
-import numpy as np
+import importlib
+from typing import TYPE_CHECKING
 
-from percept.encoders.base import Encoder
-from percept.encoders.registry import (
-    ModelName,
-    ResolvedModel,
-    parse_model_name,
-    resolve_model,
-)
+if TYPE_CHECKING:
+    import numpy as np
+
+    from percept.encoders.base import Encoder
 
 __all__ = ["Encoder", "ModelName", "ResolvedModel", "encode_pil_images", "load_encoder", "parse_model_name",
            "resolve_model"]
 
+#: Names imported on first use, so that reading embeddings never loads the encoder machinery.
+_LAZY = {"Encoder": "base", "ModelName": "registry", "ResolvedModel": "registry",
+         "parse_model_name": "registry", "resolve_model": "registry"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"percept.encoders.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'percept.encoders' has no attribute {name!r}")
+
 
 def load_encoder(name: str, pretrained: str | None = None, device: str | None = None) -> Encoder:
     """Build the encoder for a model name (weights from local files only; CUDA when present)."""
+    from percept.encoders.registry import resolve_model
+
     return resolve_model(name, pretrained).load(device)
 
 
 def encode_pil_images(encoder: Encoder, images: list) -> np.ndarray:
     """(n, dim) float32 unit rows for PIL images already in memory."""
+    import numpy as np
+
     if not images:
         return np.zeros((0, encoder.dim), dtype=np.float32)
     import torch

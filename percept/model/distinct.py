@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-_RNG_SEED = 0x5EED
+#: 2^64 / golden ratio: multiples of it spread over all 64 bits (Fibonacci hashing).
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
 def row_keys(rows: np.ndarray) -> np.ndarray:
@@ -20,24 +21,25 @@ def row_keys(rows: np.ndarray) -> np.ndarray:
     if pad:
         words = np.hstack([words, np.zeros((len(rows), pad), dtype=np.uint8)])
     words = np.ascontiguousarray(words).view(np.uint64)
-    multipliers = np.random.default_rng(_RNG_SEED).integers(1, 2 ** 63, words.shape[1], dtype=np.uint64) | 1
     with np.errstate(over="ignore"):
+        multipliers = (np.arange(1, words.shape[1] + 1, dtype=np.uint64) * _GOLDEN) | np.uint64(1)
         mixed = words * multipliers
         mixed ^= mixed >> np.uint64(29)
         return mixed.sum(axis=1, dtype=np.uint64)
 
 
-def distinct_vectors(screen: np.ndarray, exact) -> tuple[np.ndarray, np.ndarray]:
+def distinct_vectors(keys: np.ndarray, exact) -> tuple[np.ndarray, np.ndarray]:
     """Group rows into distinct vectors: (first row of each distinct vector, distinct vector of each row).
 
-    ``screen`` holds one array row per row (for example the float32 rounding): rows whose screen
-    rows differ are distinct. Rows that agree on screen are compared exactly with ``exact(rows)``
-    (their float64 values). Distinct vectors are numbered in order of their first row.
+    ``keys`` holds one value per row that equal rows share (a hash, or the row's norm); rows with
+    different keys are distinct. Rows that share a key are compared exactly on ``exact(rows)`` (their
+    values). Distinct vectors are numbered in order of their first row.
     """
-    n = len(screen)
+    n = len(keys)
     if n == 0:
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
-    _, first, inverse = np.unique(row_keys(screen), return_index=True, return_inverse=True)
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    inverse = inverse.ravel()
     counts = np.bincount(inverse)
     owner = first[inverse]  # candidate representative of each row: the first row with its key
     shared = np.flatnonzero(counts[inverse] > 1)

@@ -37,9 +37,9 @@ U64 = 2.0 ** -53
 #: Columns per group of the K-th value bound (the bound's partial sort runs over columns / GROUP_WIDTH).
 GROUP_WIDTH = 16
 #: Float32 similarities per block and thread (bounds that buffer to 4 bytes x this).
-BLOCK_VALUES = 16 * 1024 * 1024
+BLOCK_VALUES = 4 * 1024 * 1024
 #: Float64 values gathered at once for re-ranking (bounds that scratch to 8 bytes x this).
-GATHER_VALUES = 256 * 1024
+GATHER_VALUES = 64 * 1024
 #: Threads searching blocks of queries at once (each runs its matrix products on one BLAS thread).
 THREADS = max(1, min(8, os.cpu_count() or 1))
 
@@ -51,17 +51,21 @@ def float32_error(dim: int) -> float:
     within a factor 1 ± u of its value, u = 2^-24): the float32 dot product of q', x' in any
     summation order (BLAS blocking and FMA included) is within g(d) Σ|q'_k x'_k| <= g(d) (1+u)^2 |q||x|
     of q'·x', with g(d) = d u / (1 - d u) (Higham, Accuracy and Stability of Numerical Algorithms,
-    §3.1); q'·x' is within (2u + u^2)|q||x| of q·x; the float64 similarity is within the float64
-    g(d + 2) |q||x| of q·x. :func:`absolute_error` adds the term for values below float32's range.
+    §3.1); q'·x' is within (2u + u^2)|q||x| of q·x. When x' holds a stored row exactly and the value is
+    scaled by the row's float32 inverse norm afterwards, the scaling adds at most 2u + u^2. The float64
+    similarity is within the float64 g(d + 4) |q||x| of q·x. :func:`absolute_error` adds underflow.
     """
     gamma32 = dim * U32 / (1 - dim * U32)
-    gamma64 = (dim + 2) * U64 / (1 - (dim + 2) * U64)
-    return gamma32 * (1 + U32) ** 2 + 2 * U32 + U32 ** 2 + gamma64
+    gamma64 = (dim + 4) * U64 / (1 - (dim + 4) * U64)
+    return gamma32 * (1 + U32) ** 3 + 4 * U32 + 4 * U32 ** 2 + gamma64
 
 
-def absolute_error(dim: int, query_norms: np.ndarray, vector_norm: float) -> np.ndarray:
-    """The full bound per query: :func:`float32_error` plus what underflow (values below 2^-126) can add."""
-    underflow = (3 * dim + 8) * 2.0 ** -149 * (2 + query_norms + vector_norm)
+def absolute_error(dim: int, query_norms: np.ndarray, vector_norm: float, scale: float = 1.0) -> np.ndarray:
+    """The full bound per query: :func:`float32_error` plus what underflow (values below 2^-126) can add.
+
+    ``scale``: the largest factor the float32 values are multiplied by after the product.
+    """
+    underflow = (3 * dim + 8) * 2.0 ** -149 * (2 + query_norms + vector_norm) * max(scale, 1.0)
     return float32_error(dim) * query_norms * vector_norm * (1 + 4 * U64) + underflow
 
 
@@ -70,6 +74,19 @@ def rows64(source, rows: np.ndarray) -> np.ndarray:
     if isinstance(source, UnitRows):
         return source[rows]
     return np.asarray(source[rows], dtype=np.float64)
+
+
+def exact32(source) -> bool:
+    """Whether ``source`` stores its rows in a type float32 holds exactly (float16 or float32 UnitRows)."""
+    return isinstance(source, UnitRows) and source.raw.dtype in (np.float16, np.float32)
+
+
+def stored32(source: UnitRows, rows: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """The stored (not normalised) rows ``rows`` of ``source`` as float32, which is exact."""
+    out = np.empty((len(rows), source.shape[1]), dtype=np.float32)
+    for start in range(0, len(rows), chunk):
+        out[start:start + chunk] = source.raw[rows[start:start + chunk]]
+    return out
 
 
 def rows32(source, rows: np.ndarray, chunk: int = 256) -> np.ndarray:
@@ -98,6 +115,7 @@ class _Category:
     samples: np.ndarray
     counts: np.ndarray
     blocks: np.ndarray  # (column blocks,) True where the block's vectors belong to this category
+    single: bool  # every vector holds at most one sample
 
     @property
     def n_samples(self) -> int:
@@ -109,7 +127,9 @@ class SearchSpace:
 
     ``source`` gives float64 rows on indexing (an array or :class:`UnitRows`); distinct vector i is
     ``source[vector_rows[i]]``. ``sample_vectors[c][j]`` is the distinct vector of sample j of
-    category c (samples in training order).
+    category c (samples in training order). When ``source`` is a UnitRows of float16 or float32 rows,
+    the stored rows serve both passes: the float32 product runs on them exactly as stored (its
+    columns then scaled by the inverse norms) and float64 similarities are computed from them.
     """
 
     def __init__(self, source, vector_rows: np.ndarray, sample_vectors: list[np.ndarray],
@@ -125,14 +145,23 @@ class SearchSpace:
         self.dim = int(source.shape[1])
         self.column_rows = vector_rows[order]  # source row of each column
         self.column_vectors = order  # distinct vector of each column
-        if vectors32 is None:
-            self.vectors32 = rows32(source, self.column_rows)
+        if vectors32 is not None:
+            in_order = len(order) == len(vectors32) and bool((order == np.arange(len(order))).all())
+            self.vectors32 = np.ascontiguousarray(vectors32 if in_order else vectors32[order], dtype=np.float32)
         else:
-            self.vectors32 = np.ascontiguousarray(vectors32[order], dtype=np.float32)
-        if not np.isfinite(self.vectors32).all():
+            self.vectors32 = stored32(source, self.column_rows) if exact32(source) else rows32(source, self.column_rows)
+        self.norms = None  # float64 norm of each column's stored row, when vectors32 holds stored rows
+        lengths = np.sqrt(np.einsum("ij,ij->i", self.vectors32, self.vectors32, dtype=np.float64))
+        if not np.isfinite(lengths).all():  # a NaN or infinite element makes its row's length so
             raise PerceptError("the training vectors contain NaN or infinite values: re-encode the images")
-        self.vector_norm = float(np.sqrt(np.einsum("ij,ij->i", self.vectors32, self.vectors32,
-                                                   dtype=np.float64)).max(initial=0.0)) * (1 + 2 * U32)
+        self.scale = 1.0
+        if exact32(source):
+            self.norms = source.norms[self.column_rows]
+            divisors = np.where(self.norms > 0, self.norms, 1.0)
+            self.inverse32 = (1.0 / divisors).astype(np.float32)
+            lengths = lengths / divisors
+            self.scale = float(self.inverse32.max(initial=1.0)) * (1 + U32)
+        self.vector_norm = float(lengths.max(initial=0.0)) * (1 + 2 * U32)
         column_of = np.full(n_vectors, -1, dtype=np.int64)
         column_of[order] = np.arange(len(order))
         self._layout_blocks(pattern[order])
@@ -165,7 +194,8 @@ class SearchSpace:
         order = np.argsort(sample_columns, kind="stable")
         counts = np.bincount(sample_columns, minlength=self.n_columns)
         starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        return _Category(starts, order.astype(np.int64), counts, (self.block_patterns >> c) & 1 == 1)
+        return _Category(starts, order.astype(np.int64), counts, (self.block_patterns >> c) & 1 == 1,
+                         bool(counts.max(initial=0) <= 1))
 
     def buffer(self, rows: int) -> np.ndarray:
         """This thread's float32 similarity buffer for ``rows`` queries (kept: no new pages per block)."""
@@ -183,7 +213,6 @@ class _Grouping:
         self.widths = np.maximum(1, np.minimum(width, np.sqrt(sizes).astype(np.int64)))  # left-overs < groups
         self.groups = sizes // self.widths
         self.offsets = np.concatenate([[0], np.cumsum(self.groups)]).astype(np.int64)
-        self.space = space
         self.of_category = []  # per category: its group columns (None: all)
         for category in space.categories:
             if category.blocks.all():
@@ -193,9 +222,9 @@ class _Grouping:
                     [np.arange(self.offsets[b], self.offsets[b + 1]) for b in np.flatnonzero(category.blocks)]
                     or [np.empty(0, np.int64)]))
 
-    def maxima(self, values: np.ndarray) -> np.ndarray:
+    def maxima(self, space: SearchSpace, values: np.ndarray) -> np.ndarray:
         """(queries, groups) maximum of each group."""
-        space, b = self.space, len(values)
+        b = len(values)
         out = np.empty((b, self.offsets[-1]), dtype=np.float32)
         for start, stop, groups, width, offset in zip(space.block_starts, space.block_stops, self.groups,
                                                       self.widths, self.offsets):
@@ -237,7 +266,7 @@ def search(space: SearchSpace, queries, k: int, rows: np.ndarray | None = None, 
     def run(start: int) -> None:
         part = slice(start, start + block)
         q64 = rows64(queries, rows[part])
-        for f, result in zip(found, _search_block(space, q64, categories, ks)):
+        for f, result in zip(found, _search_block(space, q64, ks)):
             f.index[part], f.similarity[part] = result
 
     if workers > 1 and len(starts) > 1:
@@ -256,34 +285,38 @@ def _pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(THREADS, thread_name_prefix="percept-search")
 
 
-def _search_block(space: SearchSpace, q64: np.ndarray, categories: list[int],
-                  ks: list[int]) -> list[tuple[np.ndarray, np.ndarray]]:
+def _search_block(space: SearchSpace, q64: np.ndarray, ks: list[int]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each category's K nearest samples (K = ``ks[c]``, 0 skips a category) of one block of queries."""
     if not np.isfinite(q64).all():
         raise PerceptError("the query vectors contain NaN or infinite values: re-encode the images")
     b = len(q64)
     values = space.buffer(b)
     np.matmul(q64.astype(np.float32), space.vectors32.T, out=values)
-    eps = absolute_error(space.dim, np.sqrt(np.einsum("ij,ij->i", q64, q64)), space.vector_norm)
+    if space.norms is not None:
+        values *= space.inverse32
+    eps = absolute_error(space.dim, np.sqrt(np.einsum("ij,ij->i", q64, q64)), space.vector_norm, space.scale)
     grouping = space.grouping(max(ks))
-    maxima = grouping.maxima(values)
-    cuts = {}
-    for c, kc in zip(categories, ks):
-        if kc > 0:
-            cuts[c] = grouping.first_cut(maxima, c, kc) - 2 * eps
-    rows, cols, vals = _candidates(space, values, cuts)
-    kept = {c: _sample_cut(space.categories[c], rows, cols, vals, cut, kc, eps, b)
-            for (c, cut), kc in zip(cuts.items(), [k for k in ks if k > 0])}
-    keys = np.unique(np.concatenate([r * space.n_columns + col for r, col in kept.values()] or
-                                    [np.empty(0, np.int64)]))
-    sims = _similarities(space, q64, keys // space.n_columns, keys % space.n_columns)
+    maxima = grouping.maxima(space, values)
+    cuts = [grouping.first_cut(maxima, c, k) - 2 * eps if k else None for c, k in enumerate(ks)]
+    rows, cols = _candidates(space, values, cuts)
+    vals = values[rows, cols]
+    kept = [_sample_cut(space.categories[c], rows, cols, vals, cuts[c], k, eps, b) if k else None
+            for c, k in enumerate(ks)]
+    if sum(k is not None for k in kept) == 1:
+        pair_rows, pair_cols = next(k for k in kept if k is not None)
+        keys = None
+    else:
+        keys = np.unique(np.concatenate([r * space.n_columns + c for r, c in filter(None, kept)]))
+        pair_rows, pair_cols = np.divmod(keys, space.n_columns)
+    sims = _similarities(space, q64, pair_rows, pair_cols)
     out = []
-    for c, kc in zip(categories, ks):
-        if kc == 0:
+    for c, k in enumerate(ks):
+        if not k:
             out.append((np.empty((b, 0), np.int64), np.empty((b, 0))))
             continue
         r, col = kept[c]
-        s = sims[np.searchsorted(keys, r * space.n_columns + col)]
-        out.append(_first_samples(space.categories[c], r, col, s, kc, b))
+        s = sims if keys is None else sims[np.searchsorted(keys, r * space.n_columns + col)]
+        out.append(_first_samples(space.categories[c], r, col, s, k, b))
     return out
 
 
@@ -293,41 +326,50 @@ def _float32_floor(values: np.ndarray) -> np.ndarray:
     return np.where(rounded > values, np.nextafter(rounded, np.float32(-np.inf)), rounded)
 
 
-def _candidates(space: SearchSpace, values: np.ndarray, cuts: dict[int, np.ndarray]):
-    """(query, column, float32 value) of every column at or above the lowest cut of its block's categories."""
-    rows, cols, vals = [], [], []
-    b = len(values)
-    for block, (start, stop, pattern) in enumerate(zip(space.block_starts, space.block_stops,
-                                                       space.block_patterns)):
-        users = [cut for c, cut in cuts.items() if (pattern >> c) & 1]
-        if not users:
-            continue
-        cut = _float32_floor(np.minimum.reduce(users))
-        hits = np.flatnonzero(values[:, start:stop] >= cut[:, None])
-        r, col = np.divmod(hits, stop - start)
-        col += start
-        rows.append(r)
-        cols.append(col)
-        vals.append(values[r, col])
-    if not rows:
-        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32)
-    return np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
+def _candidates(space: SearchSpace, values: np.ndarray, cuts: list) -> tuple[np.ndarray, np.ndarray]:
+    """(query, column) of every value at or above the lowest cut of its block's categories, by query."""
+    rows, cols = [], []
+    for start, stop, pattern in zip(space.block_starts, space.block_stops, space.block_patterns):
+        users = [cut for c, cut in enumerate(cuts) if cut is not None and (pattern >> c) & 1]
+        if users:
+            hits = np.flatnonzero(values[:, start:stop] >= _float32_floor(np.minimum.reduce(users))[:, None])
+            r, col = np.divmod(hits, stop - start)
+            rows.append(r)
+            cols.append(col + start)
+    if len(rows) == 1:
+        return rows[0], cols[0]
+    rows, cols = np.concatenate(rows or [np.empty(0, np.int64)]), np.concatenate(cols or [np.empty(0, np.int64)])
+    order = np.argsort(rows, kind="stable")
+    return rows[order], cols[order]
 
 
-def _row_starts(rows: np.ndarray, b: int) -> np.ndarray:
-    return np.searchsorted(rows, np.arange(b + 1))
+def _padded(rows: np.ndarray, b: int, *arrays: tuple[np.ndarray, object]) -> list[np.ndarray]:
+    """Flat per-query values (``rows`` ascending) laid out as (b, widest) arrays, each padded with its fill."""
+    starts = np.searchsorted(rows, np.arange(b + 1))
+    width = int(np.diff(starts).max(initial=0))
+    position = np.arange(len(rows)) - starts[rows]
+    out = []
+    for values, fill in arrays:
+        grid = np.full((b, width), fill, dtype=values.dtype)
+        grid[rows, position] = values
+        out.append(grid)
+    return out
 
 
 def _sample_cut(category: _Category, rows, cols, vals, cut, k, eps, b) -> tuple[np.ndarray, np.ndarray]:
     """The candidates of ``category``, cut again at its exact float32 K-th value over samples."""
-    mine = (vals >= cut[rows]) & (category.counts[cols] > 0)
+    mine = vals >= cut[rows]
+    if not category.blocks.all():
+        mine &= category.counts[cols] > 0
     rows, cols, vals = rows[mine], cols[mine], vals[mine]
-    order = np.lexsort((-vals, rows))
-    rows, cols, vals = rows[order], cols[order], vals[order]
-    total = np.cumsum(category.counts[cols])
-    before = np.concatenate([[0], total])[_row_starts(rows, b)[:-1]]
-    kth = np.searchsorted(total, before + k)
-    keep = vals >= (vals[kth].astype(np.float64) - 2 * eps)[rows]
+    grid, counts = _padded(rows, b, (vals, -np.inf), (category.counts[cols], 0))
+    if category.single:
+        kth = -np.partition(-grid, k - 1, axis=1)[:, k - 1]
+    else:
+        order = np.argsort(-grid, axis=1, kind="stable")
+        reached = np.cumsum(np.take_along_axis(counts, order, axis=1), axis=1) >= k
+        kth = np.take_along_axis(grid, order, axis=1)[np.arange(b), reached.argmax(axis=1)]
+    keep = vals >= (kth.astype(np.float64) - 2 * eps)[rows]
     return rows[keep], cols[keep]
 
 
@@ -336,7 +378,7 @@ def _similarities(space: SearchSpace, q64: np.ndarray, rows: np.ndarray, cols: n
     sims = np.empty(len(rows), dtype=np.float64)
     if not len(rows):
         return sims
-    starts = _row_starts(rows, len(q64))
+    starts = np.searchsorted(rows, np.arange(len(q64) + 1))
     counts = np.diff(starts)
     busy = np.flatnonzero(counts)
     busy = busy[np.argsort(counts[busy], kind="stable")]
@@ -349,19 +391,27 @@ def _similarities(space: SearchSpace, q64: np.ndarray, rows: np.ndarray, cols: n
         width = int(counts[chunk[-1]])
         step = np.minimum(np.arange(width), counts[chunk][:, None] - 1)
         pairs = starts[chunk][:, None] + step
-        gathered = rows64(space.source, space.column_rows[cols[pairs]])
-        sims[pairs] = np.matmul(gathered, q64[chunk][:, :, None])[..., 0]
+        columns = cols[pairs]
+        if space.norms is None:
+            sims[pairs] = np.matmul(rows64(space.source, space.column_rows[columns]), q64[chunk][:, :, None])[..., 0]
+        else:
+            stored = space.vectors32[columns].astype(np.float64)
+            divisors = np.where(space.norms[columns] > 0, space.norms[columns], 1.0)
+            sims[pairs] = np.matmul(stored, q64[chunk][:, :, None])[..., 0] / divisors
         i += take
     return sims
 
 
 def _first_samples(category: _Category, rows, cols, sims, k, b) -> tuple[np.ndarray, np.ndarray]:
     """Expand (query, column) pairs to samples; per query the first K by (-similarity, sample position)."""
-    counts = category.counts[cols]
-    pair = np.repeat(np.arange(len(cols)), counts)
-    within = np.arange(len(pair)) - np.repeat(np.cumsum(counts) - counts, counts)
-    samples = category.samples[category.starts[cols][pair] + within]
-    query, sample_sims = rows[pair], sims[pair]
-    order = np.lexsort((samples, -sample_sims, query))
-    take = _row_starts(query[order], b)[:-1, None] + np.arange(k)
-    return samples[order][take], sample_sims[order][take]
+    if category.single:
+        samples = category.samples[category.starts[cols]]
+    else:
+        counts = category.counts[cols]
+        pair = np.repeat(np.arange(len(cols)), counts)
+        within = np.arange(len(pair)) - np.repeat(np.cumsum(counts) - counts, counts)
+        samples = category.samples[category.starts[cols][pair] + within]
+        rows, sims = rows[pair], sims[pair]
+    grid_sims, grid_samples = _padded(rows, b, (sims, -np.inf), (samples, np.iinfo(np.int64).max))
+    order = np.lexsort((grid_samples, -grid_sims), axis=1)[:, :k]
+    return np.take_along_axis(grid_samples, order, axis=1), np.take_along_axis(grid_sims, order, axis=1)

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from percept.errors import PerceptError
-from percept.model.distinct import distinct_vectors
-from percept.model.exact_search import SearchSpace, rows32, rows64, search
+from percept.model.distinct import distinct_vectors, row_keys
+from percept.model.exact_search import SearchSpace, exact32, rows32, rows64, search, stored32
 from percept.model.unit_rows import UnitRows
 from percept.model.weighting import (
     DEFAULT_WEIGHTING,
@@ -44,9 +44,15 @@ class Neighbours:
 def sample_space(vectors, rows: np.ndarray) -> SearchSpace:
     """A search space whose samples are ``vectors[rows[j]]`` (an array or UnitRows), equal vectors merged."""
     distinct, sample_row = np.unique(rows, return_inverse=True)
-    screen = rows32(vectors, distinct)
-    firsts, vector_of = distinct_vectors(screen, lambda members: rows64(vectors, distinct[members]))
-    return SearchSpace(vectors, distinct[firsts], [vector_of[sample_row.ravel()]], vectors32=screen[firsts])
+    if exact32(vectors):
+        screen = stored32(vectors, distinct)
+        firsts, vector_of = distinct_vectors(vectors.norms[distinct], lambda members: screen[members])
+    else:
+        screen = rows32(vectors, distinct)
+        firsts, vector_of = distinct_vectors(row_keys(screen), lambda members: rows64(vectors, distinct[members]))
+    if len(firsts) < len(distinct):
+        screen = screen[firsts]
+    return SearchSpace(vectors, distinct[firsts], [vector_of[sample_row.ravel()]], vectors32=screen)
 
 
 class KNNRegressor:

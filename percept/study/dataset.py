@@ -27,7 +27,7 @@ from percept.data.vector_checks import refuse_zero
 from percept.encoders.options import EncodingOptions
 from percept.environment.options import EnvironmentOptions
 from percept.errors import PerceptError
-from percept.model.knn import l2_normalise
+from percept.model.unit_rows import UnitRows
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -53,10 +53,14 @@ class DataSelection:
 
 @dataclass
 class Dataset:
-    """Unit vectors of the survey's images and, per category, the samples that point into them."""
+    """Unit vectors of the survey's images and, per category, the samples that point into them.
+
+    ``vectors`` gives float64 unit rows on indexing; it stores the embeddings as read (float16
+    stays float16), see :class:`~percept.model.unit_rows.UnitRows`.
+    """
 
     names: list[str]
-    vectors: np.ndarray
+    vectors: np.ndarray | UnitRows
     samples: dict[str, Samples]
     rating_rows: dict[str, pd.DataFrame] | None = None  # per category, the rating rows behind its samples (-d)
     environment: str | None = None  # "<method>+p<style>" when environmental features were added
@@ -81,7 +85,7 @@ def load_dataset(selection: DataSelection, log: Log = print) -> Dataset:
         log(f"skipped {len(unmatched)} embedding rows with no survey feature (first: {unmatched[0]})")
     names = [n for n, k in zip(embeddings.names, keep) if k]
     lonlat = survey.lonlat[[m for m in matched if m is not None]]
-    vectors = l2_normalise(embeddings.vectors if keep.all() else embeddings.vectors[keep])
+    vectors = UnitRows(embeddings.vectors if keep.all() else embeddings.vectors[keep])
     del embeddings
     if selection.demographics:
         from percept.data.ratings import filter_ratings, load_ratings, rating_samples
@@ -97,7 +101,8 @@ def load_dataset(selection: DataSelection, log: Log = print) -> Dataset:
     if selection.environment:
         from percept.environment.text_vectors import environmental_vectors
 
-        vectors = environmental_vectors(selection.encoding, selection.environment, survey, names, vectors, log)
+        vectors = environmental_vectors(selection.encoding, selection.environment, survey, names,
+                                        np.asarray(vectors), log)
         environment = selection.environment.label
     return Dataset(names, vectors, sample_set.by_category, sample_set.rating_rows, environment, lonlat)
 

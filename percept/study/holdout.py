@@ -122,7 +122,7 @@ def holdout_evaluation(vectors: np.ndarray, samples: dict, ks: list[int], fracti
                                                                  part.rows[split.train])
         test_rows = part.rows[split.test]
         distinct, inverse = np.unique(test_rows, return_inverse=True)
-        found = model.kneighbors(vectors[distinct], max(ks))
+        found = model.kneighbors(vectors, max(ks), rows=distinct)
         if check:
             _check_consistency(split, found, len(part))
         observed = part.scores[split.test]
@@ -130,6 +130,7 @@ def holdout_evaluation(vectors: np.ndarray, samples: dict, ks: list[int], fracti
             predicted = model.predict_from(found, k)[inverse]
             mse, r2 = regression_metrics(observed, predicted)
             results.append(HoldoutResult(category, k, split, mse, r2, observed, predicted))
+        del model, found  # before the next category's model is built: one at a time in memory
     return results
 
 
