@@ -20,7 +20,8 @@ QUERIES = 200_000
 PART_SIZE = 100_000
 POINTS = 1_000_000
 CLICKS = 300
-TARGET_RATE = 2000.0
+LIMIT_QUERIES = 16_384
+TARGET_SHARE = 0.8
 TARGET_PEAK_MB = 2048.0
 TARGET_POINT_MS = 10.0
 
@@ -49,17 +50,40 @@ def query_embeddings(seed: int = 1):
     return folder
 
 
+def product_limit(model_path: str, queries: int = LIMIT_QUERIES, block: int = 2048) -> float:
+    """Vectors/s that the bare float32 product with the model's distinct vectors allows (best of two)."""
+    from percept.model.io import load_model
+    from percept.model.scoring import distinct_rows
+
+    model = load_model(model_path)
+    vectors = distinct_rows([model.vectors[c] for c in model.categories])[0].astype(np.float32)
+    del model
+    rng = np.random.default_rng(3)
+    query = rng.standard_normal((block, vectors.shape[1]), dtype=np.float32)
+    best = float("inf")
+    for _ in range(2):
+        start = time.perf_counter()
+        for _ in range(queries // block):
+            query @ vectors.T
+        best = min(best, time.perf_counter() - start)
+    return queries / best
+
+
 def rating() -> None:
     survey = benchmark_survey()
     model = export_model(survey)
     queries = query_embeddings()
     out = BENCH_DIR / "rated.parquet"
+    limits = [product_limit(model)]
     seconds, peak, _ = measure([console_script("percept"), "rate", "--model", model, "-e", str(queries),
                                 "--out", str(out), "--quiet"], BENCH_DIR)
-    rate = QUERIES / seconds
+    limits.append(product_limit(model))
+    rate, limit = QUERIES / seconds, max(limits)
     print(f"  percept rate: {QUERIES:,} vectors x {SURVEY_DIM} dims against the 20,000-image model (K=40): "
-          f"{seconds:.1f} s, {rate:,.0f} vectors/s, peak {peak:,.0f} MB "
-          f"(goal >= {TARGET_RATE:,.0f} vectors/s and < {TARGET_PEAK_MB:,.0f} MB)")
+          f"{seconds:.1f} s, {rate:,.0f} vectors/s, peak {peak:,.0f} MB (goal < {TARGET_PEAK_MB:,.0f} MB)")
+    print(f"    limit: the bare float32 product of the same shapes allows {limit:,.0f} vectors/s in this run "
+          f"(measured before and after: {min(limits):,.0f}-{max(limits):,.0f}); rate reaches {rate / limit:.0%} "
+          f"of it (goal >= {TARGET_SHARE:.0%})")
 
 
 def point_latency() -> None:

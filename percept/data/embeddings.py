@@ -14,8 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pyarrow
-import pyarrow.parquet as pq
 
 from percept.atomic import atomic_path
 from percept.data.vector_checks import check_rows, refuse_nonfinite
@@ -23,6 +21,7 @@ from percept.errors import PerceptError
 
 if TYPE_CHECKING:
     import pandas as pd
+    import pyarrow
 
 KINDS = {"img": "image_path", "text": "caption"}
 REENCODE = "re-encode the images (--skip-cache)"
@@ -40,7 +39,7 @@ class Embeddings:
 
     names: list[str]
     vectors: np.ndarray
-    metadata: pyarrow.Table
+    metadata: pyarrow.Table | None  # None when read with ``metadata=False``
     files: list[tuple[Path, int]] = field(default_factory=list)
     _zero_rows: np.ndarray | None = field(default=None, repr=False)
 
@@ -124,32 +123,56 @@ def check_row_counts(vec_path: Path, vec_rows: int, meta_path: Path, meta_rows: 
                            "the embeddings are incomplete, re-encode them (--skip-cache)")
 
 
-def read_embeddings(root: str | Path, kind: str = "img") -> Embeddings:
-    """Read every part of a clip-retrieval embeddings folder, checking rows against metadata."""
+def read_embeddings(root: str | Path, kind: str = "img", metadata: bool = True) -> Embeddings:
+    """Read every part of a clip-retrieval embeddings folder, checking rows against metadata.
+
+    With ``metadata=False`` only the naming column is read (without loading pyarrow when the
+    files allow) and ``Embeddings.metadata`` is None.
+    """
     root = Path(root)
     column = KINDS[kind]
-    vectors, frames, files, zero = [], [], [], []
+    vectors, frames, files, zero, names = [], [], [], [], []
     for vec_path, meta_path in required_parts(root, kind):
         part_vectors = _load_npy(vec_path)
-        meta = read_metadata(meta_path, column)
-        check_row_counts(vec_path, len(part_vectors), meta_path, len(meta))
+        if metadata:
+            meta = read_metadata(meta_path, column)
+            part_names = meta.column(column).to_pylist()
+            frames.append(meta)
+        else:
+            part_names = read_names(meta_path, column)
+        check_row_counts(vec_path, len(part_vectors), meta_path, len(part_names))
         check = check_rows(part_vectors)
-        refuse_nonfinite(check, _row_label(vec_path, meta.column(column)), REENCODE)
+        refuse_nonfinite(check, _row_label(vec_path, part_names), REENCODE)
         zero.append(check.zero + sum(rows for _, rows in files))
         vectors.append(part_vectors)
-        frames.append(meta)
+        names += part_names
         files.append((vec_path, len(part_vectors)))
-    metadata = pyarrow.concat_tables(frames, promote_options="default")
+    table = None
+    if metadata:
+        import pyarrow
+
+        table = pyarrow.concat_tables(frames, promote_options="default")
     dims = {v.shape[1] for v in vectors if v.ndim == 2}
     if len(dims) > 1:
         raise PerceptError(f"embedding parts in {root} have different dimensions {sorted(dims)}: re-encode them")
     stacked = vectors[0] if len(vectors) == 1 else np.concatenate(vectors)
-    names = [str(name) for name in metadata.column(column).to_pylist()]
-    return Embeddings(names, stacked, metadata, files, np.concatenate(zero))
+    return Embeddings([str(name) for name in names], stacked, table, files, np.concatenate(zero))
 
 
-def _row_label(path: Path, names: pyarrow.ChunkedArray):
-    return lambda row: f"{path} row {row} ({names[row].as_py()})"
+def _row_label(path: Path, names: list):
+    return lambda row: f"{path} row {row} ({names[row]})"
+
+
+def read_names(path: Path, column: str) -> list:
+    """A metadata file's naming column, read without pyarrow where :mod:`.parquet_names` can."""
+    from percept.data.parquet_names import Unsupported, read_string_column
+
+    if path.exists():
+        try:
+            return read_string_column(path, column)
+        except (Unsupported, IndexError, KeyError, ValueError, UnicodeDecodeError):
+            pass  # pyarrow reads it, or says what is wrong
+    return read_metadata(path, column, names_only=True).column(0).to_pylist()
 
 
 def _load_npy(path: Path) -> np.ndarray:
@@ -166,6 +189,9 @@ def _load_npy(path: Path) -> np.ndarray:
 
 def read_metadata(path: Path, column: str, names_only: bool = False) -> pyarrow.Table:
     """A part's metadata table (just the naming ``column`` with ``names_only``), checked."""
+    import pyarrow
+    import pyarrow.parquet as pq
+
     if not path.exists():
         raise PerceptError(f"metadata file {path} is missing: the embeddings are incomplete, re-encode them")
     try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 import numpy as np
 import orjson
@@ -97,6 +97,8 @@ def load_survey(path: str | Path, keep: frozenset[str] | None = None) -> Survey:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise PerceptError(f"survey GeoJSON {path} is not valid JSON ({exc}): fix or re-export the file") from None
+    else:
+        keep = None  # the decoder kept only those properties already
     del raw
     survey = parse_survey(data, str(path), keep)
     del data
@@ -105,35 +107,30 @@ def load_survey(path: str | Path, keep: frozenset[str] | None = None) -> Survey:
 
 
 def _decode_kept(raw: bytes, keep: frozenset[str]) -> dict | None:
-    """The FeatureCollection with only the properties in ``keep`` decoded (others are skipped unread).
-
-    None when the file is not shaped as a survey expects; the full decoder then reports what is wrong.
-    """
+    """The FeatureCollection with only the properties in ``keep`` decoded (others are skipped unread;
+    one that is absent reads as null). None when the file is not shaped as a survey expects: the full
+    decoder then reports what is wrong."""
     import msgspec
 
     try:
         collection = _kept_decoder(keep).decode(raw)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
-    if collection.features is msgspec.UNSET:
+    if collection.features is None:
         return None
-    unset = msgspec.UNSET
-    fields = sorted(keep)
-    features = [{"properties": None if f.properties is None else
-                 {name: value for name in fields if (value := getattr(f.properties, name)) is not unset}}
-                for f in collection.features]
-    return {"type": collection.type, "features": features}
+    as_dict = msgspec.structs.asdict
+    return {"type": collection.type,
+            "features": [{"properties": None if f.properties is None else as_dict(f.properties)}
+                         for f in collection.features]}
 
 
 @functools.cache
 def _kept_decoder(keep: frozenset[str]):
     import msgspec
 
-    unset = msgspec.UNSET
-    properties = msgspec.defstruct("Properties", [(name, Any, unset) for name in sorted(keep)])
+    properties = msgspec.defstruct("Properties", [(name, Any, None) for name in sorted(keep)])
     feature = msgspec.defstruct("Feature", [("properties", Optional[properties], None)])
-    collection = msgspec.defstruct("Collection", [("type", Any, unset),
-                                                  ("features", Union[list[feature], msgspec.UnsetType], unset)])
+    collection = msgspec.defstruct("Collection", [("type", Any, None), ("features", Optional[list[feature]], None)])
     return msgspec.json.Decoder(collection)
 
 
@@ -165,12 +162,14 @@ def match_features(names: list[str], survey: Survey) -> tuple[list[int | None], 
     return matched, unmatched
 
 
-def average_samples(names: list[str], survey: Survey) -> SampleSet:
+def average_samples(names: list[str], survey: Survey,
+                    matches: tuple[list[int | None], list[str]] | None = None) -> SampleSet:
     """One sample per image and category whose ``average_<category>`` is present and not null.
 
     Each average must be a JSON number from 1 to 5 (or null); anything else is refused.
+    ``matches``: :func:`match_features` of ``names``, when already computed.
     """
-    matched, unmatched = match_features(names, survey)
+    matched, unmatched = matches or match_features(names, survey)
     rows = {c: [] for c in CATEGORIES}
     scores = {c: [] for c in CATEGORIES}
     low, high = SCORE_RANGE

@@ -36,10 +36,11 @@ U32 = 2.0 ** -24
 U64 = 2.0 ** -53
 #: Columns per group of the K-th value bound (the bound's partial sort runs over columns / GROUP_WIDTH).
 GROUP_WIDTH = 16
-#: Float32 similarities per block and thread (bounds that buffer to 4 bytes x this).
-BLOCK_VALUES = 4 * 1024 * 1024
+#: Float32 similarities per block and thread (bounds that buffer to 4 bytes x this). Blocks of fewer
+#: than about 512 queries waste time: each product packs all training vectors again.
+BLOCK_VALUES = 24 * 1024 * 1024
 #: Float64 values gathered at once for re-ranking (bounds that scratch to 8 bytes x this).
-GATHER_VALUES = 64 * 1024
+GATHER_VALUES = 256 * 1024
 #: Threads searching blocks of queries at once (each runs its matrix products on one BLAS thread).
 THREADS = max(1, min(8, os.cpu_count() or 1))
 

@@ -12,12 +12,12 @@ by float64 similarity. They equal those of a
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import numpy as np
 
 from percept.errors import PerceptError
+from percept.model.distinct import row_keys
 from percept.model.exact_search import SearchSpace, search
 from percept.model.io import ExportedModel, ModelSettings
 from percept.model.knn import DEFAULT_BLOCK, Neighbours, weighted_mean
@@ -35,22 +35,50 @@ class SimilarImage:
 
 
 def distinct_rows(arrays: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Distinct rows over several arrays (hashing each row), and each array's row → distinct position."""
+    """Distinct rows over several arrays, in order of first appearance, and each array's row → distinct position."""
+    arrays = [np.ascontiguousarray(a, dtype=np.float64) for a in arrays]
+    dim = arrays[0].shape[1] if arrays else 0
+    if not arrays or not sum(len(a) for a in arrays):
+        return np.empty((0, dim)), [np.empty(0, np.int64) for _ in arrays]
+    keys = np.concatenate([_chunked_keys(a) for a in arrays])
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    order = np.argsort(first)  # distinct vectors numbered by first appearance
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    where = rank[inverse.ravel()]
+    bounds = np.cumsum([0] + [len(a) for a in arrays])
+    owners = first[order]
+    array_of = np.searchsorted(bounds, owners, side="right") - 1
+    kept = np.empty((len(owners), dim))
+    for a, array in enumerate(arrays):
+        mine = array_of == a
+        kept[mine] = array[owners[mine] - bounds[a]]
+    positions = [where[bounds[a]:bounds[a + 1]] for a in range(len(arrays))]
+    if all(_rows_equal(array, kept, pos) for array, pos in zip(arrays, positions)):
+        return kept, positions
+    return _distinct_rows_by_bytes(arrays)  # a 64-bit hash collision: group by the full bytes
+
+
+def _chunked_keys(array: np.ndarray, chunk: int = 2048) -> np.ndarray:
+    return np.concatenate([row_keys(array[s:s + chunk]) for s in range(0, len(array), chunk)] or
+                          [np.empty(0, np.uint64)])
+
+
+def _rows_equal(array: np.ndarray, kept: np.ndarray, pos: np.ndarray, chunk: int = 2048) -> bool:
+    return all(np.array_equal(array[s:s + chunk], kept[pos[s:s + chunk]]) for s in range(0, len(array), chunk))
+
+
+def _distinct_rows_by_bytes(arrays: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
     seen: dict[bytes, int] = {}
-    kept: list[np.ndarray] = []
-    positions = []
+    kept, positions = [], []
     for array in arrays:
-        array = np.ascontiguousarray(array, dtype=np.float64)
         where = np.empty(len(array), dtype=np.int64)
         for i, row in enumerate(array):
-            key = hashlib.blake2b(row.tobytes(), digest_size=16).digest()
-            if key not in seen:
-                seen[key] = len(kept)
+            where[i] = seen.setdefault(row.tobytes(), len(seen))
+            if where[i] == len(kept):
                 kept.append(row)
-            where[i] = seen[key]
         positions.append(where)
-    dim = arrays[0].shape[1] if arrays else 0
-    return (np.stack(kept) if kept else np.empty((0, dim))), positions
+    return np.stack(kept), positions
 
 
 class MultiScorer:

@@ -73,7 +73,7 @@ def load_dataset(selection: DataSelection, log: Log = print) -> Dataset:
     if survey.duplicates:
         log(f"warning: {survey.duplicates} survey features repeat an image name; the last one is used")
     embeddings = obtain_embeddings(selection.encoding, log)
-    matched, unmatched = match_features(embeddings.names, survey)
+    matches = matched, unmatched = match_features(embeddings.names, survey)
     keep = np.array([m is not None for m in matched], dtype=bool)
     if not keep.any():
         raise PerceptError(f"no embedding row matches an image of {selection.geojson}: embeddings and survey "
@@ -96,7 +96,7 @@ def load_dataset(selection: DataSelection, log: Log = print) -> Dataset:
         if sample_set.unrated:
             log(f"{sample_set.unrated} images have no rating that passes the filters")
     else:
-        sample_set = average_samples(names, survey)
+        sample_set = average_samples(names, survey, matches if keep.all() else None)
     environment = None
     if selection.environment:
         from percept.environment.text_vectors import environmental_vectors
@@ -111,7 +111,7 @@ def obtain_embeddings(options: EncodingOptions, log: Log) -> Embeddings:
     """Read the embeddings, encoding ``options.images_dir`` first when no valid cache exists."""
     folder = options.embeddings_folder
     if not options.images_dir:
-        return read_embeddings(folder)
+        return read_embeddings(folder, metadata=False)
     images = Path(options.images_dir)
     if not images.is_dir():
         raise PerceptError(f"--images-dir {images} is not a folder of images")
