@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from percept.errors import PerceptError
+from percept.memory import release_free_memory
 
 SCORE_BINS = (1, 2, 3, 4, 5)
 
@@ -131,6 +132,7 @@ def holdout_evaluation(vectors: np.ndarray, samples: dict, ks: list[int], fracti
             mse, r2 = regression_metrics(observed, predicted)
             results.append(HoldoutResult(category, k, split, mse, r2, observed, predicted))
         del model, found  # before the next category's model is built: one at a time in memory
+        release_free_memory()
     return results
 
 
