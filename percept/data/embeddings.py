@@ -169,9 +169,14 @@ def read_names(path: Path, column: str) -> list:
 
     if path.exists():
         try:
-            return read_string_column(path, column)
+            names = read_string_column(path, column)
         except (Unsupported, IndexError, KeyError, ValueError, UnicodeDecodeError):
             pass  # pyarrow reads it, or says what is wrong
+        else:
+            if None in names:
+                raise PerceptError(f"metadata file {path}: row {names.index(None)} has no {column}: "
+                                   "re-encode the images")
+            return names
     return read_metadata(path, column, names_only=True).column(0).to_pylist()
 
 
