@@ -82,11 +82,11 @@ def exact32(source) -> bool:
     return isinstance(source, UnitRows) and source.raw.dtype in (np.float16, np.float32)
 
 
-def stored32(source: UnitRows, rows: np.ndarray, chunk: int = 4096) -> np.ndarray:
+def stored32(source: UnitRows, rows: np.ndarray, chunk: int = 256) -> np.ndarray:
     """The stored (not normalised) rows ``rows`` of ``source`` as float32, which is exact."""
     out = np.empty((len(rows), source.shape[1]), dtype=np.float32)
     for start in range(0, len(rows), chunk):
-        out[start:start + chunk] = source.raw[rows[start:start + chunk]]
+        out[start:start + chunk] = source.stored64(rows[start:start + chunk])
     return out
 
 
@@ -145,7 +145,6 @@ class SearchSpace:
         self.source = source
         self.dim = int(source.shape[1])
         self.column_rows = vector_rows[order]  # source row of each column
-        self.column_vectors = order  # distinct vector of each column
         if vectors32 is not None:
             in_order = len(order) == len(vectors32) and bool((order == np.arange(len(order))).all())
             self.vectors32 = np.ascontiguousarray(vectors32 if in_order else vectors32[order], dtype=np.float32)
@@ -157,7 +156,7 @@ class SearchSpace:
             raise PerceptError("the training vectors contain NaN or infinite values: re-encode the images")
         self.scale = 1.0
         if exact32(source):
-            self.norms = source.norms[self.column_rows]
+            self.norms = source.norms_of(self.column_rows)
             divisors = np.where(self.norms > 0, self.norms, 1.0)
             self.inverse32 = (1.0 / divisors).astype(np.float32)
             lengths = lengths / divisors
@@ -251,9 +250,8 @@ def search(space: SearchSpace, queries, k: int, rows: np.ndarray | None = None, 
     ``queries``: float64 rows (an array or :class:`UnitRows`) in the space's dimension; with ``rows``,
     the queries are those rows of it. ``block`` caps the queries searched at once.
     """
-    categories = list(range(len(space.categories)))
     rows = np.arange(len(queries)) if rows is None else np.asarray(rows, dtype=np.int64)
-    ks = [min(int(k), space.categories[c].n_samples) for c in categories]
+    ks = [min(int(k), category.n_samples) for category in space.categories]
     m = len(rows)
     found = [Found(np.empty((m, kc), np.int64), np.empty((m, kc), np.float64)) for kc in ks]
     if m == 0 or space.n_columns == 0:

@@ -46,7 +46,7 @@ def sample_space(vectors, rows: np.ndarray) -> SearchSpace:
     distinct, sample_row = np.unique(rows, return_inverse=True)
     if exact32(vectors):
         screen = stored32(vectors, distinct)
-        firsts, vector_of = distinct_vectors(vectors.norms[distinct], lambda members: screen[members])
+        firsts, vector_of = distinct_vectors(vectors.norms_of(distinct), lambda members: screen[members])
     else:
         screen = rows32(vectors, distinct)
         firsts, vector_of = distinct_vectors(row_keys(screen), lambda members: rows64(vectors, distinct[members]))

@@ -21,14 +21,9 @@ def float64_rows(raw: np.ndarray) -> np.ndarray:
     return np.array(raw, dtype=np.float64)
 
 
-def row_norms(raw: np.ndarray) -> np.ndarray:
-    """Float64 Euclidean norm of each row, a chunk at a time."""
-    raw = np.asarray(raw)
-    norms = np.empty(len(raw), dtype=np.float64)
-    for start in range(0, len(raw), CHUNK):
-        part = float64_rows(raw[start:start + CHUNK])
-        norms[start:start + CHUNK] = np.sqrt(np.einsum("ij,ij->i", part, part))
-    return norms
+def row_norms(rows64: np.ndarray) -> np.ndarray:
+    """Float64 Euclidean norm of each float64 row (the one formula every norm here comes from)."""
+    return np.sqrt(np.einsum("ij,ij->i", rows64, rows64))
 
 
 def _scale(part: np.ndarray, norms: np.ndarray) -> np.ndarray:
@@ -39,14 +34,18 @@ def _scale(part: np.ndarray, norms: np.ndarray) -> np.ndarray:
 
 
 class UnitRows:
-    """Float64 unit rows computed on access from stored rows and their norms."""
+    """Float64 unit rows computed on access from stored rows and their norms.
+
+    Norms are computed when their rows are first read (from the same conversion), so rows that
+    are never read are never converted.
+    """
 
     def __init__(self, raw: np.ndarray, norms: np.ndarray | None = None):
         raw = np.asarray(raw)
         if raw.ndim != 2:
             raise ValueError(f"UnitRows needs a 2-D array of rows, got shape {raw.shape}")
         self.raw = raw
-        self.norms = row_norms(raw) if norms is None else np.asarray(norms, dtype=np.float64)
+        self._norms = np.full(len(raw), np.nan) if norms is None else np.asarray(norms, dtype=np.float64)
 
     shape = property(lambda self: self.raw.shape)
     ndim = 2
@@ -55,22 +54,44 @@ class UnitRows:
     def __len__(self) -> int:
         return len(self.raw)
 
+    @property
+    def norms(self) -> np.ndarray:
+        """The float64 norm of every stored row."""
+        return self.norms_of(np.arange(len(self.raw)))
+
+    def norms_of(self, rows: np.ndarray) -> np.ndarray:
+        """The float64 norms of the stored rows ``rows``."""
+        rows = np.asarray(rows)
+        missing = np.unique(rows[np.isnan(self._norms[rows])])
+        for start in range(0, len(missing), CHUNK):
+            part = missing[start:start + CHUNK]
+            self._norms[part] = row_norms(float64_rows(self.raw[part]))
+        return self._norms[rows]
+
+    def stored64(self, rows) -> np.ndarray:
+        """Float64 copies of the stored rows ``rows`` (not normalised); their norms are kept on the way."""
+        part = float64_rows(self.raw[rows])
+        flat = np.asarray(rows).reshape(-1) if not isinstance(rows, slice) else np.arange(len(self.raw))[rows]
+        fresh = np.isnan(self._norms[flat])
+        if fresh.any():
+            self._norms[flat[fresh]] = row_norms(part.reshape(-1, part.shape[-1])[fresh])
+        return part
+
     def __getitem__(self, index) -> np.ndarray:
         """Float64 unit rows; an integer array, slice or mask selects rows (an int gives one row)."""
         if isinstance(index, (int, np.integer)):
             return self[np.array([index])][0]
         if isinstance(index, tuple):
             return self[index[0]][(slice(None),) + index[1:]]
-        return _scale(float64_rows(self.raw[index]), self.norms[index])
+        rows = np.arange(len(self.raw))[index]
+        part = self.stored64(rows)
+        return _scale(part, self._norms[rows])
 
     def __array__(self, dtype=None, copy=None):
-        out = _scale(float64_rows(self.raw), self.norms)
+        out = np.empty(self.raw.shape)
+        for start in range(0, len(self.raw), CHUNK):
+            out[start:start + CHUNK] = self[start:start + CHUNK]
         return out if dtype is None else out.astype(dtype, copy=False)
-
-    def take(self, rows: np.ndarray) -> "UnitRows":
-        """The rows ``rows`` as a smaller UnitRows (stored rows copied, nothing converted)."""
-        rows = np.asarray(rows)
-        return UnitRows(self.raw[rows], self.norms[rows])
 
     def float32(self, rows: np.ndarray | None = None) -> np.ndarray:
         """Float32 rounding of the float64 unit rows ``rows`` (all by default), a chunk at a time."""
