@@ -93,13 +93,13 @@ def snappy_decompress(data: bytes) -> bytes:
     reader = _Thrift(data)
     size = reader.varint()
     out = bytearray()
-    pos = reader.pos
-    while pos < len(data):
+    pos, end = reader.pos, len(data)
+    while pos < end:
         tag = data[pos]
-        pos += 1
         kind = tag & 3
         if kind == 0:
             length = (tag >> 2) + 1
+            pos += 1
             if length > 60:
                 extra = length - 60
                 length = int.from_bytes(data[pos:pos + extra], "little") + 1
@@ -108,19 +108,21 @@ def snappy_decompress(data: bytes) -> bytes:
             pos += length
             continue
         if kind == 1:
-            length, offset = ((tag >> 2) & 7) + 4, ((tag >> 5) << 8) | data[pos]
-            pos += 1
+            length, offset = ((tag >> 2) & 7) + 4, ((tag >> 5) << 8) | data[pos + 1]
+            pos += 2
+        elif kind == 2:
+            length, offset = (tag >> 2) + 1, data[pos + 1] | data[pos + 2] << 8
+            pos += 3
         else:
-            width = 2 if kind == 2 else 4
-            length, offset = (tag >> 2) + 1, int.from_bytes(data[pos:pos + width], "little")
-            pos += width
-        if offset <= 0 or offset > len(out):
-            raise Unsupported("corrupt snappy data")
+            length, offset = (tag >> 2) + 1, int.from_bytes(data[pos + 1:pos + 5], "little")
+            pos += 5
         start = len(out) - offset
-        while length > 0:  # a copy may overlap its own output
-            piece = out[start:start + min(length, offset)]
-            out += piece
-            length -= len(piece)
+        if offset <= 0 or start < 0:
+            raise Unsupported("corrupt snappy data")
+        if offset >= length:
+            out += out[start:start + length]
+        else:  # the copy overlaps its own output: the last ``offset`` bytes repeat
+            out += (out[start:] * (length // offset + 1))[:length]
     if len(out) != size:
         raise Unsupported("corrupt snappy data")
     return bytes(out)

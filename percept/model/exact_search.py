@@ -150,16 +150,16 @@ class SearchSpace:
             self.vectors32 = np.ascontiguousarray(vectors32 if in_order else vectors32[order], dtype=np.float32)
         else:
             self.vectors32 = stored32(source, self.column_rows) if exact32(source) else rows32(source, self.column_rows)
-        self.norms = None  # float64 norm of each column's stored row, when vectors32 holds stored rows
+        self.norms = None  # float64 norm of each column's stored row (1 for zero rows), when vectors32 holds them
         lengths = np.sqrt(np.einsum("ij,ij->i", self.vectors32, self.vectors32, dtype=np.float64))
         if not np.isfinite(lengths).all():  # a NaN or infinite element makes its row's length so
             raise PerceptError("the training vectors contain NaN or infinite values: re-encode the images")
         self.scale = 1.0
         if exact32(source):
-            self.norms = source.norms_of(self.column_rows)
-            divisors = np.where(self.norms > 0, self.norms, 1.0)
-            self.inverse32 = (1.0 / divisors).astype(np.float32)
-            lengths = lengths / divisors
+            norms = source.norms_of(self.column_rows)
+            self.norms = np.where(norms > 0, norms, 1.0)  # zero rows stay zero
+            self.inverse32 = (1.0 / self.norms).astype(np.float32)
+            lengths = lengths / self.norms
             self.scale = float(self.inverse32.max(initial=1.0)) * (1 + U32)
         self.vector_norm = float(lengths.max(initial=0.0)) * (1 + 2 * U32)
         column_of = np.full(n_vectors, -1, dtype=np.int64)
@@ -395,8 +395,7 @@ def _similarities(space: SearchSpace, q64: np.ndarray, rows: np.ndarray, cols: n
             sims[pairs] = np.matmul(rows64(space.source, space.column_rows[columns]), q64[chunk][:, :, None])[..., 0]
         else:
             stored = space.vectors32[columns].astype(np.float64)
-            divisors = np.where(space.norms[columns] > 0, space.norms[columns], 1.0)
-            sims[pairs] = np.matmul(stored, q64[chunk][:, :, None])[..., 0] / divisors
+            sims[pairs] = np.matmul(stored, q64[chunk][:, :, None])[..., 0] / space.norms[columns]
         i += take
     return sims
 
