@@ -107,7 +107,7 @@ def load_survey(path: str | Path, keep: frozenset[str] | None = None) -> Survey:
 
 
 def _decode_kept(raw: bytes, keep: frozenset[str]) -> dict | None:
-    """The FeatureCollection with only the properties in ``keep`` decoded (others are skipped unread;
+    """The FeatureCollection, its geometries and only the properties in ``keep`` decoded (others are skipped unread;
     one that is absent reads as null). None when the file is not shaped as a survey expects: the full
     decoder then reports what is wrong."""
     import msgspec
@@ -120,8 +120,8 @@ def _decode_kept(raw: bytes, keep: frozenset[str]) -> dict | None:
         return None
     as_dict = msgspec.structs.asdict
     return {"type": collection.type,
-            "features": [{"properties": None if f.properties is None else as_dict(f.properties)}
-                         for f in collection.features]}
+            "features": [{"properties": None if f.properties is None else as_dict(f.properties),
+                          "geometry": f.geometry} for f in collection.features]}
 
 
 @functools.cache
@@ -129,7 +129,7 @@ def _kept_decoder(keep: frozenset[str]):
     import msgspec
 
     properties = msgspec.defstruct("Properties", [(name, Any, None) for name in sorted(keep)])
-    feature = msgspec.defstruct("Feature", [("properties", Optional[properties], None)])
+    feature = msgspec.defstruct("Feature", [("properties", Optional[properties], None), ("geometry", Any, None)])
     collection = msgspec.defstruct("Collection", [("type", Any, None), ("features", Optional[list[feature]], None)])
     return msgspec.json.Decoder(collection)
 
