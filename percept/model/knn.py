@@ -25,6 +25,9 @@ from percept.model.weighting import (
 
 #: Queries searched at once (bounds the float32 similarity block to BLOCK x distinct training vectors).
 DEFAULT_BLOCK = 1024
+#: Candidates a device scorer (:mod:`percept.model.torch_scoring`) keeps beyond K before it checks,
+#: with the float32 error bound, whether vectors outside them could still be neighbours.
+RERANK_MARGIN = 8
 
 
 def l2_normalise(vectors: np.ndarray, dtype=np.float64) -> np.ndarray:

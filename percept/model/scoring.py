@@ -18,7 +18,7 @@ import numpy as np
 
 from percept.errors import PerceptError
 from percept.model.distinct import row_keys
-from percept.model.exact_search import SearchSpace, search
+from percept.model.exact_search import THREADS, SearchSpace, float32_error, search  # noqa: F401 (device scorers)
 from percept.model.io import ExportedModel, ModelSettings
 from percept.model.knn import DEFAULT_BLOCK, Neighbours, weighted_mean
 from percept.model.weighting import check_weighting
@@ -101,7 +101,7 @@ class MultiScorer:
         self.space = SearchSpace(self.vectors64, np.arange(len(self.vectors64)), positions)
         self._positions = dict(zip(self.categories, positions))
         self._scores = {c: np.asarray(model.scores[c], dtype=np.float64) for c in self.categories}
-        self._members = {c: _members(where, len(self.vectors64)) for c, where in self._positions.items()}
+        self._cats = {c: _group(where) for c, where in self._positions.items()}
 
     @property
     def dim(self) -> int:
@@ -125,9 +125,11 @@ class MultiScorer:
     def predict_with_neighbours(self, queries: np.ndarray) -> tuple[np.ndarray, dict[str, Neighbours]]:
         """Predictions and, per category, the K nearest samples of each query."""
         queries = self._check(queries)
-        kwargs = {"threads": self.threads} if self.threads else {}
-        found = search(self.space, queries, self.k, block=self.block_size, **kwargs)
-        neighbours = {c: Neighbours(f.index, f.similarity) for c, f in zip(self.categories, found)}
+        step = self.block_size * (self.threads or THREADS)  # one chunk keeps every search thread busy
+        found = [self._block(queries[start:start + step]) for start in range(0, len(queries), step)]
+        neighbours = {c: Neighbours(np.concatenate([f[c].index for f in found] or [np.empty((0, self._k(c)), int)]),
+                                    np.concatenate([f[c].similarity for f in found] or [np.empty((0, self._k(c)))]))
+                      for c in self.categories}
         out = np.empty((len(queries), len(self.categories)), dtype=np.float64)
         for column, category in enumerate(self.categories):
             hits = neighbours[category]
@@ -145,12 +147,22 @@ class MultiScorer:
         for vector in top:
             ratings, counts = {}, {}
             for category in self.categories:
-                starts, samples = self._members[category]
-                mine = samples[starts[vector]:starts[vector + 1]]
+                group = self._cats[category]
+                position = np.searchsorted(group.vectors, vector)
+                found = position < len(group.vectors) and group.vectors[position] == vector
+                mine = group.members[position][group.members[position] >= 0] if found else np.empty(0, np.int64)
                 counts[category] = int(len(mine))
                 ratings[category] = float(self._scores[category][mine].mean()) if len(mine) else float("nan")
             result.append(SimilarImage(int(vector), float(sims[vector]), ratings, counts))
         return result
+
+    def _k(self, category: str) -> int:
+        return min(self.k, self.n_samples(category))
+
+    def _block(self, block: np.ndarray) -> dict[str, Neighbours]:
+        """Each category's K nearest samples of a chunk of queries (device scorers search their own way)."""
+        found = search(self.space, block, self.k, block=self.block_size, threads=self.threads or THREADS)
+        return {c: Neighbours(f.index, f.similarity) for c, f in zip(self.categories, found)}
 
     def _check(self, queries: np.ndarray) -> np.ndarray:
         queries = np.asarray(queries, dtype=np.float64)
@@ -160,10 +172,22 @@ class MultiScorer:
         return queries
 
 
-def _members(vector_of: np.ndarray, n_vectors: int) -> tuple[np.ndarray, np.ndarray]:
-    """Samples of each distinct vector: ``samples[starts[v]:starts[v + 1]]``, ascending."""
-    counts = np.bincount(vector_of, minlength=n_vectors)
-    return np.concatenate([[0], np.cumsum(counts)]), np.argsort(vector_of, kind="stable")
+@dataclass(frozen=True)
+class _Group:
+    """One category's samples over the distinct vectors (as device scorers search them)."""
+
+    vectors: np.ndarray  # (distinct in this category,) ascending positions in the shared distinct vectors
+    members: np.ndarray  # (distinct in this category, width) sample positions, ascending, -1 padded
+
+
+def _group(vector_of: np.ndarray) -> _Group:
+    vectors, local = np.unique(vector_of, return_inverse=True)
+    local = local.ravel()
+    order = np.argsort(local, kind="stable")
+    counts = np.bincount(local, minlength=len(vectors))
+    members = np.full((len(vectors), int(counts.max(initial=1))), -1, dtype=np.int64)
+    members[local[order], np.arange(len(order)) - np.repeat(np.cumsum(counts) - counts, counts)] = order
+    return _Group(vectors, members)
 
 
 def check_encoder(settings: ModelSettings | None, dim: int, encoder_name: str, encoder_dim: int,
