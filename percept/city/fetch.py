@@ -11,13 +11,20 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import orjson
 from tqdm import tqdm
 
 from percept.atomic import atomic_write_text
-from percept.city.download import (DownloadError, HttpFetcher, Stopped, failures_csv, present_files,
-                                   remove_stale_temporaries, run_concurrently)
+from percept.city.download import (
+    DownloadError,
+    HttpFetcher,
+    Stopped,
+    failures_csv,
+    present_files,
+    remove_stale_temporaries,
+    run_concurrently,
+)
 from percept.city.retry import RetryPolicy
+from percept.data.geojson import read_collection
 from percept.data.survey import image_name
 from percept.errors import PerceptError
 
@@ -60,18 +67,8 @@ class FetchSummary:
 
 def read_image_urls(path: str | Path) -> list[str]:
     """The ``url`` of every feature of a survey GeoJSON, in order."""
-    path = Path(path)
-    try:
-        data = orjson.loads(path.read_bytes())
-    except FileNotFoundError:
-        raise PerceptError(f"survey GeoJSON {path} does not exist: give the data.geojson to fetch images for") from None
-    except OSError as exc:
-        raise PerceptError(f"cannot read survey GeoJSON {path}: {exc}") from None
-    except orjson.JSONDecodeError as exc:
-        raise PerceptError(f"survey GeoJSON {path} is not valid JSON ({exc})") from None
-    features = data.get("features") if isinstance(data, dict) else None
-    if not isinstance(features, list):
-        raise PerceptError(f"survey GeoJSON {path} is not a FeatureCollection with a 'features' list")
+    features = read_collection(path, "survey GeoJSON", "give the data.geojson to fetch images for",
+                             "give the survey's data.geojson")["features"]
     urls = []
     for number, feature in enumerate(features):
         props = feature.get("properties") if isinstance(feature, dict) else None

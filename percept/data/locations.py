@@ -8,12 +8,12 @@ features whose properties carry the same name, angle and sequence keys.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
 
+from percept.data.geojson import read_collection
 from percept.errors import PerceptError
 
 NAME_KEYS = ("image", "image_path", "name", "filename", "image_name", "url")
@@ -97,15 +97,8 @@ def _from_csv(path: Path) -> pd.DataFrame:
 
 
 def _from_geojson(path: Path) -> pd.DataFrame:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PerceptError(f"cannot read locations GeoJSON {path}: {exc}") from None
-    except json.JSONDecodeError as exc:
-        raise PerceptError(f"locations GeoJSON {path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    features = data.get("features") if isinstance(data, dict) else None
-    if not isinstance(features, list):
-        raise PerceptError(f"locations GeoJSON {path} is not a FeatureCollection with a 'features' list")
+    features = read_collection(path, "locations GeoJSON", "check the --locations path",
+                             "give Point features whose properties name their image")["features"]
     rows = []
     for number, feature in enumerate(features):
         props = feature.get("properties") if isinstance(feature, dict) else None

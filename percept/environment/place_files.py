@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import orjson
 import pandas as pd
 
 from percept.atomic import atomic_open, atomic_write_text
+from percept.data.geojson import read_collection
 from percept.data.locations import NAME_KEYS, location_key, read_locations
 from percept.environment.keys import ENV_KEYS
 from percept.errors import PerceptError
@@ -52,9 +52,10 @@ def check_output(path: str | Path) -> Path:
 
 def read_geojson_places(path: str | Path) -> Places:
     """Every feature of a GeoJSON FeatureCollection, each of which must be a Point (WGS84)."""
-    data = _load_json(Path(path))
-    features = data.get("features") if isinstance(data, dict) else None
-    if not isinstance(features, list) or not features:
+    data = read_collection(path, "places GeoJSON", "check the path",
+                           "give Point features such as a survey's data.geojson")
+    features = data["features"]
+    if not features:
         raise PerceptError(f"{path} is not a GeoJSON FeatureCollection with features: give Point features "
                            "such as a survey's data.geojson")
     lon, lat, names = [], [], []
@@ -148,10 +149,8 @@ def read_environment_table(path: str | Path) -> EnvironmentTable:
     """Read a file written by ``percept environment`` (GeoJSON or CSV) keyed by image name."""
     path = Path(path)
     if path.suffix.lower() in (".geojson", ".json"):
-        data = _load_json(path)
-        features = data.get("features") if isinstance(data, dict) else None
-        if not isinstance(features, list):
-            raise PerceptError(f"{path} is not a GeoJSON FeatureCollection: give the output of 'percept environment'")
+        features = read_collection(path, "environment file", "check the path",
+                                 "give the output of 'percept environment'")["features"]
         properties = [(f.get("properties") or {}) if isinstance(f, dict) else {} for f in features]
         names = [place_name(p) for p in properties]
     else:
@@ -169,17 +168,6 @@ def read_environment_table(path: str | Path) -> EnvironmentTable:
                            f"{ENV_KEYS[0]}): make it with 'percept environment'")
     records = [{k: _number_or_none(p.get(k)) for k in keys} for p in properties]
     return EnvironmentTable(names, records)
-
-
-def _load_json(path: Path):
-    try:
-        return orjson.loads(path.read_bytes())
-    except FileNotFoundError:
-        raise PerceptError(f"{path} does not exist: check the path") from None
-    except OSError as exc:
-        raise PerceptError(f"cannot read {path}: {exc}") from None
-    except orjson.JSONDecodeError as exc:
-        raise PerceptError(f"{path} is not valid JSON ({exc}): give a GeoJSON file") from None
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
