@@ -42,6 +42,17 @@ def add_hidden_alias(parser, *flags: str, dest: str, **options) -> None:
     parser.add_argument(*flags, dest=dest, help=argparse.SUPPRESS, default=argparse.SUPPRESS, **options)
 
 
+def positive_number(text: str) -> float:
+    """A finite number above zero (seconds, megabytes ...)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)

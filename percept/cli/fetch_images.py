@@ -7,19 +7,9 @@ import sys
 from pathlib import Path
 
 from percept.city.retry import RetryPolicy
-from percept.cli.common import positive_int
+from percept.cli.common import positive_int, positive_number
 
 NOTHING_USABLE = 1
-
-
-def positive_number(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
 
 
 def non_negative_int(text: str) -> int:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import sys
 from pathlib import Path
 
-from percept.cli.common import add_hidden_alias, positive_int
+from percept.cli.common import add_hidden_alias, positive_int, positive_number
 from percept.data.decode import ImageLimits, open_image
 from percept.data.vector_checks import refuse_unusable
 from percept.errors import PerceptError
@@ -47,16 +46,6 @@ def register(subparsers) -> None:
                         help="largest image file read (default 10, as percept serve); images are also refused "
                              "above 40 megapixels, a side of 20,000 pixels or an aspect ratio of 20:1")
     parser.set_defaults(run=run)
-
-
-def positive_number(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
 
 
 def load_scoring(args):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from percept.cli.common import positive_number
 from percept.cli.predict import add_model_arguments, load_scoring
 from percept.errors import PerceptError
 
@@ -16,16 +17,6 @@ def port_number(text: str) -> int:
         value = -1
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"expected a port from 0 (any free port) to 65535, got {text!r}")
-    return value
-
-
-def megabytes(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number of megabytes, got {text!r}")
     return value
 
 
@@ -47,7 +38,7 @@ def register(subparsers) -> None:
                         help="Mapillary access token (default: $MAPILLARY_TOKEN); without one nothing is fetched")
     parser.add_argument("--mapillary-url", metavar="URL",
                         help="Graph API base URL (default: https://graph.mapillary.com)")
-    parser.add_argument("--max-upload-mb", type=megabytes, default=10, metavar="MB",
+    parser.add_argument("--max-upload-mb", type=positive_number, default=10, metavar="MB",
                         help="largest image upload accepted (default 10)")
     parser.set_defaults(run=run)
 
