@@ -30,7 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from percept.errors import PerceptError
-from percept.model.unit_rows import UnitRows
+from percept.model._kernels import gather_float32, pair_dots
+from percept.model.unit_rows import UnitRows, row_norms
 
 U32 = 2.0 ** -24
 U64 = 2.0 ** -53
@@ -39,8 +40,6 @@ GROUP_WIDTH = 16
 #: Float32 similarities per block and thread (bounds that buffer to 4 bytes x this). Blocks of fewer
 #: than about 512 queries waste time: each product packs all training vectors again.
 BLOCK_VALUES = 24 * 1024 * 1024
-#: Float64 values gathered at once for re-ranking (bounds that scratch to 8 bytes x this).
-GATHER_VALUES = 256 * 1024
 #: Threads searching blocks of queries at once (each runs its matrix products on one BLAS thread).
 THREADS = max(1, min(8, os.cpu_count() or 1))
 
@@ -82,11 +81,10 @@ def exact32(source) -> bool:
     return isinstance(source, UnitRows) and source.raw.dtype in (np.float16, np.float32)
 
 
-def stored32(source: UnitRows, rows: np.ndarray, chunk: int = 256) -> np.ndarray:
-    """The stored (not normalised) rows ``rows`` of ``source`` as float32, which is exact."""
+def stored32(source: UnitRows, rows: np.ndarray) -> np.ndarray:
+    """The stored (not normalised) rows ``rows`` of a float16 or float32 ``source`` as float32, which is exact."""
     out = np.empty((len(rows), source.shape[1]), dtype=np.float32)
-    for start in range(0, len(rows), chunk):
-        out[start:start + chunk] = source.stored64(rows[start:start + chunk])
+    gather_float32(np.ascontiguousarray(source.raw), np.ascontiguousarray(rows, dtype=np.int64), out)
     return out
 
 
@@ -151,7 +149,7 @@ class SearchSpace:
         else:
             self.vectors32 = stored32(source, self.column_rows) if exact32(source) else rows32(source, self.column_rows)
         self.norms = None  # float64 norm of each column's stored row (1 for zero rows), when vectors32 holds them
-        lengths = np.sqrt(np.einsum("ij,ij->i", self.vectors32, self.vectors32, dtype=np.float64))
+        lengths = row_norms(self.vectors32)
         if not np.isfinite(lengths).all():  # a NaN or infinite element makes its row's length so
             raise PerceptError("the training vectors contain NaN or infinite values: re-encode the images")
         self.scale = 1.0
@@ -162,6 +160,7 @@ class SearchSpace:
             lengths = lengths / self.norms
             self.scale = float(self.inverse32.max(initial=1.0)) * (1 + U32)
         self.vector_norm = float(lengths.max(initial=0.0)) * (1 + 2 * U32)
+        self.rerank_matrix, self.rerank_rows = self._rerank_rows(source)
         column_of = np.full(n_vectors, -1, dtype=np.int64)
         column_of[order] = np.arange(len(order))
         self._layout_blocks(pattern[order])
@@ -169,6 +168,18 @@ class SearchSpace:
                            for c, v in enumerate(sample_vectors)]
         self._local = threading.local()
         self._groupings: dict[int, _Grouping] = {}
+
+    def _rerank_rows(self, source) -> tuple[np.ndarray, np.ndarray | None]:
+        """The rows re-ranking reads and, unless they are the columns in order, the row of each column.
+
+        Float32 holds float16 and float32 rows exactly, so the columns' float32 copy serves; float64
+        arrays are read where they are; other sources give a float64 copy of their (unit) columns.
+        """
+        if self.norms is not None or (isinstance(source, np.ndarray) and source.dtype in (np.float16, np.float32)):
+            return self.vectors32, None
+        if isinstance(source, np.ndarray) and source.dtype == np.float64 and source.flags.c_contiguous:
+            return source, self.column_rows
+        return np.ascontiguousarray(rows64(source, self.column_rows)), None
 
     @property
     def n_columns(self) -> int:
@@ -373,30 +384,13 @@ def _sample_cut(category: _Category, rows, cols, vals, cut, k, eps, b) -> tuple[
 
 
 def _similarities(space: SearchSpace, q64: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """Float64 similarity of each (query, column) pair; pairs sorted by query."""
+    """Float64 similarity of each (query, column) pair, summed from the stored rows without float64 copies."""
     sims = np.empty(len(rows), dtype=np.float64)
-    if not len(rows):
-        return sims
-    starts = np.searchsorted(rows, np.arange(len(q64) + 1))
-    counts = np.diff(starts)
-    busy = np.flatnonzero(counts)
-    busy = busy[np.argsort(counts[busy], kind="stable")]
-    i = 0
-    while i < len(busy):
-        take = max(1, GATHER_VALUES // (counts[busy[i]] * space.dim))
-        while take > 1 and take * counts[busy[min(i + take, len(busy)) - 1]] * space.dim > GATHER_VALUES:
-            take //= 2
-        chunk = busy[i:i + take]
-        width = int(counts[chunk[-1]])
-        step = np.minimum(np.arange(width), counts[chunk][:, None] - 1)
-        pairs = starts[chunk][:, None] + step
-        columns = cols[pairs]
-        if space.norms is None:
-            sims[pairs] = np.matmul(rows64(space.source, space.column_rows[columns]), q64[chunk][:, :, None])[..., 0]
-        else:
-            stored = space.vectors32[columns].astype(np.float64)
-            sims[pairs] = np.matmul(stored, q64[chunk][:, :, None])[..., 0] / space.norms[columns]
-        i += take
+    if len(rows):
+        index = cols if space.rerank_rows is None else space.rerank_rows[cols]
+        pair_dots(np.ascontiguousarray(q64), space.rerank_matrix, rows, np.ascontiguousarray(index), sims)
+        if space.norms is not None:
+            sims /= space.norms[cols]
     return sims
 
 

@@ -10,20 +10,36 @@ from __future__ import annotations
 
 import numpy as np
 
+from percept.model._kernels import gather_float32, sums_of_squares
+
 #: Rows converted at a time (bounds the float64 scratch to CHUNK x dim).
 CHUNK = 256
+#: Row types whose norms are summed straight from the stored rows.
+FLOATS = (np.float16, np.float32, np.float64)
 
 
 def float64_rows(raw: np.ndarray) -> np.ndarray:
     """A float64 copy of ``raw``; float16 goes through float32, which is exact and much faster."""
     if raw.dtype == np.float16:
-        return raw.astype(np.float32).astype(np.float64)
+        wide = np.empty(raw.shape, dtype=np.float32)
+        flat = np.ascontiguousarray(raw).reshape(-1, raw.shape[-1] if raw.ndim else 1)
+        gather_float32(flat, np.arange(len(flat)), wide.reshape(flat.shape))
+        return wide.astype(np.float64)
     return np.array(raw, dtype=np.float64)
 
 
-def row_norms(rows64: np.ndarray) -> np.ndarray:
-    """Float64 Euclidean norm of each float64 row (the one formula every norm here comes from)."""
-    return np.sqrt(np.einsum("ij,ij->i", rows64, rows64))
+def row_norms(rows: np.ndarray) -> np.ndarray:
+    """Float64 Euclidean norm of each row (the one formula every norm here comes from).
+
+    Squares are summed in float64 whatever the stored type (float16 and float32 convert exactly),
+    so a row has the same norm stored as float16, float32 or float64.
+    """
+    rows = np.asarray(rows)
+    if rows.dtype not in FLOATS:
+        rows = rows.astype(np.float64)
+    sums = np.empty(len(rows), dtype=np.float64)
+    sums_of_squares(np.ascontiguousarray(rows), sums)
+    return np.sqrt(sums)
 
 
 def _scale(part: np.ndarray, norms: np.ndarray) -> np.ndarray:
@@ -65,7 +81,7 @@ class UnitRows:
         missing = np.unique(rows[np.isnan(self._norms[rows])])
         for start in range(0, len(missing), CHUNK):
             part = missing[start:start + CHUNK]
-            self._norms[part] = row_norms(float64_rows(self.raw[part]))
+            self._norms[part] = row_norms(self.raw[part])
         return self._norms[rows]
 
     def stored64(self, rows) -> np.ndarray:
