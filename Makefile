@@ -14,10 +14,12 @@ REDOC_VERSION := 2.5.4
 
 setup: $(STAMP)
 
+# pip builds the C kernels; an editable install byte-compiles nothing, so compileall does (startup time).
 $(STAMP): pyproject.toml percept/model/_kernels.c
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[all,test]'
+	$(PY) -m compileall -q percept
 	rm -rf build/leaflet && mkdir -p build/leaflet $(LEAFLET)
 	cd build/leaflet && npm pack --silent leaflet@$(LEAFLET_VERSION) >/dev/null && tar xzf leaflet-$(LEAFLET_VERSION).tgz
 	cp -R build/leaflet/package/dist/leaflet.js build/leaflet/package/dist/leaflet.css build/leaflet/package/dist/images $(LEAFLET)/

@@ -7,9 +7,16 @@ import numpy as np
 from percept.model.weighting import neighbour_weights
 
 
+def similarities(vectors: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Each row's similarity with ``query``, computed once per distinct row: equal rows get equal values
+    (a matrix-vector product may round two equal rows differently)."""
+    distinct, inverse = np.unique(vectors, axis=0, return_inverse=True)
+    return (distinct @ query)[inverse.ravel()]
+
+
 def nearest(vectors: np.ndarray, query: np.ndarray, k: int, excluded: np.ndarray | None = None) -> np.ndarray:
     """Positions of the ``k`` most similar rows (ties: earlier row first), skipping ``excluded`` rows."""
-    sims = vectors @ query
+    sims = similarities(vectors, query)
     order = np.lexsort((np.arange(len(sims)), -sims))
     if excluded is not None:
         order = order[~excluded[order]]
@@ -22,7 +29,7 @@ def estimate(vectors: np.ndarray, scores: np.ndarray, query: np.ndarray, k: int,
     chosen = nearest(vectors, query, k, excluded)
     if not len(chosen):
         return np.nan, np.nan, np.nan
-    sims = vectors[chosen] @ query
+    sims = similarities(vectors, query)[chosen]
     weights = neighbour_weights(sims[None, :], weighting)[0]
     values = scores[chosen]
     mean = float(np.sum(weights * values) / np.sum(weights))

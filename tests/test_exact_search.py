@@ -100,7 +100,8 @@ def test_knn_regressor_equals_brute_force(make, k):
 
 @pytest.mark.parametrize("make", [identical, duplicated_rows, equidistant])
 def test_float16_rows_equal_brute_force(make):
-    """The drop-in's path: float16 embeddings read as UnitRows (product on the stored rows, then scaled)."""
+    """The drop-in's path: float16 embeddings read as UnitRows (float32 product on the stored rows scaled
+    to unit length, float64 re-ranking from the stored rows)."""
     rng = np.random.default_rng(3)
     vectors, queries = make(rng)
     raw = np.vstack([vectors, queries]).astype(np.float16)

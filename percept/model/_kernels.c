@@ -6,6 +6,7 @@
  * gather_float32(stored, rows, out): out[j] = stored[rows[j]] as float32, for float16 or float32 rows
  *     (exact conversions).
  * sums_of_squares(stored, out): out[i] = sum_k stored[i, k]^2 in float64, for float16, float32 or float64 rows.
+ * select_neighbours(...): the exact search's selection after the float32 product (see its docstring).
  *
  * Float64 sums run over LANES partial sums added pairwise at the end: a fixed order on every machine.
  * Indices are checked; the GIL is released while the loops run, so search threads work side by side.
@@ -15,6 +16,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <stdlib.h>
+#include <math.h>
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
 /* One build runs everywhere; machines with AVX-512, or AVX2 and FMA, take a wider clone. */
@@ -164,6 +166,264 @@ static int squares_of_float16(const uint16_t *stored, Py_ssize_t n, Py_ssize_t d
     }
     free(row);
     return 0;
+}
+
+#if defined(__GNUC__) && defined(__x86_64__)
+/* dots_from_float32 for float16 rows, converting with F16C as it goes (LANES = 32 halves a step). */
+__attribute__((target("avx2,fma,f16c")))
+static void dots_from_float16_f16c(const double *q, const uint16_t *vectors, Py_ssize_t dim, const int64_t *rows,
+                                   Py_ssize_t count, double *out)
+{
+    for (Py_ssize_t i = 0; i < count; i++) {
+        const uint16_t *x = vectors + rows[i] * dim;
+        const char *next = (const char *)(vectors + rows[i + 1 < count ? i + 1 : i] * dim);
+        __m256d lane[8];
+        for (int l = 0; l < 8; l++)
+            lane[l] = _mm256_setzero_pd();
+        Py_ssize_t k = 0;
+        for (; k + 32 <= dim; k += 32) {
+            __builtin_prefetch(next + k * sizeof(uint16_t));
+            for (int part = 0; part < 4; part++) {
+                __m256 wide = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + k + 8 * part)));
+                __m256d low = _mm256_cvtps_pd(_mm256_castps256_ps128(wide));
+                __m256d high = _mm256_cvtps_pd(_mm256_extractf128_ps(wide, 1));
+                lane[2 * part] = _mm256_fmadd_pd(_mm256_loadu_pd(q + k + 8 * part), low, lane[2 * part]);
+                lane[2 * part + 1] = _mm256_fmadd_pd(_mm256_loadu_pd(q + k + 8 * part + 4), high, lane[2 * part + 1]);
+            }
+        }
+        double sums[32];
+        for (int l = 0; l < 8; l++)
+            _mm256_storeu_pd(sums + 4 * l, lane[l]);
+        double sum = lane_total(sums);
+        for (; k < dim; k++)
+            sum += q[k] * (double)half_to_float(x[k]);
+        out[i] = sum;
+    }
+}
+#endif
+
+static int f16c_available;
+
+/* Float64 dot products of one float64 query with the stored rows `rows[0:count]` of float16, float32 or
+ * float64 elements (`zeros`: count zeros, `row`: dim floats of scratch). */
+static void query_dots(const double *q, const void *matrix, int itemsize, Py_ssize_t dim, const int64_t *rows,
+                       Py_ssize_t count, const int64_t *zeros, float *row, double *out)
+{
+    if (itemsize == 8) {
+        dots_from_float64(q, matrix, dim, zeros, rows, count, out);
+    } else if (itemsize == 4) {
+        dots_from_float32(q, matrix, dim, zeros, rows, count, out);
+    } else {
+#if defined(__GNUC__) && defined(__x86_64__)
+        if (f16c_available) {
+            dots_from_float16_f16c(q, matrix, dim, rows, count, out);
+            return;
+        }
+#endif
+        for (Py_ssize_t i = 0; i < count; i++) {
+            halves_to_floats_portable((const uint16_t *)matrix + rows[i] * dim, row, dim);
+            dots_from_float32(q, row, dim, zeros, zeros, 1, out + i);
+        }
+    }
+}
+
+/* A value and how many samples hold it. */
+typedef struct {
+    float value;
+    int64_t count;
+} Entry;
+
+static void entry_swap(Entry *e, Py_ssize_t a, Py_ssize_t b)
+{
+    Entry t = e[a];
+    e[a] = e[b], e[b] = t;
+}
+
+/* The k-th largest value of entries[0:n], entry i counted entries[i].count times (the counts add up to at
+ * least k): a weighted quickselect with three-way partitions, so runs of equal values cost nothing extra.
+ * Reorders the entries. */
+static float weighted_kth_largest(Entry *e, Py_ssize_t n, int64_t k)
+{
+    Py_ssize_t lo = 0, hi = n;
+    for (;;) {
+        if (hi - lo <= 16) { /* insertion sort, largest first, then count down */
+            for (Py_ssize_t i = lo + 1; i < hi; i++)
+                for (Py_ssize_t j = i; j > lo && e[j - 1].value < e[j].value; j--)
+                    entry_swap(e, j - 1, j);
+            for (Py_ssize_t i = lo; i < hi; i++) {
+                k -= e[i].count;
+                if (k <= 0)
+                    return e[i].value;
+            }
+            return e[hi - 1].value;
+        }
+        float a = e[lo].value, b = e[lo + (hi - lo) / 2].value, c = e[hi - 1].value;
+        float pivot = a < b ? (b < c ? b : (a < c ? c : a)) : (a < c ? a : (b < c ? c : b));
+        /* [lo, above): > pivot, [above, i): == pivot, [below, hi): < pivot */
+        Py_ssize_t above = lo, i = lo, below = hi;
+        int64_t over = 0, equal = 0;
+        while (i < below) {
+            if (e[i].value > pivot) {
+                over += e[i].count;
+                entry_swap(e, i++, above++);
+            } else if (e[i].value < pivot) {
+                entry_swap(e, i, --below);
+            } else {
+                equal += e[i++].count;
+            }
+        }
+        if (k <= over)
+            hi = above;
+        else if (k <= over + equal)
+            return pivot;
+        else {
+            k -= over + equal;
+            lo = below;
+        }
+    }
+}
+
+/* maxima[g] = the largest of values[g], values[g + groups], ..., values[g + (width - 1) * groups], and of
+ * the left-over values[width * groups:n] (fewer than `groups`), which join the first groups. */
+WIDE_WHERE_AVAILABLE
+static void strided_maxima(const float *values, Py_ssize_t n, Py_ssize_t width, Py_ssize_t groups, float *maxima)
+{
+    memcpy(maxima, values, (size_t)groups * sizeof(float));
+    for (Py_ssize_t t = 1; t < width; t++) {
+        const float *part = values + t * groups;
+        for (Py_ssize_t g = 0; g < groups; g++)
+            maxima[g] = part[g] > maxima[g] ? part[g] : maxima[g];
+    }
+    for (Py_ssize_t j = width * groups; j < n; j++)
+        maxima[j - width * groups] = values[j] > maxima[j - width * groups] ? values[j] : maxima[j - width * groups];
+}
+
+/* A neighbour found: its similarity and training sample. */
+typedef struct {
+    double similarity;
+    int64_t sample;
+} Found;
+
+/* Most similar first; equal similarities: the earlier training sample first. */
+static int found_order(const void *a, const void *b)
+{
+    const Found *x = a, *y = b;
+    if (x->similarity != y->similarity)
+        return x->similarity > y->similarity ? -1 : 1;
+    return (x->sample > y->sample) - (x->sample < y->sample);
+}
+
+/* The search space as select_neighbours reads it. */
+typedef struct {
+    Py_ssize_t n, dim, n_blocks, n_categories;
+    const int64_t *block_starts, *block_stops, *block_patterns, *ks;
+    const int64_t *starts;   /* (categories, n + 1): category c's samples of column j: samples[starts[j]:starts[j+1]] */
+    const int64_t *counts;   /* (categories, n) */
+    const int64_t *samples;  /* all categories' samples, category c's from sample_offsets[c] */
+    const int64_t *sample_offsets;
+    const void *matrix;      /* re-ranking rows */
+    int itemsize;
+    const int64_t *matrix_rows; /* matrix row of each column, or NULL: column j is row j */
+    const double *divisors;     /* each column's similarity is divided by this, or NULL */
+    const int64_t *widths, *groups, *group_offsets; /* per block: the strided groups of the first bound */
+} Space;
+
+/* Scratch for one row. */
+typedef struct {
+    Entry *entries;   /* n + 1 */
+    int64_t *columns; /* n: candidate columns */
+    float *values;    /* n: their float32 values */
+    uint64_t *needed; /* n: bit c set when category c keeps the candidate */
+    double *sims;     /* n */
+    int64_t *rows;    /* n: re-ranking rows of the kept candidates */
+    int64_t *zeros;   /* n zeros */
+    float *maxima;    /* n: group maxima */
+    Found *found;     /* most samples of one category */
+    float *row;       /* dim: a float16 row converted */
+} Scratch;
+
+/* One query: each category's K nearest samples into index[c] and similarity[c] (row `r`). */
+static void select_row(const Space *sp, const float *values, const double *q, double eps, Scratch *w,
+                       int64_t **index, double **similarity, Py_ssize_t r)
+{
+    double cut[64];
+    /* 1. A lower bound on each category's K-th largest value: the K-th largest maximum of its groups of
+     *    columns (K groups hold K distinct vectors, so K samples, at or above it). */
+    for (Py_ssize_t b = 0; b < sp->n_blocks; b++)
+        strided_maxima(values + sp->block_starts[b], sp->block_stops[b] - sp->block_starts[b], sp->widths[b],
+                       sp->groups[b], w->maxima + sp->group_offsets[b]);
+    for (Py_ssize_t c = 0; c < sp->n_categories; c++) {
+        int64_t k = sp->ks[c];
+        Py_ssize_t chunks = 0;
+        cut[c] = INFINITY;
+        if (k == 0)
+            continue;
+        for (Py_ssize_t b = 0; b < sp->n_blocks; b++)
+            if ((sp->block_patterns[b] >> c) & 1)
+                for (int64_t g = sp->group_offsets[b]; g < sp->group_offsets[b + 1]; g++)
+                    w->entries[chunks++] = (Entry){w->maxima[g], 1};
+        cut[c] = (chunks >= k ? (double)weighted_kth_largest(w->entries, chunks, k) : -INFINITY) - 2 * eps;
+    }
+    /* 2. Candidates: every value at or above the lowest cut of its block's categories. */
+    Py_ssize_t kept = 0;
+    for (Py_ssize_t b = 0; b < sp->n_blocks; b++) {
+        double low = INFINITY;
+        for (Py_ssize_t c = 0; c < sp->n_categories; c++)
+            if ((sp->block_patterns[b] >> c) & 1 && cut[c] < low)
+                low = cut[c];
+        if (low == INFINITY)
+            continue;
+        for (Py_ssize_t j = sp->block_starts[b]; j < sp->block_stops[b]; j++) {
+            w->columns[kept] = j, w->values[kept] = values[j];
+            kept += (double)values[j] >= low;
+        }
+    }
+    /* 3. Each category's exact float32 K-th value among its candidates tightens its cut. */
+    for (Py_ssize_t i = 0; i < kept; i++)
+        w->needed[i] = 0;
+    for (Py_ssize_t c = 0; c < sp->n_categories; c++) {
+        if (sp->ks[c] == 0)
+            continue;
+        const int64_t *counts = sp->counts + c * sp->n;
+        Py_ssize_t mine = 0;
+        for (Py_ssize_t i = 0; i < kept; i++)
+            if (counts[w->columns[i]] > 0 && (double)w->values[i] >= cut[c])
+                w->entries[mine++] = (Entry){w->values[i], counts[w->columns[i]]};
+        double tight = (double)weighted_kth_largest(w->entries, mine, sp->ks[c]) - 2 * eps;
+        for (Py_ssize_t i = 0; i < kept; i++)
+            if (counts[w->columns[i]] > 0 && (double)w->values[i] >= tight)
+                w->needed[i] |= (uint64_t)1 << c;
+    }
+    /* 4. Float64 similarities of the candidates any category keeps. */
+    Py_ssize_t needed = 0;
+    for (Py_ssize_t i = 0; i < kept; i++)
+        if (w->needed[i])
+            w->rows[needed++] = sp->matrix_rows ? sp->matrix_rows[w->columns[i]] : w->columns[i];
+    query_dots(q, sp->matrix, sp->itemsize, sp->dim, w->rows, needed, w->zeros, w->row, w->sims);
+    for (Py_ssize_t i = kept - 1, at = needed - 1; i >= 0; i--) /* spread back to the candidates' places */
+        if (w->needed[i]) {
+            double sim = w->sims[at--];
+            w->sims[i] = sp->divisors ? sim / sp->divisors[w->columns[i]] : sim;
+        }
+    /* 5. Each category's first K samples by (similarity descending, sample ascending). */
+    for (Py_ssize_t c = 0; c < sp->n_categories; c++) {
+        int64_t k = sp->ks[c];
+        if (k == 0)
+            continue;
+        const int64_t *starts = sp->starts + c * (sp->n + 1), *samples = sp->samples + sp->sample_offsets[c];
+        Py_ssize_t count = 0;
+        for (Py_ssize_t i = 0; i < kept; i++) {
+            if (!((w->needed[i] >> c) & 1))
+                continue;
+            for (int64_t s = starts[w->columns[i]]; s < starts[w->columns[i] + 1]; s++)
+                w->found[count++] = (Found){w->sims[i], samples[s]};
+        }
+        qsort(w->found, (size_t)count, sizeof(Found), found_order);
+        for (int64_t j = 0; j < k; j++) {
+            index[c][r * k + j] = w->found[j].sample;
+            similarity[c][r * k + j] = w->found[j].similarity;
+        }
+    }
 }
 
 /* A C-contiguous buffer of `dims` dimensions whose format is one of `formats` (single characters). */
@@ -326,6 +586,123 @@ release_stored:
     return result;
 }
 
+/* Buffers taken from arguments, released together. */
+typedef struct {
+    Py_buffer views[64];
+    int taken;
+} Views;
+
+static void *take(Views *v, PyObject *object, int writable, int dims, const char *formats, const char *name,
+                  Py_buffer **view)
+{
+    if (v->taken == 64) {
+        PyErr_SetString(PyExc_ValueError, "too many arrays");
+        return NULL;
+    }
+    Py_buffer *slot = &v->views[v->taken];
+    if (get_array(object, slot, writable, dims, formats, name) < 0)
+        return NULL;
+    v->taken++;
+    if (view)
+        *view = slot;
+    return slot->buf;
+}
+
+static void release_views(Views *v)
+{
+    while (v->taken > 0)
+        PyBuffer_Release(&v->views[--v->taken]);
+}
+
+static PyObject *select_neighbours(PyObject *self, PyObject *args)
+{
+    PyObject *o[19];
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOOOOOOOOO:select_neighbours", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5],
+                          &o[6], &o[7], &o[8], &o[9], &o[10], &o[11], &o[12], &o[13], &o[14], &o[15], &o[16], &o[17],
+                          &o[18]))
+        return NULL;
+    Views v = {.taken = 0};
+    Py_buffer *values, *queries, *eps, *matrix, *blocks, *ks, *starts;
+    Space sp;
+    Scratch w = {0};
+    int64_t *index[64];
+    double *similarity[64];
+    PyObject *result = NULL;
+    if (!take(&v, o[0], 0, 2, "f", "values", &values) || !take(&v, o[1], 0, 2, "d", "queries", &queries) ||
+        !take(&v, o[2], 0, 1, "d", "eps", &eps) || !take(&v, o[3], 0, 2, "efd", "matrix", &matrix))
+        goto done;
+    sp.n = values->shape[1], sp.dim = queries->shape[1];
+    sp.matrix = matrix->buf, sp.itemsize = (int)matrix->itemsize;
+    sp.matrix_rows = o[4] == Py_None ? NULL : take(&v, o[4], 0, 1, "lq", "matrix_rows", NULL);
+    sp.divisors = o[5] == Py_None ? NULL : take(&v, o[5], 0, 1, "d", "divisors", NULL);
+    if ((o[4] != Py_None && !sp.matrix_rows) || (o[5] != Py_None && !sp.divisors))
+        goto done;
+    if (!(sp.block_starts = take(&v, o[6], 0, 1, "lq", "block_starts", &blocks)) ||
+        !(sp.block_stops = take(&v, o[7], 0, 1, "lq", "block_stops", NULL)) ||
+        !(sp.block_patterns = take(&v, o[8], 0, 1, "lq", "block_patterns", NULL)) ||
+        !(sp.widths = take(&v, o[9], 0, 1, "lq", "widths", NULL)) ||
+        !(sp.groups = take(&v, o[10], 0, 1, "lq", "groups", NULL)) ||
+        !(sp.group_offsets = take(&v, o[11], 0, 1, "lq", "group_offsets", NULL)) ||
+        !(sp.ks = take(&v, o[12], 0, 1, "lq", "ks", &ks)) ||
+        !(sp.starts = take(&v, o[13], 0, 2, "lq", "starts", &starts)) ||
+        !(sp.counts = take(&v, o[14], 0, 2, "lq", "counts", NULL)) ||
+        !(sp.samples = take(&v, o[15], 0, 1, "lq", "samples", NULL)) ||
+        !(sp.sample_offsets = take(&v, o[16], 0, 1, "lq", "sample_offsets", NULL)))
+        goto done;
+    sp.n_blocks = blocks->shape[0], sp.n_categories = ks->shape[0];
+    Py_ssize_t rows = values->shape[0];
+    if (queries->shape[0] != rows || eps->shape[0] != rows || matrix->shape[1] != sp.dim ||
+        starts->shape[0] != sp.n_categories || starts->shape[1] != sp.n + 1 || sp.n_categories > 63 ||
+        !PyTuple_Check(o[17]) || !PyTuple_Check(o[18]) || PyTuple_GET_SIZE(o[17]) != sp.n_categories ||
+        PyTuple_GET_SIZE(o[18]) != sp.n_categories) {
+        PyErr_SetString(PyExc_ValueError, "select_neighbours: the arrays do not describe one search space");
+        goto done;
+    }
+    Py_ssize_t most = 1;
+    for (Py_ssize_t c = 0; c < sp.n_categories; c++) {
+        Py_buffer *out_index, *out_similarity;
+        if (!(index[c] = take(&v, PyTuple_GET_ITEM(o[17], c), 1, 2, "lq", "index", &out_index)) ||
+            !(similarity[c] = take(&v, PyTuple_GET_ITEM(o[18], c), 1, 2, "d", "similarity", &out_similarity)))
+            goto done;
+        if (out_index->shape[0] != rows || out_index->shape[1] != sp.ks[c] || out_similarity->shape[0] != rows ||
+            out_similarity->shape[1] != sp.ks[c]) {
+            PyErr_SetString(PyExc_ValueError, "select_neighbours: each category's outputs need (queries, K) values");
+            goto done;
+        }
+        Py_ssize_t held = sp.sample_offsets[c + 1] - sp.sample_offsets[c];
+        most = held > most ? held : most;
+    }
+    if (!indices_in_range(sp.matrix_rows ? sp.matrix_rows : sp.block_starts, sp.matrix_rows ? sp.n : 0,
+                          matrix->shape[0], "matrix_rows") ||
+        (!sp.matrix_rows && matrix->shape[0] < sp.n)) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_IndexError, "select_neighbours: the matrix has fewer rows than columns");
+        goto done;
+    }
+    size_t n = (size_t)sp.n + 1;
+    w.entries = malloc(n * sizeof(Entry)), w.columns = malloc(n * sizeof(int64_t)), w.values = malloc(n * sizeof(float));
+    w.needed = malloc(n * sizeof(uint64_t)), w.sims = malloc(n * sizeof(double)), w.rows = malloc(n * sizeof(int64_t));
+    w.zeros = calloc(n, sizeof(int64_t)), w.maxima = malloc(n * sizeof(float));
+    w.found = malloc((size_t)most * sizeof(Found)), w.row = malloc((size_t)(sp.dim + 1) * sizeof(float));
+    if (!w.entries || !w.columns || !w.values || !w.needed || !w.sims || !w.rows || !w.zeros || !w.maxima || !w.found ||
+        !w.row) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    const float *value_rows = values->buf;
+    const double *query_rows = queries->buf, *bounds = eps->buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t r = 0; r < rows; r++)
+        select_row(&sp, value_rows + r * sp.n, query_rows + r * sp.dim, bounds[r], &w, index, similarity, r);
+    Py_END_ALLOW_THREADS
+    result = Py_NewRef(Py_None);
+done:
+    free(w.entries), free(w.columns), free(w.values), free(w.needed), free(w.sims), free(w.rows), free(w.zeros);
+    free(w.maxima), free(w.found), free(w.row);
+    release_views(&v);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"pair_dots", pair_dots, METH_VARARGS,
      "pair_dots(queries, vectors, rows, cols, out): out[i] = float64 dot of queries[rows[i]] and vectors[cols[i]]."},
@@ -333,6 +710,9 @@ static PyMethodDef methods[] = {
      "gather_float32(stored, rows, out): out[j] = stored[rows[j]] as float32 (float16 or float32 rows)."},
     {"sums_of_squares", sums_of_squares, METH_VARARGS,
      "sums_of_squares(stored, out): out[i] = float64 sum of the squares of row i."},
+    {"select_neighbours", select_neighbours, METH_VARARGS,
+     "select_neighbours(values, queries, eps, matrix, matrix_rows, divisors, block_starts, block_stops, "
+     "block_patterns, widths, groups, group_offsets, ks, starts, counts, samples, sample_offsets, index, similarity)"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -345,6 +725,8 @@ PyMODINIT_FUNC PyInit__kernels(void)
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c"))
         halves_to_floats = halves_to_floats_f16c;
+    f16c_available = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                     __builtin_cpu_supports("f16c");
 #endif
     return PyModule_Create(&module);
 }
