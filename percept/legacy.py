@@ -7,7 +7,6 @@ so notebooks written against 0.1 keep working while they move to the new names.
 from __future__ import annotations
 
 import importlib
-import importlib.abc
 import importlib.util
 import sys
 import warnings
@@ -27,8 +26,9 @@ MOVED = {
 }
 
 
-class _Alias(importlib.abc.Loader):
-    """Makes the old module a thin stand-in whose names are looked up in the new module."""
+class _Alias:
+    """A loader (importlib's protocol) that makes the old module a thin stand-in whose names are looked up
+    in the new module."""
 
     def __init__(self, target: str):
         self.target = target
@@ -42,8 +42,9 @@ class _Alias(importlib.abc.Loader):
         module.__dir__ = lambda: dir(target)
 
 
-class LegacyFinder(importlib.abc.MetaPathFinder):
-    """Finds ``percept.<old name>`` and answers with the module at its new path."""
+class LegacyFinder:
+    """A meta path finder (importlib's protocol; its base classes would import importlib.resources at every
+    start) that finds ``percept.<old name>`` and answers with the module at its new path."""
 
     def find_spec(self, fullname, path=None, target=None):
         prefix, _, name = fullname.partition(".")

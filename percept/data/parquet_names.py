@@ -90,42 +90,12 @@ class _Thrift:
 
 def snappy_decompress(data: bytes) -> bytes:
     """Snappy's raw format (the block format Parquet uses)."""
-    reader = _Thrift(data)
-    size = reader.varint()
-    out = bytearray()
-    pos, end = reader.pos, len(data)
-    while pos < end:
-        tag = data[pos]
-        kind = tag & 3
-        if kind == 0:
-            length = (tag >> 2) + 1
-            pos += 1
-            if length > 60:
-                extra = length - 60
-                length = int.from_bytes(data[pos:pos + extra], "little") + 1
-                pos += extra
-            out += data[pos:pos + length]
-            pos += length
-            continue
-        if kind == 1:
-            length, offset = ((tag >> 2) & 7) + 4, ((tag >> 5) << 8) | data[pos + 1]
-            pos += 2
-        elif kind == 2:
-            length, offset = (tag >> 2) + 1, data[pos + 1] | data[pos + 2] << 8
-            pos += 3
-        else:
-            length, offset = (tag >> 2) + 1, int.from_bytes(data[pos + 1:pos + 5], "little")
-            pos += 5
-        start = len(out) - offset
-        if offset <= 0 or start < 0:
-            raise Unsupported("corrupt snappy data")
-        if offset >= length:
-            out += out[start:start + length]
-        else:  # the copy overlaps its own output: the last ``offset`` bytes repeat
-            out += (out[start:] * (length // offset + 1))[:length]
-    if len(out) != size:
-        raise Unsupported("corrupt snappy data")
-    return bytes(out)
+    import cramjam
+
+    try:
+        return bytes(cramjam.snappy.decompress_raw(data))
+    except cramjam.DecompressionError:
+        raise Unsupported("corrupt snappy data") from None
 
 
 def _hybrid(data: bytes, pos: int, end: int, width: int, count: int) -> np.ndarray:

@@ -5,13 +5,14 @@ Individual ratings (the demographics CSV) live in :mod:`percept.data.ratings`.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
-import orjson
 
 from percept.categories import CATEGORIES
 from percept.errors import PerceptError
@@ -58,13 +59,10 @@ def parse_survey(data: object, source: str = "survey", keep: frozenset[str] | No
     lonlat = np.full((len(features), 2), np.nan)
     for number, feature in enumerate(features):
         props = feature.get("properties") if isinstance(feature, dict) else None
-        if not isinstance(props, dict) or not props.get("url"):
-            raise PerceptError(f"{source}: feature {number} has no 'url' property naming its image; "
-                               "every survey feature needs one")
-        if type(props["url"]) is not str:
-            raise PerceptError(f"{source}: feature {number} holds 'url' {props['url']!r}, not a string: "
-                               "the url must be the image's URL as text")
-        name = image_name(props["url"])
+        url = props.get("url") if isinstance(props, dict) else None
+        if not url or type(url) is not str:
+            raise _bad_url(source, number, url)
+        name = image_name(url)
         duplicates += name in by_name
         by_name[name] = len(properties)
         properties.append(props if keep is None else {k: props[k] for k in keep if k in props})
@@ -72,12 +70,23 @@ def parse_survey(data: object, source: str = "survey", keep: frozenset[str] | No
     return Survey(properties, by_name, duplicates, source, lonlat)
 
 
+def _bad_url(source: str, number: int, url: object) -> PerceptError:
+    """The error for feature ``number``, whose 'url' property is missing, empty or not text."""
+    if not url:
+        return PerceptError(f"{source}: feature {number} has no 'url' property naming its image; "
+                            "every survey feature needs one")
+    return PerceptError(f"{source}: feature {number} holds 'url' {url!r}, not a string: "
+                        "the url must be the image's URL as text")
+
+
+_NUMBERS = (int, float)
+
+
 def point_coordinates(geometry: object) -> tuple[float, float]:
     """``(lon, lat)`` of a GeoJSON Point geometry; NaN for anything else."""
-    if isinstance(geometry, dict) and geometry.get("type") == "Point":
+    if type(geometry) is dict and geometry.get("type") == "Point":
         coords = geometry.get("coordinates")
-        if isinstance(coords, list) and len(coords) >= 2 and all(
-                isinstance(c, (int, float)) and not isinstance(c, bool) for c in coords[:2]):
+        if type(coords) is list and len(coords) >= 2 and type(coords[0]) in _NUMBERS and type(coords[1]) in _NUMBERS:
             return float(coords[0]), float(coords[1])
     return np.nan, np.nan
 
@@ -86,29 +95,38 @@ def load_survey(path: str | Path, keep: frozenset[str] | None = None) -> Survey:
     """Read and validate the survey GeoJSON file (``keep``: see :func:`parse_survey`)."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as handle:
+            survey = _read(handle, str(path), keep)
     except FileNotFoundError:
         raise PerceptError(f"survey GeoJSON {path} does not exist: check the -g/--geojson path") from None
     except OSError as exc:
         raise PerceptError(f"cannot read survey GeoJSON {path}: {exc}") from None
-    data = _decode_kept(raw, keep) if keep is not None else None
-    if data is None:
-        try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise PerceptError(f"survey GeoJSON {path} is not valid JSON ({exc}): fix or re-export the file") from None
-    else:
-        keep = None  # the decoder kept only those properties already
-    del raw
-    survey = parse_survey(data, str(path), keep)
-    del data
     release_free_memory()
     return survey
 
 
-def _decode_kept(raw: bytes, keep: frozenset[str]) -> dict | None:
-    """The FeatureCollection, its geometries and only the properties in ``keep`` decoded (others are skipped unread;
-    one that is absent reads as null). None when the file is not shaped as a survey expects: the full
+def _read(handle, source: str, keep: frozenset[str] | None) -> Survey:
+    """Decode an open survey file, mapped into memory rather than copied."""
+    import mmap
+
+    with (mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) if os.fstat(handle.fileno()).st_size
+          else contextlib.nullcontext(b"")) as raw:
+        collection = _decode_kept(raw, keep) if keep is not None else None
+        if collection is not None:
+            return _survey_from_kept(collection, source)
+        import orjson
+
+        try:
+            with memoryview(raw) as view:
+                data = orjson.loads(view)
+        except orjson.JSONDecodeError as exc:
+            raise PerceptError(f"survey GeoJSON {source} is not valid JSON ({exc}): fix or re-export the file") from None
+    return parse_survey(data, source, keep)
+
+
+def _decode_kept(raw, keep: frozenset[str]):
+    """The FeatureCollection with only the properties in ``keep`` decoded (others are skipped unread; one
+    that is absent reads as null). None when the file is not shaped as a survey expects: the full
     decoder then reports what is wrong."""
     import msgspec
 
@@ -116,12 +134,26 @@ def _decode_kept(raw: bytes, keep: frozenset[str]) -> dict | None:
         collection = _kept_decoder(keep).decode(raw)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
-    if collection.features is None:
+    if collection.type != "FeatureCollection" or collection.features is None:
         return None
-    as_dict = msgspec.structs.asdict
-    return {"type": collection.type,
-            "features": [{"properties": None if f.properties is None else as_dict(f.properties),
-                          "geometry": f.geometry} for f in collection.features]}
+    return collection
+
+
+def _survey_from_kept(collection, source: str) -> Survey:
+    """:func:`parse_survey` for a collection from :func:`_decode_kept` (same checks, no per-feature dicts walk)."""
+    import msgspec
+
+    features = collection.features
+    properties = [feature.properties for feature in features]
+    urls = [None if props is None else props.url for props in properties]
+    bad = next((number for number, url in enumerate(urls) if not url or type(url) is not str), None)
+    if bad is not None:
+        raise _bad_url(source, bad, urls[bad])
+    names = [image_name(url) for url in urls]
+    by_name = dict(zip(names, range(len(names))))  # a repeated name: the last feature holds it
+    lonlat = np.array([point_coordinates(feature.geometry) for feature in features], dtype=np.float64)
+    return Survey([msgspec.structs.asdict(props) for props in properties], by_name, len(names) - len(by_name),
+                  source, lonlat.reshape(-1, 2))
 
 
 @functools.cache

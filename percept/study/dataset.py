@@ -8,6 +8,7 @@ samples (vector row and score). What to load is one typed :class:`DataSelection`
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -69,10 +70,13 @@ class Dataset:
 
 def load_dataset(selection: DataSelection, log: Log = print) -> Dataset:
     """Load survey, vectors, samples and (optionally) environmental vectors as ``selection`` says."""
-    survey = load_survey(selection.geojson, None if selection.environment else CORE_PROPERTIES)
-    if survey.duplicates:
-        log(f"warning: {survey.duplicates} survey features repeat an image name; the last one is used")
-    embeddings = obtain_embeddings(selection.encoding, log)
+    with ThreadPoolExecutor(1) as pool:  # cached embeddings are read while the survey is decoded
+        cached = None if selection.encoding.images_dir else pool.submit(
+            read_embeddings, selection.encoding.embeddings_folder, metadata=False)
+        survey = load_survey(selection.geojson, None if selection.environment else CORE_PROPERTIES)
+        if survey.duplicates:
+            log(f"warning: {survey.duplicates} survey features repeat an image name; the last one is used")
+        embeddings = cached.result() if cached else obtain_embeddings(selection.encoding, log)
     matches = matched, unmatched = match_features(embeddings.names, survey)
     keep = np.array([m is not None for m in matched], dtype=bool)
     if not keep.any():
@@ -108,10 +112,8 @@ def load_dataset(selection: DataSelection, log: Log = print) -> Dataset:
 
 
 def obtain_embeddings(options: EncodingOptions, log: Log) -> Embeddings:
-    """Read the embeddings, encoding ``options.images_dir`` first when no valid cache exists."""
+    """Encode ``options.images_dir`` into the embeddings folder, or reuse a valid cache there."""
     folder = options.embeddings_folder
-    if not options.images_dir:
-        return read_embeddings(folder, metadata=False)
     images = Path(options.images_dir)
     if not images.is_dir():
         raise PerceptError(f"--images-dir {images} is not a folder of images")
