@@ -200,9 +200,38 @@ static void dots_from_float16_f16c(const double *q, const uint16_t *vectors, Py_
         out[i] = sum;
     }
 }
+
+/* The same with AVX-512: eight halves become eight doubles in one register. */
+__attribute__((target("avx512f,f16c")))
+static void dots_from_float16_avx512(const double *q, const uint16_t *vectors, Py_ssize_t dim, const int64_t *rows,
+                                     Py_ssize_t count, double *out)
+{
+    for (Py_ssize_t i = 0; i < count; i++) {
+        const uint16_t *x = vectors + rows[i] * dim;
+        const char *next = (const char *)(vectors + rows[i + 1 < count ? i + 1 : i] * dim);
+        __m512d lane[4];
+        for (int l = 0; l < 4; l++)
+            lane[l] = _mm512_setzero_pd();
+        Py_ssize_t k = 0;
+        for (; k + 32 <= dim; k += 32) {
+            __builtin_prefetch(next + k * sizeof(uint16_t));
+            for (int part = 0; part < 4; part++) {
+                __m512d wide = _mm512_cvtps_pd(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + k + 8 * part))));
+                lane[part] = _mm512_fmadd_pd(_mm512_loadu_pd(q + k + 8 * part), wide, lane[part]);
+            }
+        }
+        double sums[32];
+        for (int l = 0; l < 4; l++)
+            _mm512_storeu_pd(sums + 8 * l, lane[l]);
+        double sum = lane_total(sums);
+        for (; k < dim; k++)
+            sum += q[k] * (double)half_to_float(x[k]);
+        out[i] = sum;
+    }
+}
 #endif
 
-static int f16c_available;
+static int f16c_available, avx512_available;
 
 /* Float64 dot products of one float64 query with the stored rows `rows[0:count]` of float16, float32 or
  * float64 elements (`zeros`: count zeros, `row`: dim floats of scratch). */
@@ -215,6 +244,10 @@ static void query_dots(const double *q, const void *matrix, int itemsize, Py_ssi
         dots_from_float32(q, matrix, dim, zeros, rows, count, out);
     } else {
 #if defined(__GNUC__) && defined(__x86_64__)
+        if (avx512_available) {
+            dots_from_float16_avx512(q, matrix, dim, rows, count, out);
+            return;
+        }
         if (f16c_available) {
             dots_from_float16_f16c(q, matrix, dim, rows, count, out);
             return;
@@ -283,6 +316,43 @@ static float weighted_kth_largest(Entry *e, Py_ssize_t n, int64_t k)
     }
 }
 
+/* The k-th largest of values[0:n] (1 <= k <= n): quickselect with three-way partitions. Reorders the values. */
+static float kth_largest_of(float *v, Py_ssize_t n, Py_ssize_t k)
+{
+    Py_ssize_t lo = 0, hi = n;
+    for (;;) {
+        if (hi - lo <= 16) {
+            for (Py_ssize_t i = lo + 1; i < hi; i++)
+                for (Py_ssize_t j = i; j > lo && v[j - 1] < v[j]; j--) {
+                    float t = v[j - 1];
+                    v[j - 1] = v[j], v[j] = t;
+                }
+            return v[lo + k - 1];
+        }
+        float a = v[lo], b = v[lo + (hi - lo) / 2], c = v[hi - 1];
+        float pivot = a < b ? (b < c ? b : (a < c ? c : a)) : (a < c ? a : (b < c ? c : b));
+        Py_ssize_t above = lo, i = lo, below = hi;
+        while (i < below) {
+            float x = v[i];
+            if (x > pivot) {
+                v[i++] = v[above], v[above++] = x;
+            } else if (x < pivot) {
+                v[i] = v[--below], v[below] = x;
+            } else {
+                i++;
+            }
+        }
+        if (k <= above - lo)
+            hi = above;
+        else if (k <= i - lo)
+            return pivot;
+        else {
+            k -= i - lo;
+            lo = below;
+        }
+    }
+}
+
 /* maxima[g] = the largest of values[g], values[g + groups], ..., values[g + (width - 1) * groups], and of
  * the left-over values[width * groups:n] (fewer than `groups`), which join the first groups. */
 WIDE_WHERE_AVAILABLE
@@ -296,6 +366,42 @@ static void strided_maxima(const float *values, Py_ssize_t n, Py_ssize_t width, 
     }
     for (Py_ssize_t j = width * groups; j < n; j++)
         maxima[j - width * groups] = values[j] > maxima[j - width * groups] ? values[j] : maxima[j - width * groups];
+}
+
+/* Whether any of values[0:SCAN] is at least `low`. */
+#define SCAN 16
+WIDE_WHERE_AVAILABLE
+static int any_at_least(const float *values, float low)
+{
+    int any = 0;
+    for (int l = 0; l < SCAN; l++)
+        any |= values[l] >= low;
+    return any;
+}
+
+/* Appends (column, value) for each column j in [start, stop) with values[j] >= low to columns and kept_values
+ * from position `kept`; returns the new count. Runs of SCAN values all below the float32 rounding of `low`
+ * (rounded down) are skipped at once. */
+static Py_ssize_t collect_at_least(const float *values, Py_ssize_t start, Py_ssize_t stop, double low,
+                                   int64_t *columns, float *kept_values, Py_ssize_t kept)
+{
+    float low32 = (float)low;
+    if ((double)low32 > low)
+        low32 = nextafterf(low32, -INFINITY);
+    Py_ssize_t j = start;
+    for (; j + SCAN <= stop; j += SCAN) {
+        if (!any_at_least(values + j, low32))
+            continue;
+        for (Py_ssize_t l = j; l < j + SCAN; l++) {
+            columns[kept] = l, kept_values[kept] = values[l];
+            kept += (double)values[l] >= low;
+        }
+    }
+    for (; j < stop; j++) {
+        columns[kept] = j, kept_values[kept] = values[j];
+        kept += (double)values[j] >= low;
+    }
+    return kept;
 }
 
 /* A neighbour found: its similarity and training sample. */
@@ -338,6 +444,7 @@ typedef struct {
     int64_t *rows;    /* n: re-ranking rows of the kept candidates */
     int64_t *zeros;   /* n zeros */
     float *maxima;    /* n: group maxima */
+    float *group_values; /* n: one category's group maxima */
     Found *found;     /* most samples of one category */
     float *row;       /* dim: a float16 row converted */
 } Scratch;
@@ -359,10 +466,12 @@ static void select_row(const Space *sp, const float *values, const double *q, do
         if (k == 0)
             continue;
         for (Py_ssize_t b = 0; b < sp->n_blocks; b++)
-            if ((sp->block_patterns[b] >> c) & 1)
-                for (int64_t g = sp->group_offsets[b]; g < sp->group_offsets[b + 1]; g++)
-                    w->entries[chunks++] = (Entry){w->maxima[g], 1};
-        cut[c] = (chunks >= k ? (double)weighted_kth_largest(w->entries, chunks, k) : -INFINITY) - 2 * eps;
+            if ((sp->block_patterns[b] >> c) & 1) {
+                Py_ssize_t size = sp->group_offsets[b + 1] - sp->group_offsets[b];
+                memcpy(w->group_values + chunks, w->maxima + sp->group_offsets[b], (size_t)size * sizeof(float));
+                chunks += size;
+            }
+        cut[c] = (chunks >= k ? (double)kth_largest_of(w->group_values, chunks, k) : -INFINITY) - 2 * eps;
     }
     /* 2. Candidates: every value at or above the lowest cut of its block's categories. */
     Py_ssize_t kept = 0;
@@ -371,12 +480,8 @@ static void select_row(const Space *sp, const float *values, const double *q, do
         for (Py_ssize_t c = 0; c < sp->n_categories; c++)
             if ((sp->block_patterns[b] >> c) & 1 && cut[c] < low)
                 low = cut[c];
-        if (low == INFINITY)
-            continue;
-        for (Py_ssize_t j = sp->block_starts[b]; j < sp->block_stops[b]; j++) {
-            w->columns[kept] = j, w->values[kept] = values[j];
-            kept += (double)values[j] >= low;
-        }
+        if (low != INFINITY)
+            kept = collect_at_least(values, sp->block_starts[b], sp->block_stops[b], low, w->columns, w->values, kept);
     }
     /* 3. Each category's exact float32 K-th value among its candidates tightens its cut. */
     for (Py_ssize_t i = 0; i < kept; i++)
@@ -418,7 +523,15 @@ static void select_row(const Space *sp, const float *values, const double *q, do
             for (int64_t s = starts[w->columns[i]]; s < starts[w->columns[i] + 1]; s++)
                 w->found[count++] = (Found){w->sims[i], samples[s]};
         }
-        qsort(w->found, (size_t)count, sizeof(Found), found_order);
+        if (count <= 64) { /* few: an insertion sort beats qsort's calls */
+            for (Py_ssize_t i = 1; i < count; i++)
+                for (Py_ssize_t j = i; j > 0 && found_order(&w->found[j - 1], &w->found[j]) > 0; j--) {
+                    Found t = w->found[j - 1];
+                    w->found[j - 1] = w->found[j], w->found[j] = t;
+                }
+        } else {
+            qsort(w->found, (size_t)count, sizeof(Found), found_order);
+        }
         for (int64_t j = 0; j < k; j++) {
             index[c][r * k + j] = w->found[j].sample;
             similarity[c][r * k + j] = w->found[j].similarity;
@@ -683,9 +796,10 @@ static PyObject *select_neighbours(PyObject *self, PyObject *args)
     w.entries = malloc(n * sizeof(Entry)), w.columns = malloc(n * sizeof(int64_t)), w.values = malloc(n * sizeof(float));
     w.needed = malloc(n * sizeof(uint64_t)), w.sims = malloc(n * sizeof(double)), w.rows = malloc(n * sizeof(int64_t));
     w.zeros = calloc(n, sizeof(int64_t)), w.maxima = malloc(n * sizeof(float));
+    w.group_values = malloc(n * sizeof(float));
     w.found = malloc((size_t)most * sizeof(Found)), w.row = malloc((size_t)(sp.dim + 1) * sizeof(float));
-    if (!w.entries || !w.columns || !w.values || !w.needed || !w.sims || !w.rows || !w.zeros || !w.maxima || !w.found ||
-        !w.row) {
+    if (!w.entries || !w.columns || !w.values || !w.needed || !w.sims || !w.rows || !w.zeros || !w.maxima ||
+        !w.group_values || !w.found || !w.row) {
         PyErr_NoMemory();
         goto done;
     }
@@ -698,7 +812,7 @@ static PyObject *select_neighbours(PyObject *self, PyObject *args)
     result = Py_NewRef(Py_None);
 done:
     free(w.entries), free(w.columns), free(w.values), free(w.needed), free(w.sims), free(w.rows), free(w.zeros);
-    free(w.maxima), free(w.found), free(w.row);
+    free(w.maxima), free(w.group_values), free(w.found), free(w.row);
     release_views(&v);
     return result;
 }
@@ -727,6 +841,7 @@ PyMODINIT_FUNC PyInit__kernels(void)
         halves_to_floats = halves_to_floats_f16c;
     f16c_available = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
                      __builtin_cpu_supports("f16c");
+    avx512_available = f16c_available && __builtin_cpu_supports("avx512f");
 #endif
     return PyModule_Create(&module);
 }
