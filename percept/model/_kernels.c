@@ -1,15 +1,16 @@
 /* The model's inner loops over stored rows, in plain C (no dependencies).
  *
- * pair_dots(queries, vectors, rows, cols, out): out[i] = sum_k queries[rows[i], k] * vectors[cols[i], k] for
- *     float64 queries and float32 or float64 vectors, summed in float64: the exact search's re-ranking,
- *     without the gathered float64 copies numpy would make.
  * gather_float32(stored, rows, out): out[j] = stored[rows[j]] as float32, for float16 or float32 rows
  *     (exact conversions).
  * sums_of_squares(stored, out): out[i] = sum_k stored[i, k]^2 in float64, for float16, float32 or float64 rows.
- * select_neighbours(...): the exact search's selection after the float32 product (see its docstring).
+ * select_neighbours(...): steps 2 to 4 of percept.model.exact_search (after the float32 product), a query at a
+ *     time, for the arrays a SearchSpace lays out (shapes and re-ranking rows are checked, the sample tables
+ *     are trusted: they are the search space's own).
+ * vector_extensions(enabled=None): whether the F16C/AVX-512 float16 paths are used; False forces the portable
+ *     code (tests compare both), True restores what the CPU supports. Returns the previous setting.
  *
  * Float64 sums run over LANES partial sums added pairwise at the end: a fixed order on every machine.
- * Indices are checked; the GIL is released while the loops run, so search threads work side by side.
+ * The GIL is released while the loops run, so search threads work side by side.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -569,58 +570,6 @@ static int indices_in_range(const int64_t *values, Py_ssize_t n, Py_ssize_t limi
     return 1;
 }
 
-static PyObject *pair_dots(PyObject *self, PyObject *args)
-{
-    PyObject *queries_obj, *vectors_obj, *rows_obj, *cols_obj, *out_obj;
-    if (!PyArg_ParseTuple(args, "OOOOO:pair_dots", &queries_obj, &vectors_obj, &rows_obj, &cols_obj, &out_obj))
-        return NULL;
-    Py_buffer queries, vectors, rows, cols, out;
-    PyObject *result = NULL;
-    if (get_array(queries_obj, &queries, 0, 2, "d", "queries") < 0)
-        return NULL;
-    if (get_array(vectors_obj, &vectors, 0, 2, "fd", "vectors") < 0)
-        goto release_queries;
-    if (get_array(rows_obj, &rows, 0, 1, "lq", "rows") < 0)
-        goto release_vectors;
-    if (get_array(cols_obj, &cols, 0, 1, "lq", "cols") < 0)
-        goto release_rows;
-    if (get_array(out_obj, &out, 1, 1, "d", "out") < 0)
-        goto release_cols;
-    if (rows.itemsize != 8 || cols.itemsize != 8) {
-        PyErr_SetString(PyExc_TypeError, "rows and cols must hold 64-bit integers");
-        goto release_out;
-    }
-    Py_ssize_t dim = queries.shape[1], pairs = rows.shape[0];
-    if (vectors.shape[1] != dim || cols.shape[0] != pairs || out.shape[0] != pairs) {
-        PyErr_Format(PyExc_ValueError, "shapes do not agree: queries (%zd, %zd), vectors (%zd, %zd), "
-                     "rows (%zd), cols (%zd), out (%zd)", queries.shape[0], dim, vectors.shape[0], vectors.shape[1],
-                     pairs, cols.shape[0], out.shape[0]);
-        goto release_out;
-    }
-    if (!indices_in_range(rows.buf, pairs, queries.shape[0], "rows") ||
-        !indices_in_range(cols.buf, pairs, vectors.shape[0], "cols"))
-        goto release_out;
-    int single = vectors.itemsize == 4;
-    Py_BEGIN_ALLOW_THREADS
-    if (single)
-        dots_from_float32(queries.buf, vectors.buf, dim, rows.buf, cols.buf, pairs, out.buf);
-    else
-        dots_from_float64(queries.buf, vectors.buf, dim, rows.buf, cols.buf, pairs, out.buf);
-    Py_END_ALLOW_THREADS
-    result = Py_NewRef(Py_None);
-release_out:
-    PyBuffer_Release(&out);
-release_cols:
-    PyBuffer_Release(&cols);
-release_rows:
-    PyBuffer_Release(&rows);
-release_vectors:
-    PyBuffer_Release(&vectors);
-release_queries:
-    PyBuffer_Release(&queries);
-    return result;
-}
-
 static PyObject *gather_float32(PyObject *self, PyObject *args)
 {
     PyObject *stored_obj, *rows_obj, *out_obj;
@@ -817,9 +766,35 @@ done:
     return result;
 }
 
+static int cpu_f16c, cpu_avx512; /* what the CPU supports */
+
+static void use_vector_extensions(int enabled)
+{
+#if defined(__GNUC__) && defined(__x86_64__)
+    halves_to_floats = enabled && cpu_f16c ? halves_to_floats_f16c : halves_to_floats_portable;
+#endif
+    f16c_available = enabled && cpu_f16c;
+    avx512_available = enabled && cpu_avx512;
+}
+
+static PyObject *vector_extensions(PyObject *self, PyObject *args)
+{
+    PyObject *enabled = Py_None;
+    if (!PyArg_ParseTuple(args, "|O:vector_extensions", &enabled))
+        return NULL;
+    PyObject *previous = PyBool_FromLong(f16c_available);
+    if (enabled != Py_None) {
+        int flag = PyObject_IsTrue(enabled);
+        if (flag < 0) {
+            Py_DECREF(previous);
+            return NULL;
+        }
+        use_vector_extensions(flag);
+    }
+    return previous;
+}
+
 static PyMethodDef methods[] = {
-    {"pair_dots", pair_dots, METH_VARARGS,
-     "pair_dots(queries, vectors, rows, cols, out): out[i] = float64 dot of queries[rows[i]] and vectors[cols[i]]."},
     {"gather_float32", gather_float32, METH_VARARGS,
      "gather_float32(stored, rows, out): out[j] = stored[rows[j]] as float32 (float16 or float32 rows)."},
     {"sums_of_squares", sums_of_squares, METH_VARARGS,
@@ -827,6 +802,8 @@ static PyMethodDef methods[] = {
     {"select_neighbours", select_neighbours, METH_VARARGS,
      "select_neighbours(values, queries, eps, matrix, matrix_rows, divisors, block_starts, block_stops, "
      "block_patterns, widths, groups, group_offsets, ks, starts, counts, samples, sample_offsets, index, similarity)"},
+    {"vector_extensions", vector_extensions, METH_VARARGS,
+     "vector_extensions(enabled=None): whether float16 rows use F16C/AVX-512; returns the previous setting."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -837,11 +814,9 @@ PyMODINIT_FUNC PyInit__kernels(void)
 {
 #if defined(__GNUC__) && defined(__x86_64__)
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c"))
-        halves_to_floats = halves_to_floats_f16c;
-    f16c_available = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                     __builtin_cpu_supports("f16c");
-    avx512_available = f16c_available && __builtin_cpu_supports("avx512f");
+    cpu_f16c = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    cpu_avx512 = cpu_f16c && __builtin_cpu_supports("avx512f");
 #endif
+    use_vector_extensions(1);
     return PyModule_Create(&module);
 }
