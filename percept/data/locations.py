@@ -25,7 +25,11 @@ COLUMNS = ("lon", "lat", "angle", "sequence")
 
 
 def location_key(name: str) -> str:
-    """Images are matched by their file name, the part after the last ``/``."""
+    """Images are matched by their file name, the part after the last ``/`` (as ``PurePosixPath.name``
+    reads it: empty and ``.`` parts skipped)."""
+    tail = str(name).replace("\\", "/").rsplit("/", 1)[-1]
+    if tail and tail != ".":
+        return tail  # the usual case, without a path object (a city holds hundreds of thousands of names)
     return PurePosixPath(str(name).replace("\\", "/")).name
 
 

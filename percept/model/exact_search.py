@@ -36,7 +36,7 @@ from percept.model.unit_rows import UnitRows, row_norms
 U32 = 2.0 ** -24
 U64 = 2.0 ** -53
 #: Columns per group of the K-th value bound (the bound's partial sort runs over columns / GROUP_WIDTH).
-GROUP_WIDTH = 16
+GROUP_WIDTH = 32
 #: Float32 similarities per block (bounds that buffer to 4 bytes x this). Blocks of fewer than about
 #: 512 queries waste time: each product packs all training vectors again.
 BLOCK_VALUES = 24 * 1024 * 1024
