@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from percept.atomic import atomic_path
 from percept.categories import CATEGORIES
+from percept.city.read_ahead import read_ahead
 from percept.data.embeddings import (
     KINDS,
     REENCODE,
@@ -319,7 +320,8 @@ def rate(model: ExportedModel, embeddings_dir: str | Path, out: str | Path, *, l
     written = unlocated = in_survey = out_of_domain = 0
     with atomic_path(out) as tmp, _Writer(kind, tmp) as write, \
             tqdm(total=total, unit="img", disable=quiet, desc="rating") as progress:
-        for chunk, estimates in estimate_chunks(_checked(chunks, model.dim)):
+        # the next chunk is read while this one is scored
+        for chunk, estimates in estimate_chunks(read_ahead(_checked(chunks, model.dim))):
             table = _table(chunk, model.categories, estimates, average_panoramic)
             in_survey += int(estimates.in_survey.sum())
             out_of_domain += int(estimates.out_of_domain.sum())

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 from percept.errors import PerceptError
 from percept.model.io import ExportedModel
 from percept.model.scoring import MultiScorer
@@ -9,8 +12,15 @@ from percept.model.scoring import MultiScorer
 DEVICES = ("auto", "cpu", "cuda")
 
 
+#: Where an NVIDIA driver shows itself on Linux; without any of them no CUDA device can be seen.
+NVIDIA_DRIVER_PATHS = ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/nvidia0")
+
+
 def cuda_available() -> bool:
-    """Whether torch is installed and sees a CUDA device."""
+    """Whether torch is installed and sees a CUDA device (on Linux without an NVIDIA driver, answered without
+    importing torch, which takes seconds)."""
+    if sys.platform.startswith("linux") and not any(os.path.exists(path) for path in NVIDIA_DRIVER_PATHS):
+        return False
     try:
         import torch
     except ImportError:
