@@ -263,6 +263,7 @@ def test_whole_float_image_id_is_a_json_number_like_any_other(survey, capsys):
     ("rating", "0", "from 1 to 5"), ("rating", "7", "from 1 to 5"), ("rating", "five", "from 1 to 5"),
     ("age", "-3", "from 0 to 150"), ("age", "1e9", "from 0 to 150"),
     ("image_id", "99999999999999999999", "whole numbers"), ("session_id", "nan", "whole numbers"),
+    ("rating", "1_0", "from 1 to 5"), ("rating", "\u0663", "from 1 to 5"),  # Python's int() reads these, CSV does not
 ])
 def test_demographics_value_out_of_range(survey, capsys, column, value, needs):
     frame = pd.read_csv(survey / "demo.csv", dtype=str)
@@ -283,3 +284,13 @@ def test_metadata_without_image_name(survey, capsys):
     frame.loc[7, "image_path"] = None
     frame.to_parquet(meta)
     assert_clean_error(*run(BASE, capsys)[::2], "metadata_0.parquet", "row 7 has no image_path")
+
+
+def test_demographics_numbers_written_another_way_read_as_before(survey, capsys):
+    """" 2", "+2" and "2.0" are the whole number 2, on the fast path's fallback as before."""
+    _, expected, _ = run(BASE + ["-d", "demo.csv", "-q"], capsys)
+    frame = pd.read_csv(survey / "demo.csv", dtype=str)
+    frame.loc[5, "rating"] = {"1": " 1", "2": "+2", "3": "3.0", "4": "4.0", "5": " 5 "}[frame.loc[5, "rating"]]
+    frame.to_csv(survey / "demo.csv", index=False)
+    code, out, _ = run(BASE + ["-d", "demo.csv", "-q"], capsys)
+    assert code == 0 and out == expected
