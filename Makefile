@@ -18,7 +18,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml percept/model/_kernels.c
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[all,test]' --config-settings editable_mode=compat
+	$(PY) -m pip install --quiet -e '.[all,test]'
 	$(PY) -m compileall -q percept
 	rm -rf build/leaflet && mkdir -p build/leaflet $(LEAFLET)
 	cd build/leaflet && npm pack --silent leaflet@$(LEAFLET_VERSION) >/dev/null && tar xzf leaflet-$(LEAFLET_VERSION).tgz
