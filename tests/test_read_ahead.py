@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from percept.city.read_ahead import read_ahead
+from percept.read_ahead import read_ahead
 
 
 def test_items_come_in_order_and_are_made_ahead():
@@ -51,3 +51,18 @@ def test_stopping_early_ends_the_thread():
     assert next(ahead) == 0
     ahead.close()
     assert threading.active_count() == before
+
+
+def test_no_more_than_depth_items_are_made_ahead():
+    made = []
+
+    def items():
+        for i in range(10):
+            made.append(i)
+            yield i
+
+    ahead = read_ahead(items(), depth=1)
+    assert next(ahead) == 0
+    time.sleep(0.3)  # time enough to make several more, were it allowed
+    assert made == [0, 1]
+    assert list(ahead) == list(range(1, 10))

@@ -29,7 +29,6 @@ from tqdm import tqdm
 
 from percept.atomic import atomic_path
 from percept.categories import CATEGORIES
-from percept.city.read_ahead import read_ahead
 from percept.data.embeddings import (
     KINDS,
     REENCODE,
@@ -46,6 +45,7 @@ from percept.model.devices import make_scorer
 from percept.model.estimates import Estimates, Estimator
 from percept.model.io import ExportedModel
 from percept.model.knn import l2_normalise
+from percept.read_ahead import read_ahead
 
 DEFAULT_CHUNK = 4096
 OUTPUT_SUFFIXES = (".csv", ".parquet", ".geoparquet", ".geojson")

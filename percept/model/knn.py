@@ -23,8 +23,9 @@ from percept.model.weighting import (
     neighbour_weights,
 )
 
-#: Queries searched at once (bounds the float32 similarity block to BLOCK x distinct training vectors).
-DEFAULT_BLOCK = 1024
+#: Queries searched at once (bounds the float32 similarity block to BLOCK x distinct training vectors). Half
+#: of what the scorer uses: an evaluation holds the next category's model while it searches one.
+DEFAULT_BLOCK = 512
 #: Candidates a device scorer (:mod:`percept.model.torch_scoring`) keeps beyond K before it checks,
 #: with the float32 error bound, whether vectors outside them could still be neighbours.
 RERANK_MARGIN = 8

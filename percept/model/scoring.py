@@ -20,8 +20,11 @@ from percept.errors import PerceptError
 from percept.model.distinct import row_keys
 from percept.model.exact_search import THREADS, SearchSpace, float32_error, search  # noqa: F401 (device scorers)
 from percept.model.io import ExportedModel, ModelSettings
-from percept.model.knn import DEFAULT_BLOCK, Neighbours, weighted_mean
+from percept.model.knn import Neighbours, weighted_mean
 from percept.model.weighting import check_weighting
+
+#: Queries a scorer searches at once per thread (bounds its similarity block to this x distinct vectors).
+SCORING_BLOCK = 1024
 
 
 @dataclass(frozen=True)
@@ -85,7 +88,7 @@ class MultiScorer:
     """KNN predictions for every category of an exported model from one similarity pass per query block."""
 
     def __init__(self, model: ExportedModel, k: int | None = None, weighting: str | None = None,
-                 block_size: int = DEFAULT_BLOCK, threads: int | None = None):
+                 block_size: int = SCORING_BLOCK, threads: int | None = None):
         settings = model.settings or ModelSettings()
         self.k = int(settings.k if k is None else k)
         if self.k < 1:

@@ -9,6 +9,7 @@ import numpy as np
 
 from percept.errors import PerceptError
 from percept.memory import release_free_memory
+from percept.read_ahead import read_ahead
 
 SCORE_BINS = (1, 2, 3, 4, 5)
 
@@ -102,11 +103,32 @@ def holdout_evaluation(vectors: np.ndarray, samples: dict, ks: list[int], fracti
     ``samples`` maps category → Samples (rows into ``vectors``, scores); categories are
     evaluated in the order given, sharing ``rng``. Empty categories, and splits that leave
     no training or test sample, are skipped with a warning. ``progress`` wraps the list of
-    categories being worked through (e.g. a progress bar).
+    categories being worked through (e.g. a progress bar). The next category's model is
+    built while one is searched (two models in memory at most).
     """
+    results = []
+    for category, part, split, model in read_ahead(_fitted(vectors, samples, ks, fraction, rng, stratified,
+                                                           weighting, warn, progress)):
+        test_rows = part.rows[split.test]
+        distinct, inverse = np.unique(test_rows, return_inverse=True)
+        found = model.kneighbors(vectors, max(ks), rows=distinct)
+        if check:
+            _check_consistency(split, found, len(part))
+        observed = part.scores[split.test]
+        for k in ks:
+            predicted = model.predict_from(found, k)[inverse]
+            mse, r2 = regression_metrics(observed, predicted)
+            results.append(HoldoutResult(category, k, split, mse, r2, observed, predicted))
+        del model, found
+        release_free_memory()
+    return results
+
+
+def _fitted(vectors, samples: dict, ks: list[int], fraction: float, rng, stratified: bool, weighting: str, warn,
+            progress):
+    """(category, samples, split, fitted model) of each category that has both sides, in order."""
     from percept.model.knn import KNNRegressor
 
-    results = []
     for category, part in progress(list(samples.items())):
         if len(part) == 0:
             warn(f"category {category} has no samples after filtering: skipped")
@@ -119,21 +141,8 @@ def holdout_evaluation(vectors: np.ndarray, samples: dict, ks: list[int], fracti
         if max(ks) > len(split.train):
             warn(f"category {category}: K={max(ks)} exceeds the {len(split.train)} training samples; "
                  "all training samples are used")
-        model = KNNRegressor(k=max(ks), weighting=weighting).fit(vectors, part.scores[split.train],
-                                                                 part.rows[split.train])
-        test_rows = part.rows[split.test]
-        distinct, inverse = np.unique(test_rows, return_inverse=True)
-        found = model.kneighbors(vectors, max(ks), rows=distinct)
-        if check:
-            _check_consistency(split, found, len(part))
-        observed = part.scores[split.test]
-        for k in ks:
-            predicted = model.predict_from(found, k)[inverse]
-            mse, r2 = regression_metrics(observed, predicted)
-            results.append(HoldoutResult(category, k, split, mse, r2, observed, predicted))
-        del model, found  # before the next category's model is built: one at a time in memory
-        release_free_memory()
-    return results
+        yield category, part, split, KNNRegressor(k=max(ks), weighting=weighting).fit(
+            vectors, part.scores[split.train], part.rows[split.train])
 
 
 def _check_consistency(split: Split, found, n: int) -> None:
