@@ -10,15 +10,16 @@ import pytest
 from percept.read_ahead import read_ahead
 
 
+def recorded(made: list, count: int):
+    """0, 1, ... count - 1, each noted in ``made`` as it is made."""
+    for i in range(count):
+        made.append(i)
+        yield i
+
+
 def test_items_come_in_order_and_are_made_ahead():
     made = []
-
-    def items():
-        for i in range(5):
-            made.append(i)
-            yield i
-
-    ahead = read_ahead(items())
+    ahead = read_ahead(recorded(made, 5))
     assert next(ahead) == 0
     deadline = time.monotonic() + 5
     while len(made) < 2 and time.monotonic() < deadline:  # the next item is made while the caller holds this one
@@ -55,13 +56,7 @@ def test_stopping_early_ends_the_thread():
 
 def test_no_more_than_depth_items_are_made_ahead():
     made = []
-
-    def items():
-        for i in range(10):
-            made.append(i)
-            yield i
-
-    ahead = read_ahead(items(), depth=1)
+    ahead = read_ahead(recorded(made, 10), depth=1)
     assert next(ahead) == 0
     time.sleep(0.3)  # time enough to make several more, were it allowed
     assert made == [0, 1]
