@@ -16,7 +16,8 @@ For each block of queries:
 
 A search space may hold several categories over one set of distinct vectors (the scorer's five):
 one product serves them all. Columns are ordered by which categories use them, so each category's
-groups are whole groups. Each block's product runs on all BLAS threads, the selection after it on a few threads.
+groups are whole groups. Blocks of queries run on a few threads, each product on one BLAS thread; steps
+2 to 4 run in C (:mod:`percept.model._kernels`), a query at a time, without the GIL.
 """
 
 from __future__ import annotations
@@ -35,14 +36,14 @@ from percept.model.unit_rows import UnitRows, row_norms
 
 U32 = 2.0 ** -24
 U64 = 2.0 ** -53
-#: Columns per group of the K-th value bound (the bound's partial sort runs over columns / GROUP_WIDTH).
+#: Columns per group of the K-th value bound (its selection runs over columns / GROUP_WIDTH group maxima).
 GROUP_WIDTH = 32
 #: Float32 similarities per block (bounds that buffer to 4 bytes x this). Blocks of fewer than about
 #: 512 queries waste time: each product packs all training vectors again.
 BLOCK_VALUES = 24 * 1024 * 1024
-#: Threads selecting neighbours from a block's similarities at once.
+#: Threads searching blocks of queries at once (each runs its matrix products on one BLAS thread).
 THREADS = max(1, min(8, os.cpu_count() or 1))
-#: Fewest queries a selection thread takes (smaller shares cost more in overhead than they save).
+#: Fewest queries a search thread takes (smaller shares cost more in overhead than they save).
 MIN_SHARE = 64
 
 
@@ -234,8 +235,8 @@ def search(space: SearchSpace, queries, k: int, rows: np.ndarray | None = None, 
     """The ``min(k, samples)`` nearest samples of each query, for each category of ``space``.
 
     ``queries``: float64 rows (an array or :class:`UnitRows`) in the space's dimension; with ``rows``,
-    the queries are those rows of it. ``block`` caps the queries searched at once. Each block's product
-    runs on all BLAS threads; the selection after it on ``threads`` threads, each a share of the rows.
+    the queries are those rows of it. ``block`` caps the queries searched at once; blocks run on
+    ``threads`` threads.
     """
     rows = np.arange(len(queries)) if rows is None else np.asarray(rows, dtype=np.int64)
     ks = [min(int(k), category.n_samples) for category in space.categories]
