@@ -26,7 +26,7 @@
 #define WIDE_WHERE_AVAILABLE
 #endif
 
-/* Independent partial sums per pair: enough to keep two FMA units busy through their latency. */
+/* Independent partial sums per dot product: enough to keep two FMA units busy through their latency. */
 #define LANES 32
 
 /* The lanes added pairwise (a fixed order, so results do not depend on the machine's vector width). */
@@ -38,18 +38,18 @@ static inline double lane_total(double *lane)
     return lane[0];
 }
 
+/* out[i] = the float64 dot product of the float64 query q with stored row rows[i] (float32 or float64). */
 WIDE_WHERE_AVAILABLE
-static void dots_from_float32(const double *queries, const float *vectors, Py_ssize_t dim, const int64_t *rows,
-                              const int64_t *cols, Py_ssize_t pairs, double *out)
+static void dots_from_float32(const double *q, const float *vectors, Py_ssize_t dim, const int64_t *rows,
+                              Py_ssize_t count, double *out)
 {
-    for (Py_ssize_t i = 0; i < pairs; i++) {
-        const double *q = queries + rows[i] * dim;
-        const float *x = vectors + cols[i] * dim;
-        const char *next = (const char *)(vectors + cols[i + 1 < pairs ? i + 1 : i] * dim);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        const float *x = vectors + rows[i] * dim;
+        const char *next = (const char *)(vectors + rows[i + 1 < count ? i + 1 : i] * dim);
         double lane[LANES] = {0};
         Py_ssize_t k = 0;
         for (; k + LANES <= dim; k += LANES) {
-            /* the next pair's row, two cache lines per step: its first loads do not wait on memory */
+            /* the next row, two cache lines per step: its first loads do not wait on memory */
             __builtin_prefetch(next + k * sizeof(float));
             __builtin_prefetch(next + k * sizeof(float) + 64);
             for (int l = 0; l < LANES; l++)
@@ -63,13 +63,12 @@ static void dots_from_float32(const double *queries, const float *vectors, Py_ss
 }
 
 WIDE_WHERE_AVAILABLE
-static void dots_from_float64(const double *queries, const double *vectors, Py_ssize_t dim, const int64_t *rows,
-                              const int64_t *cols, Py_ssize_t pairs, double *out)
+static void dots_from_float64(const double *q, const double *vectors, Py_ssize_t dim, const int64_t *rows,
+                              Py_ssize_t count, double *out)
 {
-    for (Py_ssize_t i = 0; i < pairs; i++) {
-        const double *q = queries + rows[i] * dim;
-        const double *x = vectors + cols[i] * dim;
-        const char *next = (const char *)(vectors + cols[i + 1 < pairs ? i + 1 : i] * dim);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        const double *x = vectors + rows[i] * dim;
+        const char *next = (const char *)(vectors + rows[i + 1 < count ? i + 1 : i] * dim);
         double lane[LANES] = {0};
         Py_ssize_t k = 0;
         for (; k + LANES <= dim; k += LANES) {
@@ -235,14 +234,14 @@ static void dots_from_float16_avx512(const double *q, const uint16_t *vectors, P
 static int f16c_available, avx512_available;
 
 /* Float64 dot products of one float64 query with the stored rows `rows[0:count]` of float16, float32 or
- * float64 elements (`zeros`: count zeros, `row`: dim floats of scratch). */
+ * float64 elements (`row`: dim floats of scratch for the portable float16 path). */
 static void query_dots(const double *q, const void *matrix, int itemsize, Py_ssize_t dim, const int64_t *rows,
-                       Py_ssize_t count, const int64_t *zeros, float *row, double *out)
+                       Py_ssize_t count, float *row, double *out)
 {
     if (itemsize == 8) {
-        dots_from_float64(q, matrix, dim, zeros, rows, count, out);
+        dots_from_float64(q, matrix, dim, rows, count, out);
     } else if (itemsize == 4) {
-        dots_from_float32(q, matrix, dim, zeros, rows, count, out);
+        dots_from_float32(q, matrix, dim, rows, count, out);
     } else {
 #if defined(__GNUC__) && defined(__x86_64__)
         if (avx512_available) {
@@ -254,9 +253,10 @@ static void query_dots(const double *q, const void *matrix, int itemsize, Py_ssi
             return;
         }
 #endif
+        static const int64_t first = 0;
         for (Py_ssize_t i = 0; i < count; i++) {
             halves_to_floats_portable((const uint16_t *)matrix + rows[i] * dim, row, dim);
-            dots_from_float32(q, row, dim, zeros, zeros, 1, out + i);
+            dots_from_float32(q, row, dim, &first, 1, out + i);
         }
     }
 }
@@ -443,7 +443,6 @@ typedef struct {
     uint64_t *needed; /* n: bit c set when category c keeps the candidate */
     double *sims;     /* n */
     int64_t *rows;    /* n: re-ranking rows of the kept candidates */
-    int64_t *zeros;   /* n zeros */
     float *maxima;    /* n: group maxima */
     float *group_values; /* n: one category's group maxima */
     Found *found;     /* most samples of one category */
@@ -505,7 +504,7 @@ static void select_row(const Space *sp, const float *values, const double *q, do
     for (Py_ssize_t i = 0; i < kept; i++)
         if (w->needed[i])
             w->rows[needed++] = sp->matrix_rows ? sp->matrix_rows[w->columns[i]] : w->columns[i];
-    query_dots(q, sp->matrix, sp->itemsize, sp->dim, w->rows, needed, w->zeros, w->row, w->sims);
+    query_dots(q, sp->matrix, sp->itemsize, sp->dim, w->rows, needed, w->row, w->sims);
     for (Py_ssize_t i = kept - 1, at = needed - 1; i >= 0; i--) /* spread back to the candidates' places */
         if (w->needed[i]) {
             double sim = w->sims[at--];
@@ -734,9 +733,8 @@ static PyObject *select_neighbours(PyObject *self, PyObject *args)
         Py_ssize_t held = sp.sample_offsets[c + 1] - sp.sample_offsets[c];
         most = held > most ? held : most;
     }
-    if (!indices_in_range(sp.matrix_rows ? sp.matrix_rows : sp.block_starts, sp.matrix_rows ? sp.n : 0,
-                          matrix->shape[0], "matrix_rows") ||
-        (!sp.matrix_rows && matrix->shape[0] < sp.n)) {
+    if (sp.matrix_rows ? !indices_in_range(sp.matrix_rows, sp.n, matrix->shape[0], "matrix_rows")
+                       : matrix->shape[0] < sp.n) {
         if (!PyErr_Occurred())
             PyErr_SetString(PyExc_IndexError, "select_neighbours: the matrix has fewer rows than columns");
         goto done;
@@ -744,10 +742,10 @@ static PyObject *select_neighbours(PyObject *self, PyObject *args)
     size_t n = (size_t)sp.n + 1;
     w.entries = malloc(n * sizeof(Entry)), w.columns = malloc(n * sizeof(int64_t)), w.values = malloc(n * sizeof(float));
     w.needed = malloc(n * sizeof(uint64_t)), w.sims = malloc(n * sizeof(double)), w.rows = malloc(n * sizeof(int64_t));
-    w.zeros = calloc(n, sizeof(int64_t)), w.maxima = malloc(n * sizeof(float));
+    w.maxima = malloc(n * sizeof(float));
     w.group_values = malloc(n * sizeof(float));
     w.found = malloc((size_t)most * sizeof(Found)), w.row = malloc((size_t)(sp.dim + 1) * sizeof(float));
-    if (!w.entries || !w.columns || !w.values || !w.needed || !w.sims || !w.rows || !w.zeros || !w.maxima ||
+    if (!w.entries || !w.columns || !w.values || !w.needed || !w.sims || !w.rows || !w.maxima ||
         !w.group_values || !w.found || !w.row) {
         PyErr_NoMemory();
         goto done;
@@ -760,7 +758,7 @@ static PyObject *select_neighbours(PyObject *self, PyObject *args)
     Py_END_ALLOW_THREADS
     result = Py_NewRef(Py_None);
 done:
-    free(w.entries), free(w.columns), free(w.values), free(w.needed), free(w.sims), free(w.rows), free(w.zeros);
+    free(w.entries), free(w.columns), free(w.values), free(w.needed), free(w.sims), free(w.rows);
     free(w.maxima), free(w.group_values), free(w.found), free(w.row);
     release_views(&v);
     return result;
