@@ -18,16 +18,6 @@ CHUNK = 256
 FLOATS = (np.float16, np.float32, np.float64)
 
 
-def float64_rows(raw: np.ndarray) -> np.ndarray:
-    """A float64 copy of ``raw``; float16 goes through float32, which is exact and much faster."""
-    if raw.dtype == np.float16:
-        wide = np.empty(raw.shape, dtype=np.float32)
-        flat = np.ascontiguousarray(raw).reshape(-1, raw.shape[-1] if raw.ndim else 1)
-        gather_float32(flat, np.arange(len(flat)), wide.reshape(flat.shape))
-        return wide.astype(np.float64)
-    return np.array(raw, dtype=np.float64)
-
-
 def row_norms(rows: np.ndarray) -> np.ndarray:
     """Float64 Euclidean norm of each row (the one formula every norm here comes from).
 
@@ -86,8 +76,14 @@ class UnitRows:
 
     def stored64(self, rows) -> np.ndarray:
         """Float64 copies of the stored rows ``rows`` (not normalised); their norms are kept on the way."""
-        part = float64_rows(self.raw[rows])
         flat = np.asarray(rows).reshape(-1) if not isinstance(rows, slice) else np.arange(len(self.raw))[rows]
+        if self.raw.dtype == np.float16:  # through float32, which is exact and much faster, straight from storage
+            wide = np.empty((len(flat), self.raw.shape[1]), dtype=np.float32)
+            gather_float32(np.ascontiguousarray(self.raw), flat.astype(np.int64, copy=False), wide)
+            shape = flat.shape if isinstance(rows, slice) else np.shape(rows)
+            part = wide.astype(np.float64).reshape(*shape, self.raw.shape[1])
+        else:
+            part = np.array(self.raw[rows], dtype=np.float64)
         fresh = np.isnan(self._norms[flat])
         if fresh.any():
             self._norms[flat[fresh]] = row_norms(part.reshape(-1, part.shape[-1])[fresh])
