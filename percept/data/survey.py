@@ -55,19 +55,24 @@ def parse_survey(data: object, source: str = "survey", keep: frozenset[str] | No
     features = data.get("features")
     if not isinstance(features, list):
         raise PerceptError(f"{source} has no 'features' list: give the survey's data.geojson export")
-    properties, by_name, duplicates = [], {}, 0
-    lonlat = np.full((len(features), 2), np.nan)
-    for number, feature in enumerate(features):
-        props = feature.get("properties") if isinstance(feature, dict) else None
-        url = props.get("url") if isinstance(props, dict) else None
-        if not url or type(url) is not str:
-            raise _bad_url(source, number, url)
-        name = image_name(url)
-        duplicates += name in by_name
-        by_name[name] = len(properties)
-        properties.append(props if keep is None else {k: props[k] for k in keep if k in props})
-        lonlat[number] = point_coordinates(feature.get("geometry"))
-    return Survey(properties, by_name, duplicates, source, lonlat)
+    properties = [feature.get("properties") if isinstance(feature, dict) else None for feature in features]
+    urls = [props.get("url") if isinstance(props, dict) else None for props in properties]
+    by_name, lonlat = _index(urls, [feature.get("geometry") if isinstance(feature, dict) else None
+                                    for feature in features], source)
+    if keep is not None:
+        properties = [{k: props[k] for k in keep if k in props} for props in properties]
+    return Survey(properties, by_name, len(features) - len(by_name), source, lonlat)
+
+
+def _index(urls: list, geometries: list, source: str) -> tuple[dict[str, int], np.ndarray]:
+    """Each image name's feature (a repeated name: the last feature holds it) and each feature's Point,
+    refusing the first feature whose 'url' is missing, empty or not text."""
+    bad = next((number for number, url in enumerate(urls) if not url or type(url) is not str), None)
+    if bad is not None:
+        raise _bad_url(source, bad, urls[bad])
+    by_name = {image_name(url): number for number, url in enumerate(urls)}
+    lonlat = np.array([point_coordinates(geometry) for geometry in geometries], dtype=np.float64)
+    return by_name, lonlat.reshape(-1, 2)
 
 
 def _bad_url(source: str, number: int, url: object) -> PerceptError:
@@ -145,15 +150,10 @@ def _survey_from_kept(collection, source: str) -> Survey:
 
     features = collection.features
     properties = [feature.properties for feature in features]
-    urls = [None if props is None else props.url for props in properties]
-    bad = next((number for number, url in enumerate(urls) if not url or type(url) is not str), None)
-    if bad is not None:
-        raise _bad_url(source, bad, urls[bad])
-    names = [image_name(url) for url in urls]
-    by_name = dict(zip(names, range(len(names))))  # a repeated name: the last feature holds it
-    lonlat = np.array([point_coordinates(feature.geometry) for feature in features], dtype=np.float64)
-    return Survey([msgspec.structs.asdict(props) for props in properties], by_name, len(names) - len(by_name),
-                  source, lonlat.reshape(-1, 2))
+    by_name, lonlat = _index([None if props is None else props.url for props in properties],
+                             [feature.geometry for feature in features], source)
+    return Survey([msgspec.structs.asdict(props) for props in properties], by_name, len(features) - len(by_name),
+                  source, lonlat)
 
 
 @functools.cache
