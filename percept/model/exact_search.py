@@ -1,22 +1,23 @@
-"""Exact K nearest training samples by inner product: a float32 product decides, float64 confirms.
+"""Exact K nearest training samples by inner product: a fast screen decides, float64 confirms.
 
 For each block of queries:
 
-1. ``A = Q32 @ X32.T``, the float32 similarities with every distinct training vector. Each value lies
-   within ``eps`` of the float64 similarity (:func:`float32_error`, a rigorous bound).
+1. ``A``, the screened similarities with every distinct training vector (:mod:`percept.model.screens`: a
+   float32 matrix product, or bfloat16 products on AMX tiles). Each value lies within ``eps`` of the float64
+   similarity (a rigorous bound per query).
 2. A lower bound ``t`` on each query's K-th largest value: the K-th largest maximum over groups of
    columns (K groups hold K distinct vectors at or above ``t``, so K samples have float64 similarity
    at least ``t - eps``).
 3. Candidates: the vectors with ``A >= t - 2 eps``. Every other vector is, in float64, less similar
    than those K samples, so the cut never loses a neighbour, however close the values.
-4. The exact float32 K-th value over samples (a vector counts once per sample) tightens the cut the
+4. The exact K-th screened value over samples (a vector counts once per sample) tightens the cut the
    same way; the candidates left get float64 similarities, expand to their samples, and the first K
    by (similarity descending, sample position ascending) are the neighbours: ties, including equal
    vectors stored in different rows, go to the earlier training sample.
 
 A search space may hold several categories over one set of distinct vectors (the scorer's five):
-one product serves them all. Columns are ordered by which categories use them, so each category's
-groups are whole groups. Blocks of queries run on a few threads, each product on one BLAS thread; steps
+one screen serves them all. Columns are ordered by which categories use them, so each category's
+groups are whole groups. Blocks of queries run on a few threads, each screen on one thread; steps
 2 to 4 run in C (:mod:`percept.model._kernels`), a query at a time, without the GIL.
 """
 
@@ -32,10 +33,9 @@ import numpy as np
 
 from percept.errors import PerceptError
 from percept.model._kernels import gather_float32, select_neighbours
+from percept.model.screens import U32, column_screen
 from percept.model.unit_rows import UnitRows, row_norms
 
-U32 = 2.0 ** -24
-U64 = 2.0 ** -53
 #: Columns per group of the K-th value bound (its selection runs over columns / GROUP_WIDTH group maxima).
 GROUP_WIDTH = 32
 #: Float32 similarities per block (bounds that buffer to 4 bytes x this). Blocks of fewer than about
@@ -45,28 +45,6 @@ BLOCK_VALUES = 24 * 1024 * 1024
 THREADS = max(1, min(8, os.cpu_count() or 1))
 #: Fewest queries a search thread takes (smaller shares cost more in overhead than they save).
 MIN_SHARE = 64
-
-
-def float32_error(dim: int) -> float:
-    """Bound, as a multiple of ``|q| |x|``, on |float32 product value - float64 similarity|.
-
-    For float64 vectors q, x of ``dim`` elements and their float32 roundings q', x' (each element
-    within a factor 1 ± u of its value, u = 2^-24): the float32 dot product of q', x' in any
-    summation order (BLAS blocking and FMA included) is within g(d) Σ|q'_k x'_k| <= g(d) (1+u)^2 |q||x|
-    of q'·x', with g(d) = d u / (1 - d u) (Higham, Accuracy and Stability of Numerical Algorithms,
-    §3.1); q'·x' is within (2u + u^2)|q||x| of q·x. When x' is a stored row x scaled in float32 by the
-    float32 rounding of 1/|x|, each element is within (2u + u^2) of x/|x|: still within the bound. The float64
-    similarity is within the float64 g(d + 4) |q||x| of q·x. :func:`absolute_error` adds underflow.
-    """
-    gamma32 = dim * U32 / (1 - dim * U32)
-    gamma64 = (dim + 4) * U64 / (1 - (dim + 4) * U64)
-    return gamma32 * (1 + U32) ** 3 + 4 * U32 + 4 * U32 ** 2 + gamma64
-
-
-def absolute_error(dim: int, query_norms: np.ndarray, vector_norm: float) -> np.ndarray:
-    """The full bound per query: :func:`float32_error` plus what underflow (values below 2^-126) can add."""
-    underflow = (3 * dim + 8) * 2.0 ** -149 * (2 + query_norms + vector_norm)
-    return float32_error(dim) * query_norms * vector_norm * (1 + 4 * U64) + underflow
 
 
 def rows64(source, rows: np.ndarray) -> np.ndarray:
@@ -143,19 +121,19 @@ class SearchSpace:
         self.column_rows = vector_rows[order]  # source row of each column
         if vectors32 is not None:
             in_order = len(order) == len(vectors32) and bool((order == np.arange(len(order))).all())
-            self.vectors32 = np.ascontiguousarray(vectors32 if in_order else vectors32[order], dtype=np.float32)
+            vectors32 = np.ascontiguousarray(vectors32 if in_order else vectors32[order], dtype=np.float32)
         else:
-            self.vectors32 = stored32(source, self.column_rows) if exact32(source) else rows32(source, self.column_rows)
+            vectors32 = stored32(source, self.column_rows) if exact32(source) else rows32(source, self.column_rows)
         self.norms = None  # float64 norm of each column's stored row (1 for zero rows), when re-ranking reads those
         if exact32(source):  # stored rows: scaled to unit length in float32 here, re-ranked from storage
             norms = source.norms_of(self.column_rows)
             self.norms = np.where(norms > 0, norms, 1.0)  # zero rows stay zero
-            self.vectors32 *= (1.0 / self.norms).astype(np.float32)[:, None]
-        lengths = row_norms(self.vectors32)
+            vectors32 *= (1.0 / self.norms).astype(np.float32)[:, None]
+        lengths = row_norms(vectors32)
         if not np.isfinite(lengths).all():  # a NaN or infinite element makes its row's length so
             raise PerceptError("the training vectors contain NaN or infinite values: re-encode the images")
-        self.vector_norm = float(lengths.max(initial=0.0)) * (1 + 2 * U32)
-        self.rerank_matrix, self.rerank_rows = self._rerank_rows(source)
+        self.screen = column_screen(vectors32, float(lengths.max(initial=0.0)) * (1 + 2 * U32))
+        self.rerank_matrix, self.rerank_rows = self._rerank_rows(source, vectors32)
         column_of = np.full(n_vectors, -1, dtype=np.int64)
         column_of[order] = np.arange(len(order))
         self._layout_blocks(pattern[order])
@@ -163,7 +141,7 @@ class SearchSpace:
         self._local = threading.local()
         self._groups: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
-    def _rerank_rows(self, source) -> tuple[np.ndarray, np.ndarray | None]:
+    def _rerank_rows(self, source, vectors32: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """The rows re-ranking reads and, unless they are the columns in order, the row of each column.
 
         Stored float16 or float32 rows are read where they are (then divided by their norms); float16 and
@@ -173,7 +151,7 @@ class SearchSpace:
         if self.norms is not None:
             return np.ascontiguousarray(source.raw), self.column_rows
         if isinstance(source, np.ndarray) and source.dtype in (np.float16, np.float32):
-            return self.vectors32, None
+            return vectors32, None
         if isinstance(source, np.ndarray) and source.dtype == np.float64 and source.flags.c_contiguous:
             return source, self.column_rows
         return np.ascontiguousarray(rows64(source, self.column_rows)), None
@@ -272,12 +250,11 @@ def _pool() -> ThreadPoolExecutor:
 
 
 def _screen(space: SearchSpace, q64: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The float32 similarities of a block of queries with every column, and each query's error bound."""
+    """The screened similarities of a block of queries with every column, and each query's error bound."""
     if not np.isfinite(q64).all():
         raise PerceptError("the query vectors contain NaN or infinite values: re-encode the images")
     values = space.buffer(len(q64))
-    np.matmul(q64.astype(np.float32), space.vectors32.T, out=values)
-    return values, absolute_error(space.dim, np.sqrt(np.einsum("ij,ij->i", q64, q64)), space.vector_norm)
+    return values, space.screen.similarities(q64, values)
 
 
 def _select(space: SearchSpace, q64: np.ndarray, values: np.ndarray, eps: np.ndarray, ks: list[int],

@@ -18,7 +18,8 @@ import numpy as np
 
 from percept.errors import PerceptError
 from percept.model.distinct import row_keys
-from percept.model.exact_search import THREADS, SearchSpace, float32_error, search  # noqa: F401 (device scorers)
+from percept.model.exact_search import THREADS, SearchSpace, search
+from percept.model.screens import float32_error  # noqa: F401 (device scorers)
 from percept.model.io import ExportedModel, ModelSettings
 from percept.model.knn import Neighbours, weighted_mean
 from percept.model.weighting import check_weighting

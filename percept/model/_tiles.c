@@ -1,0 +1,350 @@
+/* The similarity screen on AMX tiles: bfloat16 products accumulated in float32 (x86-64 Linux, GCC 11 or later).
+ *
+ * available(): whether this CPU has AMX-BF16 and AVX512-BF16 and the kernel lets this process use the tiles.
+ * pack_columns(columns, packed, residuals): float32 columns (n, dim) rounded to bfloat16 and laid out as
+ *     TDPBF16PS reads its second operand: per block of 16 columns and 32 dimensions, 16 rows of 16 column pairs
+ *     of dimensions (packed_size(n, dim) values); residuals[j] = |x_j - bfloat16(x_j)| in float64.
+ * screen(queries, packed, out, norms, residuals): out (rows, n) = the float32 sums of the bfloat16 products of
+ *     float32(queries) with the packed columns; norms[i] = |float32(q_i)| and residuals[i] =
+ *     |float32(q_i) - bfloat16(float32(q_i))|, in float64, for the error bound.
+ * packed_size(n, dim): the values pack_columns writes.
+ *
+ * Rounding to bfloat16 is to nearest, ties to even; inputs below 2^-126 become zero (the residual holds them).
+ * TDPBF16PS multiplies exactly, adds in float32 rounding to nearest, and flushes results below 2^-126 to
+ * zero: percept.model.screens bounds what that leaves out. The GIL is released while the tiles run.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+#include <stdlib.h>
+#include <math.h>
+
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11 && defined(__x86_64__) && defined(__linux__)
+#define HAVE_TILES 1
+#include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
+/* Dimensions per tile row (32 bfloat16 = 64 bytes) and columns or queries per tile. */
+#define DIMS 32
+#define ROWS 16
+#define TILE (ROWS * DIMS)
+/* Column tiles per chunk of the screen (512 columns: 1 MB of bfloat16 at 1024 dimensions, which stays in cache). */
+#define CHUNK_TILES 32
+
+static Py_ssize_t packed_values(Py_ssize_t n, Py_ssize_t dim)
+{
+    return (n + ROWS - 1) / ROWS * ((dim + DIMS - 1) / DIMS) * TILE;
+}
+
+#ifdef HAVE_TILES
+#define TILE_TARGET __attribute__((target("avx512f,avx512bw,avx512bf16,amx-tile,amx-bf16")))
+
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} TileConfig;
+
+static int tiles_usable;
+
+static int request_tiles(void)
+{
+    const long ARCH_REQ_XCOMP_PERM = 0x1023, XFEATURE_XTILEDATA = 18;
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512bw"))
+        return 0;
+    unsigned int eax, ebx, ecx, edx;
+    __asm__("cpuid" : "=a"(eax), "=b"(ebx), "=c"(ecx), "=d"(edx) : "a"(7), "c"(0));
+    int amx_bf16 = (edx >> 22) & 1, amx_tile = (edx >> 24) & 1;
+    __asm__("cpuid" : "=a"(eax), "=b"(ebx), "=c"(ecx), "=d"(edx) : "a"(7), "c"(1));
+    int avx512_bf16 = (eax >> 5) & 1;
+    return amx_bf16 && amx_tile && avx512_bf16 &&
+           syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+}
+
+/* 32 float32 values (the last `count` may be fewer: zeros after) as bfloat16; adds their squared residuals
+ * (and, when `squares` is given, their squares) to the float64 sums. */
+TILE_TARGET
+static __m512i to_bfloat16(const float *x, Py_ssize_t count, __m512d *residual, __m512d *squares)
+{
+    __mmask16 low = count >= 16 ? 0xffff : (__mmask16)((1u << count) - 1);
+    __mmask16 high = count >= 32 ? 0xffff : count <= 16 ? 0 : (__mmask16)((1u << (count - 16)) - 1);
+    __m512 a = _mm512_maskz_loadu_ps(low, x), b = _mm512_maskz_loadu_ps(high, x + 16);
+    __m512bh packed = _mm512_cvtne2ps_pbh(b, a);
+    __m512i bits = (__m512i)packed;
+    __m512 back_a = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(bits)), 16));
+    __m512 back_b = _mm512_castsi512_ps(
+        _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(bits, 1)), 16));
+    __m512 ra = _mm512_sub_ps(a, back_a), rb = _mm512_sub_ps(b, back_b); /* exact */
+    __m512d parts[4] = {_mm512_cvtps_pd(_mm512_castps512_ps256(ra)),
+                        _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(ra), 1))),
+                        _mm512_cvtps_pd(_mm512_castps512_ps256(rb)),
+                        _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(rb), 1)))};
+    for (int p = 0; p < 4; p++)
+        *residual = _mm512_fmadd_pd(parts[p], parts[p], *residual);
+    if (squares) {
+        __m512d whole[4] = {_mm512_cvtps_pd(_mm512_castps512_ps256(a)),
+                            _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1))),
+                            _mm512_cvtps_pd(_mm512_castps512_ps256(b)),
+                            _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(b), 1)))};
+        for (int p = 0; p < 4; p++)
+            *squares = _mm512_fmadd_pd(whole[p], whole[p], *squares);
+    }
+    return bits;
+}
+
+/* Columns (n, dim) into tiles: block J, dimension block kb holds row kk = pair of dimensions (2kk, 2kk + 1) of
+ * its 16 columns side by side (a 16 x 16 transpose of 32-bit pairs). */
+TILE_TARGET
+static void pack_column_tiles(const float *x, Py_ssize_t n, Py_ssize_t dim, uint16_t *packed, double *residuals)
+{
+    Py_ssize_t blocks = (dim + DIMS - 1) / DIMS;
+    uint32_t rows[ROWS][ROWS] __attribute__((aligned(64)));
+    for (Py_ssize_t J = 0; J * ROWS < n; J++) {
+        Py_ssize_t width = n - J * ROWS < ROWS ? n - J * ROWS : ROWS;
+        __m512d residual[ROWS];
+        for (int c = 0; c < ROWS; c++)
+            residual[c] = _mm512_setzero_pd();
+        uint32_t *out = (uint32_t *)(packed + (size_t)J * blocks * TILE);
+        for (Py_ssize_t kb = 0; kb < blocks; kb++, out += ROWS * ROWS) {
+            Py_ssize_t count = dim - kb * DIMS;
+            for (int c = 0; c < ROWS; c++)
+                _mm512_store_si512(rows[c], c < width ? to_bfloat16(x + (J * ROWS + c) * dim + kb * DIMS, count,
+                                                                     &residual[c], NULL)
+                                                      : _mm512_setzero_si512());
+            for (int kk = 0; kk < ROWS; kk++)
+                for (int c = 0; c < ROWS; c++)
+                    out[kk * ROWS + c] = rows[c][kk];
+        }
+        for (int c = 0; c < width; c++)
+            residuals[J * ROWS + c] = sqrt(_mm512_reduce_add_pd(residual[c]));
+    }
+}
+
+/* Float64 query rows into row-major bfloat16 tiles ([I][kb][16][32], zero padded), with norms and residuals. */
+TILE_TARGET
+static void pack_query_tiles(const double *q, Py_ssize_t rows, Py_ssize_t dim, uint16_t *a, double *norms,
+                             double *residuals)
+{
+    Py_ssize_t blocks = (dim + DIMS - 1) / DIMS;
+    float row[DIMS] __attribute__((aligned(64)));
+    memset(a, 0, (size_t)packed_values(rows, dim) * sizeof(uint16_t));
+    for (Py_ssize_t i = 0; i < rows; i++) {
+        __m512d residual = _mm512_setzero_pd(), squares = _mm512_setzero_pd();
+        for (Py_ssize_t kb = 0; kb < blocks; kb++) {
+            Py_ssize_t count = dim - kb * DIMS < DIMS ? dim - kb * DIMS : DIMS;
+            for (Py_ssize_t k = 0; k < count; k++)
+                row[k] = (float)q[i * dim + kb * DIMS + k];
+            __m512i bits = to_bfloat16(row, count, &residual, &squares);
+            _mm512_storeu_si512(a + ((i / ROWS) * blocks + kb) * TILE + (i % ROWS) * DIMS, bits);
+        }
+        norms[i] = sqrt(_mm512_reduce_add_pd(squares));
+        residuals[i] = sqrt(_mm512_reduce_add_pd(residual));
+    }
+}
+
+/* A tile into out (rows x n) at tile row I, tile column J: straight when whole, through `edge` at the borders. */
+#define STORE(t, I, J)                                                                                         \
+    do {                                                                                                        \
+        float *dst = out + (I) * ROWS * n + (J) * ROWS;                                                         \
+        if (((I) + 1) * ROWS <= rows && ((J) + 1) * ROWS <= n) {                                                \
+            _tile_stored(t, dst, n * sizeof(float));                                                           \
+        } else {                                                                                                \
+            _tile_stored(t, edge, ROWS * sizeof(float));                                                       \
+            Py_ssize_t w = n - (J) * ROWS < ROWS ? n - (J) * ROWS : ROWS;                                      \
+            for (Py_ssize_t r = 0; r < ROWS && (I) * ROWS + r < rows; r++)                                     \
+                memcpy(dst + r * n, edge[r], (size_t)w * sizeof(float));                                       \
+        }                                                                                                       \
+    } while (0)
+
+/* out = a . packed: two tile rows of queries by two tile columns of columns at a time (tiles 0-3 accumulate,
+ * 4-5 hold queries, 6-7 columns). Columns go in chunks that stay in the core's cache while every pair of query
+ * tiles passes them; the output is written a chunk of each row at a time (one pass down all rows per pair of
+ * column tiles wrote to a new page at every row, and the stores then took most of the time). */
+TILE_TARGET
+static void screen_tiles(const uint16_t *a, Py_ssize_t rows, Py_ssize_t dim, const uint16_t *packed, Py_ssize_t n,
+                         float *out)
+{
+    Py_ssize_t blocks = (dim + DIMS - 1) / DIMS, row_tiles = (rows + ROWS - 1) / ROWS, column_tiles = (n + ROWS - 1) / ROWS;
+    TileConfig config = {.palette = 1};
+    for (int t = 0; t < 8; t++)
+        config.rows[t] = ROWS, config.colsb[t] = DIMS * sizeof(uint16_t);
+    _tile_loadconfig(&config);
+    float edge[ROWS][ROWS];
+    for (Py_ssize_t first = 0; first < column_tiles; first += CHUNK_TILES) {
+        Py_ssize_t last = first + CHUNK_TILES < column_tiles ? first + CHUNK_TILES : column_tiles;
+        for (Py_ssize_t I = 0; I < row_tiles; I += 2) {
+            Py_ssize_t I1 = I + 1 < row_tiles ? I + 1 : I; /* an odd last tile is computed twice, stored once */
+            const uint16_t *a0 = a + I * blocks * TILE, *a1 = a + I1 * blocks * TILE;
+            for (Py_ssize_t J = first; J < last; J += 2) {
+                Py_ssize_t J1 = J + 1 < last ? J + 1 : J;
+                const uint16_t *b0 = packed + J * blocks * TILE, *b1 = packed + J1 * blocks * TILE;
+                _tile_zero(0);
+                _tile_zero(1);
+                _tile_zero(2);
+                _tile_zero(3);
+                for (Py_ssize_t kb = 0; kb < blocks; kb++) {
+                    _tile_loadd(4, a0 + kb * TILE, DIMS * sizeof(uint16_t));
+                    _tile_loadd(6, b0 + kb * TILE, DIMS * sizeof(uint16_t));
+                    _tile_dpbf16ps(0, 4, 6);
+                    _tile_loadd(7, b1 + kb * TILE, DIMS * sizeof(uint16_t));
+                    _tile_dpbf16ps(1, 4, 7);
+                    _tile_loadd(5, a1 + kb * TILE, DIMS * sizeof(uint16_t));
+                    _tile_dpbf16ps(2, 5, 6);
+                    _tile_dpbf16ps(3, 5, 7);
+                }
+                STORE(0, I, J);
+                if (J1 != J)
+                    STORE(1, I, J1);
+                if (I1 != I)
+                    STORE(2, I1, J);
+                if (I1 != I && J1 != J)
+                    STORE(3, I1, J1);
+            }
+        }
+    }
+    _tile_release();
+}
+#endif
+
+/* A C-contiguous buffer of `dims` dimensions and format `format`. */
+static int get_array(PyObject *object, Py_buffer *view, int writable, int dims, char format, const char *name)
+{
+    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(object, view, flags) < 0)
+        return 0;
+    if (view->ndim != dims || !view->format || view->format[0] != format || view->format[1] != '\0') {
+        PyErr_Format(PyExc_TypeError, "%s must be a C-contiguous %d-D array of format '%c'", name, dims, format);
+        PyBuffer_Release(view);
+        return 0;
+    }
+    return 1;
+}
+
+static int refuse_without_tiles(void)
+{
+#ifdef HAVE_TILES
+    if (tiles_usable)
+        return 0;
+#endif
+    PyErr_SetString(PyExc_RuntimeError, "AMX tiles are not available on this machine");
+    return 1;
+}
+
+static PyObject *available(PyObject *self, PyObject *unused)
+{
+#ifdef HAVE_TILES
+    return PyBool_FromLong(tiles_usable);
+#else
+    return Py_NewRef(Py_False);
+#endif
+}
+
+static PyObject *packed_size(PyObject *self, PyObject *args)
+{
+    Py_ssize_t n, dim;
+    if (!PyArg_ParseTuple(args, "nn:packed_size", &n, &dim))
+        return NULL;
+    return PyLong_FromSsize_t(packed_values(n, dim));
+}
+
+static PyObject *pack_columns(PyObject *self, PyObject *args)
+{
+    PyObject *x_obj, *packed_obj, *residual_obj;
+    if (!PyArg_ParseTuple(args, "OOO:pack_columns", &x_obj, &packed_obj, &residual_obj) || refuse_without_tiles())
+        return NULL;
+    Py_buffer x, packed, residuals;
+    if (!get_array(x_obj, &x, 0, 2, 'f', "columns"))
+        return NULL;
+    if (!get_array(packed_obj, &packed, 1, 1, 'H', "packed")) {
+        PyBuffer_Release(&x);
+        return NULL;
+    }
+    if (!get_array(residual_obj, &residuals, 1, 1, 'd', "residuals")) {
+        PyBuffer_Release(&x);
+        PyBuffer_Release(&packed);
+        return NULL;
+    }
+    PyObject *result = NULL;
+    Py_ssize_t n = x.shape[0], dim = x.shape[1];
+    if (packed.shape[0] != packed_values(n, dim) || residuals.shape[0] != n) {
+        PyErr_Format(PyExc_ValueError, "pack_columns: %zd columns need %zd packed values and %zd residuals", n,
+                     packed_values(n, dim), n);
+    } else {
+#ifdef HAVE_TILES
+        Py_BEGIN_ALLOW_THREADS
+        pack_column_tiles(x.buf, n, dim, packed.buf, residuals.buf);
+        Py_END_ALLOW_THREADS
+#endif
+        result = Py_NewRef(Py_None);
+    }
+    PyBuffer_Release(&x);
+    PyBuffer_Release(&packed);
+    PyBuffer_Release(&residuals);
+    return result;
+}
+
+static PyObject *screen(PyObject *self, PyObject *args)
+{
+    PyObject *objects[5];
+    if (!PyArg_ParseTuple(args, "OOOOO:screen", &objects[0], &objects[1], &objects[2], &objects[3], &objects[4]) ||
+        refuse_without_tiles())
+        return NULL;
+    static const char formats[5] = {'d', 'H', 'f', 'd', 'd'}, dims[5] = {2, 1, 2, 1, 1}, writable[5] = {0, 0, 1, 1, 1};
+    static const char *names[5] = {"queries", "packed", "out", "norms", "residuals"};
+    Py_buffer views[5];
+    int taken = 0;
+    PyObject *result = NULL;
+    for (; taken < 5; taken++)
+        if (!get_array(objects[taken], &views[taken], writable[taken], dims[taken], formats[taken], names[taken]))
+            goto done;
+    Py_ssize_t rows = views[0].shape[0], dim = views[0].shape[1], n = views[2].shape[1];
+    if (views[1].shape[0] != packed_values(n, dim) || views[2].shape[0] != rows || views[3].shape[0] != rows ||
+        views[4].shape[0] != rows) {
+        PyErr_SetString(PyExc_ValueError, "screen: queries, packed columns, out, norms and residuals do not agree");
+        goto done;
+    }
+#ifdef HAVE_TILES
+    uint16_t *a = aligned_alloc(64, ((size_t)packed_values(rows, dim) * sizeof(uint16_t) + 63) / 64 * 64 + 64);
+    if (!a) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    pack_query_tiles(views[0].buf, rows, dim, a, views[3].buf, views[4].buf);
+    if (rows > 0 && n > 0)
+        screen_tiles(a, rows, dim, views[1].buf, n, views[2].buf);
+    Py_END_ALLOW_THREADS
+    free(a);
+#endif
+    result = Py_NewRef(Py_None);
+done:
+    while (taken-- > 0)
+        PyBuffer_Release(&views[taken]);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"available", available, METH_NOARGS, "available(): whether AMX tiles can be used here."},
+    {"packed_size", packed_size, METH_VARARGS, "packed_size(n, dim): values pack_columns writes for n columns."},
+    {"pack_columns", pack_columns, METH_VARARGS,
+     "pack_columns(columns, packed, residuals): float32 columns as bfloat16 tiles, with residual norms."},
+    {"screen", screen, METH_VARARGS,
+     "screen(queries, packed, out, norms, residuals): bfloat16 products of the queries with packed columns."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_tiles",
+                                    "The similarity screen on AMX tiles (bfloat16 products accumulated in float32).",
+                                    -1, methods};
+
+PyMODINIT_FUNC PyInit__tiles(void)
+{
+#ifdef HAVE_TILES
+    tiles_usable = request_tiles();
+#endif
+    return PyModule_Create(&module);
+}
