@@ -50,11 +50,11 @@ def run_tool():
 def pytest_runtest_makereport(item, call):
     """With PERCEPT_NO_SKIP=1 (set by .ci/run), a skipped test fails: CI installs every service and
     browser the tests need, so a skip there means a missing install, not a missing feature. Tests
-    marked ``gpu`` may still skip, since CI has no accelerator."""
+    marked ``gpu`` or ``amx`` may still skip: they need hardware (a CUDA device, AMX tiles) CI may lack."""
     outcome = yield
     report = outcome.get_result()
     if (report.skipped and os.environ.get("PERCEPT_NO_SKIP") == "1" and not hasattr(report, "wasxfail")
-            and item.get_closest_marker("gpu") is None):
+            and item.get_closest_marker("gpu") is None and item.get_closest_marker("amx") is None):
         report.outcome = "failed"
         report.longrepr = f"skipped where nothing may be skipped (PERCEPT_NO_SKIP=1): {report.longrepr}"
 
@@ -77,3 +77,15 @@ def helsinki_index(helsinki_extract):
     from percept.environment.variables import build_environment_index
 
     return build_environment_index(read_osm_extract(helsinki_extract), Projection(CRS.from_epsg(32635)))
+
+
+@pytest.fixture(params=[pytest.param("tiles", marks=pytest.mark.amx), "float32"])
+def screen(request):
+    """Runs a test with each similarity screen: AMX tiles (skipped on CPUs without them) and float32."""
+    from percept.model import _tiles, screens
+
+    if request.param == "tiles" and not _tiles.available():
+        pytest.skip("this CPU has no AMX tiles")
+    previous = screens.use_tiles(request.param == "tiles")
+    yield request.param
+    screens.use_tiles(previous)

@@ -4,6 +4,7 @@
 queries equidistant from many samples; near-duplicates closer than float32 resolution must still be
 ordered as in float64. The reference is a plain float64 search: similarity of each query with each
 distinct vector (so equal vectors get one value), samples ordered by (similarity desc, position asc).
+Every test runs with each similarity screen (AMX tiles where the CPU has them, and float32).
 """
 
 from __future__ import annotations
@@ -22,6 +23,12 @@ from percept.model.neighbour_lists import fold_neighbours, neighbour_lists
 from percept.model.scoring import MultiScorer
 from percept.model.unit_rows import UnitRows
 from percept.model.weighting import neighbour_weights
+
+
+@pytest.fixture(autouse=True)
+def each_screen(screen):
+    """Every search here runs with each similarity screen (AMX tiles where the CPU has them, float32)."""
+    return screen
 
 
 def brute_force(vectors, rows, queries, k):

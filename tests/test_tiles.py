@@ -1,0 +1,129 @@
+"""The AMX tile screen: packing, bfloat16 products against numpy, and the error bound on hard sums."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from percept.model import _tiles, screens
+from percept.model.knn import KNNRegressor, l2_normalise
+from percept.model.screens import Float32Screen, TileScreen, absolute_error, column_screen, gamma, use_tiles
+from test_exact_search import brute_force
+
+pytestmark = pytest.mark.amx
+
+
+@pytest.fixture(autouse=True)
+def tiles_here():
+    if not _tiles.available():
+        pytest.skip("this CPU has no AMX tiles")
+
+
+def bfloat16(values) -> np.ndarray:
+    """Float32 values rounded to bfloat16 (nearest, ties to even; subnormals to zero), as float64."""
+    bits = np.asarray(values, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16
+    rounded = np.where(bits & 0x7F800000 == 0, bits & 0x80000000, rounded)
+    return rounded.astype(np.uint32).view(np.float32).astype(np.float64)
+
+
+def screened(queries: np.ndarray, columns32: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(out, query norms, query residuals, column residuals) of the raw kernels."""
+    packed = np.empty(_tiles.packed_size(*columns32.shape), dtype=np.uint16)
+    column_residuals = np.empty(len(columns32))
+    _tiles.pack_columns(columns32, packed, column_residuals)
+    out = np.empty((len(queries), len(columns32)), dtype=np.float32)
+    norms, residuals = np.empty(len(queries)), np.empty(len(queries))
+    _tiles.screen(queries, packed, out, norms, residuals)
+    return out, norms, residuals, column_residuals
+
+
+@pytest.mark.parametrize("rows, n, dim", [(1, 1, 1), (15, 17, 31), (16, 32, 32), (33, 600, 70), (40, 530, 1030)])
+def test_screen_sums_the_bfloat16_products(rows, n, dim):
+    """Every shape (tile borders, dimensions not a multiple of 32): the bfloat16 products, summed in float32."""
+    rng = np.random.default_rng(dim)
+    queries = rng.normal(size=(rows, dim))
+    columns32 = rng.normal(size=(n, dim)).astype(np.float32)
+    out, norms, residuals, column_residuals = screened(queries, columns32)
+    q32 = queries.astype(np.float32).astype(np.float64)
+    bq, bx = bfloat16(queries.astype(np.float32)), bfloat16(columns32)
+    exact = bq @ bx.T
+    np.testing.assert_array_less(np.abs(out - exact), gamma(dim, 2.0 ** -24) * (np.abs(bq) @ np.abs(bx).T) + 1e-30)
+    np.testing.assert_allclose(norms, np.linalg.norm(q32, axis=1), rtol=1e-14)
+    np.testing.assert_allclose(residuals, np.linalg.norm(q32 - bq, axis=1), rtol=1e-14)
+    np.testing.assert_allclose(column_residuals, np.linalg.norm(columns32.astype(np.float64) - bx, axis=1), rtol=1e-14)
+
+
+def test_subnormal_values_round_to_zero_and_count_as_residual():
+    tiny = np.float32(1e-39)  # below 2^-126: a float32 subnormal
+    columns32 = np.array([[tiny, 1.0, -tiny, 0.5]], dtype=np.float32)
+    queries = np.array([[1e-39, 2.0, 1.0, 1.0]])
+    out, norms, residuals, column_residuals = screened(queries, columns32)
+    assert out[0, 0] == np.float32(2.5)
+    assert column_residuals[0] == pytest.approx(np.sqrt(2) * float(tiny), rel=1e-12)
+    assert residuals[0] == pytest.approx(float(np.float32(1e-39)), rel=1e-12)
+
+
+def test_tile_bound_holds_on_hard_sums():
+    """Cancellation over 1024 dimensions and values halfway between bfloat16 numbers: within the stated bound."""
+    rng = np.random.default_rng(2)
+    dim = 1024
+    queries = l2_normalise(rng.normal(size=(64, dim)) * np.logspace(-6, 0, dim))
+    vectors = l2_normalise(np.vstack([queries[:32] + 1e-4 * rng.normal(size=(32, dim)),
+                                      rng.normal(size=(200, dim)) * np.logspace(0, -6, dim)]))
+    halfway = (1 + 2.0 ** -8) * np.sign(rng.normal(size=dim)) / np.sqrt(dim * (1 + 2.0 ** -8) ** 2)
+    queries[-1] = halfway  # every element a tie for bfloat16 rounding
+    vectors32 = vectors.astype(np.float32)
+    screen = TileScreen(vectors32, float(np.linalg.norm(vectors32.astype(np.float64), axis=1).max()) * (1 + 2.0 ** -23))
+    out = np.empty((len(queries), len(vectors)), dtype=np.float32)
+    eps = screen.similarities(queries, out)
+    error = np.abs(out - queries @ vectors.T)
+    assert (error <= eps[:, None]).all()
+    assert (eps < 0.01).all()
+    assert (error.max(axis=1) > eps / 100).any()  # the bound is not vacuous: some errors come near it
+
+
+def test_queries_out_of_range_are_left_to_float64():
+    """Elements too large for bfloat16 products: similarity 0, infinite bound, and the search stays exact."""
+    rng = np.random.default_rng(3)
+    vectors = l2_normalise(rng.normal(size=(300, 40)))
+    queries = rng.normal(size=(5, 40))
+    queries[2] *= 2.0 ** 60
+    screen = column_screen(vectors.astype(np.float32), 1.0)
+    out = np.empty((5, 300), dtype=np.float32)
+    eps = screen.similarities(queries, out)
+    assert np.isinf(eps[2]) and (out[2] == 0).all()
+    assert np.isfinite(eps[[0, 1, 3, 4]]).all()
+    found = KNNRegressor(10).fit(vectors, np.ones(300)).kneighbors(queries)
+    index, similarity = brute_force(vectors, np.arange(300), queries, 10)
+    np.testing.assert_array_equal(found.index, index)
+    np.testing.assert_allclose(found.similarity, similarity, rtol=1e-13)
+
+
+def test_use_tiles_switches_the_screen():
+    columns32 = np.eye(4, dtype=np.float32)
+    previous = use_tiles(False)
+    try:
+        assert isinstance(column_screen(columns32, 1.0), Float32Screen)
+        assert use_tiles(True) is False
+        assert isinstance(column_screen(columns32, 1.0), TileScreen)
+    finally:
+        use_tiles(previous)
+    assert isinstance(column_screen(columns32, screens.TILE_RANGE), Float32Screen)
+
+
+def test_tile_bound_is_wider_than_the_float32_bound_but_small():
+    norms = np.ones(1)
+    tiles = screens.tile_error(1024, norms, np.full(1, 2.0 ** -9), 1.0, 2.0 ** -9)
+    assert absolute_error(1024, norms, 1.0)[0] < tiles[0] < 0.005
+
+
+def test_kernels_refuse_arrays_that_do_not_agree():
+    columns32 = np.zeros((20, 8), dtype=np.float32)
+    with pytest.raises(ValueError, match="20 columns need"):
+        _tiles.pack_columns(columns32, np.empty(10, np.uint16), np.empty(20))
+    with pytest.raises(TypeError, match="columns must be"):
+        _tiles.pack_columns(columns32.astype(np.float64), np.empty(1024, np.uint16), np.empty(20))
+    packed = np.empty(_tiles.packed_size(20, 8), np.uint16)
+    with pytest.raises(ValueError, match="do not agree"):
+        _tiles.screen(np.zeros((3, 8)), packed, np.empty((3, 33), np.float32), np.empty(3), np.empty(3))
