@@ -27,11 +27,17 @@ def bfloat16(values) -> np.ndarray:
     return rounded.astype(np.uint32).view(np.float32).astype(np.float64)
 
 
+def packed_columns(stored: np.ndarray, rows: np.ndarray, scales: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(packed, residuals, lengths) of columns ``stored[rows] * scales``."""
+    packed = np.empty(_tiles.packed_size(len(rows), stored.shape[1]), dtype=np.uint16)
+    residuals, lengths = np.empty(len(rows)), np.empty(len(rows))
+    _tiles.pack_columns(stored, rows, scales, packed, residuals, lengths)
+    return packed, residuals, lengths
+
+
 def screened(queries: np.ndarray, columns32: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(out, query norms, query residuals, column residuals) of the raw kernels."""
-    packed = np.empty(_tiles.packed_size(*columns32.shape), dtype=np.uint16)
-    column_residuals = np.empty(len(columns32))
-    _tiles.pack_columns(columns32, packed, column_residuals)
+    packed, column_residuals, _ = packed_columns(columns32, np.arange(len(columns32)), np.ones(len(columns32), np.float32))
     out = np.empty((len(queries), len(columns32)), dtype=np.float32)
     norms, residuals = np.empty(len(queries)), np.empty(len(queries))
     _tiles.screen(queries, packed, out, norms, residuals)
@@ -54,6 +60,21 @@ def test_screen_sums_the_bfloat16_products(rows, n, dim):
     np.testing.assert_allclose(column_residuals, np.linalg.norm(columns32.astype(np.float64) - bx, axis=1), rtol=1e-14)
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_columns_pack_straight_from_stored_rows(dtype):
+    """Stored rows picked and scaled in float32 as they are packed: the same tiles as from the float32 columns."""
+    rng = np.random.default_rng(5)
+    stored = rng.normal(size=(90, 77)).astype(dtype)
+    rows = rng.integers(0, 90, 40)
+    scales = rng.uniform(0.1, 2, 40).astype(np.float32)
+    columns32 = stored[rows].astype(np.float32) * scales[:, None]
+    packed, residuals, lengths = packed_columns(stored, rows, scales)
+    want, want_residuals, _ = packed_columns(columns32, np.arange(40), np.ones(40, np.float32))
+    np.testing.assert_array_equal(packed, want)
+    np.testing.assert_array_equal(residuals, want_residuals)
+    np.testing.assert_allclose(lengths, np.linalg.norm(columns32.astype(np.float64), axis=1), rtol=1e-14)
+
+
 def test_subnormal_values_round_to_zero_and_count_as_residual():
     tiny = np.float32(1e-39)  # below 2^-126: a float32 subnormal
     columns32 = np.array([[tiny, 1.0, -tiny, 0.5]], dtype=np.float32)
@@ -74,7 +95,7 @@ def test_tile_bound_holds_on_hard_sums():
     halfway = (1 + 2.0 ** -8) * np.sign(rng.normal(size=dim)) / np.sqrt(dim * (1 + 2.0 ** -8) ** 2)
     queries[-1] = halfway  # every element a tie for bfloat16 rounding
     vectors32 = vectors.astype(np.float32)
-    screen = TileScreen(vectors32, float(np.linalg.norm(vectors32.astype(np.float64), axis=1).max()) * (1 + 2.0 ** -23))
+    screen = TileScreen(vectors32, np.arange(len(vectors32)), np.ones(len(vectors32), dtype=np.float32))
     out = np.empty((len(queries), len(vectors)), dtype=np.float32)
     eps = screen.similarities(queries, out)
     error = np.abs(out - queries @ vectors.T)
@@ -89,7 +110,7 @@ def test_queries_out_of_range_are_left_to_float64():
     vectors = l2_normalise(rng.normal(size=(300, 40)))
     queries = rng.normal(size=(5, 40))
     queries[2] *= 2.0 ** 60
-    screen = column_screen(vectors.astype(np.float32), 1.0)
+    screen = column_screen(vectors.astype(np.float32))
     out = np.empty((5, 300), dtype=np.float32)
     eps = screen.similarities(queries, out)
     assert np.isinf(eps[2]) and (out[2] == 0).all()
@@ -104,12 +125,12 @@ def test_use_tiles_switches_the_screen():
     columns32 = np.eye(4, dtype=np.float32)
     previous = use_tiles(False)
     try:
-        assert isinstance(column_screen(columns32, 1.0), Float32Screen)
+        assert isinstance(column_screen(columns32), Float32Screen)
         assert use_tiles(True) is False
-        assert isinstance(column_screen(columns32, 1.0), TileScreen)
+        assert isinstance(column_screen(columns32), TileScreen)
     finally:
         use_tiles(previous)
-    assert isinstance(column_screen(columns32, screens.TILE_RANGE), Float32Screen)
+    assert isinstance(column_screen(columns32 * np.float32(screens.TILE_RANGE)), Float32Screen)
 
 
 def test_tile_bound_is_wider_than_the_float32_bound_but_small():
@@ -119,11 +140,14 @@ def test_tile_bound_is_wider_than_the_float32_bound_but_small():
 
 
 def test_kernels_refuse_arrays_that_do_not_agree():
-    columns32 = np.zeros((20, 8), dtype=np.float32)
+    stored, rows, ones = np.zeros((20, 8), dtype=np.float32), np.arange(20), np.ones(20, np.float32)
     with pytest.raises(ValueError, match="20 columns need"):
-        _tiles.pack_columns(columns32, np.empty(10, np.uint16), np.empty(20))
-    with pytest.raises(TypeError, match="columns must be"):
-        _tiles.pack_columns(columns32.astype(np.float64), np.empty(1024, np.uint16), np.empty(20))
+        _tiles.pack_columns(stored, rows, ones, np.empty(10, np.uint16), np.empty(20), np.empty(20))
+    with pytest.raises(TypeError, match="stored must be"):
+        _tiles.pack_columns(stored.astype(np.float64), rows, ones, np.empty(1024, np.uint16), np.empty(20),
+                            np.empty(20))
+    with pytest.raises(IndexError, match="row 20 is outside 0..19"):
+        _tiles.pack_columns(stored, rows + 1, ones, np.empty(1024, np.uint16), np.empty(20), np.empty(20))
     packed = np.empty(_tiles.packed_size(20, 8), np.uint16)
     with pytest.raises(ValueError, match="do not agree"):
         _tiles.screen(np.zeros((3, 8)), packed, np.empty((3, 33), np.float32), np.empty(3), np.empty(3))

@@ -1,9 +1,10 @@
 /* The similarity screen on AMX tiles: bfloat16 products accumulated in float32 (x86-64 Linux, GCC 11 or later).
  *
  * available(): whether this CPU has AMX-BF16 and AVX512-BF16 and the kernel lets this process use the tiles.
- * pack_columns(columns, packed, residuals): float32 columns (n, dim) rounded to bfloat16 and laid out as
- *     TDPBF16PS reads its second operand: per block of 16 columns and 32 dimensions, 16 rows of 16 column pairs
- *     of dimensions (packed_size(n, dim) values); residuals[j] = |x_j - bfloat16(x_j)| in float64.
+ * pack_columns(stored, rows, scales, packed, residuals, lengths): columns x_j = stored[rows[j]] * scales[j]
+ *     (float16 or float32 rows, multiplied in float32) rounded to bfloat16 and laid out as TDPBF16PS reads its
+ *     second operand: per block of 16 columns and 32 dimensions, 16 rows of 16 column pairs of dimensions
+ *     (packed_size(n, dim) values); residuals[j] = |x_j - bfloat16(x_j)| and lengths[j] = |x_j|, in float64.
  * screen(queries, packed, out, norms, residuals): out (rows, n) = the float32 sums of the bfloat16 products of
  *     float32(queries) with the packed columns; norms[i] = |float32(q_i)| and residuals[i] =
  *     |float32(q_i) - bfloat16(float32(q_i))|, in float64, for the error bound.
@@ -40,7 +41,7 @@ static Py_ssize_t packed_values(Py_ssize_t n, Py_ssize_t dim)
 }
 
 #ifdef HAVE_TILES
-#define TILE_TARGET __attribute__((target("avx512f,avx512bw,avx512bf16,amx-tile,amx-bf16")))
+#define TILE_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,amx-tile,amx-bf16")))
 
 typedef struct {
     uint8_t palette, start_row, reserved[14];
@@ -54,7 +55,7 @@ static int request_tiles(void)
 {
     const long ARCH_REQ_XCOMP_PERM = 0x1023, XFEATURE_XTILEDATA = 18;
     __builtin_cpu_init();
-    if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512bw"))
+    if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512bw") || !__builtin_cpu_supports("avx512vl"))
         return 0;
     unsigned int eax, ebx, ecx, edx;
     __asm__("cpuid" : "=a"(eax), "=b"(ebx), "=c"(ecx), "=d"(edx) : "a"(7), "c"(0));
@@ -96,31 +97,54 @@ static __m512i to_bfloat16(const float *x, Py_ssize_t count, __m512d *residual, 
     return bits;
 }
 
-/* Columns (n, dim) into tiles: block J, dimension block kb holds row kk = pair of dimensions (2kk, 2kk + 1) of
- * its 16 columns side by side (a 16 x 16 transpose of 32-bit pairs). */
+/* Column j = stored row rows[j] (float16 or float32, converted exactly) times scales[j] in float32, for j < n, into
+ * tiles: block J, dimension block kb holds row kk = pair of dimensions (2kk, 2kk + 1) of its 16 columns side by
+ * side (a 16 x 16 transpose of 32-bit pairs). Also each column's residual and float64 length. */
 TILE_TARGET
-static void pack_column_tiles(const float *x, Py_ssize_t n, Py_ssize_t dim, uint16_t *packed, double *residuals)
+static void pack_column_tiles(const void *stored, int half, Py_ssize_t dim, const int64_t *rows, const float *scales,
+                              Py_ssize_t n, uint16_t *packed, double *residuals, double *lengths)
 {
     Py_ssize_t blocks = (dim + DIMS - 1) / DIMS;
-    uint32_t rows[ROWS][ROWS] __attribute__((aligned(64)));
+    uint32_t tile[ROWS][ROWS] __attribute__((aligned(64)));
+    float values[DIMS] __attribute__((aligned(64)));
     for (Py_ssize_t J = 0; J * ROWS < n; J++) {
         Py_ssize_t width = n - J * ROWS < ROWS ? n - J * ROWS : ROWS;
-        __m512d residual[ROWS];
+        __m512d residual[ROWS], squares[ROWS];
         for (int c = 0; c < ROWS; c++)
-            residual[c] = _mm512_setzero_pd();
+            residual[c] = squares[c] = _mm512_setzero_pd();
         uint32_t *out = (uint32_t *)(packed + (size_t)J * blocks * TILE);
         for (Py_ssize_t kb = 0; kb < blocks; kb++, out += ROWS * ROWS) {
-            Py_ssize_t count = dim - kb * DIMS;
-            for (int c = 0; c < ROWS; c++)
-                _mm512_store_si512(rows[c], c < width ? to_bfloat16(x + (J * ROWS + c) * dim + kb * DIMS, count,
-                                                                     &residual[c], NULL)
-                                                      : _mm512_setzero_si512());
+            Py_ssize_t count = dim - kb * DIMS < DIMS ? dim - kb * DIMS : DIMS;
+            __mmask16 low = count >= 16 ? 0xffff : (__mmask16)((1u << count) - 1);
+            __mmask16 high = count >= 32 ? 0xffff : count <= 16 ? 0 : (__mmask16)((1u << (count - 16)) - 1);
+            for (int c = 0; c < ROWS; c++) {
+                if (c >= width) {
+                    _mm512_store_si512(tile[c], _mm512_setzero_si512());
+                    continue;
+                }
+                Py_ssize_t at = rows[J * ROWS + c] * dim + kb * DIMS;
+                __m512 a, b, scale = _mm512_set1_ps(scales[J * ROWS + c]);
+                if (half) {
+                    const uint16_t *h = (const uint16_t *)stored + at;
+                    a = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(low, h));
+                    b = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(high, h + 16));
+                } else {
+                    const float *f = (const float *)stored + at;
+                    a = _mm512_maskz_loadu_ps(low, f);
+                    b = _mm512_maskz_loadu_ps(high, f + 16);
+                }
+                _mm512_store_ps(values, _mm512_mul_ps(a, scale));
+                _mm512_store_ps(values + 16, _mm512_mul_ps(b, scale));
+                _mm512_store_si512(tile[c], to_bfloat16(values, count, &residual[c], &squares[c]));
+            }
             for (int kk = 0; kk < ROWS; kk++)
                 for (int c = 0; c < ROWS; c++)
-                    out[kk * ROWS + c] = rows[c][kk];
+                    out[kk * ROWS + c] = tile[c][kk];
         }
-        for (int c = 0; c < width; c++)
+        for (int c = 0; c < width; c++) {
             residuals[J * ROWS + c] = sqrt(_mm512_reduce_add_pd(residual[c]));
+            lengths[J * ROWS + c] = sqrt(_mm512_reduce_add_pd(squares[c]));
+        }
     }
 }
 
@@ -210,14 +234,15 @@ static void screen_tiles(const uint16_t *a, Py_ssize_t rows, Py_ssize_t dim, con
 }
 #endif
 
-/* A C-contiguous buffer of `dims` dimensions and format `format`. */
-static int get_array(PyObject *object, Py_buffer *view, int writable, int dims, char format, const char *name)
+/* A C-contiguous buffer of `dims` dimensions whose format is one of `formats` (single characters). */
+static int get_array(PyObject *object, Py_buffer *view, int writable, int dims, const char *formats, const char *name)
 {
     int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
     if (PyObject_GetBuffer(object, view, flags) < 0)
         return 0;
-    if (view->ndim != dims || !view->format || view->format[0] != format || view->format[1] != '\0') {
-        PyErr_Format(PyExc_TypeError, "%s must be a C-contiguous %d-D array of format '%c'", name, dims, format);
+    if (view->ndim != dims || !view->format || !view->format[0] || view->format[1] != '\0' ||
+        !strchr(formats, view->format[0])) {
+        PyErr_Format(PyExc_TypeError, "%s must be a C-contiguous %d-D array of format '%s'", name, dims, formats);
         PyBuffer_Release(view);
         return 0;
     }
@@ -253,37 +278,42 @@ static PyObject *packed_size(PyObject *self, PyObject *args)
 
 static PyObject *pack_columns(PyObject *self, PyObject *args)
 {
-    PyObject *x_obj, *packed_obj, *residual_obj;
-    if (!PyArg_ParseTuple(args, "OOO:pack_columns", &x_obj, &packed_obj, &residual_obj) || refuse_without_tiles())
+    PyObject *objects[6];
+    if (!PyArg_ParseTuple(args, "OOOOOO:pack_columns", &objects[0], &objects[1], &objects[2], &objects[3],
+                          &objects[4], &objects[5]) || refuse_without_tiles())
         return NULL;
-    Py_buffer x, packed, residuals;
-    if (!get_array(x_obj, &x, 0, 2, 'f', "columns"))
-        return NULL;
-    if (!get_array(packed_obj, &packed, 1, 1, 'H', "packed")) {
-        PyBuffer_Release(&x);
-        return NULL;
-    }
-    if (!get_array(residual_obj, &residuals, 1, 1, 'd', "residuals")) {
-        PyBuffer_Release(&x);
-        PyBuffer_Release(&packed);
-        return NULL;
-    }
+    static const char *formats[6] = {"ef", "lq", "f", "H", "d", "d"}, dims[6] = {2, 1, 1, 1, 1, 1},
+                      writable[6] = {0, 0, 0, 1, 1, 1};
+    static const char *names[6] = {"stored", "rows", "scales", "packed", "residuals", "lengths"};
+    Py_buffer views[6];
+    int taken = 0;
     PyObject *result = NULL;
-    Py_ssize_t n = x.shape[0], dim = x.shape[1];
-    if (packed.shape[0] != packed_values(n, dim) || residuals.shape[0] != n) {
-        PyErr_Format(PyExc_ValueError, "pack_columns: %zd columns need %zd packed values and %zd residuals", n,
-                     packed_values(n, dim), n);
-    } else {
-#ifdef HAVE_TILES
-        Py_BEGIN_ALLOW_THREADS
-        pack_column_tiles(x.buf, n, dim, packed.buf, residuals.buf);
-        Py_END_ALLOW_THREADS
-#endif
-        result = Py_NewRef(Py_None);
+    for (; taken < 6; taken++)
+        if (!get_array(objects[taken], &views[taken], writable[taken], dims[taken], formats[taken], names[taken]))
+            goto done;
+    Py_ssize_t stored = views[0].shape[0], dim = views[0].shape[1], n = views[1].shape[0];
+    if (views[2].shape[0] != n || views[3].shape[0] != packed_values(n, dim) || views[4].shape[0] != n ||
+        views[5].shape[0] != n) {
+        PyErr_Format(PyExc_ValueError, "pack_columns: %zd columns need %zd scales, %zd packed values, %zd residuals "
+                     "and %zd lengths", n, n, packed_values(n, dim), n, n);
+        goto done;
     }
-    PyBuffer_Release(&x);
-    PyBuffer_Release(&packed);
-    PyBuffer_Release(&residuals);
+    const int64_t *rows = views[1].buf;
+    for (Py_ssize_t j = 0; j < n; j++)
+        if (rows[j] < 0 || rows[j] >= stored) {
+            PyErr_Format(PyExc_IndexError, "pack_columns: row %lld is outside 0..%zd", (long long)rows[j], stored - 1);
+            goto done;
+        }
+#ifdef HAVE_TILES
+    int half = views[0].format[0] == 'e';
+    Py_BEGIN_ALLOW_THREADS
+    pack_column_tiles(views[0].buf, half, dim, rows, views[2].buf, n, views[3].buf, views[4].buf, views[5].buf);
+    Py_END_ALLOW_THREADS
+#endif
+    result = Py_NewRef(Py_None);
+done:
+    while (taken-- > 0)
+        PyBuffer_Release(&views[taken]);
     return result;
 }
 
@@ -293,7 +323,7 @@ static PyObject *screen(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "OOOOO:screen", &objects[0], &objects[1], &objects[2], &objects[3], &objects[4]) ||
         refuse_without_tiles())
         return NULL;
-    static const char formats[5] = {'d', 'H', 'f', 'd', 'd'}, dims[5] = {2, 1, 2, 1, 1}, writable[5] = {0, 0, 1, 1, 1};
+    static const char *formats[5] = {"d", "H", "f", "d", "d"}, dims[5] = {2, 1, 2, 1, 1}, writable[5] = {0, 0, 1, 1, 1};
     static const char *names[5] = {"queries", "packed", "out", "norms", "residuals"};
     Py_buffer views[5];
     int taken = 0;
@@ -331,7 +361,7 @@ static PyMethodDef methods[] = {
     {"available", available, METH_NOARGS, "available(): whether AMX tiles can be used here."},
     {"packed_size", packed_size, METH_VARARGS, "packed_size(n, dim): values pack_columns writes for n columns."},
     {"pack_columns", pack_columns, METH_VARARGS,
-     "pack_columns(columns, packed, residuals): float32 columns as bfloat16 tiles, with residual norms."},
+     "pack_columns(stored, rows, scales, packed, residuals, lengths): scaled stored rows as bfloat16 tiles."},
     {"screen", screen, METH_VARARGS,
      "screen(queries, packed, out, norms, residuals): bfloat16 products of the queries with packed columns."},
     {NULL, NULL, 0, NULL},

@@ -33,8 +33,8 @@ import numpy as np
 
 from percept.errors import PerceptError
 from percept.model._kernels import gather_float32, select_neighbours
-from percept.model.screens import U32, column_screen
-from percept.model.unit_rows import UnitRows, row_norms
+from percept.model.screens import column_screen, stored_screen
+from percept.model.unit_rows import UnitRows
 
 #: Columns per group of the K-th value bound (its selection runs over columns / GROUP_WIDTH group maxima).
 GROUP_WIDTH = 32
@@ -103,8 +103,9 @@ class SearchSpace:
     ``source`` gives float64 rows on indexing (an array or :class:`UnitRows`); distinct vector i is
     ``source[vector_rows[i]]``. ``sample_vectors[c][j]`` is the distinct vector of sample j of
     category c (samples in training order). When ``source`` is a UnitRows of float16 or float32 rows,
-    the float32 product runs on the stored rows scaled in float32 by their inverse norms, and float64
-    similarities are computed from the stored rows where they are.
+    the screen runs on the stored rows scaled in float32 by their inverse norms, and float64
+    similarities are computed from the stored rows where they are; otherwise on ``vectors32`` (the float32
+    rounding of the distinct vectors, in order) when given.
     """
 
     def __init__(self, source, vector_rows: np.ndarray, sample_vectors: list[np.ndarray],
@@ -119,20 +120,20 @@ class SearchSpace:
         self.source = source
         self.dim = int(source.shape[1])
         self.column_rows = vector_rows[order]  # source row of each column
-        if vectors32 is not None:
-            in_order = len(order) == len(vectors32) and bool((order == np.arange(len(order))).all())
-            vectors32 = np.ascontiguousarray(vectors32 if in_order else vectors32[order], dtype=np.float32)
-        else:
-            vectors32 = stored32(source, self.column_rows) if exact32(source) else rows32(source, self.column_rows)
         self.norms = None  # float64 norm of each column's stored row (1 for zero rows), when re-ranking reads those
-        if exact32(source):  # stored rows: scaled to unit length in float32 here, re-ranked from storage
+        if exact32(source):  # stored rows: scaled to unit length in float32 for the screen, re-ranked from storage
             norms = source.norms_of(self.column_rows)
             self.norms = np.where(norms > 0, norms, 1.0)  # zero rows stay zero
-            vectors32 *= (1.0 / self.norms).astype(np.float32)[:, None]
-        lengths = row_norms(vectors32)
-        if not np.isfinite(lengths).all():  # a NaN or infinite element makes its row's length so
+            self.screen = stored_screen(source.raw, self.column_rows, (1.0 / self.norms).astype(np.float32))
+        else:
+            if vectors32 is not None:
+                in_order = len(order) == len(vectors32) and bool((order == np.arange(len(order))).all())
+                vectors32 = np.ascontiguousarray(vectors32 if in_order else vectors32[order], dtype=np.float32)
+            else:
+                vectors32 = rows32(source, self.column_rows)
+            self.screen = column_screen(vectors32)
+        if not np.isfinite(self.screen.vector_norm):  # a NaN or infinite element makes its row's length so
             raise PerceptError("the training vectors contain NaN or infinite values: re-encode the images")
-        self.screen = column_screen(vectors32, float(lengths.max(initial=0.0)) * (1 + 2 * U32))
         self.rerank_matrix, self.rerank_rows = self._rerank_rows(source, vectors32)
         column_of = np.full(n_vectors, -1, dtype=np.int64)
         column_of[order] = np.arange(len(order))

@@ -47,16 +47,25 @@ class Neighbours:
 
 def sample_space(vectors, rows: np.ndarray) -> SearchSpace:
     """A search space whose samples are ``vectors[rows[j]]`` (an array or UnitRows), equal vectors merged."""
-    distinct, sample_row = np.unique(rows, return_inverse=True)
+    distinct, sample_row = used_rows(np.asarray(rows, dtype=np.int64).ravel(), len(vectors))
     if exact32(vectors):
-        screen = stored32(vectors, distinct)
-        firsts, vector_of = distinct_vectors(vectors.norms_of(distinct), lambda members: screen[members])
-    else:
-        screen = rows32(vectors, distinct)
-        firsts, vector_of = distinct_vectors(row_keys(screen), lambda members: rows64(vectors, distinct[members]))
+        firsts, vector_of = distinct_vectors(vectors.norms_of(distinct),
+                                             lambda members: stored32(vectors, distinct[members]))
+        return SearchSpace(vectors, distinct[firsts], [vector_of[sample_row]])
+    screen = rows32(vectors, distinct)
+    firsts, vector_of = distinct_vectors(row_keys(screen), lambda members: rows64(vectors, distinct[members]))
     if len(firsts) < len(distinct):
         screen = screen[firsts]
-    return SearchSpace(vectors, distinct[firsts], [vector_of[sample_row.ravel()]], vectors32=screen)
+    return SearchSpace(vectors, distinct[firsts], [vector_of[sample_row]], vectors32=screen)
+
+
+def used_rows(rows: np.ndarray, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(rows, return_inverse=True)`` for rows in 0..n_rows-1, by marking instead of sorting."""
+    used = np.zeros(n_rows, dtype=bool)
+    used[rows] = True
+    distinct = np.flatnonzero(used)
+    position = np.cumsum(used) - 1
+    return distinct, position[rows]
 
 
 class KNNRegressor:

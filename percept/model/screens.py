@@ -16,6 +16,8 @@ from __future__ import annotations
 import numpy as np
 
 from percept.model import _tiles
+from percept.model._kernels import gather_float32
+from percept.model.unit_rows import row_norms
 
 U32 = 2.0 ** -24
 U64 = 2.0 ** -53
@@ -89,9 +91,9 @@ def tile_error(dim: int, query_norms: np.ndarray, query_residuals: np.ndarray, v
 class Float32Screen:
     """Similarities from a float32 matrix product with the columns (n, dim) in float32."""
 
-    def __init__(self, columns32: np.ndarray, vector_norm: float):
+    def __init__(self, columns32: np.ndarray):
         self.columns32 = columns32
-        self.vector_norm = vector_norm
+        self.vector_norm = float(row_norms(columns32).max(initial=0.0)) * (1 + 2 * U32)
 
     def similarities(self, q64: np.ndarray, out: np.ndarray) -> np.ndarray:
         """Writes the queries' similarities with every column to ``out``; returns each query's error bound."""
@@ -100,15 +102,19 @@ class Float32Screen:
 
 
 class TileScreen:
-    """Similarities from bfloat16 products on AMX tiles, the columns packed once (half the float32 memory)."""
+    """Similarities from bfloat16 products on AMX tiles, the columns packed once (half the float32 memory).
 
-    def __init__(self, columns32: np.ndarray, vector_norm: float):
-        n, self.dim = columns32.shape
-        self.packed = np.empty(_tiles.packed_size(n, self.dim), dtype=np.uint16)
-        residuals = np.empty(n, dtype=np.float64)
-        _tiles.pack_columns(np.ascontiguousarray(columns32, dtype=np.float32), self.packed, residuals)
+    Column j is ``stored[rows[j]] * scales[j]`` (float16 or float32 rows, multiplied in float32), packed
+    straight from storage: no float32 copy of the columns is made.
+    """
+
+    def __init__(self, stored: np.ndarray, rows: np.ndarray, scales: np.ndarray):
+        self.dim = stored.shape[1]
+        self.packed = np.empty(_tiles.packed_size(len(rows), self.dim), dtype=np.uint16)
+        residuals, lengths = np.empty(len(rows)), np.empty(len(rows))
+        _tiles.pack_columns(stored, rows, scales, self.packed, residuals, lengths)
         self.vector_residual = float(residuals.max(initial=0.0))
-        self.vector_norm = vector_norm
+        self.vector_norm = float(lengths.max(initial=0.0)) * (1 + 2 * U32)
 
     def similarities(self, q64: np.ndarray, out: np.ndarray) -> np.ndarray:
         """Writes the queries' similarities with every column to ``out``; returns each query's error bound.
@@ -128,8 +134,27 @@ class TileScreen:
         return eps
 
 
-def column_screen(columns32: np.ndarray, vector_norm: float) -> Float32Screen | TileScreen:
-    """The screen for float32 columns whose norms are at most ``vector_norm``: tiles where they can be used."""
-    if _tiles_wanted and vector_norm < TILE_RANGE and len(columns32):
-        return TileScreen(columns32, vector_norm)
-    return Float32Screen(columns32, vector_norm)
+def stored_screen(stored: np.ndarray, rows: np.ndarray, scales: np.ndarray) -> Float32Screen | TileScreen:
+    """The screen over columns ``stored[rows[j]] * scales[j]`` (float16 or float32 rows, float32 ``scales``):
+    tiles where they can be used, else the float32 columns."""
+    stored = np.ascontiguousarray(stored)
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
+    scales = np.ascontiguousarray(scales, dtype=np.float32)
+    if _tiles_wanted and len(rows):
+        screen = TileScreen(stored, rows, scales)
+        if not screen.vector_norm >= TILE_RANGE:  # NaN lengths stay here, for the caller's check
+            return screen
+    columns32 = np.empty((len(rows), stored.shape[1]), dtype=np.float32)
+    gather_float32(stored, rows, columns32)
+    columns32 *= scales[:, None]
+    return Float32Screen(columns32)
+
+
+def column_screen(columns32: np.ndarray) -> Float32Screen | TileScreen:
+    """The screen over float32 columns (n, dim): tiles where they can be used."""
+    columns32 = np.ascontiguousarray(columns32, dtype=np.float32)
+    if _tiles_wanted and len(columns32):
+        screen = TileScreen(columns32, np.arange(len(columns32)), np.ones(len(columns32), dtype=np.float32))
+        if not screen.vector_norm >= TILE_RANGE:
+            return screen
+    return Float32Screen(columns32)
