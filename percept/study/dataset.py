@@ -28,7 +28,7 @@ from percept.data.vector_checks import refuse_zero
 from percept.encoders.options import EncodingOptions
 from percept.environment.options import EnvironmentOptions
 from percept.errors import PerceptError
-from percept.model.unit_rows import UnitRows
+from percept.model.unit_rows import UnitRows, row_norms
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -71,12 +71,11 @@ class Dataset:
 def load_dataset(selection: DataSelection, log: Log = print) -> Dataset:
     """Load survey, vectors, samples and (optionally) environmental vectors as ``selection`` says."""
     with ThreadPoolExecutor(1) as pool:  # cached embeddings are read while the survey is decoded
-        cached = None if selection.encoding.images_dir else pool.submit(
-            read_embeddings, selection.encoding.embeddings_folder, metadata=False)
+        cached = None if selection.encoding.images_dir else pool.submit(_read_cached, selection.encoding)
         survey = load_survey(selection.geojson, None if selection.environment else CORE_PROPERTIES)
         if survey.duplicates:
             log(f"warning: {survey.duplicates} survey features repeat an image name; the last one is used")
-        embeddings = cached.result() if cached else obtain_embeddings(selection.encoding, log)
+        embeddings, norms = cached.result() if cached else (obtain_embeddings(selection.encoding, log), None)
     matches = matched, unmatched = match_features(embeddings.names, survey)
     keep = np.array([m is not None for m in matched], dtype=bool)
     if not keep.any():
@@ -89,7 +88,10 @@ def load_dataset(selection: DataSelection, log: Log = print) -> Dataset:
         log(f"skipped {len(unmatched)} embedding rows with no survey feature (first: {unmatched[0]})")
     names = [n for n, k in zip(embeddings.names, keep) if k]
     lonlat = survey.lonlat[[m for m in matched if m is not None]]
-    vectors = UnitRows(embeddings.vectors if keep.all() else embeddings.vectors[keep])
+    if keep.all():
+        vectors = UnitRows(embeddings.vectors, norms)
+    else:
+        vectors = UnitRows(embeddings.vectors[keep], None if norms is None else norms[keep])
     del embeddings
     if selection.demographics:
         from percept.data.ratings import filter_ratings, load_ratings, rating_samples
@@ -109,6 +111,12 @@ def load_dataset(selection: DataSelection, log: Log = print) -> Dataset:
                                         np.asarray(vectors), log)
         environment = selection.environment.label
     return Dataset(names, vectors, sample_set.by_category, sample_set.rating_rows, environment, lonlat)
+
+
+def _read_cached(options: EncodingOptions) -> tuple[Embeddings, np.ndarray]:
+    """The cached embeddings and their row norms (computed on the reading thread, while the survey decodes)."""
+    embeddings = read_embeddings(options.embeddings_folder, metadata=False)
+    return embeddings, row_norms(embeddings.vectors)
 
 
 def obtain_embeddings(options: EncodingOptions, log: Log) -> Embeddings:
