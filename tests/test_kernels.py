@@ -53,13 +53,16 @@ def test_norms_do_not_depend_on_the_stored_type(dim, extensions):
     np.testing.assert_allclose(norms, np.sqrt(np.einsum("ij,ij->i", wide, wide)), rtol=1e-15)
 
 
+@pytest.mark.parametrize("stored", ["float16 rows", "float64 unit rows"])
 @pytest.mark.parametrize("dim", [24, 1030])
-def test_search_is_the_same_with_and_without_vector_extensions(dim):
-    """Float16 rows re-ranked by the F16C/AVX-512 code and by the portable code: same neighbours, both exact."""
+def test_search_is_the_same_with_and_without_vector_extensions(dim, stored, screen):
+    """Float16 rows re-ranked (and float64 rows re-screened from float16 copies, on tiles) by the F16C/AVX-512
+    code and by the portable code: same neighbours, both exact."""
     rng = np.random.default_rng(dim)
     raw = rng.normal(size=(700, dim)).astype(np.float16)
     raw[rng.integers(0, 600, 40)] = raw[rng.integers(0, 600, 40)]  # equal vectors in different rows
-    unit, train, test = UnitRows(raw), rng.permutation(600), np.arange(600, 700)
+    unit = UnitRows(raw) if stored == "float16 rows" else np.asarray(UnitRows(raw))
+    train, test = rng.permutation(600), np.arange(600, 700)
     results = []
     for enabled in (True, False):
         previous = _kernels.vector_extensions(enabled)
@@ -81,11 +84,14 @@ def test_selection_refuses_arrays_of_another_space():
     tables = (np.zeros((1, 6), np.int64), np.ones((1, 5), np.int64), np.arange(5), np.array([0, 5]))
     args = [values, queries, np.zeros(2), np.zeros((5, 4)), None, None, np.array([0]), np.array([5]), np.array([1]),
             np.array([1]), np.array([5]), np.array([0, 5]), np.array([2]), *tables]
+    outputs = (np.empty((2, 2), np.int64),), (np.empty((2, 2)),)
     with pytest.raises(ValueError, match="outputs need"):
-        _kernels.select_neighbours(*args, (np.empty((2, 3), np.int64),), (np.empty((2, 3)),))
+        _kernels.select_neighbours(*args, (np.empty((2, 3), np.int64),), (np.empty((2, 3)),), None, None)
     with pytest.raises(ValueError, match="do not describe one search space"):
-        _kernels.select_neighbours(*args[:3], np.zeros((5, 3)), *args[4:], (np.empty((2, 2), np.int64),),
-                                   (np.empty((2, 2)),))
+        _kernels.select_neighbours(*args[:3], np.zeros((5, 3)), *args[4:], *outputs, None, None)
     with pytest.raises(IndexError):
-        _kernels.select_neighbours(*args[:4], np.array([0, 1, 2, 3, 9]), *args[5:], (np.empty((2, 2), np.int64),),
-                                   (np.empty((2, 2)),))
+        _kernels.select_neighbours(*args[:4], np.array([0, 1, 2, 3, 9]), *args[5:], *outputs, None, None)
+    with pytest.raises(ValueError, match="refine and refine_eps go together"):
+        _kernels.select_neighbours(*args, *outputs, np.zeros((5, 4), np.float16), None)
+    with pytest.raises(ValueError, match="refine needs"):
+        _kernels.select_neighbours(*args, *outputs, np.zeros((4, 4), np.float16), np.zeros(2))

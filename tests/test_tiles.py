@@ -104,6 +104,33 @@ def test_tile_bound_holds_on_hard_sums():
     assert (error.max(axis=1) > eps / 100).any()  # the bound is not vacuous: some errors come near it
 
 
+def test_float16_refining_bound_holds_on_hard_sums():
+    """Candidates re-screened in float32 from float16 copies of the columns stay within the stated bound."""
+    rng = np.random.default_rng(4)
+    dim = 1024
+    queries = l2_normalise(rng.normal(size=(64, dim)) * np.logspace(-6, 0, dim))
+    vectors = l2_normalise(np.vstack([queries[:32] + 1e-4 * rng.normal(size=(32, dim)), rng.normal(size=(200, dim))]))
+    vectors32 = vectors.astype(np.float32)
+    copies, residual = screens.float16_copies(vectors32, chunk=100)
+    assert residual == pytest.approx(np.linalg.norm(vectors32.astype(np.float64) - copies, axis=1).max(), rel=1e-12)
+    refined = queries.astype(np.float32) @ copies.astype(np.float32).T
+    norms = np.linalg.norm(queries, axis=1)
+    bound = absolute_error(dim, norms, 1 + 2.0 ** -22) + screens.float16_error(dim, norms * (1 + 2.0 ** -24),
+                                                                              1 + 2.0 ** -22, residual)
+    error = np.abs(refined - queries @ vectors.T)
+    assert (error <= bound[:, None]).all()
+    assert (bound < 0.001).all()
+
+
+def test_float64_columns_are_refined_from_float16_copies_on_tiles():
+    """A scorer's float64 vectors (re-ranked from 8-byte rows) get float16 copies; float16 storage does not."""
+    rng = np.random.default_rng(6)
+    vectors = l2_normalise(rng.normal(size=(300, 64)))
+    assert KNNRegressor(5).fit(vectors, np.ones(300)).space_.refine16.dtype == np.float16
+    from percept.model.unit_rows import UnitRows
+    assert KNNRegressor(5).fit(UnitRows(vectors.astype(np.float16)), np.ones(300)).space_.refine16 is None
+
+
 def test_queries_out_of_range_are_left_to_float64():
     """Elements too large for bfloat16 products: similarity 0, infinite bound, and the search stays exact."""
     rng = np.random.default_rng(3)

@@ -3,9 +3,10 @@
  * gather_float32(stored, rows, out): out[j] = stored[rows[j]] as float32, for float16 or float32 rows
  *     (exact conversions).
  * sums_of_squares(stored, out): out[i] = sum_k stored[i, k]^2 in float64, for float16, float32 or float64 rows.
- * select_neighbours(...): steps 2 to 4 of percept.model.exact_search (after the float32 product), a query at a
- *     time, for the arrays a SearchSpace lays out (shapes and re-ranking rows are checked, the sample tables
- *     are trusted: they are the search space's own).
+ * select_neighbours(...): steps 2 to 4 of percept.model.exact_search (after the screen), a query at a time, for
+ *     the arrays a SearchSpace lays out (shapes and re-ranking rows are checked, the sample tables are trusted:
+ *     they are the search space's own); with float16 copies of the columns (refine), the candidates are
+ *     re-screened from them in float32 before the K-th value tightens the cut.
  * vector_extensions(enabled=None): whether the F16C/AVX-512 float16 paths are used; False forces the portable
  *     code (tests compare both), True restores what the CPU supports. Returns the previous setting.
  *
@@ -233,6 +234,70 @@ static void dots_from_float16_avx512(const double *q, const uint16_t *vectors, P
 
 static int f16c_available, avx512_available;
 
+/* out[i] = the float32 dot product of the float32 query q with float16 row columns[i] of `rows` (any order of
+ * summation: the refining bound covers it). */
+static void float16_dots_portable(const float *q, const uint16_t *rows, Py_ssize_t dim, const int64_t *columns,
+                                  Py_ssize_t count, float *out)
+{
+    for (Py_ssize_t i = 0; i < count; i++) {
+        const uint16_t *x = rows + columns[i] * dim;
+        float lane[LANES] = {0};
+        Py_ssize_t k = 0;
+        for (; k + LANES <= dim; k += LANES)
+            for (int l = 0; l < LANES; l++)
+                lane[l] += q[k + l] * half_to_float(x[k + l]);
+        float sum = 0;
+        for (int l = 0; l < LANES; l++)
+            sum += lane[l];
+        for (; k < dim; k++)
+            sum += q[k] * half_to_float(x[k]);
+        out[i] = sum;
+    }
+}
+
+#if defined(__GNUC__) && defined(__x86_64__)
+/* The same with F16C and FMA, 32 halves a step. */
+__attribute__((target("avx2,fma,f16c")))
+static void float16_dots_f16c(const float *q, const uint16_t *rows, Py_ssize_t dim, const int64_t *columns,
+                              Py_ssize_t count, float *out)
+{
+    for (Py_ssize_t i = 0; i < count; i++) {
+        const uint16_t *x = rows + columns[i] * dim;
+        const char *next = (const char *)(rows + columns[i + 1 < count ? i + 1 : i] * dim);
+        __m256 lane[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+        Py_ssize_t k = 0;
+        for (; k + 32 <= dim; k += 32) {
+            __builtin_prefetch(next + k * sizeof(uint16_t));
+            for (int part = 0; part < 4; part++)
+                lane[part] = _mm256_fmadd_ps(_mm256_loadu_ps(q + k + 8 * part),
+                                             _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + k + 8 * part))),
+                                             lane[part]);
+        }
+        float sums[32];
+        for (int l = 0; l < 4; l++)
+            _mm256_storeu_ps(sums + 8 * l, lane[l]);
+        float sum = 0;
+        for (int l = 0; l < 32; l++)
+            sum += sums[l];
+        for (; k < dim; k++)
+            sum += q[k] * half_to_float(x[k]);
+        out[i] = sum;
+    }
+}
+#endif
+
+static void float16_dots(const float *q, const uint16_t *rows, Py_ssize_t dim, const int64_t *columns,
+                         Py_ssize_t count, float *out)
+{
+#if defined(__GNUC__) && defined(__x86_64__)
+    if (f16c_available) {
+        float16_dots_f16c(q, rows, dim, columns, count, out);
+        return;
+    }
+#endif
+    float16_dots_portable(q, rows, dim, columns, count, out);
+}
+
 /* Float64 dot products of one float64 query with the stored rows `rows[0:count]` of float16, float32 or
  * float64 elements (`row`: dim floats of scratch for the portable float16 path). */
 static void query_dots(const double *q, const void *matrix, int itemsize, Py_ssize_t dim, const int64_t *rows,
@@ -433,6 +498,7 @@ typedef struct {
     const int64_t *matrix_rows; /* matrix row of each column, or NULL: column j is row j */
     const double *divisors;     /* each column's similarity is divided by this, or NULL */
     const int64_t *widths, *groups, *group_offsets; /* per block: the strided groups of the first bound */
+    const uint16_t *refine; /* (n, dim) float16 copies of the columns that re-screen the candidates, or NULL */
 } Space;
 
 /* Scratch for one row. */
@@ -447,10 +513,12 @@ typedef struct {
     float *group_values; /* n: one category's group maxima */
     Found *found;     /* most samples of one category */
     float *row;       /* dim: a float16 row converted */
+    float *refined;   /* n: the candidates' values re-screened from the float16 copies */
+    float *q32;       /* dim: the query in float32 */
 } Scratch;
 
 /* One query: each category's K nearest samples into index[c] and similarity[c] (row `r`). */
-static void select_row(const Space *sp, const float *values, const double *q, double eps, Scratch *w,
+static void select_row(const Space *sp, const float *values, const double *q, double eps, double refine_eps, Scratch *w,
                        int64_t **index, double **similarity, Py_ssize_t r)
 {
     double cut[64];
@@ -483,7 +551,15 @@ static void select_row(const Space *sp, const float *values, const double *q, do
         if (low != INFINITY)
             kept = collect_at_least(values, sp->block_starts[b], sp->block_stops[b], low, w->columns, w->values, kept);
     }
-    /* 3. Each category's exact float32 K-th value among its candidates tightens its cut. */
+    /* 3. Each category's candidates are those at or above its cut; their exact K-th value tightens the cut (by
+     *    the re-screened values and their bound, where the columns have float16 copies). */
+    const float *ranked = w->values;
+    if (sp->refine) {
+        for (Py_ssize_t k = 0; k < sp->dim; k++)
+            w->q32[k] = (float)q[k];
+        float16_dots(w->q32, sp->refine, sp->dim, w->columns, kept, w->refined);
+        ranked = w->refined, eps = refine_eps;
+    }
     for (Py_ssize_t i = 0; i < kept; i++)
         w->needed[i] = 0;
     for (Py_ssize_t c = 0; c < sp->n_categories; c++) {
@@ -493,10 +569,10 @@ static void select_row(const Space *sp, const float *values, const double *q, do
         Py_ssize_t mine = 0;
         for (Py_ssize_t i = 0; i < kept; i++)
             if (counts[w->columns[i]] > 0 && (double)w->values[i] >= cut[c])
-                w->entries[mine++] = (Entry){w->values[i], counts[w->columns[i]]};
+                w->entries[mine++] = (Entry){ranked[i], counts[w->columns[i]]};
         double tight = (double)weighted_kth_largest(w->entries, mine, sp->ks[c]) - 2 * eps;
         for (Py_ssize_t i = 0; i < kept; i++)
-            if (counts[w->columns[i]] > 0 && (double)w->values[i] >= tight)
+            if (counts[w->columns[i]] > 0 && (double)w->values[i] >= cut[c] && (double)ranked[i] >= tight)
                 w->needed[i] |= (uint64_t)1 << c;
     }
     /* 4. Float64 similarities of the candidates any category keeps. */
@@ -677,13 +753,13 @@ static void release_views(Views *v)
 
 static PyObject *select_neighbours(PyObject *self, PyObject *args)
 {
-    PyObject *o[19];
-    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOOOOOOOOO:select_neighbours", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5],
+    PyObject *o[21];
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOOOOOOOOOOO:select_neighbours", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5],
                           &o[6], &o[7], &o[8], &o[9], &o[10], &o[11], &o[12], &o[13], &o[14], &o[15], &o[16], &o[17],
-                          &o[18]))
+                          &o[18], &o[19], &o[20]))
         return NULL;
     Views v = {.taken = 0};
-    Py_buffer *values, *queries, *eps, *matrix, *blocks, *ks, *starts;
+    Py_buffer *values, *queries, *eps, *matrix, *blocks, *ks, *starts, *refine = NULL, *refine_eps = NULL;
     Space sp;
     Scratch w = {0};
     int64_t *index[64];
@@ -712,6 +788,20 @@ static PyObject *select_neighbours(PyObject *self, PyObject *args)
         goto done;
     sp.n_blocks = blocks->shape[0], sp.n_categories = ks->shape[0];
     Py_ssize_t rows = values->shape[0];
+    sp.refine = NULL;
+    if ((o[19] == Py_None) != (o[20] == Py_None)) {
+        PyErr_SetString(PyExc_ValueError, "select_neighbours: refine and refine_eps go together");
+        goto done;
+    }
+    if (o[19] != Py_None) {
+        if (!(sp.refine = take(&v, o[19], 0, 2, "e", "refine", &refine)) ||
+            !take(&v, o[20], 0, 1, "d", "refine_eps", &refine_eps))
+            goto done;
+        if (refine->shape[0] != sp.n || refine->shape[1] != sp.dim || refine_eps->shape[0] != rows) {
+            PyErr_SetString(PyExc_ValueError, "select_neighbours: refine needs (columns, dim) and refine_eps (queries)");
+            goto done;
+        }
+    }
     if (queries->shape[0] != rows || eps->shape[0] != rows || matrix->shape[1] != sp.dim ||
         starts->shape[0] != sp.n_categories || starts->shape[1] != sp.n + 1 || sp.n_categories > 63 ||
         !PyTuple_Check(o[17]) || !PyTuple_Check(o[18]) || PyTuple_GET_SIZE(o[17]) != sp.n_categories ||
@@ -745,21 +835,23 @@ static PyObject *select_neighbours(PyObject *self, PyObject *args)
     w.maxima = malloc(n * sizeof(float));
     w.group_values = malloc(n * sizeof(float));
     w.found = malloc((size_t)most * sizeof(Found)), w.row = malloc((size_t)(sp.dim + 1) * sizeof(float));
+    w.refined = malloc(n * sizeof(float)), w.q32 = malloc((size_t)(sp.dim + 1) * sizeof(float));
     if (!w.entries || !w.columns || !w.values || !w.needed || !w.sims || !w.rows || !w.maxima ||
-        !w.group_values || !w.found || !w.row) {
+        !w.group_values || !w.found || !w.row || !w.refined || !w.q32) {
         PyErr_NoMemory();
         goto done;
     }
     const float *value_rows = values->buf;
-    const double *query_rows = queries->buf, *bounds = eps->buf;
+    const double *query_rows = queries->buf, *bounds = eps->buf, *refine_bounds = refine_eps ? refine_eps->buf : NULL;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t r = 0; r < rows; r++)
-        select_row(&sp, value_rows + r * sp.n, query_rows + r * sp.dim, bounds[r], &w, index, similarity, r);
+        select_row(&sp, value_rows + r * sp.n, query_rows + r * sp.dim, bounds[r],
+                   refine_bounds ? refine_bounds[r] : 0.0, &w, index, similarity, r);
     Py_END_ALLOW_THREADS
     result = Py_NewRef(Py_None);
 done:
     free(w.entries), free(w.columns), free(w.values), free(w.needed), free(w.sims), free(w.rows);
-    free(w.maxima), free(w.group_values), free(w.found), free(w.row);
+    free(w.maxima), free(w.group_values), free(w.found), free(w.row), free(w.refined), free(w.q32);
     release_views(&v);
     return result;
 }
@@ -799,7 +891,8 @@ static PyMethodDef methods[] = {
      "sums_of_squares(stored, out): out[i] = float64 sum of the squares of row i."},
     {"select_neighbours", select_neighbours, METH_VARARGS,
      "select_neighbours(values, queries, eps, matrix, matrix_rows, divisors, block_starts, block_stops, "
-     "block_patterns, widths, groups, group_offsets, ks, starts, counts, samples, sample_offsets, index, similarity)"},
+     "block_patterns, widths, groups, group_offsets, ks, starts, counts, samples, sample_offsets, index, similarity, "
+     "refine, refine_eps)"},
     {"vector_extensions", vector_extensions, METH_VARARGS,
      "vector_extensions(enabled=None): whether float16 rows use F16C/AVX-512; returns the previous setting."},
     {NULL, NULL, 0, NULL},

@@ -33,7 +33,15 @@ import numpy as np
 
 from percept.errors import PerceptError
 from percept.model._kernels import gather_float32, select_neighbours
-from percept.model.screens import column_screen, stored_screen
+from percept.model.screens import (
+    U32,
+    TileScreen,
+    absolute_error,
+    column_screen,
+    float16_copies,
+    float16_error,
+    stored_screen,
+)
 from percept.model.unit_rows import UnitRows
 
 #: Columns per group of the K-th value bound (its selection runs over columns / GROUP_WIDTH group maxima).
@@ -45,6 +53,8 @@ BLOCK_VALUES = 24 * 1024 * 1024
 THREADS = max(1, min(8, os.cpu_count() or 1))
 #: Fewest queries a search thread takes (smaller shares cost more in overhead than they save).
 MIN_SHARE = 64
+#: Columns re-screened from float16 copies must have norms below this (float16 holds up to 65504).
+REFINE_RANGE = 2.0 ** 15
 
 
 def rows64(source, rows: np.ndarray) -> np.ndarray:
@@ -135,6 +145,10 @@ class SearchSpace:
         if not np.isfinite(self.screen.vector_norm):  # a NaN or infinite element makes its row's length so
             raise PerceptError("the training vectors contain NaN or infinite values: re-encode the images")
         self.rerank_matrix, self.rerank_rows = self._rerank_rows(source, vectors32)
+        self.refine16, self.refine_residual = None, 0.0
+        if isinstance(self.screen, TileScreen) and vectors32 is not None and self.rerank_matrix.itemsize > 2 \
+                and self.screen.vector_norm < REFINE_RANGE:
+            self.refine16, self.refine_residual = float16_copies(vectors32)
         column_of = np.full(n_vectors, -1, dtype=np.int64)
         column_of[order] = np.arange(len(order))
         self._layout_blocks(pattern[order])
@@ -232,7 +246,7 @@ def search(space: SearchSpace, queries, k: int, rows: np.ndarray | None = None, 
     def run(start: int) -> None:
         q64 = np.ascontiguousarray(rows64(queries, rows[start:start + block]))
         values, eps = _screen(space, q64)
-        _select(space, q64, values, eps, ks, found, slice(start, start + len(q64)))
+        _select(space, q64, values, eps, _refine_error(space, q64), ks, found, slice(start, start + len(q64)))
 
     if workers > 1 and len(starts) > 1:
         from threadpoolctl import threadpool_limits
@@ -258,11 +272,20 @@ def _screen(space: SearchSpace, q64: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return values, space.screen.similarities(q64, values)
 
 
-def _select(space: SearchSpace, q64: np.ndarray, values: np.ndarray, eps: np.ndarray, ks: list[int],
-            found: list[Found], rows: slice) -> None:
+def _refine_error(space: SearchSpace, q64: np.ndarray) -> np.ndarray | None:
+    """Each query's bound on the candidates' values re-screened from the float16 copies (None without them)."""
+    if space.refine16 is None:
+        return None
+    norms = np.sqrt(np.einsum("ij,ij->i", q64, q64))
+    return (absolute_error(space.dim, norms, space.screen.vector_norm) +
+            float16_error(space.dim, norms * (1 + U32), space.screen.vector_norm, space.refine_residual))
+
+
+def _select(space: SearchSpace, q64: np.ndarray, values: np.ndarray, eps: np.ndarray, refine_eps: np.ndarray | None,
+            ks: list[int], found: list[Found], rows: slice) -> None:
     """Each category's K nearest samples (K = ``ks[c]``, 0 skips a category) of queries screened as ``values``,
     written to ``found[c]`` at ``rows``: steps 2 to 4 of the module docstring, in C a query at a time."""
     select_neighbours(values, q64, eps, space.rerank_matrix, space.rerank_rows, space.norms, space.block_starts,
                       space.block_stops, space.block_patterns, *space.groups(max(ks)), np.asarray(ks, dtype=np.int64),
                       *space.sample_tables, tuple(f.index[rows] for f in found),
-                      tuple(f.similarity[rows] for f in found))
+                      tuple(f.similarity[rows] for f in found), space.refine16, refine_eps)

@@ -88,6 +88,26 @@ def tile_error(dim: int, query_norms: np.ndarray, query_residuals: np.ndarray, v
     return (products + rounding) * NORM_SLACK + 2 * padded * TINY
 
 
+def float16_error(dim: int, query_norms: np.ndarray, vector_norm: float, vector_residual: float) -> np.ndarray:
+    """Bound on |re-screened value - q'·x'| when candidates are re-screened from float16 copies of the columns.
+
+    The re-screened value is the float32 dot product of q' with x16 = float16(x'): within g(d) |q'| |x16|
+    of q'·x16 in any summation order (plus float32 underflow), and q'·x16 - q'·x' = q'·(x16 - x') is within
+    |q'| |x16 - x'|. ``query_norms`` bound |q'| (|q| (1 + u) does), ``vector_residual`` the largest |x16 - x'|.
+    """
+    products = gamma(dim, U32) * query_norms * (vector_norm + vector_residual)
+    underflow = (3 * dim + 8) * 2.0 ** -149 * (2 + query_norms + vector_norm)
+    return (products + query_norms * vector_residual) * NORM_SLACK + underflow
+
+
+def float16_copies(columns32: np.ndarray, chunk: int = 2048) -> tuple[np.ndarray, float]:
+    """The columns rounded to float16 and the largest |x16 - x'| (the difference is exact in float32)."""
+    copies = columns32.astype(np.float16)
+    residual = max((float(row_norms(columns32[s:s + chunk] - copies[s:s + chunk]).max(initial=0.0))
+                    for s in range(0, len(columns32), chunk)), default=0.0)
+    return copies, residual
+
+
 class Float32Screen:
     """Similarities from a float32 matrix product with the columns (n, dim) in float32."""
 
