@@ -95,3 +95,17 @@ def test_selection_refuses_arrays_of_another_space():
         _kernels.select_neighbours(*args, *outputs, np.zeros((5, 4), np.float16), None)
     with pytest.raises(ValueError, match="refine needs"):
         _kernels.select_neighbours(*args, *outputs, np.zeros((4, 4), np.float16), np.zeros(2))
+
+
+@pytest.mark.parametrize("k", [17, 250, 600])
+def test_ordering_of_many_neighbours_with_ties(k, screen):
+    """Hundreds of neighbours, most of them tied (few distinct vectors, rated many times): the order is
+    similarity descending, then training sample ascending, as the brute force has it."""
+    rng = np.random.default_rng(k)
+    distinct = rng.normal(size=(40, 16))
+    vectors = np.asarray(UnitRows(distinct[rng.integers(0, 40, 800)]))
+    train, test = rng.permutation(700), np.arange(700, 800)
+    found = KNNRegressor(k).fit(vectors, rng.uniform(1, 5, 700), train).kneighbors(vectors, rows=test)
+    index, sims = brute_force(vectors, train, vectors[test], k)
+    np.testing.assert_array_equal(found.index, index)
+    np.testing.assert_allclose(found.similarity, sims, rtol=0, atol=1e-14)

@@ -476,13 +476,49 @@ typedef struct {
     int64_t sample;
 } Found;
 
-/* Most similar first; equal similarities: the earlier training sample first. */
-static int found_order(const void *a, const void *b)
+/* Whether a comes before b: most similar first; equal similarities, the earlier training sample first. */
+static inline int found_before(const Found *a, const Found *b)
 {
-    const Found *x = a, *y = b;
-    if (x->similarity != y->similarity)
-        return x->similarity > y->similarity ? -1 : 1;
-    return (x->sample > y->sample) - (x->sample < y->sample);
+    return a->similarity > b->similarity || (a->similarity == b->similarity && a->sample < b->sample);
+}
+
+static inline void found_swap(Found *f, Py_ssize_t a, Py_ssize_t b)
+{
+    Found t = f[a];
+    f[a] = f[b], f[b] = t;
+}
+
+/* Puts the first k of f[0:n] in order at the front (the rest in any order): quicksort on the median of three,
+ * skipping the parts wholly at or after position k; runs of 16 or fewer by insertion. */
+static void order_first(Found *f, Py_ssize_t n, Py_ssize_t k)
+{
+    while (n > 16) {
+        Py_ssize_t mid = n / 2;
+        if (found_before(&f[mid], &f[0]))
+            found_swap(f, mid, 0);
+        if (found_before(&f[n - 1], &f[0]))
+            found_swap(f, n - 1, 0);
+        if (found_before(&f[n - 1], &f[mid]))
+            found_swap(f, n - 1, mid);
+        Found pivot = f[mid]; /* f[0] <= pivot <= f[n - 1]: the scans below stop inside */
+        Py_ssize_t i = 0, j = n - 1;
+        for (;;) {
+            while (found_before(&f[++i], &pivot)) {}
+            while (found_before(&pivot, &f[--j])) {}
+            if (i >= j)
+                break;
+            found_swap(f, i, j);
+        }
+        /* f[0:j+1] <= pivot <= f[j+1:n] */
+        if (j + 1 < k)
+            order_first(f + j + 1, n - j - 1, k - j - 1);
+        n = j + 1; /* the left part, whose order is always needed while k reaches into it */
+        if (k > n)
+            k = n;
+    }
+    for (Py_ssize_t i = 1; i < n; i++)
+        for (Py_ssize_t j = i; j > 0 && found_before(&f[j], &f[j - 1]); j--)
+            found_swap(f, j, j - 1);
 }
 
 /* The search space as select_neighbours reads it. */
@@ -599,15 +635,7 @@ static void select_row(const Space *sp, const float *values, const double *q, do
             for (int64_t s = starts[w->columns[i]]; s < starts[w->columns[i] + 1]; s++)
                 w->found[count++] = (Found){w->sims[i], samples[s]};
         }
-        if (count <= 64) { /* few: an insertion sort beats qsort's calls */
-            for (Py_ssize_t i = 1; i < count; i++)
-                for (Py_ssize_t j = i; j > 0 && found_order(&w->found[j - 1], &w->found[j]) > 0; j--) {
-                    Found t = w->found[j - 1];
-                    w->found[j - 1] = w->found[j], w->found[j] = t;
-                }
-        } else {
-            qsort(w->found, (size_t)count, sizeof(Found), found_order);
-        }
+        order_first(w->found, count, k);
         for (int64_t j = 0; j < k; j++) {
             index[c][r * k + j] = w->found[j].sample;
             similarity[c][r * k + j] = w->found[j].similarity;
