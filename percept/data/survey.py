@@ -70,7 +70,7 @@ def _index(urls: list, geometries: list, source: str) -> tuple[dict[str, int], n
     bad = next((number for number, url in enumerate(urls) if not url or type(url) is not str), None)
     if bad is not None:
         raise _bad_url(source, bad, urls[bad])
-    by_name = {image_name(url): number for number, url in enumerate(urls)}
+    by_name = {url.replace("\\", "/").rpartition("/")[2]: number for number, url in enumerate(urls)}  # image_name, inlined
     lonlat = np.array([point_coordinates(geometry) for geometry in geometries], dtype=np.float64)
     return by_name, lonlat.reshape(-1, 2)
 
@@ -189,7 +189,8 @@ class SampleSet:
 
 def match_features(names: list[str], survey: Survey) -> tuple[list[int | None], list[str]]:
     """For each embedding row, its survey feature index (or None), and the unmatched names."""
-    matched = [survey.by_name.get(image_name(n)) for n in names]
+    by_name = survey.by_name
+    matched = [by_name.get(str(n).replace("\\", "/").rpartition("/")[2]) for n in names]  # image_name, inlined
     unmatched = [n for n, m in zip(names, matched) if m is None]
     return matched, unmatched
 
@@ -204,13 +205,14 @@ def average_samples(names: list[str], survey: Survey,
     matched, unmatched = matches or match_features(names, survey)
     rows = {c: [] for c in CATEGORIES}
     scores = {c: [] for c in CATEGORIES}
+    keys = [(c, f"average_{c}") for c in CATEGORIES]
     low, high = SCORE_RANGE
     for row, feature in enumerate(matched):
         if feature is None:
             continue
         props = survey.features[feature]
-        for category in CATEGORIES:
-            value = props.get(f"average_{category}")
+        for category, key in keys:
+            value = props.get(key)
             if value is not None:
                 if (type(value) is not float and type(value) is not int) or not low <= value <= high:
                     raise _bad_average(survey, feature, category, value)
