@@ -326,97 +326,50 @@ static void query_dots(const double *q, const void *matrix, int itemsize, Py_ssi
     }
 }
 
-/* A value and how many samples hold it. */
-typedef struct {
+/* Order keys of floats: unsigned integers that order as the values do (-0 just below +0). */
+static inline uint32_t order_key(float value)
+{
+    uint32_t bits;
+    memcpy(&bits, &value, sizeof bits);
+    return bits & 0x80000000u ? ~bits : bits | 0x80000000u;
+}
+
+static inline float key_value(uint32_t key)
+{
+    uint32_t bits = key & 0x80000000u ? key & 0x7fffffffu : ~key;
     float value;
-    int64_t count;
-} Entry;
-
-static void entry_swap(Entry *e, Py_ssize_t a, Py_ssize_t b)
-{
-    Entry t = e[a];
-    e[a] = e[b], e[b] = t;
+    memcpy(&value, &bits, sizeof value);
+    return value;
 }
 
-/* The k-th largest value of entries[0:n], entry i counted entries[i].count times (the counts add up to at
- * least k): a weighted quickselect with three-way partitions, so runs of equal values cost nothing extra.
- * Reorders the entries. */
-static float weighted_kth_largest(Entry *e, Py_ssize_t n, int64_t k)
+/* How many of keys[0:n] are at least `least`, each counted weights[i] times (once each without weights). */
+WIDE_WHERE_AVAILABLE
+static int64_t weight_at_least(const uint32_t *keys, const int64_t *weights, Py_ssize_t n, uint32_t least)
 {
-    Py_ssize_t lo = 0, hi = n;
-    for (;;) {
-        if (hi - lo <= 16) { /* insertion sort, largest first, then count down */
-            for (Py_ssize_t i = lo + 1; i < hi; i++)
-                for (Py_ssize_t j = i; j > lo && e[j - 1].value < e[j].value; j--)
-                    entry_swap(e, j - 1, j);
-            for (Py_ssize_t i = lo; i < hi; i++) {
-                k -= e[i].count;
-                if (k <= 0)
-                    return e[i].value;
-            }
-            return e[hi - 1].value;
-        }
-        float a = e[lo].value, b = e[lo + (hi - lo) / 2].value, c = e[hi - 1].value;
-        float pivot = a < b ? (b < c ? b : (a < c ? c : a)) : (a < c ? a : (b < c ? c : b));
-        /* [lo, above): > pivot, [above, i): == pivot, [below, hi): < pivot */
-        Py_ssize_t above = lo, i = lo, below = hi;
-        int64_t over = 0, equal = 0;
-        while (i < below) {
-            if (e[i].value > pivot) {
-                over += e[i].count;
-                entry_swap(e, i++, above++);
-            } else if (e[i].value < pivot) {
-                entry_swap(e, i, --below);
-            } else {
-                equal += e[i++].count;
-            }
-        }
-        if (k <= over)
-            hi = above;
-        else if (k <= over + equal)
-            return pivot;
-        else {
-            k -= over + equal;
-            lo = below;
-        }
-    }
+    int64_t total = 0;
+    if (weights)
+        for (Py_ssize_t i = 0; i < n; i++)
+            total += keys[i] >= least ? weights[i] : 0;
+    else
+        for (Py_ssize_t i = 0; i < n; i++)
+            total += keys[i] >= least;
+    return total;
 }
 
-/* The k-th largest of values[0:n] (1 <= k <= n): quickselect with three-way partitions. Reorders the values. */
-static float kth_largest_of(float *v, Py_ssize_t n, Py_ssize_t k)
+/* The k-th largest of the values whose order keys are keys[0:n], value i counted weights[i] times (once each
+ * without weights); -infinity when they count fewer than k. The key is decided a bit at a time, from the top:
+ * 32 counting passes, without the branches a quickselect mispredicts. */
+static float kth_largest_key(const uint32_t *keys, const int64_t *weights, Py_ssize_t n, int64_t k)
 {
-    Py_ssize_t lo = 0, hi = n;
-    for (;;) {
-        if (hi - lo <= 16) {
-            for (Py_ssize_t i = lo + 1; i < hi; i++)
-                for (Py_ssize_t j = i; j > lo && v[j - 1] < v[j]; j--) {
-                    float t = v[j - 1];
-                    v[j - 1] = v[j], v[j] = t;
-                }
-            return v[lo + k - 1];
-        }
-        float a = v[lo], b = v[lo + (hi - lo) / 2], c = v[hi - 1];
-        float pivot = a < b ? (b < c ? b : (a < c ? c : a)) : (a < c ? a : (b < c ? c : b));
-        Py_ssize_t above = lo, i = lo, below = hi;
-        while (i < below) {
-            float x = v[i];
-            if (x > pivot) {
-                v[i++] = v[above], v[above++] = x;
-            } else if (x < pivot) {
-                v[i] = v[--below], v[below] = x;
-            } else {
-                i++;
-            }
-        }
-        if (k <= above - lo)
-            hi = above;
-        else if (k <= i - lo)
-            return pivot;
-        else {
-            k -= i - lo;
-            lo = below;
-        }
+    if (k < 1 || weight_at_least(keys, weights, n, 0) < k)
+        return -INFINITY;
+    uint32_t found = 0;
+    for (int bit = 31; bit >= 0; bit--) {
+        uint32_t candidate = found | (1u << bit);
+        if (weight_at_least(keys, weights, n, candidate) >= k)
+            found = candidate;
     }
+    return key_value(found);
 }
 
 /* maxima[g] = the largest of values[g], values[g + groups], ..., values[g + (width - 1) * groups], and of
@@ -539,14 +492,14 @@ typedef struct {
 
 /* Scratch for one row. */
 typedef struct {
-    Entry *entries;   /* n + 1 */
+    uint32_t *keys;   /* n + 1: order keys of the values one selection reads */
+    int64_t *weights; /* n + 1: samples of each candidate */
     int64_t *columns; /* n: candidate columns */
     float *values;    /* n: their float32 values */
     uint64_t *needed; /* n: bit c set when category c keeps the candidate */
     double *sims;     /* n */
     int64_t *rows;    /* n: re-ranking rows of the kept candidates */
     float *maxima;    /* n: group maxima */
-    float *group_values; /* n: one category's group maxima */
     Found *found;     /* most samples of one category */
     float *row;       /* dim: a float16 row converted */
     float *refined;   /* n: the candidates' values re-screened from the float16 copies */
@@ -572,10 +525,10 @@ static void select_row(const Space *sp, const float *values, const double *q, do
         for (Py_ssize_t b = 0; b < sp->n_blocks; b++)
             if ((sp->block_patterns[b] >> c) & 1) {
                 Py_ssize_t size = sp->group_offsets[b + 1] - sp->group_offsets[b];
-                memcpy(w->group_values + chunks, w->maxima + sp->group_offsets[b], (size_t)size * sizeof(float));
-                chunks += size;
+                for (Py_ssize_t g = 0; g < size; g++)
+                    w->keys[chunks++] = order_key(w->maxima[sp->group_offsets[b] + g]);
             }
-        cut[c] = (chunks >= k ? (double)kth_largest_of(w->group_values, chunks, k) : -INFINITY) - 2 * eps;
+        cut[c] = (double)kth_largest_key(w->keys, NULL, chunks, k) - 2 * eps;
     }
     /* 2. Candidates: every value at or above the lowest cut of its block's categories. */
     Py_ssize_t kept = 0;
@@ -605,8 +558,8 @@ static void select_row(const Space *sp, const float *values, const double *q, do
         Py_ssize_t mine = 0;
         for (Py_ssize_t i = 0; i < kept; i++)
             if (counts[w->columns[i]] > 0 && (double)w->values[i] >= cut[c])
-                w->entries[mine++] = (Entry){ranked[i], counts[w->columns[i]]};
-        double tight = (double)weighted_kth_largest(w->entries, mine, sp->ks[c]) - 2 * eps;
+                w->keys[mine] = order_key(ranked[i]), w->weights[mine++] = counts[w->columns[i]];
+        double tight = (double)kth_largest_key(w->keys, w->weights, mine, sp->ks[c]) - 2 * eps;
         for (Py_ssize_t i = 0; i < kept; i++)
             if (counts[w->columns[i]] > 0 && (double)w->values[i] >= cut[c] && (double)ranked[i] >= tight)
                 w->needed[i] |= (uint64_t)1 << c;
@@ -858,14 +811,13 @@ static PyObject *select_neighbours(PyObject *self, PyObject *args)
         goto done;
     }
     size_t n = (size_t)sp.n + 1;
-    w.entries = malloc(n * sizeof(Entry)), w.columns = malloc(n * sizeof(int64_t)), w.values = malloc(n * sizeof(float));
+    w.keys = malloc(n * sizeof(uint32_t)), w.weights = malloc(n * sizeof(int64_t)), w.columns = malloc(n * sizeof(int64_t)), w.values = malloc(n * sizeof(float));
     w.needed = malloc(n * sizeof(uint64_t)), w.sims = malloc(n * sizeof(double)), w.rows = malloc(n * sizeof(int64_t));
     w.maxima = malloc(n * sizeof(float));
-    w.group_values = malloc(n * sizeof(float));
     w.found = malloc((size_t)most * sizeof(Found)), w.row = malloc((size_t)(sp.dim + 1) * sizeof(float));
     w.refined = malloc(n * sizeof(float)), w.q32 = malloc((size_t)(sp.dim + 1) * sizeof(float));
-    if (!w.entries || !w.columns || !w.values || !w.needed || !w.sims || !w.rows || !w.maxima ||
-        !w.group_values || !w.found || !w.row || !w.refined || !w.q32) {
+    if (!w.keys || !w.weights || !w.columns || !w.values || !w.needed || !w.sims || !w.rows || !w.maxima ||
+        !w.found || !w.row || !w.refined || !w.q32) {
         PyErr_NoMemory();
         goto done;
     }
@@ -878,8 +830,8 @@ static PyObject *select_neighbours(PyObject *self, PyObject *args)
     Py_END_ALLOW_THREADS
     result = Py_NewRef(Py_None);
 done:
-    free(w.entries), free(w.columns), free(w.values), free(w.needed), free(w.sims), free(w.rows);
-    free(w.maxima), free(w.group_values), free(w.found), free(w.row), free(w.refined), free(w.q32);
+    free(w.keys), free(w.weights), free(w.columns), free(w.values), free(w.needed), free(w.sims), free(w.rows);
+    free(w.maxima), free(w.found), free(w.row), free(w.refined), free(w.q32);
     release_views(&v);
     return result;
 }
