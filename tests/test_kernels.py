@@ -86,15 +86,19 @@ def test_selection_refuses_arrays_of_another_space():
             np.array([1]), np.array([5]), np.array([0, 5]), np.array([2]), *tables]
     outputs = (np.empty((2, 2), np.int64),), (np.empty((2, 2)),)
     with pytest.raises(ValueError, match="outputs need"):
-        _kernels.select_neighbours(*args, (np.empty((2, 3), np.int64),), (np.empty((2, 3)),), None, None)
+        _kernels.select_neighbours(*args, (np.empty((2, 3), np.int64),), (np.empty((2, 3)),), None, None, None, None)
     with pytest.raises(ValueError, match="do not describe one search space"):
-        _kernels.select_neighbours(*args[:3], np.zeros((5, 3)), *args[4:], *outputs, None, None)
+        _kernels.select_neighbours(*args[:3], np.zeros((5, 3)), *args[4:], *outputs, None, None, None, None)
     with pytest.raises(IndexError):
-        _kernels.select_neighbours(*args[:4], np.array([0, 1, 2, 3, 9]), *args[5:], *outputs, None, None)
+        _kernels.select_neighbours(*args[:4], np.array([0, 1, 2, 3, 9]), *args[5:], *outputs, None, None, None, None)
     with pytest.raises(ValueError, match="refine and refine_eps go together"):
-        _kernels.select_neighbours(*args, *outputs, np.zeros((5, 4), np.float16), None)
+        _kernels.select_neighbours(*args, *outputs, np.zeros((5, 4), np.float16), None, None, None)
     with pytest.raises(ValueError, match="refine needs"):
-        _kernels.select_neighbours(*args, *outputs, np.zeros((4, 4), np.float16), np.zeros(2))
+        _kernels.select_neighbours(*args, *outputs, np.zeros((4, 4), np.float16), np.zeros(2), None, None)
+    with pytest.raises(ValueError, match="tile_maxima and tile_patterns go together"):
+        _kernels.select_neighbours(*args, *outputs, None, None, np.zeros((2, 1), np.float32), None)
+    with pytest.raises(ValueError, match="tile_maxima needs"):
+        _kernels.select_neighbours(*args, *outputs, None, None, np.zeros((2, 2), np.float32), np.zeros(2, np.int64))
 
 
 @pytest.mark.parametrize("k", [17, 250, 600])

@@ -35,13 +35,14 @@ def packed_columns(stored: np.ndarray, rows: np.ndarray, scales: np.ndarray) -> 
     return packed, residuals, lengths
 
 
-def screened(queries: np.ndarray, columns32: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(out, query norms, query residuals, column residuals) of the raw kernels."""
+def screened(queries: np.ndarray, columns32: np.ndarray):
+    """(out, query norms, query residuals, column residuals, tile maxima) of the raw kernels."""
     packed, column_residuals, _ = packed_columns(columns32, np.arange(len(columns32)), np.ones(len(columns32), np.float32))
     out = np.empty((len(queries), len(columns32)), dtype=np.float32)
     norms, residuals = np.empty(len(queries)), np.empty(len(queries))
-    _tiles.screen(queries, packed, out, norms, residuals)
-    return out, norms, residuals, column_residuals
+    maxima = np.empty((len(queries), -(-len(columns32) // 16)), dtype=np.float32)
+    _tiles.screen(queries, packed, out, norms, residuals, maxima)
+    return out, norms, residuals, column_residuals, maxima
 
 
 @pytest.mark.parametrize("rows, n, dim", [(1, 1, 1), (15, 17, 31), (16, 32, 32), (33, 600, 70), (40, 530, 1030)])
@@ -50,7 +51,7 @@ def test_screen_sums_the_bfloat16_products(rows, n, dim):
     rng = np.random.default_rng(dim)
     queries = rng.normal(size=(rows, dim))
     columns32 = rng.normal(size=(n, dim)).astype(np.float32)
-    out, norms, residuals, column_residuals = screened(queries, columns32)
+    out, norms, residuals, column_residuals, maxima = screened(queries, columns32)
     q32 = queries.astype(np.float32).astype(np.float64)
     bq, bx = bfloat16(queries.astype(np.float32)), bfloat16(columns32)
     exact = bq @ bx.T
@@ -58,6 +59,8 @@ def test_screen_sums_the_bfloat16_products(rows, n, dim):
     np.testing.assert_allclose(norms, np.linalg.norm(q32, axis=1), rtol=1e-14)
     np.testing.assert_allclose(residuals, np.linalg.norm(q32 - bq, axis=1), rtol=1e-14)
     np.testing.assert_allclose(column_residuals, np.linalg.norm(columns32.astype(np.float64) - bx, axis=1), rtol=1e-14)
+    padded = np.pad(out, ((0, 0), (0, -n % 16)), constant_values=-np.inf)  # the last tile: its own columns only
+    np.testing.assert_array_equal(maxima, padded.reshape(rows, -1, 16).max(axis=2))
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32])
@@ -79,7 +82,7 @@ def test_subnormal_values_round_to_zero_and_count_as_residual():
     tiny = np.float32(1e-39)  # below 2^-126: a float32 subnormal
     columns32 = np.array([[tiny, 1.0, -tiny, 0.5]], dtype=np.float32)
     queries = np.array([[1e-39, 2.0, 1.0, 1.0]])
-    out, norms, residuals, column_residuals = screened(queries, columns32)
+    out, norms, residuals, column_residuals, _ = screened(queries, columns32)
     assert out[0, 0] == np.float32(2.5)
     assert column_residuals[0] == pytest.approx(np.sqrt(2) * float(tiny), rel=1e-12)
     assert residuals[0] == pytest.approx(float(np.float32(1e-39)), rel=1e-12)
@@ -97,7 +100,7 @@ def test_tile_bound_holds_on_hard_sums():
     vectors32 = vectors.astype(np.float32)
     screen = TileScreen(vectors32, np.arange(len(vectors32)), np.ones(len(vectors32), dtype=np.float32))
     out = np.empty((len(queries), len(vectors)), dtype=np.float32)
-    eps = screen.similarities(queries, out)
+    eps = screen.similarities(queries, out, np.empty((len(queries), -(-len(vectors) // 16)), dtype=np.float32))
     error = np.abs(out - queries @ vectors.T)
     assert (error <= eps[:, None]).all()
     assert (eps < 0.01).all()
@@ -138,14 +141,37 @@ def test_queries_out_of_range_are_left_to_float64():
     queries = rng.normal(size=(5, 40))
     queries[2] *= 2.0 ** 60
     screen = column_screen(vectors.astype(np.float32))
-    out = np.empty((5, 300), dtype=np.float32)
-    eps = screen.similarities(queries, out)
-    assert np.isinf(eps[2]) and (out[2] == 0).all()
+    out, maxima = np.empty((5, 300), dtype=np.float32), np.empty((5, 19), dtype=np.float32)
+    eps = screen.similarities(queries, out, maxima)
+    assert np.isinf(eps[2]) and (out[2] == 0).all() and (maxima[2] == 0).all()
     assert np.isfinite(eps[[0, 1, 3, 4]]).all()
     found = KNNRegressor(10).fit(vectors, np.ones(300)).kneighbors(queries)
     index, similarity = brute_force(vectors, np.arange(300), queries, 10)
     np.testing.assert_array_equal(found.index, index)
     np.testing.assert_allclose(found.similarity, similarity, rtol=1e-13)
+
+
+@pytest.mark.parametrize("k", [1, 10])
+def test_tiles_are_the_first_bound_groups_and_the_search_stays_exact(k):
+    """A scorer over five categories whose column blocks do not align with tiles of 16: the tiles' maxima
+    give the first bound (tiles spanning two blocks serve no category) and the neighbours are the brute force's."""
+    from percept.categories import CATEGORIES
+    from percept.model.io import ExportedModel, ModelSettings
+    from percept.model.scoring import MultiScorer
+    from test_exact_search import brute_predict
+
+    rng = np.random.default_rng(k)
+    pool = l2_normalise(rng.normal(size=(3000, 48)))
+    vectors = {c: pool[np.sort(rng.choice(3000, 2000 + 150 * i, replace=False))] for i, c in enumerate(CATEGORIES)}
+    scores = {c: rng.uniform(1, 5, len(vectors[c])) for c in CATEGORIES}
+    scorer = MultiScorer(ExportedModel(vectors, scores, ModelSettings(k=k)))
+    space = scorer.space
+    assert space.tile_groups([k] * 5) and (space.tile_patterns == 0).any()
+    queries = l2_normalise(rng.normal(size=(300, 48)))
+    got = scorer.predict(queries)
+    for column, c in enumerate(CATEGORIES):
+        want = brute_predict(vectors[c], np.arange(len(vectors[c])), scores[c], queries, k)
+        np.testing.assert_allclose(got[:, column], want, rtol=1e-12)
 
 
 def test_use_tiles_switches_the_screen():
@@ -177,4 +203,8 @@ def test_kernels_refuse_arrays_that_do_not_agree():
         _tiles.pack_columns(stored, rows + 1, ones, np.empty(1024, np.uint16), np.empty(20), np.empty(20))
     packed = np.empty(_tiles.packed_size(20, 8), np.uint16)
     with pytest.raises(ValueError, match="do not agree"):
-        _tiles.screen(np.zeros((3, 8)), packed, np.empty((3, 33), np.float32), np.empty(3), np.empty(3))
+        _tiles.screen(np.zeros((3, 8)), packed, np.empty((3, 33), np.float32), np.empty(3), np.empty(3),
+                      np.empty((3, 3), np.float32))
+    with pytest.raises(ValueError, match="do not agree"):
+        _tiles.screen(np.zeros((3, 8)), packed, np.empty((3, 20), np.float32), np.empty(3), np.empty(3),
+                      np.empty((3, 1), np.float32))

@@ -6,7 +6,9 @@
  * select_neighbours(...): steps 2 to 4 of percept.model.exact_search (after the screen), a query at a time, for
  *     the arrays a SearchSpace lays out (shapes and re-ranking rows are checked, the sample tables are trusted:
  *     they are the search space's own); with float16 copies of the columns (refine), the candidates are
- *     re-screened from them in float32 before the K-th value tightens the cut.
+ *     re-screened from them in float32 before the K-th value tightens the cut; with the screen's maxima of
+ *     tiles of 16 columns (tile_maxima, and the categories each tile serves in tile_patterns), those are the
+ *     groups of the first bound, and tiles below a cut are not read.
  * vector_extensions(enabled=None): whether the F16C/AVX-512 float16 paths are used; False forces the portable
  *     code (tests compare both), True restores what the CPU supports. Returns the previous setting.
  *
@@ -423,6 +425,23 @@ static Py_ssize_t collect_at_least(const float *values, Py_ssize_t start, Py_ssi
     return kept;
 }
 
+/* collect_at_least through the screen's tiles of TILE columns: a tile whose maximum is below `low` is skipped. */
+#define TILE 16
+static Py_ssize_t collect_in_tiles(const float *values, const float *tile_maxima, Py_ssize_t start, Py_ssize_t stop,
+                                   double low, int64_t *columns, float *kept_values, Py_ssize_t kept)
+{
+    for (Py_ssize_t t = start / TILE; t * TILE < stop; t++) {
+        if ((double)tile_maxima[t] < low)
+            continue;
+        Py_ssize_t first = t * TILE > start ? t * TILE : start, last = (t + 1) * TILE < stop ? (t + 1) * TILE : stop;
+        for (Py_ssize_t j = first; j < last; j++) {
+            columns[kept] = j, kept_values[kept] = values[j];
+            kept += (double)values[j] >= low;
+        }
+    }
+    return kept;
+}
+
 /* A neighbour found: its similarity and training sample. */
 typedef struct {
     double similarity;
@@ -488,6 +507,8 @@ typedef struct {
     const double *divisors;     /* each column's similarity is divided by this, or NULL */
     const int64_t *widths, *groups, *group_offsets; /* per block: the strided groups of the first bound */
     const uint16_t *refine; /* (n, dim) float16 copies of the columns that re-screen the candidates, or NULL */
+    Py_ssize_t tiles;              /* the screen's tiles of 16 columns, when it gave their maxima */
+    const int64_t *tile_patterns;  /* (tiles): the categories whose columns hold all of the tile (0 for none) */
 } Space;
 
 /* Scratch for one row. */
@@ -507,37 +528,52 @@ typedef struct {
 } Scratch;
 
 /* One query: each category's K nearest samples into index[c] and similarity[c] (row `r`). */
-static void select_row(const Space *sp, const float *values, const double *q, double eps, double refine_eps, Scratch *w,
-                       int64_t **index, double **similarity, Py_ssize_t r)
+static void select_row(const Space *sp, const float *values, const float *tile_maxima, const double *q, double eps,
+                       double refine_eps, Scratch *w, int64_t **index, double **similarity, Py_ssize_t r)
 {
     double cut[64];
     /* 1. A lower bound on each category's K-th largest value: the K-th largest maximum of its groups of
-     *    columns (K groups hold K distinct vectors, so K samples, at or above it). */
-    for (Py_ssize_t b = 0; b < sp->n_blocks; b++)
-        strided_maxima(values + sp->block_starts[b], sp->block_stops[b] - sp->block_starts[b], sp->widths[b],
-                       sp->groups[b], w->maxima + sp->group_offsets[b]);
+     *    columns (K groups hold K distinct vectors, so K samples, at or above it). The groups are the screen's
+     *    tiles of 16 columns that lie within the category's columns, when the screen gave their maxima; else
+     *    strided groups within each block of columns. */
+    if (!tile_maxima)
+        for (Py_ssize_t b = 0; b < sp->n_blocks; b++)
+            strided_maxima(values + sp->block_starts[b], sp->block_stops[b] - sp->block_starts[b], sp->widths[b],
+                           sp->groups[b], w->maxima + sp->group_offsets[b]);
     for (Py_ssize_t c = 0; c < sp->n_categories; c++) {
         int64_t k = sp->ks[c];
         Py_ssize_t chunks = 0;
         cut[c] = INFINITY;
         if (k == 0)
             continue;
-        for (Py_ssize_t b = 0; b < sp->n_blocks; b++)
-            if ((sp->block_patterns[b] >> c) & 1) {
-                Py_ssize_t size = sp->group_offsets[b + 1] - sp->group_offsets[b];
-                for (Py_ssize_t g = 0; g < size; g++)
-                    w->keys[chunks++] = order_key(w->maxima[sp->group_offsets[b] + g]);
-            }
+        if (tile_maxima) {
+            for (Py_ssize_t t = 0; t < sp->tiles; t++)
+                if ((sp->tile_patterns[t] >> c) & 1)
+                    w->keys[chunks++] = order_key(tile_maxima[t]);
+        } else {
+            for (Py_ssize_t b = 0; b < sp->n_blocks; b++)
+                if ((sp->block_patterns[b] >> c) & 1) {
+                    Py_ssize_t size = sp->group_offsets[b + 1] - sp->group_offsets[b];
+                    for (Py_ssize_t g = 0; g < size; g++)
+                        w->keys[chunks++] = order_key(w->maxima[sp->group_offsets[b] + g]);
+                }
+        }
         cut[c] = (double)kth_largest_key(w->keys, NULL, chunks, k) - 2 * eps;
     }
-    /* 2. Candidates: every value at or above the lowest cut of its block's categories. */
+    /* 2. Candidates: every value at or above the lowest cut of its block's categories (tiles whose maximum is
+     *    below it are passed over unread). */
     Py_ssize_t kept = 0;
     for (Py_ssize_t b = 0; b < sp->n_blocks; b++) {
         double low = INFINITY;
         for (Py_ssize_t c = 0; c < sp->n_categories; c++)
             if ((sp->block_patterns[b] >> c) & 1 && cut[c] < low)
                 low = cut[c];
-        if (low != INFINITY)
+        if (low == INFINITY)
+            continue;
+        if (tile_maxima)
+            kept = collect_in_tiles(values, tile_maxima, sp->block_starts[b], sp->block_stops[b], low, w->columns,
+                                    w->values, kept);
+        else
             kept = collect_at_least(values, sp->block_starts[b], sp->block_stops[b], low, w->columns, w->values, kept);
     }
     /* 3. Each category's candidates are those at or above its cut; their exact K-th value tightens the cut (by
@@ -734,13 +770,14 @@ static void release_views(Views *v)
 
 static PyObject *select_neighbours(PyObject *self, PyObject *args)
 {
-    PyObject *o[21];
-    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOOOOOOOOOOO:select_neighbours", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5],
+    PyObject *o[23];
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOOOOOOOOOOOOO:select_neighbours", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5],
                           &o[6], &o[7], &o[8], &o[9], &o[10], &o[11], &o[12], &o[13], &o[14], &o[15], &o[16], &o[17],
-                          &o[18], &o[19], &o[20]))
+                          &o[18], &o[19], &o[20], &o[21], &o[22]))
         return NULL;
     Views v = {.taken = 0};
     Py_buffer *values, *queries, *eps, *matrix, *blocks, *ks, *starts, *refine = NULL, *refine_eps = NULL;
+    Py_buffer *tile_maxima = NULL, *tile_patterns = NULL;
     Space sp;
     Scratch w = {0};
     int64_t *index[64];
@@ -769,7 +806,22 @@ static PyObject *select_neighbours(PyObject *self, PyObject *args)
         goto done;
     sp.n_blocks = blocks->shape[0], sp.n_categories = ks->shape[0];
     Py_ssize_t rows = values->shape[0];
-    sp.refine = NULL;
+    sp.refine = NULL, sp.tiles = 0, sp.tile_patterns = NULL;
+    if ((o[21] == Py_None) != (o[22] == Py_None)) {
+        PyErr_SetString(PyExc_ValueError, "select_neighbours: tile_maxima and tile_patterns go together");
+        goto done;
+    }
+    if (o[21] != Py_None) {
+        if (!take(&v, o[21], 0, 2, "f", "tile_maxima", &tile_maxima) ||
+            !(sp.tile_patterns = take(&v, o[22], 0, 1, "lq", "tile_patterns", &tile_patterns)))
+            goto done;
+        sp.tiles = tile_patterns->shape[0];
+        if (sp.tiles != (sp.n + TILE - 1) / TILE || tile_maxima->shape[0] != rows || tile_maxima->shape[1] != sp.tiles) {
+            PyErr_SetString(PyExc_ValueError, "select_neighbours: tile_maxima needs (queries, tiles of 16 columns) "
+                                              "and tile_patterns (tiles)");
+            goto done;
+        }
+    }
     if ((o[19] == Py_None) != (o[20] == Py_None)) {
         PyErr_SetString(PyExc_ValueError, "select_neighbours: refine and refine_eps go together");
         goto done;
@@ -823,10 +875,11 @@ static PyObject *select_neighbours(PyObject *self, PyObject *args)
     }
     const float *value_rows = values->buf;
     const double *query_rows = queries->buf, *bounds = eps->buf, *refine_bounds = refine_eps ? refine_eps->buf : NULL;
+    const float *maxima_rows = tile_maxima ? tile_maxima->buf : NULL;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t r = 0; r < rows; r++)
-        select_row(&sp, value_rows + r * sp.n, query_rows + r * sp.dim, bounds[r],
-                   refine_bounds ? refine_bounds[r] : 0.0, &w, index, similarity, r);
+        select_row(&sp, value_rows + r * sp.n, maxima_rows ? maxima_rows + r * sp.tiles : NULL, query_rows + r * sp.dim,
+                   bounds[r], refine_bounds ? refine_bounds[r] : 0.0, &w, index, similarity, r);
     Py_END_ALLOW_THREADS
     result = Py_NewRef(Py_None);
 done:
@@ -872,7 +925,7 @@ static PyMethodDef methods[] = {
     {"select_neighbours", select_neighbours, METH_VARARGS,
      "select_neighbours(values, queries, eps, matrix, matrix_rows, divisors, block_starts, block_stops, "
      "block_patterns, widths, groups, group_offsets, ks, starts, counts, samples, sample_offsets, index, similarity, "
-     "refine, refine_eps)"},
+     "refine, refine_eps, tile_maxima, tile_patterns)"},
     {"vector_extensions", vector_extensions, METH_VARARGS,
      "vector_extensions(enabled=None): whether float16 rows use F16C/AVX-512; returns the previous setting."},
     {NULL, NULL, 0, NULL},

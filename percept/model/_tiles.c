@@ -5,9 +5,10 @@
  *     (float16 or float32 rows, multiplied in float32) rounded to bfloat16 and laid out as TDPBF16PS reads its
  *     second operand: per block of 16 columns and 32 dimensions, 16 rows of 16 column pairs of dimensions
  *     (packed_size(n, dim) values); residuals[j] = |x_j - bfloat16(x_j)| and lengths[j] = |x_j|, in float64.
- * screen(queries, packed, out, norms, residuals): out (rows, n) = the float32 sums of the bfloat16 products of
- *     float32(queries) with the packed columns; norms[i] = |float32(q_i)| and residuals[i] =
- *     |float32(q_i) - bfloat16(float32(q_i))|, in float64, for the error bound.
+ * screen(queries, packed, out, norms, residuals, maxima): out (rows, n) = the float32 sums of the bfloat16
+ *     products of float32(queries) with the packed columns; norms[i] = |float32(q_i)| and residuals[i] =
+ *     |float32(q_i) - bfloat16(float32(q_i))|, in float64, for the error bound; maxima[i, J] = the largest of
+ *     out[i, 16 J : 16 J + 16], each tile's row maxima, taken while the tile is in cache.
  * packed_size(n, dim): the values pack_columns writes.
  *
  * Rounding to bfloat16 is to nearest, ties to even; inputs below 2^-126 become zero (the residual holds them).
@@ -170,17 +171,32 @@ static void pack_query_tiles(const double *q, Py_ssize_t rows, Py_ssize_t dim, u
     }
 }
 
-/* A tile into out (rows x n) at tile row I, tile column J: straight when whole, through `edge` at the borders. */
+/* maxima[r * tiles] = the largest of the first `width` values of row r of a tile (rows `stride` apart), for
+ * its first `height` rows. */
+TILE_TARGET
+static inline void row_maxima(const float *tile, Py_ssize_t stride, Py_ssize_t width, Py_ssize_t height,
+                              float *maxima, Py_ssize_t tiles)
+{
+    __mmask16 mask = width >= ROWS ? 0xffff : (__mmask16)((1u << width) - 1);
+    for (Py_ssize_t r = 0; r < height; r++)
+        maxima[r * tiles] = _mm512_mask_reduce_max_ps(mask, _mm512_maskz_loadu_ps(mask, tile + r * stride));
+}
+
+/* A tile into out (rows x n) at tile row I, tile column J: straight when whole, through `edge` at the borders;
+ * then its rows' maxima into maxima (rows x tiles). */
 #define STORE(t, I, J)                                                                                         \
     do {                                                                                                        \
-        float *dst = out + (I) * ROWS * n + (J) * ROWS;                                                         \
+        float *dst = out + (I) * ROWS * n + (J) * ROWS, *top = maxima + (I) * ROWS * tiles + (J);               \
         if (((I) + 1) * ROWS <= rows && ((J) + 1) * ROWS <= n) {                                                \
             _tile_stored(t, dst, n * sizeof(float));                                                           \
+            row_maxima(dst, n, ROWS, ROWS, top, tiles);                                                        \
         } else {                                                                                                \
             _tile_stored(t, edge, ROWS * sizeof(float));                                                       \
             Py_ssize_t w = n - (J) * ROWS < ROWS ? n - (J) * ROWS : ROWS;                                      \
-            for (Py_ssize_t r = 0; r < ROWS && (I) * ROWS + r < rows; r++)                                     \
+            Py_ssize_t h = rows - (I) * ROWS < ROWS ? rows - (I) * ROWS : ROWS;                                \
+            for (Py_ssize_t r = 0; r < h; r++)                                                                  \
                 memcpy(dst + r * n, edge[r], (size_t)w * sizeof(float));                                       \
+            row_maxima(edge[0], ROWS, w, h, top, tiles);                                                       \
         }                                                                                                       \
     } while (0)
 
@@ -190,9 +206,10 @@ static void pack_query_tiles(const double *q, Py_ssize_t rows, Py_ssize_t dim, u
  * column tiles wrote to a new page at every row, and the stores then took most of the time). */
 TILE_TARGET
 static void screen_tiles(const uint16_t *a, Py_ssize_t rows, Py_ssize_t dim, const uint16_t *packed, Py_ssize_t n,
-                         float *out)
+                         float *out, float *maxima)
 {
     Py_ssize_t blocks = (dim + DIMS - 1) / DIMS, row_tiles = (rows + ROWS - 1) / ROWS, column_tiles = (n + ROWS - 1) / ROWS;
+    Py_ssize_t tiles = column_tiles;
     TileConfig config = {.palette = 1};
     for (int t = 0; t < 8; t++)
         config.rows[t] = ROWS, config.colsb[t] = DIMS * sizeof(uint16_t);
@@ -319,22 +336,24 @@ done:
 
 static PyObject *screen(PyObject *self, PyObject *args)
 {
-    PyObject *objects[5];
-    if (!PyArg_ParseTuple(args, "OOOOO:screen", &objects[0], &objects[1], &objects[2], &objects[3], &objects[4]) ||
-        refuse_without_tiles())
+    PyObject *objects[6];
+    if (!PyArg_ParseTuple(args, "OOOOOO:screen", &objects[0], &objects[1], &objects[2], &objects[3], &objects[4],
+                          &objects[5]) || refuse_without_tiles())
         return NULL;
-    static const char *formats[5] = {"d", "H", "f", "d", "d"}, dims[5] = {2, 1, 2, 1, 1}, writable[5] = {0, 0, 1, 1, 1};
-    static const char *names[5] = {"queries", "packed", "out", "norms", "residuals"};
-    Py_buffer views[5];
+    static const char *formats[6] = {"d", "H", "f", "d", "d", "f"}, dims[6] = {2, 1, 2, 1, 1, 2},
+                      writable[6] = {0, 0, 1, 1, 1, 1};
+    static const char *names[6] = {"queries", "packed", "out", "norms", "residuals", "maxima"};
+    Py_buffer views[6];
     int taken = 0;
     PyObject *result = NULL;
-    for (; taken < 5; taken++)
+    for (; taken < 6; taken++)
         if (!get_array(objects[taken], &views[taken], writable[taken], dims[taken], formats[taken], names[taken]))
             goto done;
     Py_ssize_t rows = views[0].shape[0], dim = views[0].shape[1], n = views[2].shape[1];
     if (views[1].shape[0] != packed_values(n, dim) || views[2].shape[0] != rows || views[3].shape[0] != rows ||
-        views[4].shape[0] != rows) {
-        PyErr_SetString(PyExc_ValueError, "screen: queries, packed columns, out, norms and residuals do not agree");
+        views[4].shape[0] != rows || views[5].shape[0] != rows || views[5].shape[1] != (n + ROWS - 1) / ROWS) {
+        PyErr_SetString(PyExc_ValueError, "screen: queries, packed columns, out, norms, residuals and maxima do not "
+                                          "agree");
         goto done;
     }
 #ifdef HAVE_TILES
@@ -346,7 +365,7 @@ static PyObject *screen(PyObject *self, PyObject *args)
     Py_BEGIN_ALLOW_THREADS
     pack_query_tiles(views[0].buf, rows, dim, a, views[3].buf, views[4].buf);
     if (rows > 0 && n > 0)
-        screen_tiles(a, rows, dim, views[1].buf, n, views[2].buf);
+        screen_tiles(a, rows, dim, views[1].buf, n, views[2].buf, views[5].buf);
     Py_END_ALLOW_THREADS
     free(a);
 #endif
@@ -363,7 +382,8 @@ static PyMethodDef methods[] = {
     {"pack_columns", pack_columns, METH_VARARGS,
      "pack_columns(stored, rows, scales, packed, residuals, lengths): scaled stored rows as bfloat16 tiles."},
     {"screen", screen, METH_VARARGS,
-     "screen(queries, packed, out, norms, residuals): bfloat16 products of the queries with packed columns."},
+     "screen(queries, packed, out, norms, residuals, maxima): bfloat16 products of the queries with packed "
+     "columns, and each tile's row maxima."},
     {NULL, NULL, 0, NULL},
 };
 

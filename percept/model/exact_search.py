@@ -53,6 +53,8 @@ BLOCK_VALUES = 24 * 1024 * 1024
 THREADS = max(1, min(8, os.cpu_count() or 1))
 #: Fewest queries a search thread takes (smaller shares cost more in overhead than they save).
 MIN_SHARE = 64
+#: Columns per tile of the AMX screen, whose row maxima it gives.
+TILE = 16
 #: Columns re-screened from float16 copies must have norms below this (float16 holds up to 65504).
 REFINE_RANGE = 2.0 ** 15
 
@@ -153,6 +155,7 @@ class SearchSpace:
         column_of[order] = np.arange(len(order))
         self._layout_blocks(pattern[order])
         self.categories = [self._category(column_of[np.asarray(v, dtype=np.int64)]) for v in sample_vectors]
+        self.tile_patterns = self._tile_patterns() if self.screen.tile_maxima else None
         self._local = threading.local()
         self._groups: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
@@ -170,6 +173,20 @@ class SearchSpace:
         if isinstance(source, np.ndarray) and source.dtype == np.float64 and source.flags.c_contiguous:
             return source, self.column_rows
         return np.ascontiguousarray(rows64(source, self.column_rows)), None
+
+    def _tile_patterns(self) -> np.ndarray:
+        """For each tile of TILE columns, the categories whose columns hold all of it (0 where it spans blocks)."""
+        first = np.arange(0, self.n_columns, TILE)
+        block = np.searchsorted(self.block_stops, first, side="right")
+        whole = np.minimum(first + TILE, self.n_columns) <= self.block_stops[block]
+        return np.where(whole, self.block_patterns[block], 0).astype(np.int64)
+
+    def tile_groups(self, ks: list[int]) -> bool:
+        """Whether the screen's tiles serve as the first bound's groups for searches of ``ks`` neighbours:
+        when it gives their maxima and each category has at least 8 K whole tiles (as strided groups have)."""
+        if self.tile_patterns is None:
+            return False
+        return all(k == 0 or int(((self.tile_patterns >> c) & 1).sum()) >= 8 * k for c, k in enumerate(ks))
 
     @property
     def n_columns(self) -> int:
@@ -206,12 +223,14 @@ class SearchSpace:
         starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         return _Category(starts, order.astype(np.int64), counts.astype(np.int64))
 
-    def buffer(self, rows: int) -> np.ndarray:
-        """This thread's float32 similarity buffer for ``rows`` queries (kept: no new pages per block)."""
-        held = getattr(self._local, "buffer", None)
-        if held is None or held.shape[0] < rows:
-            held = self._local.buffer = np.empty((rows, self.n_columns), dtype=np.float32)
-        return held[:rows]
+    def buffers(self, rows: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """This thread's float32 similarity buffer for ``rows`` queries and, when the screen gives them, its
+        buffer of tile maxima (kept: no new pages per block)."""
+        held = getattr(self._local, "buffers", None)
+        if held is None or held[0].shape[0] < rows:
+            tiles = np.empty((rows, -(-self.n_columns // TILE)), np.float32) if self.screen.tile_maxima else None
+            held = self._local.buffers = (np.empty((rows, self.n_columns), dtype=np.float32), tiles)
+        return held[0][:rows], None if held[1] is None else held[1][:rows]
 
 
 def _groups(space: SearchSpace, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -243,10 +262,13 @@ def search(space: SearchSpace, queries, k: int, rows: np.ndarray | None = None, 
     block = -(-m // blocks)
     starts = list(range(0, m, block))
 
+    tile_groups = space.tile_groups(ks)
+
     def run(start: int) -> None:
         q64 = np.ascontiguousarray(rows64(queries, rows[start:start + block]))
-        values, eps = _screen(space, q64)
-        _select(space, q64, values, eps, _refine_error(space, q64), ks, found, slice(start, start + len(q64)))
+        values, maxima, eps = _screen(space, q64)
+        _select(space, q64, values, maxima if tile_groups else None, eps, _refine_error(space, q64), ks, found,
+                slice(start, start + len(q64)))
 
     if workers > 1 and len(starts) > 1:
         from threadpoolctl import threadpool_limits
@@ -264,12 +286,13 @@ def _pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(THREADS, thread_name_prefix="percept-search")
 
 
-def _screen(space: SearchSpace, q64: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The screened similarities of a block of queries with every column, and each query's error bound."""
+def _screen(space: SearchSpace, q64: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """The screened similarities of a block of queries with every column, the tile maxima (where the screen
+    gives them), and each query's error bound."""
     if not np.isfinite(q64).all():
         raise PerceptError("the query vectors contain NaN or infinite values: re-encode the images")
-    values = space.buffer(len(q64))
-    return values, space.screen.similarities(q64, values)
+    values, maxima = space.buffers(len(q64))
+    return values, maxima, space.screen.similarities(q64, values, maxima)
 
 
 def _refine_error(space: SearchSpace, q64: np.ndarray) -> np.ndarray | None:
@@ -281,11 +304,13 @@ def _refine_error(space: SearchSpace, q64: np.ndarray) -> np.ndarray | None:
             float16_error(space.dim, norms * (1 + U32), space.screen.vector_norm, space.refine_residual))
 
 
-def _select(space: SearchSpace, q64: np.ndarray, values: np.ndarray, eps: np.ndarray, refine_eps: np.ndarray | None,
-            ks: list[int], found: list[Found], rows: slice) -> None:
+def _select(space: SearchSpace, q64: np.ndarray, values: np.ndarray, maxima: np.ndarray | None, eps: np.ndarray,
+            refine_eps: np.ndarray | None, ks: list[int], found: list[Found], rows: slice) -> None:
     """Each category's K nearest samples (K = ``ks[c]``, 0 skips a category) of queries screened as ``values``,
-    written to ``found[c]`` at ``rows``: steps 2 to 4 of the module docstring, in C a query at a time."""
+    written to ``found[c]`` at ``rows``: steps 2 to 4 of the module docstring, in C a query at a time. With the
+    screen's tile ``maxima``, tiles are the first bound's groups and tiles below a cut are not read."""
     select_neighbours(values, q64, eps, space.rerank_matrix, space.rerank_rows, space.norms, space.block_starts,
                       space.block_stops, space.block_patterns, *space.groups(max(ks)), np.asarray(ks, dtype=np.int64),
                       *space.sample_tables, tuple(f.index[rows] for f in found),
-                      tuple(f.similarity[rows] for f in found), space.refine16, refine_eps)
+                      tuple(f.similarity[rows] for f in found), space.refine16, refine_eps, maxima,
+                      None if maxima is None else space.tile_patterns)

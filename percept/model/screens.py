@@ -115,7 +115,10 @@ class Float32Screen:
         self.columns32 = columns32
         self.vector_norm = float(row_norms(columns32).max(initial=0.0)) * (1 + 2 * U32)
 
-    def similarities(self, q64: np.ndarray, out: np.ndarray) -> np.ndarray:
+    #: Whether the screen also gives each tile of 16 columns' row maxima.
+    tile_maxima = False
+
+    def similarities(self, q64: np.ndarray, out: np.ndarray, maxima: np.ndarray | None = None) -> np.ndarray:
         """Writes the queries' similarities with every column to ``out``; returns each query's error bound."""
         np.matmul(q64.astype(np.float32), self.columns32.T, out=out)
         return absolute_error(q64.shape[1], np.sqrt(np.einsum("ij,ij->i", q64, q64)), self.vector_norm)
@@ -136,20 +139,23 @@ class TileScreen:
         self.vector_residual = float(residuals.max(initial=0.0))
         self.vector_norm = float(lengths.max(initial=0.0)) * (1 + 2 * U32)
 
-    def similarities(self, q64: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """Writes the queries' similarities with every column to ``out``; returns each query's error bound.
+    tile_maxima = True
+
+    def similarities(self, q64: np.ndarray, out: np.ndarray, maxima: np.ndarray) -> np.ndarray:
+        """Writes the queries' similarities with every column to ``out`` and the largest of each tile of 16
+        columns to ``maxima`` (queries x tiles); returns each query's error bound.
 
         Queries with an element of ``TILE_RANGE`` or more get similarity 0 and an infinite bound: every
         column is then a candidate, and the float64 re-ranking alone decides.
         """
         q64 = np.ascontiguousarray(q64, dtype=np.float64)
         norms, residuals = np.empty(len(q64)), np.empty(len(q64))
-        _tiles.screen(q64, self.packed, out, norms, residuals)
+        _tiles.screen(q64, self.packed, out, norms, residuals, maxima)
         eps = absolute_error(self.dim, np.sqrt(np.einsum("ij,ij->i", q64, q64)), self.vector_norm)
         eps += tile_error(self.dim, norms, residuals, self.vector_norm, self.vector_residual)
         huge = np.abs(q64).max(axis=1, initial=0.0) >= TILE_RANGE
         if huge.any():
-            out[huge] = 0.0
+            out[huge] = maxima[huge] = 0.0
             eps[huge] = np.inf
         return eps
 
