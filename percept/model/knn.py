@@ -23,9 +23,10 @@ from percept.model.weighting import (
     neighbour_weights,
 )
 
-#: Queries searched at once (bounds the float32 similarity block to BLOCK x distinct training vectors). Half
-#: of what the scorer uses: an evaluation holds the next category's model while it searches one.
-DEFAULT_BLOCK = 512
+#: Queries searched at once (bounds the similarity block to BLOCK x distinct training vectors). Half of what
+#: the scorer uses: an evaluation holds the next category's model while it searches one. Blocks go to whichever
+#: search thread is free, so a core slowed by its neighbours on a shared machine holds up less of the search.
+DEFAULT_BLOCK = 256
 #: Candidates a device scorer (:mod:`percept.model.torch_scoring`) keeps beyond K before it checks,
 #: with the float32 error bound, whether vectors outside them could still be neighbours.
 RERANK_MARGIN = 8

@@ -25,7 +25,8 @@ from percept.model.knn import Neighbours, weighted_mean
 from percept.model.weighting import check_weighting
 
 #: Queries a scorer searches at once per thread (bounds its similarity block to this x distinct vectors).
-SCORING_BLOCK = 1024
+#: Blocks go to whichever search thread is free: smaller ones even out threads on cores of uneven speed.
+SCORING_BLOCK = 512
 
 
 @dataclass(frozen=True)
