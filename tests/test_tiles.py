@@ -36,13 +36,15 @@ def packed_columns(stored: np.ndarray, rows: np.ndarray, scales: np.ndarray) -> 
 
 
 def screened(queries: np.ndarray, columns32: np.ndarray):
-    """(out, query norms, query residuals, column residuals, tile maxima) of the raw kernels."""
+    """(out, query norms, query residuals, column residuals, tile maxima, float64 norms, largest elements) of the
+    raw kernels."""
     packed, column_residuals, _ = packed_columns(columns32, np.arange(len(columns32)), np.ones(len(columns32), np.float32))
     out = np.empty((len(queries), len(columns32)), dtype=np.float32)
     norms, residuals = np.empty(len(queries)), np.empty(len(queries))
     maxima = np.empty((len(queries), -(-len(columns32) // 16)), dtype=np.float32)
-    _tiles.screen(queries, packed, out, norms, residuals, maxima)
-    return out, norms, residuals, column_residuals, maxima
+    norms64, largest = np.empty(len(queries)), np.empty(len(queries))
+    _tiles.screen(queries, packed, out, norms, residuals, maxima, norms64, largest)
+    return out, norms, residuals, column_residuals, maxima, norms64, largest
 
 
 @pytest.mark.parametrize("rows, n, dim", [(1, 1, 1), (15, 17, 31), (16, 32, 32), (33, 600, 70), (40, 530, 1030)])
@@ -51,7 +53,7 @@ def test_screen_sums_the_bfloat16_products(rows, n, dim):
     rng = np.random.default_rng(dim)
     queries = rng.normal(size=(rows, dim))
     columns32 = rng.normal(size=(n, dim)).astype(np.float32)
-    out, norms, residuals, column_residuals, maxima = screened(queries, columns32)
+    out, norms, residuals, column_residuals, maxima, norms64, largest = screened(queries, columns32)
     q32 = queries.astype(np.float32).astype(np.float64)
     bq, bx = bfloat16(queries.astype(np.float32)), bfloat16(columns32)
     exact = bq @ bx.T
@@ -59,6 +61,8 @@ def test_screen_sums_the_bfloat16_products(rows, n, dim):
     np.testing.assert_allclose(norms, np.linalg.norm(q32, axis=1), rtol=1e-14)
     np.testing.assert_allclose(residuals, np.linalg.norm(q32 - bq, axis=1), rtol=1e-14)
     np.testing.assert_allclose(column_residuals, np.linalg.norm(columns32.astype(np.float64) - bx, axis=1), rtol=1e-14)
+    np.testing.assert_allclose(norms64, np.linalg.norm(queries, axis=1), rtol=1e-14)
+    np.testing.assert_array_equal(largest, np.abs(queries).max(axis=1))
     padded = np.pad(out, ((0, 0), (0, -n % 16)), constant_values=-np.inf)  # the last tile: its own columns only
     np.testing.assert_array_equal(maxima, padded.reshape(rows, -1, 16).max(axis=2))
 
@@ -82,7 +86,7 @@ def test_subnormal_values_round_to_zero_and_count_as_residual():
     tiny = np.float32(1e-39)  # below 2^-126: a float32 subnormal
     columns32 = np.array([[tiny, 1.0, -tiny, 0.5]], dtype=np.float32)
     queries = np.array([[1e-39, 2.0, 1.0, 1.0]])
-    out, norms, residuals, column_residuals, _ = screened(queries, columns32)
+    out, norms, residuals, column_residuals, *_ = screened(queries, columns32)
     assert out[0, 0] == np.float32(2.5)
     assert column_residuals[0] == pytest.approx(np.sqrt(2) * float(tiny), rel=1e-12)
     assert residuals[0] == pytest.approx(float(np.float32(1e-39)), rel=1e-12)
@@ -174,6 +178,21 @@ def test_tiles_are_the_first_bound_groups_and_the_search_stays_exact(k):
         np.testing.assert_allclose(got[:, column], want, rtol=1e-12)
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_queries_with_nan_or_infinity_are_refused(bad, tmp_path):
+    """A query row holding NaN or an infinity: largest is NaN, and the search refuses it in one clear error."""
+    from percept.errors import PerceptError
+
+    rng = np.random.default_rng(8)
+    vectors = l2_normalise(rng.normal(size=(100, 40)))
+    queries = rng.normal(size=(3, 40))
+    queries[1, 33] = bad
+    *_, largest = screened(queries, vectors.astype(np.float32))
+    assert np.isnan(largest[1]) and np.isfinite(largest[[0, 2]]).all()
+    with pytest.raises(PerceptError, match="NaN or infinite"):
+        KNNRegressor(3).fit(vectors, np.ones(100)).kneighbors(queries)
+
+
 def test_use_tiles_switches_the_screen():
     columns32 = np.eye(4, dtype=np.float32)
     previous = use_tiles(False)
@@ -204,7 +223,7 @@ def test_kernels_refuse_arrays_that_do_not_agree():
     packed = np.empty(_tiles.packed_size(20, 8), np.uint16)
     with pytest.raises(ValueError, match="do not agree"):
         _tiles.screen(np.zeros((3, 8)), packed, np.empty((3, 33), np.float32), np.empty(3), np.empty(3),
-                      np.empty((3, 3), np.float32))
+                      np.empty((3, 3), np.float32), np.empty(3), np.empty(3))
     with pytest.raises(ValueError, match="do not agree"):
         _tiles.screen(np.zeros((3, 8)), packed, np.empty((3, 20), np.float32), np.empty(3), np.empty(3),
-                      np.empty((3, 1), np.float32))
+                      np.empty((3, 1), np.float32), np.empty(3), np.empty(3))

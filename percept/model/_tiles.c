@@ -5,10 +5,11 @@
  *     (float16 or float32 rows, multiplied in float32) rounded to bfloat16 and laid out as TDPBF16PS reads its
  *     second operand: per block of 16 columns and 32 dimensions, 16 rows of 16 column pairs of dimensions
  *     (packed_size(n, dim) values); residuals[j] = |x_j - bfloat16(x_j)| and lengths[j] = |x_j|, in float64.
- * screen(queries, packed, out, norms, residuals, maxima): out (rows, n) = the float32 sums of the bfloat16
- *     products of float32(queries) with the packed columns; norms[i] = |float32(q_i)| and residuals[i] =
- *     |float32(q_i) - bfloat16(float32(q_i))|, in float64, for the error bound; maxima[i, J] = the largest of
- *     out[i, 16 J : 16 J + 16], each tile's row maxima, taken while the tile is in cache.
+ * screen(queries, packed, out, norms, residuals, maxima, norms64, largest): out (rows, n) = the float32 sums of
+ *     the bfloat16 products of float32(queries) with the packed columns; norms[i] = |float32(q_i)| and
+ *     residuals[i] = |float32(q_i) - bfloat16(float32(q_i))|, in float64, for the error bound; maxima[i, J] =
+ *     the largest of out[i, 16 J : 16 J + 16], each tile's row maxima, taken while the tile is in cache;
+ *     norms64[i] = |q_i| and largest[i] = the largest |q_ik| (NaN when q_i holds a NaN or an infinity).
  * packed_size(n, dim): the values pack_columns writes.
  *
  * Rounding to bfloat16 is to nearest, ties to even; inputs below 2^-126 become zero (the residual holds them).
@@ -42,7 +43,7 @@ static Py_ssize_t packed_values(Py_ssize_t n, Py_ssize_t dim)
 }
 
 #ifdef HAVE_TILES
-#define TILE_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,amx-tile,amx-bf16")))
+#define TILE_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,amx-tile,amx-bf16")))
 
 typedef struct {
     uint8_t palette, start_row, reserved[14];
@@ -56,7 +57,8 @@ static int request_tiles(void)
 {
     const long ARCH_REQ_XCOMP_PERM = 0x1023, XFEATURE_XTILEDATA = 18;
     __builtin_cpu_init();
-    if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512bw") || !__builtin_cpu_supports("avx512vl"))
+    if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512bw") || !__builtin_cpu_supports("avx512vl") ||
+        !__builtin_cpu_supports("avx512dq"))
         return 0;
     unsigned int eax, ebx, ecx, edx;
     __asm__("cpuid" : "=a"(eax), "=b"(ebx), "=c"(ecx), "=d"(edx) : "a"(7), "c"(0));
@@ -149,25 +151,38 @@ static void pack_column_tiles(const void *stored, int half, Py_ssize_t dim, cons
     }
 }
 
-/* Float64 query rows into row-major bfloat16 tiles ([I][kb][16][32], zero padded), with norms and residuals. */
+/* Float64 query rows into row-major bfloat16 tiles ([I][kb][16][32], zero padded) through their float32
+ * roundings, with per row: |float32(q)|, the bfloat16 residual, |q| and the largest |q_k| (NaN when the row holds
+ * a NaN or an infinity). */
 TILE_TARGET
 static void pack_query_tiles(const double *q, Py_ssize_t rows, Py_ssize_t dim, uint16_t *a, double *norms,
-                             double *residuals)
+                             double *residuals, double *norms64, double *largest)
 {
     Py_ssize_t blocks = (dim + DIMS - 1) / DIMS;
     float row[DIMS] __attribute__((aligned(64)));
+    const __m512d magnitude = _mm512_castsi512_pd(_mm512_set1_epi64(0x7fffffffffffffffLL));
     memset(a, 0, (size_t)packed_values(rows, dim) * sizeof(uint16_t));
     for (Py_ssize_t i = 0; i < rows; i++) {
-        __m512d residual = _mm512_setzero_pd(), squares = _mm512_setzero_pd();
+        __m512d residual = _mm512_setzero_pd(), squares = _mm512_setzero_pd(), wide = _mm512_setzero_pd();
+        __m512d top = _mm512_setzero_pd();
+        __mmask8 nonfinite = 0;
         for (Py_ssize_t kb = 0; kb < blocks; kb++) {
             Py_ssize_t count = dim - kb * DIMS < DIMS ? dim - kb * DIMS : DIMS;
-            for (Py_ssize_t k = 0; k < count; k++)
-                row[k] = (float)q[i * dim + kb * DIMS + k];
+            for (Py_ssize_t k = 0; k < DIMS; k += 8) {
+                __mmask8 mask = count - k >= 8 ? 0xff : count > k ? (__mmask8)((1u << (count - k)) - 1) : 0;
+                __m512d x = _mm512_maskz_loadu_pd(mask, q + i * dim + kb * DIMS + k);
+                wide = _mm512_fmadd_pd(x, x, wide);
+                top = _mm512_max_pd(top, _mm512_and_pd(x, magnitude));
+                nonfinite |= _mm512_fpclass_pd_mask(x, 0x99); /* NaN or infinity */
+                _mm256_store_ps(row + k, _mm512_cvtpd_ps(x));
+            }
             __m512i bits = to_bfloat16(row, count, &residual, &squares);
             _mm512_storeu_si512(a + ((i / ROWS) * blocks + kb) * TILE + (i % ROWS) * DIMS, bits);
         }
         norms[i] = sqrt(_mm512_reduce_add_pd(squares));
         residuals[i] = sqrt(_mm512_reduce_add_pd(residual));
+        norms64[i] = sqrt(_mm512_reduce_add_pd(wide));
+        largest[i] = nonfinite ? NAN : _mm512_reduce_max_pd(top);
     }
 }
 
@@ -336,24 +351,24 @@ done:
 
 static PyObject *screen(PyObject *self, PyObject *args)
 {
-    PyObject *objects[6];
-    if (!PyArg_ParseTuple(args, "OOOOOO:screen", &objects[0], &objects[1], &objects[2], &objects[3], &objects[4],
-                          &objects[5]) || refuse_without_tiles())
+    PyObject *objects[8];
+    if (!PyArg_ParseTuple(args, "OOOOOOOO:screen", &objects[0], &objects[1], &objects[2], &objects[3], &objects[4],
+                          &objects[5], &objects[6], &objects[7]) || refuse_without_tiles())
         return NULL;
-    static const char *formats[6] = {"d", "H", "f", "d", "d", "f"}, dims[6] = {2, 1, 2, 1, 1, 2},
-                      writable[6] = {0, 0, 1, 1, 1, 1};
-    static const char *names[6] = {"queries", "packed", "out", "norms", "residuals", "maxima"};
-    Py_buffer views[6];
+    static const char *formats[8] = {"d", "H", "f", "d", "d", "f", "d", "d"}, dims[8] = {2, 1, 2, 1, 1, 2, 1, 1},
+                      writable[8] = {0, 0, 1, 1, 1, 1, 1, 1};
+    static const char *names[8] = {"queries", "packed", "out", "norms", "residuals", "maxima", "norms64", "largest"};
+    Py_buffer views[8];
     int taken = 0;
     PyObject *result = NULL;
-    for (; taken < 6; taken++)
+    for (; taken < 8; taken++)
         if (!get_array(objects[taken], &views[taken], writable[taken], dims[taken], formats[taken], names[taken]))
             goto done;
     Py_ssize_t rows = views[0].shape[0], dim = views[0].shape[1], n = views[2].shape[1];
     if (views[1].shape[0] != packed_values(n, dim) || views[2].shape[0] != rows || views[3].shape[0] != rows ||
-        views[4].shape[0] != rows || views[5].shape[0] != rows || views[5].shape[1] != (n + ROWS - 1) / ROWS) {
-        PyErr_SetString(PyExc_ValueError, "screen: queries, packed columns, out, norms, residuals and maxima do not "
-                                          "agree");
+        views[4].shape[0] != rows || views[5].shape[0] != rows || views[5].shape[1] != (n + ROWS - 1) / ROWS ||
+        views[6].shape[0] != rows || views[7].shape[0] != rows) {
+        PyErr_SetString(PyExc_ValueError, "screen: queries, packed columns and the outputs do not agree");
         goto done;
     }
 #ifdef HAVE_TILES
@@ -363,7 +378,7 @@ static PyObject *screen(PyObject *self, PyObject *args)
         goto done;
     }
     Py_BEGIN_ALLOW_THREADS
-    pack_query_tiles(views[0].buf, rows, dim, a, views[3].buf, views[4].buf);
+    pack_query_tiles(views[0].buf, rows, dim, a, views[3].buf, views[4].buf, views[6].buf, views[7].buf);
     if (rows > 0 && n > 0)
         screen_tiles(a, rows, dim, views[1].buf, n, views[2].buf, views[5].buf);
     Py_END_ALLOW_THREADS
@@ -382,8 +397,8 @@ static PyMethodDef methods[] = {
     {"pack_columns", pack_columns, METH_VARARGS,
      "pack_columns(stored, rows, scales, packed, residuals, lengths): scaled stored rows as bfloat16 tiles."},
     {"screen", screen, METH_VARARGS,
-     "screen(queries, packed, out, norms, residuals, maxima): bfloat16 products of the queries with packed "
-     "columns, and each tile's row maxima."},
+     "screen(queries, packed, out, norms, residuals, maxima, norms64, largest): bfloat16 products of the "
+     "queries with packed columns, each tile's row maxima, and the queries' norms."},
     {NULL, NULL, 0, NULL},
 };
 

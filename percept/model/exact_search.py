@@ -40,6 +40,7 @@ from percept.model.screens import (
     column_screen,
     float16_copies,
     float16_error,
+    query_norms,
     stored_screen,
 )
 from percept.model.unit_rows import UnitRows
@@ -289,8 +290,6 @@ def _pool() -> ThreadPoolExecutor:
 def _screen(space: SearchSpace, q64: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """The screened similarities of a block of queries with every column, the tile maxima (where the screen
     gives them), and each query's error bound."""
-    if not np.isfinite(q64).all():
-        raise PerceptError("the query vectors contain NaN or infinite values: re-encode the images")
     values, maxima = space.buffers(len(q64))
     return values, maxima, space.screen.similarities(q64, values, maxima)
 
@@ -299,7 +298,7 @@ def _refine_error(space: SearchSpace, q64: np.ndarray) -> np.ndarray | None:
     """Each query's bound on the candidates' values re-screened from the float16 copies (None without them)."""
     if space.refine16 is None:
         return None
-    norms = np.sqrt(np.einsum("ij,ij->i", q64, q64))
+    norms = query_norms(q64)
     return (absolute_error(space.dim, norms, space.screen.vector_norm) +
             float16_error(space.dim, norms * (1 + U32), space.screen.vector_norm, space.refine_residual))
 

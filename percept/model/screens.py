@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from percept.errors import PerceptError
 from percept.model import _tiles
 from percept.model._kernels import gather_float32
 from percept.model.unit_rows import row_norms
@@ -108,6 +109,14 @@ def float16_copies(columns32: np.ndarray, chunk: int = 2048) -> tuple[np.ndarray
     return copies, residual
 
 
+NONFINITE_QUERIES = "the query vectors contain NaN or infinite values: re-encode the images"
+
+
+def query_norms(q64: np.ndarray) -> np.ndarray:
+    """Upper bounds on the float64 norms of the query rows (the rounding of the sum of squares included)."""
+    return np.sqrt(np.einsum("ij,ij->i", q64, q64)) * (1 + (q64.shape[1] + 2) * U64)
+
+
 class Float32Screen:
     """Similarities from a float32 matrix product with the columns (n, dim) in float32."""
 
@@ -120,8 +129,10 @@ class Float32Screen:
 
     def similarities(self, q64: np.ndarray, out: np.ndarray, maxima: np.ndarray | None = None) -> np.ndarray:
         """Writes the queries' similarities with every column to ``out``; returns each query's error bound."""
+        if not np.isfinite(q64).all():
+            raise PerceptError(NONFINITE_QUERIES)
         np.matmul(q64.astype(np.float32), self.columns32.T, out=out)
-        return absolute_error(q64.shape[1], np.sqrt(np.einsum("ij,ij->i", q64, q64)), self.vector_norm)
+        return absolute_error(q64.shape[1], query_norms(q64), self.vector_norm)
 
 
 class TileScreen:
@@ -149,11 +160,13 @@ class TileScreen:
         column is then a candidate, and the float64 re-ranking alone decides.
         """
         q64 = np.ascontiguousarray(q64, dtype=np.float64)
-        norms, residuals = np.empty(len(q64)), np.empty(len(q64))
-        _tiles.screen(q64, self.packed, out, norms, residuals, maxima)
-        eps = absolute_error(self.dim, np.sqrt(np.einsum("ij,ij->i", q64, q64)), self.vector_norm)
+        norms, residuals, norms64, largest = (np.empty(len(q64)) for _ in range(4))
+        _tiles.screen(q64, self.packed, out, norms, residuals, maxima, norms64, largest)
+        if np.isnan(largest).any():
+            raise PerceptError(NONFINITE_QUERIES)
+        eps = absolute_error(self.dim, norms64 * (1 + (self.dim + 2) * U64), self.vector_norm)
         eps += tile_error(self.dim, norms, residuals, self.vector_norm, self.vector_residual)
-        huge = np.abs(q64).max(axis=1, initial=0.0) >= TILE_RANGE
+        huge = largest >= TILE_RANGE
         if huge.any():
             out[huge] = maxima[huge] = 0.0
             eps[huge] = np.inf
