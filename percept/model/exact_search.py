@@ -23,6 +23,7 @@ groups are whole groups. Blocks of queries run on a few threads, each screen on 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import threading
@@ -272,14 +273,21 @@ def search(space: SearchSpace, queries, k: int, rows: np.ndarray | None = None, 
                 slice(start, start + len(q64)))
 
     if workers > 1 and len(starts) > 1:
-        from threadpoolctl import threadpool_limits
-
-        with threadpool_limits(1, user_api="blas"):
+        with _one_blas_thread_each(space.screen):
             list(_pool().map(run, starts))
     else:
         for start in starts:
             run(start)
     return found
+
+
+def _one_blas_thread_each(screen):
+    """While search threads run a float32 screen's products: one BLAS thread each (the tiles use no BLAS)."""
+    if not screen.uses_blas:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(1, user_api="blas")
 
 
 @functools.cache

@@ -124,8 +124,9 @@ class Float32Screen:
         self.columns32 = columns32
         self.vector_norm = float(row_norms(columns32).max(initial=0.0)) * (1 + 2 * U32)
 
-    #: Whether the screen also gives each tile of 16 columns' row maxima.
+    #: Whether the screen also gives each tile of 16 columns' row maxima, and whether it runs on BLAS.
     tile_maxima = False
+    uses_blas = True
 
     def similarities(self, q64: np.ndarray, out: np.ndarray, maxima: np.ndarray | None = None) -> np.ndarray:
         """Writes the queries' similarities with every column to ``out``; returns each query's error bound."""
@@ -151,6 +152,7 @@ class TileScreen:
         self.vector_norm = float(lengths.max(initial=0.0)) * (1 + 2 * U32)
 
     tile_maxima = True
+    uses_blas = False
 
     def similarities(self, q64: np.ndarray, out: np.ndarray, maxima: np.ndarray) -> np.ndarray:
         """Writes the queries' similarities with every column to ``out`` and the largest of each tile of 16
