@@ -195,13 +195,19 @@ def test_rate_equals_brute_force(tmp_path, make):
         np.testing.assert_allclose(table[category].to_numpy(), want, rtol=1e-12)
 
 
-def test_float32_error_bound_holds_on_hard_sums():
-    """Long sums with cancellation: the float32 product stays within the stated bound."""
-    rng = np.random.default_rng(2)
-    dim = 1024
+def hard_sums(rng, dim: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """(queries, vectors) whose products are long sums with cancellation: elements over six orders of magnitude,
+    and vectors 1e-4 from half the queries."""
     queries = l2_normalise(rng.normal(size=(64, dim)) * np.logspace(-6, 0, dim))
     vectors = l2_normalise(np.vstack([queries[:32] + 1e-4 * rng.normal(size=(32, dim)),
                                       rng.normal(size=(200, dim)) * np.logspace(0, -6, dim)]))
+    return queries, vectors
+
+
+def test_float32_error_bound_holds_on_hard_sums():
+    """Long sums with cancellation: the float32 product stays within the stated bound."""
+    dim = 1024
+    queries, vectors = hard_sums(np.random.default_rng(2), dim)
     approx = queries.astype(np.float32) @ vectors.astype(np.float32).T
     error = np.abs(approx - queries @ vectors.T)
     bound = absolute_error(dim, np.ones(len(queries)), 1.0)[:, None]

@@ -8,7 +8,7 @@ import pytest
 from percept.model import _tiles, screens
 from percept.model.knn import KNNRegressor, l2_normalise
 from percept.model.screens import Float32Screen, TileScreen, absolute_error, column_screen, gamma, use_tiles
-from test_exact_search import brute_force
+from test_exact_search import brute_force, hard_sums
 
 pytestmark = pytest.mark.amx
 
@@ -96,9 +96,7 @@ def test_tile_bound_holds_on_hard_sums():
     """Cancellation over 1024 dimensions and values halfway between bfloat16 numbers: within the stated bound."""
     rng = np.random.default_rng(2)
     dim = 1024
-    queries = l2_normalise(rng.normal(size=(64, dim)) * np.logspace(-6, 0, dim))
-    vectors = l2_normalise(np.vstack([queries[:32] + 1e-4 * rng.normal(size=(32, dim)),
-                                      rng.normal(size=(200, dim)) * np.logspace(0, -6, dim)]))
+    queries, vectors = hard_sums(rng, dim)
     halfway = (1 + 2.0 ** -8) * np.sign(rng.normal(size=dim)) / np.sqrt(dim * (1 + 2.0 ** -8) ** 2)
     queries[-1] = halfway  # every element a tie for bfloat16 rounding
     vectors32 = vectors.astype(np.float32)
@@ -113,10 +111,8 @@ def test_tile_bound_holds_on_hard_sums():
 
 def test_float16_refining_bound_holds_on_hard_sums():
     """Candidates re-screened in float32 from float16 copies of the columns stay within the stated bound."""
-    rng = np.random.default_rng(4)
     dim = 1024
-    queries = l2_normalise(rng.normal(size=(64, dim)) * np.logspace(-6, 0, dim))
-    vectors = l2_normalise(np.vstack([queries[:32] + 1e-4 * rng.normal(size=(32, dim)), rng.normal(size=(200, dim))]))
+    queries, vectors = hard_sums(np.random.default_rng(4), dim)
     vectors32 = vectors.astype(np.float32)
     copies, residual = screens.float16_copies(vectors32, chunk=100)
     assert residual == pytest.approx(np.linalg.norm(vectors32.astype(np.float64) - copies, axis=1).max(), rel=1e-12)

@@ -308,21 +308,46 @@ static PyObject *packed_size(PyObject *self, PyObject *args)
     return PyLong_FromSsize_t(packed_values(n, dim));
 }
 
+/* One array argument: its name, the formats it may have, its dimensions and whether it is written. */
+typedef struct {
+    const char *name, *formats;
+    int dims, writable;
+} ArraySpec;
+
+static void release_arrays(Py_buffer *views, int count)
+{
+    while (count-- > 0)
+        PyBuffer_Release(&views[count]);
+}
+
+/* The `count` array arguments of `function`, as `specs` describe them, into views (released on failure). */
+static int take_arrays(PyObject *args, const char *function, int count, const ArraySpec *specs, Py_buffer *views)
+{
+    if (PyTuple_GET_SIZE(args) != count) {
+        PyErr_Format(PyExc_TypeError, "%s() takes exactly %d arguments (%zd given)", function, count,
+                     PyTuple_GET_SIZE(args));
+        return 0;
+    }
+    if (refuse_without_tiles())
+        return 0;
+    for (int i = 0; i < count; i++)
+        if (!get_array(PyTuple_GET_ITEM(args, i), &views[i], specs[i].writable, specs[i].dims, specs[i].formats,
+                       specs[i].name)) {
+            release_arrays(views, i);
+            return 0;
+        }
+    return 1;
+}
+
+static const ArraySpec PACK_ARGUMENTS[6] = {{"stored", "ef", 2, 0},   {"rows", "lq", 1, 0},     {"scales", "f", 1, 0},
+                                            {"packed", "H", 1, 1},    {"residuals", "d", 1, 1}, {"lengths", "d", 1, 1}};
+
 static PyObject *pack_columns(PyObject *self, PyObject *args)
 {
-    PyObject *objects[6];
-    if (!PyArg_ParseTuple(args, "OOOOOO:pack_columns", &objects[0], &objects[1], &objects[2], &objects[3],
-                          &objects[4], &objects[5]) || refuse_without_tiles())
-        return NULL;
-    static const char *formats[6] = {"ef", "lq", "f", "H", "d", "d"}, dims[6] = {2, 1, 1, 1, 1, 1},
-                      writable[6] = {0, 0, 0, 1, 1, 1};
-    static const char *names[6] = {"stored", "rows", "scales", "packed", "residuals", "lengths"};
     Py_buffer views[6];
-    int taken = 0;
+    if (!take_arrays(args, "pack_columns", 6, PACK_ARGUMENTS, views))
+        return NULL;
     PyObject *result = NULL;
-    for (; taken < 6; taken++)
-        if (!get_array(objects[taken], &views[taken], writable[taken], dims[taken], formats[taken], names[taken]))
-            goto done;
     Py_ssize_t stored = views[0].shape[0], dim = views[0].shape[1], n = views[1].shape[0];
     if (views[2].shape[0] != n || views[3].shape[0] != packed_values(n, dim) || views[4].shape[0] != n ||
         views[5].shape[0] != n) {
@@ -344,26 +369,20 @@ static PyObject *pack_columns(PyObject *self, PyObject *args)
 #endif
     result = Py_NewRef(Py_None);
 done:
-    while (taken-- > 0)
-        PyBuffer_Release(&views[taken]);
+    release_arrays(views, 6);
     return result;
 }
 
+static const ArraySpec SCREEN_ARGUMENTS[8] = {{"queries", "d", 2, 0}, {"packed", "H", 1, 0},    {"out", "f", 2, 1},
+                                              {"norms", "d", 1, 1},   {"residuals", "d", 1, 1}, {"maxima", "f", 2, 1},
+                                              {"norms64", "d", 1, 1}, {"largest", "d", 1, 1}};
+
 static PyObject *screen(PyObject *self, PyObject *args)
 {
-    PyObject *objects[8];
-    if (!PyArg_ParseTuple(args, "OOOOOOOO:screen", &objects[0], &objects[1], &objects[2], &objects[3], &objects[4],
-                          &objects[5], &objects[6], &objects[7]) || refuse_without_tiles())
-        return NULL;
-    static const char *formats[8] = {"d", "H", "f", "d", "d", "f", "d", "d"}, dims[8] = {2, 1, 2, 1, 1, 2, 1, 1},
-                      writable[8] = {0, 0, 1, 1, 1, 1, 1, 1};
-    static const char *names[8] = {"queries", "packed", "out", "norms", "residuals", "maxima", "norms64", "largest"};
     Py_buffer views[8];
-    int taken = 0;
+    if (!take_arrays(args, "screen", 8, SCREEN_ARGUMENTS, views))
+        return NULL;
     PyObject *result = NULL;
-    for (; taken < 8; taken++)
-        if (!get_array(objects[taken], &views[taken], writable[taken], dims[taken], formats[taken], names[taken]))
-            goto done;
     Py_ssize_t rows = views[0].shape[0], dim = views[0].shape[1], n = views[2].shape[1];
     if (views[1].shape[0] != packed_values(n, dim) || views[2].shape[0] != rows || views[3].shape[0] != rows ||
         views[4].shape[0] != rows || views[5].shape[0] != rows || views[5].shape[1] != (n + ROWS - 1) / ROWS ||
@@ -386,8 +405,7 @@ static PyObject *screen(PyObject *self, PyObject *args)
 #endif
     result = Py_NewRef(Py_None);
 done:
-    while (taken-- > 0)
-        PyBuffer_Release(&views[taken]);
+    release_arrays(views, 8);
     return result;
 }
 
