@@ -139,6 +139,7 @@ class SearchSpace:
             norms = source.norms_of(self.column_rows)
             self.norms = np.where(norms > 0, norms, 1.0)  # zero rows stay zero
             self.screen = stored_screen(source.raw, self.column_rows, (1.0 / self.norms).astype(np.float32))
+            vectors32 = None  # the screen read the stored rows; no float32 copy of the columns is kept
         else:
             if vectors32 is not None:
                 in_order = len(order) == len(vectors32) and bool((order == np.arange(len(order))).all())
