@@ -1,7 +1,8 @@
 """The model: similarity-weighted mean of the scores of the K most similar rated vectors.
 
-Neighbour search is exact (:mod:`percept.model.exact_search`): a float32 matrix product with a
-rigorous error bound decides which vectors can be among the K nearest, and those are ranked by
+Neighbour search is exact (:mod:`percept.model.exact_search`): a screen (bfloat16 products on AMX
+tiles, or a float32 matrix product) with a rigorous error bound decides which vectors can be among the
+K nearest, and those are ranked by
 float64 similarity, so results equal a float64 brute-force search. Training samples may share
 vectors (one image rated many times, or two images with equal embeddings): similarities are
 computed once per distinct vector, and ties go to the earlier training sample.

@@ -4,9 +4,9 @@ The categories of a model usually share their vectors, and demographic models
 repeat a vector once per rating, so the rows of all categories are reduced to
 distinct vectors when the scorer is built. One exact search
 (:mod:`percept.model.exact_search`) serves all categories: each block of queries
-is compared with the distinct vectors once (float32 matrix product), and each
-category's neighbours are decided with a rigorous float32 error bound and ranked
-by float64 similarity. They equal those of a
+is compared with the distinct vectors once (the screen of
+:mod:`percept.model.screens`), and each category's neighbours are decided with
+the screen's rigorous error bound and ranked by float64 similarity. They equal those of a
 :class:`~percept.model.knn.KNNRegressor` fitted on that category alone.
 """
 
@@ -19,7 +19,6 @@ import numpy as np
 from percept.errors import PerceptError
 from percept.model.distinct import row_keys
 from percept.model.exact_search import THREADS, SearchSpace, search
-from percept.model.screens import float32_error  # noqa: F401 (device scorers)
 from percept.model.io import ExportedModel, ModelSettings
 from percept.model.knn import Neighbours, weighted_mean
 from percept.model.weighting import check_weighting

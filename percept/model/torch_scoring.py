@@ -17,7 +17,8 @@ import numpy as np
 
 from percept.model.io import ExportedModel
 from percept.model.knn import RERANK_MARGIN, Neighbours
-from percept.model.scoring import MultiScorer, float32_error
+from percept.model.scoring import MultiScorer
+from percept.model.screens import float32_error
 
 #: Queries per block on the device: bounds the float32 block to BLOCK x distinct training vectors.
 DEVICE_BLOCK = 8192
