@@ -69,6 +69,21 @@ def model_path(tmp_path):
     return path
 
 
+def test_model_file_loads_every_array_and_refuses_a_damaged_one(model_path, tmp_path, capsys):
+    """All arrays come back as written (each thread reads through its own handle); a truncated file is refused
+    in one line."""
+    with np.load(model_path) as archive:
+        want = {name: archive[name] for name in archive.files}
+    model = load_model(model_path)
+    for c in CATEGORIES:
+        np.testing.assert_array_equal(model.vectors[c], want[f"{c}_vecs"])
+        np.testing.assert_array_equal(model.scores[c], want[f"{c}_scores"])
+    damaged = tmp_path / "damaged.npz"
+    damaged.write_bytes(model_path.read_bytes()[:-200])
+    with pytest.raises(PerceptError, match="is not a readable model.npz"):
+        load_model(damaged)
+
+
 def expected_scores(model_path, vectors):
     model = load_model(model_path)
     queries = l2_normalise(np.asarray(vectors, dtype=np.float64))

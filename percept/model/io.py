@@ -96,9 +96,7 @@ def load_model(path: str | Path) -> ExportedModel:
     if not path.exists():
         raise PerceptError(f"model file {path} does not exist: export one with --export or 'make demo'")
     try:
-        with np.load(path, allow_pickle=False) as archive, ThreadPoolExecutor(LOAD_THREADS) as pool:
-            # each array decompresses on its own thread (zlib lets go of the GIL): a large model loads faster
-            arrays = dict(zip(archive.files, pool.map(archive.__getitem__, archive.files)))
+        arrays = _read_arrays(path)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise PerceptError(f"{path} is not a readable model.npz ({exc}): re-export the model") from None
     vectors, scores = {}, {}
@@ -120,6 +118,24 @@ def load_model(path: str | Path) -> ExportedModel:
     if images is not None:
         _check_images(path, images)
     return ExportedModel(vectors, scores, settings, images)
+
+
+def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+    """Every array of an .npz file, decompressed on LOAD_THREADS threads (zlib lets go of the GIL).
+
+    Each thread reads its share of the arrays through its own handle on the file: one zip archive read
+    from several threads at once can hand back corrupt data (seen with Python 3.12).
+    """
+    with np.load(path, allow_pickle=False) as archive:
+        sizes = {info.filename.removesuffix(".npy"): info.compress_size for info in archive.zip.infolist()}
+    shares = [sorted(sizes, key=sizes.get, reverse=True)[t::LOAD_THREADS] for t in range(LOAD_THREADS)]
+
+    def read(names: list[str]) -> dict[str, np.ndarray]:
+        with np.load(path, allow_pickle=False) as archive:
+            return {name: archive[name] for name in names}
+
+    with ThreadPoolExecutor(LOAD_THREADS) as pool:
+        return {name: array for part in pool.map(read, shares) for name, array in part.items()}
 
 
 def _category_arrays(path: Path, category: str, arrays: dict) -> tuple[np.ndarray, np.ndarray]:
