@@ -4,11 +4,12 @@ Two screens give the same neighbours (the bound is what makes the search exact);
 
 - :class:`Float32Screen`: a float32 matrix product (BLAS) with the columns in float32.
 - :class:`TileScreen`: the same columns rounded to bfloat16, multiplied on AMX tiles (Intel Xeon since
-  Sapphire Rapids) and summed in float32: about three times the float32 product's speed on one core. Its
-  bound is wider (about 0.004 for unit vectors against 0.00006), so a few more candidates reach the float64
-  re-ranking.
+  Sapphire Rapids) and summed in float32: three to six times the float32 product's speed on one core. Its
+  bound is wider (about 0.004 for unit vectors against 0.00006), so more candidates reach the float64
+  re-ranking; it also gives each tile of 16 columns' row maxima, which the selection uses as its groups.
 
-:func:`column_screen` takes the tiles where the CPU has them (:func:`use_tiles` switches them off or on).
+:func:`stored_screen` and :func:`column_screen` take the tiles where the CPU has them (:func:`use_tiles`
+switches them off or on). :func:`float16_error` bounds the re-screening of candidates from float16 copies.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ U64 = 2.0 ** -53
 TINY = 2.0 ** -126
 #: Vectors with an element this large or larger are screened in float32 (bfloat16 products could overflow).
 TILE_RANGE = 2.0 ** 50
-#: Relative slack over norms computed in float64 (their rounding is below 2^-40 for any dimension here).
-NORM_SLACK = 1 + 2.0 ** -40
+#: Relative slack over norms computed in float64 (their rounding stays below 2^-30 up to 2^20 dimensions).
+NORM_SLACK = 1 + 2.0 ** -30
 
 _tiles_wanted = _tiles.available()
 
