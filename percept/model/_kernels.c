@@ -430,6 +430,11 @@ static Py_ssize_t collect_at_least(const float *values, Py_ssize_t start, Py_ssi
 static Py_ssize_t collect_in_tiles(const float *values, const float *tile_maxima, Py_ssize_t start, Py_ssize_t stop,
                                    double low, int64_t *columns, float *kept_values, Py_ssize_t kept)
 {
+    /* the tiles to read are scattered over a row that is no longer in cache: ask for all of them first, so
+     * their loads overlap instead of waiting one after another */
+    for (Py_ssize_t t = start / TILE; t * TILE < stop; t++)
+        if ((double)tile_maxima[t] >= low)
+            __builtin_prefetch(values + t * TILE);
     for (Py_ssize_t t = start / TILE; t * TILE < stop; t++) {
         if ((double)tile_maxima[t] < low)
             continue;
