@@ -88,6 +88,10 @@ def _distinct_rows_by_bytes(arrays: list[np.ndarray]) -> tuple[np.ndarray, list[
 class MultiScorer:
     """KNN predictions for every category of an exported model from one similarity pass per query block."""
 
+    #: Blocks each search thread gets per search: several, so that a thread on a faster core takes more of
+    #: them (one each made the faster thread wait for the slower at every block).
+    blocks_per_thread = 4
+
     def __init__(self, model: ExportedModel, k: int | None = None, weighting: str | None = None,
                  block_size: int = SCORING_BLOCK, threads: int | None = None):
         settings = model.settings or ModelSettings()
@@ -129,7 +133,7 @@ class MultiScorer:
     def predict_with_neighbours(self, queries: np.ndarray) -> tuple[np.ndarray, dict[str, Neighbours]]:
         """Predictions and, per category, the K nearest samples of each query."""
         queries = self._check(queries)
-        step = self.block_size * (self.threads or THREADS)  # one chunk keeps every search thread busy
+        step = self.block_size * (self.threads or THREADS) * self.blocks_per_thread
         found = [self._block(queries[start:start + step]) for start in range(0, len(queries), step)]
         neighbours = {c: Neighbours(np.concatenate([f[c].index for f in found] or [np.empty((0, self._k(c)), int)]),
                                     np.concatenate([f[c].similarity for f in found] or [np.empty((0, self._k(c)))]))

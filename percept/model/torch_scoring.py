@@ -29,6 +29,8 @@ DEVICE_RERANK_ROWS = 1024
 class TorchScorer(MultiScorer):
     """:class:`MultiScorer` whose similarity search runs on ``device`` (``cuda``, ``cuda:N`` or ``cpu``)."""
 
+    blocks_per_thread = 1  # one block of DEVICE_BLOCK queries at a time bounds the device's memory
+
     def __init__(self, model: ExportedModel, k: int | None = None, weighting: str | None = None,
                  device: str = "cuda", block_size: int = DEVICE_BLOCK):
         import torch
