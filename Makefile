@@ -15,7 +15,7 @@ REDOC_VERSION := 2.5.4
 setup: $(STAMP)
 
 # pip builds the C kernels; an editable install byte-compiles nothing, so compileall does (startup time).
-$(STAMP): pyproject.toml percept/model/_kernels.c percept/model/_tiles.c
+$(STAMP): pyproject.toml percept/model/_kernels.c percept/model/_tiles.c percept/model/_arrays.h
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[all,test]'

@@ -22,6 +22,8 @@
 #include <stdlib.h>
 #include <math.h>
 
+#include "_arrays.h"
+
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
 /* One build runs everywhere; machines with AVX-512, or AVX2 and FMA, take a wider clone. */
 #define WIDE_WHERE_AVAILABLE __attribute__((target_clones("arch=x86-64-v4", "arch=haswell", "default")))
@@ -637,24 +639,6 @@ static void select_row(const Space *sp, const float *values, const float *tile_m
     }
 }
 
-/* A C-contiguous buffer of `dims` dimensions whose format is one of `formats` (single characters). */
-static int get_array(PyObject *object, Py_buffer *view, int writable, int dims, const char *formats,
-                     const char *name)
-{
-    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
-    if (PyObject_GetBuffer(object, view, flags) < 0)
-        return -1;
-    const char *format = view->format ? view->format : "B";
-    if (format[0] == '=' || format[0] == '<' || format[0] == '@')
-        format++;
-    if (view->ndim != dims || strlen(format) != 1 || !strchr(formats, format[0])) {
-        PyErr_Format(PyExc_TypeError, "%s must be a C-contiguous %d-D array of type '%s', got '%s' with %d dimensions",
-                     name, dims, formats, view->format ? view->format : "B", view->ndim);
-        PyBuffer_Release(view);
-        return -1;
-    }
-    return 0;
-}
 
 static int indices_in_range(const int64_t *values, Py_ssize_t n, Py_ssize_t limit, const char *name)
 {

@@ -23,6 +23,8 @@
 #include <stdlib.h>
 #include <math.h>
 
+#include "_arrays.h"
+
 #if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11 && defined(__x86_64__) && defined(__linux__)
 #define HAVE_TILES 1
 #include <immintrin.h>
@@ -266,20 +268,6 @@ static void screen_tiles(const uint16_t *a, Py_ssize_t rows, Py_ssize_t dim, con
 }
 #endif
 
-/* A C-contiguous buffer of `dims` dimensions whose format is one of `formats` (single characters). */
-static int get_array(PyObject *object, Py_buffer *view, int writable, int dims, const char *formats, const char *name)
-{
-    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
-    if (PyObject_GetBuffer(object, view, flags) < 0)
-        return 0;
-    if (view->ndim != dims || !view->format || !view->format[0] || view->format[1] != '\0' ||
-        !strchr(formats, view->format[0])) {
-        PyErr_Format(PyExc_TypeError, "%s must be a C-contiguous %d-D array of format '%s'", name, dims, formats);
-        PyBuffer_Release(view);
-        return 0;
-    }
-    return 1;
-}
 
 static int refuse_without_tiles(void)
 {
@@ -331,8 +319,8 @@ static int take_arrays(PyObject *args, const char *function, int count, const Ar
     if (refuse_without_tiles())
         return 0;
     for (int i = 0; i < count; i++)
-        if (!get_array(PyTuple_GET_ITEM(args, i), &views[i], specs[i].writable, specs[i].dims, specs[i].formats,
-                       specs[i].name)) {
+        if (get_array(PyTuple_GET_ITEM(args, i), &views[i], specs[i].writable, specs[i].dims, specs[i].formats,
+                      specs[i].name) < 0) {
             release_arrays(views, i);
             return 0;
         }
@@ -362,7 +350,7 @@ static PyObject *pack_columns(PyObject *self, PyObject *args)
             goto done;
         }
 #ifdef HAVE_TILES
-    int half = views[0].format[0] == 'e';
+    int half = views[0].itemsize == 2; /* float16 rather than float32 */
     Py_BEGIN_ALLOW_THREADS
     pack_column_tiles(views[0].buf, half, dim, rows, views[2].buf, n, views[3].buf, views[4].buf, views[5].buf);
     Py_END_ALLOW_THREADS
