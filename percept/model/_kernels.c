@@ -402,9 +402,20 @@ static int any_at_least(const float *values, float low)
     return any;
 }
 
-/* Appends (column, value) for each column j in [start, stop) with values[j] >= low to columns and kept_values
- * from position `kept`; returns the new count. Runs of SCAN values all below the float32 rounding of `low`
- * (rounded down) are skipped at once. */
+/* Appends (column, value) for each column j in [first, last) with values[j] >= low to columns and kept_values
+ * from position `kept` (without branches); returns the new count. */
+static inline Py_ssize_t append_at_least(const float *values, Py_ssize_t first, Py_ssize_t last, double low,
+                                         int64_t *columns, float *kept_values, Py_ssize_t kept)
+{
+    for (Py_ssize_t j = first; j < last; j++) {
+        columns[kept] = j, kept_values[kept] = values[j];
+        kept += (double)values[j] >= low;
+    }
+    return kept;
+}
+
+/* append_at_least over [start, stop), skipping at once runs of SCAN values all below the float32 rounding of
+ * `low` (rounded down). */
 static Py_ssize_t collect_at_least(const float *values, Py_ssize_t start, Py_ssize_t stop, double low,
                                    int64_t *columns, float *kept_values, Py_ssize_t kept)
 {
@@ -412,22 +423,14 @@ static Py_ssize_t collect_at_least(const float *values, Py_ssize_t start, Py_ssi
     if ((double)low32 > low)
         low32 = nextafterf(low32, -INFINITY);
     Py_ssize_t j = start;
-    for (; j + SCAN <= stop; j += SCAN) {
-        if (!any_at_least(values + j, low32))
-            continue;
-        for (Py_ssize_t l = j; l < j + SCAN; l++) {
-            columns[kept] = l, kept_values[kept] = values[l];
-            kept += (double)values[l] >= low;
-        }
-    }
-    for (; j < stop; j++) {
-        columns[kept] = j, kept_values[kept] = values[j];
-        kept += (double)values[j] >= low;
-    }
-    return kept;
+    for (; j + SCAN <= stop; j += SCAN)
+        if (any_at_least(values + j, low32))
+            kept = append_at_least(values, j, j + SCAN, low, columns, kept_values, kept);
+    return append_at_least(values, j, stop, low, columns, kept_values, kept);
 }
 
-/* collect_at_least through the screen's tiles of TILE columns: a tile whose maximum is below `low` is skipped. */
+/* append_at_least over [start, stop) through the screen's tiles of TILE columns: a tile whose maximum is below
+ * `low` is skipped. */
 #define TILE 16
 static Py_ssize_t collect_in_tiles(const float *values, const float *tile_maxima, Py_ssize_t start, Py_ssize_t stop,
                                    double low, int64_t *columns, float *kept_values, Py_ssize_t kept)
@@ -441,10 +444,7 @@ static Py_ssize_t collect_in_tiles(const float *values, const float *tile_maxima
         if ((double)tile_maxima[t] < low)
             continue;
         Py_ssize_t first = t * TILE > start ? t * TILE : start, last = (t + 1) * TILE < stop ? (t + 1) * TILE : stop;
-        for (Py_ssize_t j = first; j < last; j++) {
-            columns[kept] = j, kept_values[kept] = values[j];
-            kept += (double)values[j] >= low;
-        }
+        kept = append_at_least(values, first, last, low, columns, kept_values, kept);
     }
     return kept;
 }
