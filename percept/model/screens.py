@@ -182,10 +182,9 @@ def stored_screen(stored: np.ndarray, rows: np.ndarray, scales: np.ndarray) -> F
     stored = np.ascontiguousarray(stored)
     rows = np.ascontiguousarray(rows, dtype=np.int64)
     scales = np.ascontiguousarray(scales, dtype=np.float32)
-    if _tiles_wanted and len(rows):
-        screen = TileScreen(stored, rows, scales)
-        if not screen.vector_norm >= TILE_RANGE:  # NaN lengths stay here, for the caller's check
-            return screen
+    screen = _tile_screen(stored, rows, scales)
+    if screen is not None:
+        return screen
     columns32 = np.empty((len(rows), stored.shape[1]), dtype=np.float32)
     gather_float32(stored, rows, columns32)
     columns32 *= scales[:, None]
@@ -195,8 +194,14 @@ def stored_screen(stored: np.ndarray, rows: np.ndarray, scales: np.ndarray) -> F
 def column_screen(columns32: np.ndarray) -> Float32Screen | TileScreen:
     """The screen over float32 columns (n, dim): tiles where they can be used."""
     columns32 = np.ascontiguousarray(columns32, dtype=np.float32)
-    if _tiles_wanted and len(columns32):
-        screen = TileScreen(columns32, np.arange(len(columns32)), np.ones(len(columns32), dtype=np.float32))
-        if not screen.vector_norm >= TILE_RANGE:
-            return screen
-    return Float32Screen(columns32)
+    n = len(columns32)
+    return _tile_screen(columns32, np.arange(n), np.ones(n, dtype=np.float32)) or Float32Screen(columns32)
+
+
+def _tile_screen(stored: np.ndarray, rows: np.ndarray, scales: np.ndarray) -> TileScreen | None:
+    """The tile screen of these columns, or None where tiles are off, there are no columns, or the columns'
+    norms reach ``TILE_RANGE`` (NaN norms stay with the tiles, for the caller's check)."""
+    if not _tiles_wanted or not len(rows):
+        return None
+    screen = TileScreen(stored, rows, scales)
+    return None if screen.vector_norm >= TILE_RANGE else screen
