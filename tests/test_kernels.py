@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_exact_search import brute_force
 
 from percept.model import _kernels
 from percept.model.knn import KNNRegressor
 from percept.model.unit_rows import UnitRows, row_norms
-from test_exact_search import brute_force
 
 SPECIAL = np.array([6e-8, -6e-8, 6.1e-5, 65504, -65504, np.inf, -np.inf, np.nan, -0.0, 0.0, 1.0, -2.5],
                    dtype=np.float16)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_exact_search import brute_force, hard_sums
 
 from percept.model import _tiles, screens
 from percept.model.knn import KNNRegressor, l2_normalise
 from percept.model.screens import Float32Screen, TileScreen, absolute_error, column_screen, gamma, use_tiles
-from test_exact_search import brute_force, hard_sums
 
 pytestmark = pytest.mark.amx
 
@@ -86,7 +86,7 @@ def test_subnormal_values_round_to_zero_and_count_as_residual():
     tiny = np.float32(1e-39)  # below 2^-126: a float32 subnormal
     columns32 = np.array([[tiny, 1.0, -tiny, 0.5]], dtype=np.float32)
     queries = np.array([[1e-39, 2.0, 1.0, 1.0]])
-    out, norms, residuals, column_residuals, *_ = screened(queries, columns32)
+    out, _, residuals, column_residuals, *_ = screened(queries, columns32)
     assert out[0, 0] == np.float32(2.5)
     assert column_residuals[0] == pytest.approx(np.sqrt(2) * float(tiny), rel=1e-12)
     assert residuals[0] == pytest.approx(float(np.float32(1e-39)), rel=1e-12)
@@ -155,10 +155,11 @@ def test_queries_out_of_range_are_left_to_float64():
 def test_tiles_are_the_first_bound_groups_and_the_search_stays_exact(k):
     """A scorer over five categories whose column blocks do not align with tiles of 16: the tiles' maxima
     give the first bound (tiles spanning two blocks serve no category) and the neighbours are the brute force's."""
+    from test_exact_search import brute_predict
+
     from percept.categories import CATEGORIES
     from percept.model.io import ExportedModel, ModelSettings
     from percept.model.scoring import MultiScorer
-    from test_exact_search import brute_predict
 
     rng = np.random.default_rng(k)
     pool = l2_normalise(rng.normal(size=(3000, 48)))
