@@ -10,7 +10,10 @@ and, unless asked otherwise, scored without their own samples
 from __future__ import annotations
 
 import copy
+import functools
+import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +24,12 @@ from percept.model.leave_one_out import image_keys, leave_out
 from percept.model.scoring import MultiScorer
 from percept.model.uncertainty import best_similarity, is_out_of_domain, weighted_sd
 from percept.model.weighting import neighbour_weights
+
+
+#: Threads computing neighbour statistics at once (numpy lets go of the GIL in its loops), and the fewest
+#: rows worth a thread of their own.
+STATISTICS_THREADS = max(1, min(4, os.cpu_count() or 1))
+MIN_PART_ROWS = 256
 
 
 @dataclass(frozen=True)
@@ -40,9 +49,11 @@ def neighbour_statistics(found: Neighbours, counts: np.ndarray, scores: np.ndarr
     mean = np.full(len(counts), np.nan)
     sd = np.full(len(counts), np.nan)
     for count in np.unique(counts):
-        rows = np.flatnonzero(counts == count)
         if count == 0:
             continue
+        rows = np.flatnonzero(counts == count)
+        if len(rows) == len(counts):
+            rows = slice(None)  # every row: views, not copies
         weights = neighbour_weights(found.similarity[rows, :count], weighting)
         values = scores[found.index[rows, :count]]
         mean[rows] = np.sum(weights * values, axis=1)
@@ -79,7 +90,10 @@ class Estimator:
         survey = numbers >= 0
         out = self._empty(len(queries), survey)
         own = survey if not include_self else np.zeros(len(queries), dtype=bool)
-        self._fill(out, np.flatnonzero(~own), queries[~own])
+        if own.any():
+            self._fill(out, np.flatnonzero(~own), queries[~own])
+        else:
+            self._fill(out, slice(None), queries)
         if own.any():
             self._fill_left_out(out, np.flatnonzero(own), queries[own], numbers[own])
         return out
@@ -89,17 +103,24 @@ class Estimator:
         return Estimates(np.full((m, width), np.nan), np.full((m, width), np.nan), np.full(m, np.nan),
                          np.zeros(m, dtype=bool), survey)
 
-    def _fill(self, out: Estimates, rows: np.ndarray, queries: np.ndarray) -> None:
-        if not len(rows):
+    def _fill(self, out: Estimates, rows: np.ndarray | slice, queries: np.ndarray) -> None:
+        if not len(queries):
             return
-        scores, found = self.scorer.predict_with_neighbours(queries)
-        out.scores[rows] = scores
-        counts = {}
-        for column, category in enumerate(self.categories):
-            hits = found[category]
-            counts[category] = np.full(len(rows), hits.index.shape[1])
-            out.sd[rows, column] = neighbour_statistics(hits, counts[category], self._scores[category],
-                                                        self.scorer.weighting)[1]
+        found = self.scorer.neighbours(queries)
+        counts = {c: np.full(len(queries), found[c].index.shape[1]) for c in self.categories}
+
+        def fill(part: slice) -> None:
+            for column, category in enumerate(self.categories):
+                hits = Neighbours(found[category].index[part], found[category].similarity[part])
+                mean, sd = neighbour_statistics(hits, counts[category][part], self._scores[category],
+                                                self.scorer.weighting)
+                out.scores[_within(rows, part), column], out.sd[_within(rows, part), column] = mean, sd
+
+        parts = _row_parts(len(queries))
+        if len(parts) > 1:
+            list(_statistics_pool().map(fill, parts))
+        else:
+            fill(parts[0])
         self._domain(out, rows, found, counts)
 
     def _fill_left_out(self, out: Estimates, rows: np.ndarray, queries: np.ndarray, numbers: np.ndarray) -> None:
@@ -112,7 +133,7 @@ class Estimator:
                 found[category], counts[category], self._scores[category], self.scorer.weighting)
         self._domain(out, rows, found, counts)
 
-    def _domain(self, out: Estimates, rows: np.ndarray, found: dict[str, Neighbours],
+    def _domain(self, out: Estimates, rows: np.ndarray | slice, found: dict[str, Neighbours],
                 counts: dict[str, np.ndarray]) -> None:
         best = best_similarity([found[c] for c in self.categories], [counts[c] for c in self.categories])
         out.best_similarity[rows] = best
@@ -125,3 +146,20 @@ class Estimator:
             self._wide = copy.copy(self.scorer)
             self._wide.k = self.scorer.k + max(self.keys.widest(c) for c in self.categories)
         return self._wide
+
+
+def _row_parts(m: int) -> list[slice]:
+    """Consecutive parts of ``m`` rows, one per statistics thread (one part for few rows)."""
+    count = max(1, min(STATISTICS_THREADS, m // MIN_PART_ROWS))
+    bounds = np.linspace(0, m, count + 1).astype(int)
+    return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def _within(rows: np.ndarray | slice, part: slice) -> np.ndarray | slice:
+    """The output rows of ``part`` of the queries placed at ``rows``."""
+    return part if isinstance(rows, slice) else rows[part]
+
+
+@functools.cache
+def _statistics_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(STATISTICS_THREADS, thread_name_prefix="percept-statistics")

@@ -132,17 +132,23 @@ class MultiScorer:
 
     def predict_with_neighbours(self, queries: np.ndarray) -> tuple[np.ndarray, dict[str, Neighbours]]:
         """Predictions and, per category, the K nearest samples of each query."""
-        queries = self._check(queries)
-        step = self.block_size * (self.threads or THREADS) * self.blocks_per_thread
-        found = [self._block(queries[start:start + step]) for start in range(0, len(queries), step)]
-        neighbours = {c: Neighbours(np.concatenate([f[c].index for f in found] or [np.empty((0, self._k(c)), int)]),
-                                    np.concatenate([f[c].similarity for f in found] or [np.empty((0, self._k(c)))]))
-                      for c in self.categories}
-        out = np.empty((len(queries), len(self.categories)), dtype=np.float64)
+        neighbours = self.neighbours(queries)
+        out = np.empty((len(neighbours[self.categories[0]].index), len(self.categories)), dtype=np.float64)
         for column, category in enumerate(self.categories):
             hits = neighbours[category]
             out[:, column] = weighted_mean(hits, self._scores[category], hits.index.shape[1], self.weighting)
         return out, neighbours
+
+    def neighbours(self, queries: np.ndarray) -> dict[str, Neighbours]:
+        """Per category, the K nearest samples of each query, most similar first."""
+        queries = self._check(queries)
+        step = self.block_size * (self.threads or THREADS) * self.blocks_per_thread
+        found = [self._block(queries[start:start + step]) for start in range(0, len(queries), step)]
+        if len(found) == 1:
+            return found[0]
+        return {c: Neighbours(np.concatenate([f[c].index for f in found] or [np.empty((0, self._k(c)), int)]),
+                              np.concatenate([f[c].similarity for f in found] or [np.empty((0, self._k(c)))]))
+                for c in self.categories}
 
     def similar(self, query: np.ndarray, count: int) -> list[SimilarImage]:
         """The ``count`` distinct survey vectors most similar to one query, most similar first."""
