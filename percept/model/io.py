@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import zipfile
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -24,14 +23,13 @@ from percept.atomic import atomic_path
 from percept.categories import CATEGORIES
 from percept.data.vector_checks import refuse_unusable
 from percept.errors import PerceptError
+from percept.model.npz import read_npz
 from percept.model.uncertainty import domain_threshold
 from percept.model.weighting import DEFAULT_WEIGHTING
 
 SETTINGS_KEY = "percept_settings"
 IMAGES_KEY = "percept_sample_images"
 PUBLISHED_K = 40
-#: Threads decompressing a model file's arrays at once.
-LOAD_THREADS = max(1, min(4, os.cpu_count() or 1))
 
 
 @dataclass
@@ -96,7 +94,7 @@ def load_model(path: str | Path) -> ExportedModel:
     if not path.exists():
         raise PerceptError(f"model file {path} does not exist: export one with --export or 'make demo'")
     try:
-        arrays = _read_arrays(path)
+        arrays = read_npz(path)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise PerceptError(f"{path} is not a readable model.npz ({exc}): re-export the model") from None
     vectors, scores = {}, {}
@@ -118,24 +116,6 @@ def load_model(path: str | Path) -> ExportedModel:
     if images is not None:
         _check_images(path, images)
     return ExportedModel(vectors, scores, settings, images)
-
-
-def _read_arrays(path: Path) -> dict[str, np.ndarray]:
-    """Every array of an .npz file, decompressed on LOAD_THREADS threads (zlib lets go of the GIL).
-
-    Each thread reads its share of the arrays through its own handle on the file: one zip archive read
-    from several threads at once can hand back corrupt data (seen with Python 3.12).
-    """
-    with np.load(path, allow_pickle=False) as archive:
-        sizes = {info.filename.removesuffix(".npy"): info.compress_size for info in archive.zip.infolist()}
-    shares = [sorted(sizes, key=sizes.get, reverse=True)[t::LOAD_THREADS] for t in range(LOAD_THREADS)]
-
-    def read(names: list[str]) -> dict[str, np.ndarray]:
-        with np.load(path, allow_pickle=False) as archive:
-            return {name: archive[name] for name in names}
-
-    with ThreadPoolExecutor(LOAD_THREADS) as pool:
-        return {name: array for part in pool.map(read, shares) for name, array in part.items()}
 
 
 def _category_arrays(path: Path, category: str, arrays: dict) -> tuple[np.ndarray, np.ndarray]:
