@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import itertools
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +25,6 @@ from percept.model.leave_one_out import image_keys, leave_out
 from percept.model.scoring import MultiScorer
 from percept.model.uncertainty import best_similarity, is_out_of_domain, weighted_sd
 from percept.model.weighting import neighbour_weights
-
 
 #: Threads computing neighbour statistics at once (numpy lets go of the GIL in its loops), and the fewest
 #: rows worth a thread of their own.
@@ -152,7 +152,7 @@ def _row_parts(m: int) -> list[slice]:
     """Consecutive parts of ``m`` rows, one per statistics thread (one part for few rows)."""
     count = max(1, min(STATISTICS_THREADS, m // MIN_PART_ROWS))
     bounds = np.linspace(0, m, count + 1).astype(int)
-    return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+    return [slice(a, b) for a, b in itertools.pairwise(bounds)]
 
 
 def _within(rows: np.ndarray | slice, part: slice) -> np.ndarray | slice:

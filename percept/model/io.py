@@ -12,7 +12,6 @@ name the CLIP model. Files without a domain threshold get it computed on load.
 from __future__ import annotations
 
 import json
-import os
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
