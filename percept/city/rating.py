@@ -305,7 +305,8 @@ def rate(model: ExportedModel, embeddings_dir: str | Path, out: str | Path, *, l
     kind = output_kind(out, locations is not None)
     if estimate_chunks is None:
         estimator = make_estimator(model, k, average_panoramic, device, threads)
-        estimate_chunks = lambda chunks: ((c, estimate_chunk(estimator, c, include_self)) for c in chunks)
+        # each chunk is scored on a thread while the one before is written
+        estimate_chunks = lambda chunks: read_ahead((c, estimate_chunk(estimator, c, include_self)) for c in chunks)
     parts = _parts(Path(embeddings_dir), "img")
     total = sum(len(reader) for reader, _ in parts)
     if total == 0:
