@@ -12,6 +12,7 @@ the screen's rigorous error bound and ranked by float64 similarity. They equal t
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,7 +45,16 @@ def distinct_rows(arrays: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray
     dim = arrays[0].shape[1] if arrays else 0
     if not arrays or not sum(len(a) for a in arrays):
         return np.empty((0, dim)), [np.empty(0, np.int64) for _ in arrays]
-    keys = np.concatenate([_chunked_keys(a) for a in arrays])
+    with ThreadPoolExecutor(THREADS) as pool:  # numpy lets go of the GIL while it hashes and compares rows
+        keys = np.concatenate(list(pool.map(_chunked_keys, arrays)))
+        kept, positions = _first_rows(arrays, keys)
+        if all(pool.map(_rows_equal, arrays, [kept] * len(arrays), positions)):
+            return kept, positions
+    return _distinct_rows_by_bytes(arrays)  # a 64-bit hash collision: group by the full bytes
+
+
+def _first_rows(arrays: list[np.ndarray], keys: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The first row of each distinct key, in order of first appearance, and each array's row → its position."""
     _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
     order = np.argsort(first)  # distinct vectors numbered by first appearance
     rank = np.empty_like(order)
@@ -53,14 +63,11 @@ def distinct_rows(arrays: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray
     bounds = np.cumsum([0] + [len(a) for a in arrays])
     owners = first[order]
     array_of = np.searchsorted(bounds, owners, side="right") - 1
-    kept = np.empty((len(owners), dim))
+    kept = np.empty((len(owners), arrays[0].shape[1]))
     for a, array in enumerate(arrays):
         mine = array_of == a
         kept[mine] = array[owners[mine] - bounds[a]]
-    positions = [where[bounds[a]:bounds[a + 1]] for a in range(len(arrays))]
-    if all(_rows_equal(array, kept, pos) for array, pos in zip(arrays, positions)):
-        return kept, positions
-    return _distinct_rows_by_bytes(arrays)  # a 64-bit hash collision: group by the full bytes
+    return kept, [where[bounds[a]:bounds[a + 1]] for a in range(len(arrays))]
 
 
 def _chunked_keys(array: np.ndarray, chunk: int = 2048) -> np.ndarray:
