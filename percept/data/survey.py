@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -26,7 +27,12 @@ SCORE_RANGE = (1.0, 5.0)
 
 def image_name(path_or_url: str) -> str:
     """The part after the last ``/``: how embedding rows and survey features are matched."""
-    return str(path_or_url).replace("\\", "/").rsplit("/", 1)[-1]
+    return image_names((path_or_url,))[0]
+
+
+def image_names(paths_or_urls: Iterable) -> list[str]:
+    """:func:`image_name` of each (one loop, no call per name: a survey holds tens of thousands)."""
+    return [str(path).replace("\\", "/").rpartition("/")[2] for path in paths_or_urls]
 
 
 @dataclass
@@ -70,7 +76,7 @@ def _index(urls: list, geometries: list, source: str) -> tuple[dict[str, int], n
     bad = next((number for number, url in enumerate(urls) if not url or type(url) is not str), None)
     if bad is not None:
         raise _bad_url(source, bad, urls[bad])
-    by_name = {url.replace("\\", "/").rpartition("/")[2]: number for number, url in enumerate(urls)}  # image_name, inlined
+    by_name = dict(zip(image_names(urls), range(len(urls))))
     lonlat = np.array([point_coordinates(geometry) for geometry in geometries], dtype=np.float64)
     return by_name, lonlat.reshape(-1, 2)
 
@@ -190,7 +196,7 @@ class SampleSet:
 def match_features(names: list[str], survey: Survey) -> tuple[list[int | None], list[str]]:
     """For each embedding row, its survey feature index (or None), and the unmatched names."""
     by_name = survey.by_name
-    matched = [by_name.get(str(n).replace("\\", "/").rpartition("/")[2]) for n in names]  # image_name, inlined
+    matched = [by_name.get(name) for name in image_names(names)]
     unmatched = [n for n, m in zip(names, matched) if m is None]
     return matched, unmatched
 
