@@ -10,15 +10,13 @@ and, unless asked otherwise, scored without their own samples
 from __future__ import annotations
 
 import copy
-import functools
 import itertools
-import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
+from percept.model.exact_search import THREADS, worker_pool
 from percept.model.io import ExportedModel
 from percept.model.knn import Neighbours
 from percept.model.leave_one_out import image_keys, leave_out
@@ -26,9 +24,8 @@ from percept.model.scoring import MultiScorer
 from percept.model.uncertainty import best_similarity, is_out_of_domain, weighted_sd
 from percept.model.weighting import neighbour_weights
 
-#: Threads computing neighbour statistics at once (numpy lets go of the GIL in its loops), and the fewest
-#: rows worth a thread of their own.
-STATISTICS_THREADS = max(1, min(4, os.cpu_count() or 1))
+#: The fewest rows worth a worker thread of their own in neighbour statistics (numpy lets go of the GIL in
+#: its loops).
 MIN_PART_ROWS = 256
 
 
@@ -92,10 +89,9 @@ class Estimator:
         own = survey if not include_self else np.zeros(len(queries), dtype=bool)
         if own.any():
             self._fill(out, np.flatnonzero(~own), queries[~own])
-        else:
-            self._fill(out, slice(None), queries)
-        if own.any():
             self._fill_left_out(out, np.flatnonzero(own), queries[own], numbers[own])
+        else:
+            self._fill(out, slice(None), queries)  # every query: no copy
         return out
 
     def _empty(self, m: int, survey: np.ndarray) -> Estimates:
@@ -112,13 +108,13 @@ class Estimator:
         def fill(part: slice) -> None:
             for column, category in enumerate(self.categories):
                 hits = Neighbours(found[category].index[part], found[category].similarity[part])
-                mean, sd = neighbour_statistics(hits, counts[category][part], self._scores[category],
-                                                self.scorer.weighting)
-                out.scores[_within(rows, part), column], out.sd[_within(rows, part), column] = mean, sd
+                where = part if isinstance(rows, slice) else rows[part]
+                out.scores[where, column], out.sd[where, column] = neighbour_statistics(
+                    hits, counts[category][part], self._scores[category], self.scorer.weighting)
 
         parts = _row_parts(len(queries))
         if len(parts) > 1:
-            list(_statistics_pool().map(fill, parts))
+            list(worker_pool().map(fill, parts))
         else:
             fill(parts[0])
         self._domain(out, rows, found, counts)
@@ -149,17 +145,8 @@ class Estimator:
 
 
 def _row_parts(m: int) -> list[slice]:
-    """Consecutive parts of ``m`` rows, one per statistics thread (one part for few rows)."""
-    count = max(1, min(STATISTICS_THREADS, m // MIN_PART_ROWS))
+    """Consecutive parts of ``m`` rows, one per worker thread (one part for few rows)."""
+    count = max(1, min(THREADS, m // MIN_PART_ROWS))
     bounds = np.linspace(0, m, count + 1).astype(int)
     return [slice(a, b) for a, b in itertools.pairwise(bounds)]
 
-
-def _within(rows: np.ndarray | slice, part: slice) -> np.ndarray | slice:
-    """The output rows of ``part`` of the queries placed at ``rows``."""
-    return part if isinstance(rows, slice) else rows[part]
-
-
-@functools.cache
-def _statistics_pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(STATISTICS_THREADS, thread_name_prefix="percept-statistics")

@@ -275,7 +275,7 @@ def search(space: SearchSpace, queries, k: int, rows: np.ndarray | None = None, 
 
     if workers > 1 and len(starts) > 1:
         with _one_blas_thread_each(space.screen):
-            list(_pool().map(run, starts))
+            list(worker_pool().map(run, starts))
     else:
         for start in starts:
             run(start)
@@ -292,8 +292,10 @@ def _one_blas_thread_each(screen):
 
 
 @functools.cache
-def _pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(THREADS, thread_name_prefix="percept-search")
+def worker_pool() -> ThreadPoolExecutor:
+    """The model's ``THREADS`` worker threads: searches run their blocks on them, and the work around a search
+    (neighbour statistics, distinct vectors) its parts."""
+    return ThreadPoolExecutor(THREADS, thread_name_prefix="percept-worker")
 
 
 def _screen(space: SearchSpace, q64: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:

@@ -12,14 +12,13 @@ the screen's rigorous error bound and ranked by float64 similarity. They equal t
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
 from percept.errors import PerceptError
 from percept.model.distinct import row_keys
-from percept.model.exact_search import THREADS, SearchSpace, search
+from percept.model.exact_search import THREADS, SearchSpace, search, worker_pool
 from percept.model.io import ExportedModel, ModelSettings
 from percept.model.knn import Neighbours, weighted_mean
 from percept.model.weighting import check_weighting
@@ -45,11 +44,11 @@ def distinct_rows(arrays: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray
     dim = arrays[0].shape[1] if arrays else 0
     if not arrays or not sum(len(a) for a in arrays):
         return np.empty((0, dim)), [np.empty(0, np.int64) for _ in arrays]
-    with ThreadPoolExecutor(THREADS) as pool:  # numpy lets go of the GIL while it hashes and compares rows
-        keys = np.concatenate(list(pool.map(_chunked_keys, arrays)))
-        kept, positions = _first_rows(arrays, keys)
-        if all(pool.map(_rows_equal, arrays, [kept] * len(arrays), positions)):
-            return kept, positions
+    pool = worker_pool()  # numpy lets go of the GIL while it hashes and compares rows
+    keys = np.concatenate(list(pool.map(_chunked_keys, arrays)))
+    kept, positions = _first_rows(arrays, keys)
+    if all(pool.map(_rows_equal, arrays, [kept] * len(arrays), positions)):
+        return kept, positions
     return _distinct_rows_by_bytes(arrays)  # a 64-bit hash collision: group by the full bytes
 
 
