@@ -16,17 +16,17 @@ import numpy as np
 import pandas as pd
 
 from percept.categories import CATEGORIES
-from percept.data.vector_checks import refuse_unusable
 from percept.data.filters import RatingFilter, parse_age, parse_list, parse_region
-from percept.data.survey import image_name
+from percept.data.vector_checks import refuse_unusable
 from percept.encoders.options import EncodingOptions
 from percept.environment.options import EnvironmentOptions
-from percept.model.io import ModelSettings, save_model
 from percept.model.knn import KNNRegressor
-from percept.model.uncertainty import domain_threshold
 from percept.model.weighting import DEFAULT_WEIGHTING
+from percept.study.crossval import CVPlan
 from percept.study.dataset import DataSelection, Dataset, load_dataset
+from percept.study.folds import GroupBy
 from percept.study.holdout import check_training_split, holdout_evaluation
+from percept.study.publish import ModelRecipe, publish_model
 
 
 def load_survey(geojson: str | Path, embeddings: str | Path | None = None, *, clip_model: str = "unknown",
@@ -69,14 +69,13 @@ def evaluate(data: Dataset, ks: list[int] = (10,), training_split: float = 0.8, 
                           "mse": r.mse, "r2": r.r2} for r in results])
 
 
-def export(data: Dataset, path: str | Path, clip_model: str, k: int = 40,
-           weighting: str = DEFAULT_WEIGHTING) -> None:
-    """Write ``model.npz`` with every sample's vector, score and survey image per category."""
-    vectors = {c: data.vectors[s.rows] for c, s in data.samples.items()}
-    images = {c: [image_name(data.names[r]) for r in s.rows] for c, s in data.samples.items()}
-    save_model(path, vectors, {c: s.scores for c, s in data.samples.items()},
-               ModelSettings(clip_model=clip_model, k=k, weighting=weighting,
-                             domain_threshold=domain_threshold(vectors, images)), images)
+def export(data: Dataset, path: str | Path, clip_model: str, k: int = 40, weighting: str = DEFAULT_WEIGHTING,
+           seed: int = 0) -> dict:
+    """Write ``model.npz`` exactly as ``clip_retrieval_knn --export`` does (every sample's vector, score and
+    survey image per category, the environmental settings the data were loaded with, intervals calibrated
+    on folds grouped by image) and return its model card."""
+    recipe = ModelRecipe(clip_model, k, weighting, CVPlan(group_by=GroupBy("image"), seed=seed), k_choice="given")
+    return publish_model(path, data, recipe).card
 
 
 def predict(model: KNNRegressor, vectors: np.ndarray) -> np.ndarray:

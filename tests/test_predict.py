@@ -50,7 +50,7 @@ def test_table_and_csv_output(tmp_path, photos, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 4
     assert lines[0].split(",") == ["image", *CATEGORIES, *(f"{c}_sd" for c in CATEGORIES),
-                                   "best_similarity", "out_of_domain"]
+                                   "best_similarity", "dissimilarity", "out_of_domain"]
 
 
 def test_bare_model_needs_clip_model(tmp_path, photos, capsys):

@@ -21,7 +21,7 @@ from percept.model.knn import l2_normalise
 
 DIM = 12
 K = 6
-UNCERTAINTY = [*(f"{c}_sd" for c in CATEGORIES), "best_similarity", "out_of_domain", "in_survey"]
+UNCERTAINTY = [*(f"{c}_sd" for c in CATEGORIES), "best_similarity", "dissimilarity", "out_of_domain", "in_survey"]
 
 
 @pytest.fixture

@@ -83,7 +83,7 @@ def test_parquet_without_locations(tmp_path, model_path, city):
     rate(load_model(model_path), folder, out, chunk_size=5, quiet=True)
     table = pd.read_parquet(out)
     assert list(table.columns) == ["image", *CATEGORIES, *(f"{c}_sd" for c in CATEGORIES),
-                                   "best_similarity", "out_of_domain", "in_survey"]
+                                   "best_similarity", "dissimilarity", "out_of_domain", "in_survey"]
     np.testing.assert_allclose(table[list(CATEGORIES)].to_numpy(), expected_scores(model_path, vectors),
                                rtol=0, atol=1e-12)
 

@@ -14,14 +14,7 @@ from percept.model.io import ExportedModel, ModelSettings, load_model, save_mode
 from percept.model.knn import Neighbours, l2_normalise
 from percept.model.leave_one_out import image_keys, leave_out
 from percept.model.scoring import MultiScorer
-from percept.model.uncertainty import (
-    best_similarity,
-    domain_threshold,
-    is_out_of_domain,
-    nearest_other_similarity,
-    survey_images,
-    weighted_sd,
-)
+from percept.model.uncertainty import best_similarity, is_out_of_domain, weighted_sd
 
 
 def unit(rng, n, dim):
@@ -84,35 +77,6 @@ def test_estimates_equal_brute_force(k, weighting, ratings):
     np.testing.assert_allclose(found.best_similarity, (queries @ vectors.T).max(axis=1), rtol=0, atol=1e-12)
     np.testing.assert_array_equal(found.out_of_domain, best < model.domain_threshold)
     assert not found.in_survey.any()
-
-
-def test_domain_threshold_is_the_surveys_5th_percentile_nearest_other_image():
-    rng = np.random.default_rng(1)
-    model, vectors, names = survey_model(rng, n=200, ratings=4)
-    used = sorted({name for c in CATEGORIES for name in model.images[c]}, key=lambda n: int(n[4:-4]))
-    rows = np.array([int(n[4:-4]) for n in used])
-    want = np.percentile(brute_force.nearest_other(vectors[rows], rows), 5)
-    assert domain_threshold(model.vectors, model.images) == pytest.approx(want, abs=1e-12)
-    assert model.domain_threshold == pytest.approx(want, abs=1e-12)
-    _, keys = survey_images(model.vectors, model.images)
-    assert sorted(keys) == sorted(used)
-
-
-def test_images_are_keyed_by_name_else_by_vector():
-    rng = np.random.default_rng(2)
-    vectors = unit(rng, 30, 8)
-    vectors[7] = vectors[3]  # one photo under two names
-    rows = np.arange(30)
-    named = {c: [f"n{i}" for i in rows] for c in CATEGORIES}
-    by_name = nearest_other_similarity(survey_images({c: vectors for c in CATEGORIES}, named)[0])
-    assert by_name[3] == pytest.approx(1.0) and by_name[7] == pytest.approx(1.0)
-    np.testing.assert_allclose(by_name, brute_force.nearest_other(vectors, rows), rtol=0, atol=1e-12)
-    merged, keys = survey_images({c: vectors for c in CATEGORIES}, None)
-    assert len(merged) == len(keys) == 29
-    image_of = np.where(rows == 7, 3, rows)
-    np.testing.assert_allclose(nearest_other_similarity(merged),
-                               np.delete(brute_force.nearest_other(vectors, image_of), 7), rtol=0, atol=1e-12)
-    assert domain_threshold({c: vectors[:1] for c in CATEGORIES}) is None
 
 
 def test_out_of_domain_flags():

@@ -12,9 +12,8 @@ from percept.environment.options import PROMPT_ENCODINGS, EnvironmentOptions
 from percept.study.dataset import DataSelection
 
 
-def add_data_arguments(parser: argparse.ArgumentParser, prompt_encoding: str = "whole") -> None:
-    """The original tool's data flags (names, short forms and meanings unchanged), and ours beside them;
-    ``prompt_encoding`` is the command's default for --prompt-encoding."""
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """The original tool's data flags (names, short forms and meanings unchanged), and ours beside them."""
     add = parser.add_argument
     add("--images-dir", "-i", metavar="DIRECTORY", help="Directory with images to be encoded")
     add("--embeddings-dir", "-e", metavar="DIRECTORY",
@@ -32,9 +31,13 @@ def add_data_arguments(parser: argparse.ArgumentParser, prompt_encoding: str = "
     add("--environmental-method", metavar="METHOD", default="append", help="One of: " + ", ".join(COMBINE_METHODS))
     add("--environmental-text-dir", metavar="DIR", help="Path to dir containing prompt files for environmental vars")
     add("--prompt-style", metavar="NUM", type=int, default=0, help="One of: 0, 1")
-    add("--prompt-encoding", choices=PROMPT_ENCODINGS, default=prompt_encoding,
-        help="Encode each environmental prompt whole (a CLIP window of 77 tokens cuts long prompts) or each "
-             f"'<variable> is <value>' clause on its own, averaged (default {prompt_encoding})")
+    add("--prompt-encoding", choices=PROMPT_ENCODINGS, default="whole",
+        help="Encode each environmental prompt whole (a CLIP window of 77 tokens cuts long prompts; the default, "
+             "as the original tool and every percept command) or each '<variable> is <value>' clause on its own, "
+             "averaged")
+    add("--allow-missing", action="store_true",
+        help="go on when more than 5 %% of a category's rated survey images have no embedding (failed downloads); "
+             "the dropped images and ratings are always reported")
     add("--skip-cache", action="store_true", help="Do not look for or read any cached data.")
     add("--read-only", action="store_true", help="Do not write any data to disk (cache or otherwise).")
     add("--quiet", "-q", action="store_true", help="Reduce output to minimum.")

@@ -7,11 +7,11 @@ import json
 import sys
 from pathlib import Path
 
-from percept.cli.common import add_hidden_alias, positive_int, positive_number
+from percept.cli.common import add_hidden_alias, add_interval_argument, positive_int, positive_number
 from percept.data.decode import ImageLimits, open_image
 from percept.data.vector_checks import refuse_unusable
 from percept.errors import PerceptError
-from percept.model.estimates import Estimator
+from percept.model.estimates import Estimates, Estimator
 from percept.model.io import ExportedModel, load_model
 from percept.model.knn import l2_normalise
 from percept.model.scoring import MultiScorer, check_encoder
@@ -35,9 +35,11 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "predict", help="score images with an exported model",
         description="Five modelled perception scores per image, each with the weighted sd of its K neighbours' "
-                    "scores, the image's best similarity to the survey and out_of_domain (that similarity below "
-                    "the survey's 5th-percentile nearest-neighbour similarity).")
+                    "scores and a calibrated prediction interval, the image's best similarity to the survey, its "
+                    "dissimilarity index and out_of_domain (that similarity below the survey's 5th-percentile "
+                    "nearest-neighbour similarity).")
     add_model_arguments(parser)
+    add_interval_argument(parser)
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     style = parser.add_mutually_exclusive_group()
     style.add_argument("--json", action="store_true", help="print JSON")
@@ -75,7 +77,7 @@ def run(args) -> int:
     from percept.encoders import encode_pil_images
 
     model, scorer, encoder = load_scoring(args)
-    estimator = Estimator(model, scorer=scorer)
+    estimator = Estimator(model, scorer=scorer, interval=args.interval)
     limits = ImageLimits(max_bytes=int(args.max_image_mb * 1024 * 1024))
     rows = []
     for start in range(0, len(args.images), BATCH):
@@ -83,28 +85,51 @@ def run(args) -> int:
         vectors = encode_pil_images(encoder, [open_image(p, limits) for p in paths])
         refuse_unusable(vectors, lambda row: f"the vector of image {paths[row]}", ENCODER_FAILED)
         found = estimator.estimate(l2_normalise(vectors))
-        rows += [(path, found.scores[i], found.sd[i], float(found.best_similarity[i]), bool(found.out_of_domain[i]))
-                 for i, path in enumerate(paths)]
-    print_scores(rows, scorer.categories, "json" if args.json else "csv" if args.csv else "table")
+        rows += [image_record(path, found, i, scorer.categories) for i, path in enumerate(paths)]
+    print_scores(rows, scorer.categories, estimator.level, "json" if args.json else "csv" if args.csv else "table")
     return 0
 
 
-def print_scores(rows, categories: list[str], style: str) -> None:
-    """Rows of (path, scores, sds, best similarity, out of domain) as JSON, CSV or a table."""
+def image_record(path: str, found: Estimates, row: int, categories: list[str]) -> dict:
+    """One image's scores, spreads, interval, similarity and domain flag."""
+    def by_category(values) -> dict[str, float]:
+        return dict(zip(categories, map(float, values[row])))
+
+    record = {"image": path, "scores": by_category(found.scores), "sd": by_category(found.sd)}
+    if found.level is not None:
+        record["interval"] = {"level": found.level, "lo": by_category(found.lo), "hi": by_category(found.hi)}
+    return {**record, "best_similarity": float(found.best_similarity[row]),
+            "dissimilarity": float(found.dissimilarity[row]), "out_of_domain": bool(found.out_of_domain[row])}
+
+
+def print_scores(rows: list[dict], categories: list[str], level: float | None, style: str) -> None:
+    """Image records (:func:`image_record`) as JSON, CSV or a table."""
     if style == "json":
-        print(json.dumps([{"image": path, "scores": dict(zip(categories, map(float, values))),
-                           "sd": dict(zip(categories, map(float, sds))), "best_similarity": best,
-                           "out_of_domain": outside}
-                          for path, values, sds, best, outside in rows], indent=2))
-    elif style == "csv":
+        print(json.dumps(rows, indent=2))
+        return
+    bounds = [(f"{c}_lo", f"{c}_hi") for c in categories] if level is not None else []
+    if style == "csv":
         writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(["image", *categories, *(f"{c}_sd" for c in categories), "best_similarity", "out_of_domain"])
-        writer.writerows([path, *(repr(float(v)) for v in (*values, *sds, best)), outside]
-                         for path, values, sds, best, outside in rows)
-    else:
-        width = max(len("image"), *(len(Path(row[0]).name) for row in rows))
-        print(f"{'image':<{width}}  " + "  ".join(f"{c:>14}" for c in categories)
-              + "  best_similarity  out_of_domain")
-        for path, values, sds, best, outside in rows:
-            cells = "  ".join(f"{f'{v:.3f} ± {sd:.3f}':>14}" for v, sd in zip(values, sds))
-            print(f"{Path(path).name:<{width}}  {cells}  {best:15.3f}  {'yes' if outside else 'no':>13}")
+        writer.writerow(["image", *categories, *(f"{c}_sd" for c in categories), *(b for pair in bounds for b in pair),
+                         "best_similarity", "dissimilarity", "out_of_domain"])
+        for row in rows:
+            interval = [row["interval"][side][c] for c in categories for side in ("lo", "hi")] if bounds else []
+            numbers = (*row["scores"].values(), *row["sd"].values(), *interval, row["best_similarity"],
+                       row["dissimilarity"])
+            writer.writerow([row["image"], *(repr(float(v)) for v in numbers), row["out_of_domain"]])
+        return
+    width = max(len("image"), *(len(Path(row["image"]).name) for row in rows))
+    cell = 24 if bounds else 14
+    print(f"{'image':<{width}}  " + "  ".join(f"{c:>{cell}}" for c in categories)
+          + "  best_similarity  out_of_domain")
+    for row in rows:
+        cells = []
+        for c in categories:
+            text = f"{row['scores'][c]:.2f} ± {row['sd'][c]:.2f}"
+            if bounds:
+                text += f" [{row['interval']['lo'][c]:.2f}, {row['interval']['hi'][c]:.2f}]"
+            cells.append(f"{text:>{cell}}")
+        print(f"{Path(row['image']).name:<{width}}  {'  '.join(cells)}  {row['best_similarity']:15.3f}  "
+              f"{'yes' if row['out_of_domain'] else 'no':>13}")
+    if bounds:
+        print(f"score ± sd of the neighbours' scores [{level:.0%} prediction interval]")

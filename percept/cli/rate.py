@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from percept.city.rating import DEFAULT_CHUNK, check_rateable, embedding_names
-from percept.cli.common import add_hidden_alias, positive_int
+from percept.cli.common import add_hidden_alias, add_interval_argument, positive_int
 from percept.cli.engine_options import add_engine_arguments, engine_options
 from percept.cli.predict import clip_model_name
 from percept.data.embeddings import default_embeddings_dir
@@ -16,10 +16,12 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "rate", help="score every image of a city (streamed, bounded memory)",
         description="Five modelled scores per image, streamed over every embedding part in bounded chunks, "
-                    "each with <category>_sd (weighted sd of the K neighbours' scores), best_similarity (to any "
-                    "survey sample), out_of_domain (best_similarity below the survey's 5th-percentile "
-                    "nearest-neighbour similarity) and in_survey (survey images are scored without their own "
-                    "samples unless --include-self). "
+                    "each with <category>_sd (weighted sd of the K neighbours' scores), <category>_lo and "
+                    "<category>_hi (a calibrated prediction interval, see --interval), best_similarity (to any "
+                    "survey sample), dissimilarity (distance to the nearest survey image over the survey's mean "
+                    "nearest-neighbour distance), out_of_domain (best_similarity below the survey's 5th-percentile "
+                    "nearest-neighbour similarity over distinct images) and in_survey (survey images are scored "
+                    "without their own samples unless --include-self). "
                     "Output by extension: .csv, .parquet, or .geojson / GeoParquet (.parquet) with --locations.")
     parser.add_argument("--model", required=True, metavar="MODEL.npz", help="model exported with --export")
     source = parser.add_mutually_exclusive_group(required=True)
@@ -47,6 +49,7 @@ def register(subparsers) -> None:
     parser.add_argument("--include-self", action="store_true",
                         help="score survey images with their own samples among the neighbours "
                              "(default: leave-one-out, their own samples left out)")
+    add_interval_argument(parser)
     parser.add_argument("--chunk-size", type=positive_int, default=DEFAULT_CHUNK,
                         help=f"rows scored at once (default {DEFAULT_CHUNK})")
     add_engine_arguments(parser, "scoring threads (default: one per core)", device=True)
@@ -75,15 +78,21 @@ def run(args) -> int:
             text_dir = environment_text_dir(model, args, embeddings)
         summary = engines.rate(model, embeddings, args.out, engine, locations=locations,
                                average_panoramic=args.average_panoramic, chunk_size=args.chunk_size, k=args.k,
-                               text_dir=text_dir, include_self=args.include_self, quiet=args.quiet)
-    if summary.warning():
-        print(summary.warning(), file=sys.stderr)
+                               text_dir=text_dir, include_self=args.include_self, interval=args.interval,
+                               quiet=args.quiet)
+    for warning in (summary.warning(), summary.domain_warning()):
+        if warning:
+            print(warning, file=sys.stderr)
     if not args.quiet:
         note = f" ({summary.without_location} without a location)" if summary.without_location else ""
         print(f"rated {summary.rows} images{note} into {summary.out}", file=sys.stderr)
         how = "with" if args.include_self else "without"
         print(f"{summary.in_survey} in the survey (scored {how} their own samples); "
               f"{summary.out_of_domain} out of domain", file=sys.stderr)
+        if summary.level is None:
+            print("no prediction intervals: the model holds no calibration (re-export it with "
+                  "'percept evaluate --export')" if model.calibration is None else "no prediction intervals (--interval 0)",
+                  file=sys.stderr)
     return 0
 
 

@@ -8,6 +8,7 @@ features whose properties carry the same name, angle and sequence keys.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -22,6 +23,8 @@ LAT_KEYS = ("lat", "latitude")
 ANGLE_KEYS = ("angle", "camera_angle", "heading", "compass_angle")
 SEQUENCE_KEYS = ("sequence", "sequence_id")
 COLUMNS = ("lon", "lat", "angle", "sequence")
+#: The crops of one panorama: ``<image id>_x<number>.<ext>``.
+PANORAMA_CROP = re.compile(r"^(?P<id>.+)_x\d+\.[^./]+$")
 
 
 def location_key(name: str) -> str:
@@ -31,6 +34,13 @@ def location_key(name: str) -> str:
     if tail and tail != ".":
         return tail  # the usual case, without a path object (a city holds hundreds of thousands of names)
     return PurePosixPath(str(name).replace("\\", "/")).name
+
+
+def panorama_id(name: str) -> str:
+    """``<image id>_x<number>.<ext>`` → ``<image id>``; other names → their file name."""
+    base = location_key(name)
+    match = PANORAMA_CROP.match(base)
+    return match.group("id") if match else base
 
 
 def location_stem(name: str) -> str:

@@ -30,6 +30,7 @@ from percept.encoders import pipeline
 from percept.encoders.stages import encode_readable, pixel_shape, read_image, stack_readable
 from percept.engines.options import EngineOptions
 from percept.errors import PerceptError
+from percept.model.estimates import interval_level
 from percept.model.io import ExportedModel
 
 #: Images each read task decodes at once (GPU clusters).
@@ -218,8 +219,8 @@ class EstimateChunks:
     exactly as :func:`percept.city.rating.estimate_chunk` scores it locally."""
 
     def __init__(self, model: ExportedModel, k: int | None, average_panoramic: bool, include_self: bool,
-                 device: str):
-        self.estimator = rating.make_estimator(model, k, average_panoramic, device, threads=1)
+                 device: str, interval: float | None):
+        self.estimator = rating.make_estimator(model, k, average_panoramic, device, threads=1, interval=interval)
         self.include_self = include_self
 
     def estimate(self, chunk: rating.Chunk):
@@ -227,14 +228,14 @@ class EstimateChunks:
 
 
 def chunk_estimator(model: ExportedModel, k: int | None, average_panoramic: bool, include_self: bool,
-                    actors: Actors) -> rating.ChunkEstimator:
+                    actors: Actors, interval: float | None = None) -> rating.ChunkEstimator:
     """Estimate chunks on ``actors``, at most :data:`IN_FLIGHT` per actor at a time, results in order."""
 
     def estimate(chunks):
         ray = _ray()
         remote = ray.remote(EstimateChunks).options(max_restarts=3, max_task_retries=3, **actors.resources)
         shared = ray.put(model)
-        workers = [remote.remote(shared, k, average_panoramic, include_self, actors.device)
+        workers = [remote.remote(shared, k, average_panoramic, include_self, actors.device, interval)
                    for _ in range(actors.count)]
         pending = deque()
         try:
@@ -254,10 +255,12 @@ def chunk_estimator(model: ExportedModel, k: int | None, average_panoramic: bool
 
 
 def rate(model: ExportedModel, embeddings_dir, out, options: EngineOptions, *, k: int | None = None,
-         average_panoramic: bool = False, include_self: bool = False, quiet: bool = False, **rating_options):
+         average_panoramic: bool = False, include_self: bool = False, interval: float | None = None,
+         quiet: bool = False, **rating_options):
     """:func:`percept.city.rating.rate` with the chunks scored by Ray actors."""
+    interval_level(model, interval)  # a level the model cannot give fails here, not on the workers
     with session(options.ray_address, quiet):
         actors = plan_actors(options.workers, options.device)
-        estimate = chunk_estimator(model, k, average_panoramic, include_self, actors)
+        estimate = chunk_estimator(model, k, average_panoramic, include_self, actors, interval)
         return rating.rate(model, embeddings_dir, out, k=k, average_panoramic=average_panoramic,
                            include_self=include_self, estimate_chunks=estimate, quiet=quiet, **rating_options)

@@ -1,9 +1,10 @@
 """Predictions with their uncertainty, for every category of an exported model.
 
-Each prediction comes with the weighted standard deviation of its neighbours' scores, the
-query's best similarity to the survey and an out-of-domain flag
-(:mod:`percept.model.uncertainty`). Queries named after survey images are marked ``in_survey``
-and, unless asked otherwise, scored without their own samples
+Each prediction comes with the weighted standard deviation of its neighbours' scores, a
+calibrated prediction interval where the model has a calibration (:mod:`percept.model.conformal`),
+the query's best similarity to the survey, its dissimilarity index and an out-of-domain flag
+(:mod:`percept.model.uncertainty`, :mod:`percept.model.domain`). Queries named after survey
+images are marked ``in_survey`` and, unless asked otherwise, scored without their own samples
 (:mod:`percept.model.leave_one_out`).
 """
 
@@ -16,6 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from percept.errors import PerceptError
+from percept.model.conformal import DEFAULT_LEVEL, check_level, interval
+from percept.model.domain import dissimilarity
 from percept.model.exact_search import THREADS, worker_pool
 from percept.model.io import ExportedModel
 from percept.model.knn import Neighbours
@@ -31,13 +35,30 @@ MIN_PART_ROWS = 256
 
 @dataclass(frozen=True)
 class Estimates:
-    """Per query: scores and their sd per category (columns in the scorer's order), and the domain check."""
+    """Per query: scores, their sd and interval per category (columns in the scorer's order), and the
+    domain check. ``level`` is the intervals' coverage (None: no intervals, ``lo``/``hi`` NaN)."""
 
     scores: np.ndarray  # (m, categories)
     sd: np.ndarray  # (m, categories)
     best_similarity: np.ndarray  # (m,)
     out_of_domain: np.ndarray  # (m,) bool
     in_survey: np.ndarray  # (m,) bool
+    lo: np.ndarray  # (m, categories)
+    hi: np.ndarray  # (m, categories)
+    dissimilarity: np.ndarray  # (m,)
+    level: float | None = None
+
+    @classmethod
+    def empty(cls, m: int, width: int, in_survey: np.ndarray, level: float | None) -> Estimates:
+        """Estimates of ``m`` queries with nothing known yet (NaN, not out of domain)."""
+        return cls(np.full((m, width), np.nan), np.full((m, width), np.nan), np.full(m, np.nan),
+                   np.zeros(m, dtype=bool), in_survey, np.full((m, width), np.nan), np.full((m, width), np.nan),
+                   np.full(m, np.nan), level)
+
+    def fill(self, rows: np.ndarray, other: Estimates) -> None:
+        """Copy ``other`` (estimates of the queries at ``rows``) into these."""
+        for name in ("scores", "sd", "best_similarity", "out_of_domain", "lo", "hi", "dissimilarity"):
+            getattr(self, name)[rows] = getattr(other, name)
 
 
 def neighbour_statistics(found: Neighbours, counts: np.ndarray, scores: np.ndarray,
@@ -58,15 +79,31 @@ def neighbour_statistics(found: Neighbours, counts: np.ndarray, scores: np.ndarr
     return mean, sd
 
 
+def interval_level(model: ExportedModel, level: float | None) -> float | None:
+    """The interval level to use: ``level`` (0: none), or by default 0.9 where the model is calibrated.
+
+    Asking a level of a model without a calibration is an error.
+    """
+    if level is None:
+        return DEFAULT_LEVEL if model.calibration else None
+    level = check_level(level)
+    if level and not model.calibration:
+        raise PerceptError("this model file holds no interval calibration: re-export it with "
+                           "'percept evaluate --export' or 'clip_retrieval_knn --export', or rate with --interval 0")
+    return level or None
+
+
 class Estimator:
     """Scores with uncertainty from a :class:`MultiScorer`; ``image_key`` maps a survey image name to
-    the key queries are named by (default: the name itself)."""
+    the key queries are named by (default: the name itself). ``interval`` is the prediction intervals'
+    level (None: 0.9 where the model is calibrated; 0: none)."""
 
     def __init__(self, model: ExportedModel, k: int | None = None, image_key: Callable[[str], str] = str,
-                 scorer: MultiScorer | None = None):
+                 scorer: MultiScorer | None = None, interval: float | None = None):
         self.model = model
         self.scorer = scorer or MultiScorer(model, k=k)
         self.threshold = model.domain_threshold
+        self.level = interval_level(model, interval)
         self.keys = image_keys(model.images, {c: len(model.scores[c]) for c in self.categories}, image_key)
         self._scores = {c: np.asarray(model.scores[c], dtype=np.float64) for c in self.categories}
         self._wide: MultiScorer | None = None
@@ -95,9 +132,7 @@ class Estimator:
         return out
 
     def _empty(self, m: int, survey: np.ndarray) -> Estimates:
-        width = len(self.categories)
-        return Estimates(np.full((m, width), np.nan), np.full((m, width), np.nan), np.full(m, np.nan),
-                         np.zeros(m, dtype=bool), survey)
+        return Estimates.empty(m, len(self.categories), survey, self.level)
 
     def _fill(self, out: Estimates, rows: np.ndarray | slice, queries: np.ndarray) -> None:
         if not len(queries):
@@ -111,6 +146,7 @@ class Estimator:
                 where = part if isinstance(rows, slice) else rows[part]
                 out.scores[where, column], out.sd[where, column] = neighbour_statistics(
                     hits, counts[category][part], self._scores[category], self.scorer.weighting)
+                self._interval(out, where, column, hits.similarity[:, 0] if hits.similarity.shape[1] else None)
 
         parts = _row_parts(len(queries))
         if len(parts) > 1:
@@ -127,13 +163,28 @@ class Estimator:
             found[category], counts[category] = leave_out(wide[category], excluded, self.scorer.k)
             out.scores[rows, column], out.sd[rows, column] = neighbour_statistics(
                 found[category], counts[category], self._scores[category], self.scorer.weighting)
+            first = np.where(counts[category] > 0, found[category].similarity[:, 0], np.nan) \
+                if found[category].similarity.shape[1] else None
+            self._interval(out, rows, column, first)
         self._domain(out, rows, found, counts)
+
+    def _interval(self, out: Estimates, rows, column: int, nearest: np.ndarray | None) -> None:
+        """The interval of one category's predictions at ``rows``; ``nearest``: each query's best
+        similarity to that category's samples."""
+        category = self.categories[column]
+        fitted = (self.model.calibration or {}).get(category)
+        if self.level is None or fitted is None or nearest is None:
+            return
+        far = dissimilarity(nearest, self.model.mean_distance)
+        out.lo[rows, column], out.hi[rows, column] = interval(out.scores[rows, column], out.sd[rows, column], far,
+                                                              fitted, self.level)
 
     def _domain(self, out: Estimates, rows: np.ndarray | slice, found: dict[str, Neighbours],
                 counts: dict[str, np.ndarray]) -> None:
         best = best_similarity([found[c] for c in self.categories], [counts[c] for c in self.categories])
         out.best_similarity[rows] = best
         out.out_of_domain[rows] = is_out_of_domain(best, self.threshold)
+        out.dissimilarity[rows] = dissimilarity(best, self.model.mean_distance)
 
     def _wide_scorer(self) -> MultiScorer:
         """The scorer searching K plus the most samples one image has in any category (a shallow copy:

@@ -4,9 +4,16 @@ The layout is the original tool's (and the published Amsterdam model's):
 ``<category>_vecs`` (n x dim float64) and ``<category>_scores`` (n). Our files
 add ``percept_settings``, UTF-8 JSON bytes (a uint8 array, so every array in the
 file stays numeric) with the CLIP model, K, weighting,
-environmental options and the survey's domain threshold, so a model is never
-used with the wrong encoder. Files without it load too; the caller must then
-name the CLIP model. Files without a domain threshold get it computed on load.
+environmental options and the survey's domain (threshold and mean nearest-other
+distance), so a model is never used with the wrong encoder. Files without it load
+too; the caller must then name the CLIP model. Files without a domain get it
+computed on load.
+
+Calibrated models add ``percept_conformal_<category>``: the sorted nonconformity
+scores of the category's out-of-fold predictions (:mod:`percept.model.conformal`),
+with each category's ``beta`` and how the folds were made in the settings'
+``calibration``; any interval level can be asked of them at rating time.
+``percept_card`` (JSON bytes) holds the model card.
 """
 
 from __future__ import annotations
@@ -22,12 +29,15 @@ from percept.atomic import atomic_path
 from percept.categories import CATEGORIES
 from percept.data.vector_checks import refuse_unusable
 from percept.errors import PerceptError
+from percept.model.conformal import Calibration
+from percept.model.domain import survey_domain
 from percept.model.npz import read_npz
-from percept.model.uncertainty import domain_threshold
 from percept.model.weighting import DEFAULT_WEIGHTING
 
 SETTINGS_KEY = "percept_settings"
 IMAGES_KEY = "percept_sample_images"
+CARD_KEY = "percept_card"
+CONFORMAL_PREFIX = "percept_conformal_"
 PUBLISHED_K = 40
 
 
@@ -43,6 +53,8 @@ class ModelSettings:
     prompt_encoding: str | None = None  # "whole" or "clauses"; None (older files): whole
     weights_id: str | None = None
     domain_threshold: float | None = None  # survey's 5th-percentile nearest-other-image similarity
+    mean_distance: float | None = None  # survey's mean nearest-other-image chord distance
+    calibration: dict | None = None  # {"beta": {category: beta}, and how the calibration folds were made}
     extra: dict = field(default_factory=dict)
 
 
@@ -54,13 +66,22 @@ class ExportedModel:
     scores: dict[str, np.ndarray]
     settings: ModelSettings | None
     images: dict[str, list[str]] | None = None  # survey image name of each sample, where recorded
+    calibration: dict[str, Calibration] | None = None  # per category, for prediction intervals
+    card: dict | None = None  # the model card
     domain_threshold: float | None = None  # the recorded one, else computed from the vectors
+    mean_distance: float | None = None  # likewise
 
     def __post_init__(self):
-        if self.domain_threshold is None and self.settings is not None:
-            self.domain_threshold = self.settings.domain_threshold
-        if self.domain_threshold is None:
-            self.domain_threshold = domain_threshold(self.vectors, self.images)
+        if self.settings is not None:
+            if self.domain_threshold is None:
+                self.domain_threshold = self.settings.domain_threshold
+            if self.mean_distance is None:
+                self.mean_distance = self.settings.mean_distance
+        if self.domain_threshold is None or self.mean_distance is None:
+            domain = survey_domain(self.vectors, self.images)
+            if domain is not None:
+                self.domain_threshold = domain.threshold if self.domain_threshold is None else self.domain_threshold
+                self.mean_distance = domain.mean_distance if self.mean_distance is None else self.mean_distance
 
     @property
     def categories(self) -> list[str]:
@@ -72,16 +93,26 @@ class ExportedModel:
 
 
 def save_model(path: str | Path, vectors: dict[str, np.ndarray], scores: dict[str, np.ndarray],
-               settings: ModelSettings | None, images: dict[str, list[str]] | None = None) -> None:
-    """Write ``model.npz`` (compressed) atomically; ``images`` names each sample's survey image."""
+               settings: ModelSettings | None, images: dict[str, list[str]] | None = None,
+               calibration: dict[str, Calibration] | None = None, card: dict | None = None) -> None:
+    """Write ``model.npz`` (compressed) atomically; ``images`` names each sample's survey image,
+    ``calibration`` gives each category's interval calibration (its betas go into the settings)."""
     arrays = {}
     for category in vectors:
         arrays[f"{category}_scores"] = np.asarray(scores[category], dtype=np.float64)
         arrays[f"{category}_vecs"] = np.asarray(vectors[category], dtype=np.float64)
+    if calibration:
+        if settings is None or settings.calibration is None:
+            raise ValueError("a calibrated model records how it was calibrated in its settings")
+        settings.calibration["beta"] = {c: float(calibration[c].beta) for c in calibration}
+        for category, fitted in calibration.items():
+            arrays[CONFORMAL_PREFIX + category] = np.asarray(fitted.scores, dtype=np.float64)
     if settings is not None:
         arrays[SETTINGS_KEY] = _json_bytes(asdict(settings))
     if images is not None:
         arrays[IMAGES_KEY] = _json_bytes(images)
+    if card is not None:
+        arrays[CARD_KEY] = _json_bytes(card)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:
             np.savez_compressed(handle, **arrays)
@@ -102,19 +133,38 @@ def load_model(path: str | Path) -> ExportedModel:
             vectors[category], scores[category] = _category_arrays(path, category, arrays)
     if not vectors:
         raise PerceptError(f"{path} holds no <category>_vecs/<category>_scores arrays: is it a Percept model?")
-    settings = images = None
+    settings = images = card = None
     try:
         if SETTINGS_KEY in arrays:
             settings = ModelSettings(**_from_json_bytes(arrays[SETTINGS_KEY]))
         if IMAGES_KEY in arrays:
             images = _from_json_bytes(arrays[IMAGES_KEY])
+        if CARD_KEY in arrays:
+            card = _from_json_bytes(arrays[CARD_KEY])
     except (ValueError, TypeError) as exc:
         raise PerceptError(f"{path}: unreadable model settings ({exc}): re-export the model") from None
     if settings is not None:
         _check_settings(path, settings)
     if images is not None:
         _check_images(path, images)
-    return ExportedModel(vectors, scores, settings, images)
+    calibration = _calibration(path, arrays, settings, list(vectors))
+    return ExportedModel(vectors, scores, settings, images, calibration, card if isinstance(card, dict) else None)
+
+
+def _calibration(path: Path, arrays: dict, settings: ModelSettings | None,
+                 categories: list[str]) -> dict[str, Calibration] | None:
+    """The calibration of every category that has one (None when the file has none)."""
+    betas = ((settings.calibration or {}).get("beta") if settings is not None else None) or {}
+    found = {}
+    for category in categories:
+        scores = arrays.get(CONFORMAL_PREFIX + category)
+        if scores is None:
+            continue
+        beta = betas.get(category)
+        if scores.ndim != 1 or scores.dtype.kind != "f" or np.isnan(scores).any() or type(beta) not in (float, int):
+            raise PerceptError(f"{path}: the interval calibration of {category} is damaged: re-export the model")
+        found[category] = Calibration(np.sort(scores), float(beta))
+    return found or None
 
 
 def _category_arrays(path: Path, category: str, arrays: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -139,6 +189,7 @@ _SETTING_TYPES = {"clip_model": (str, type(None)), "k": (int,), "weighting": (st
                   "environmental_method": (str, type(None)), "prompt_style": (int, type(None)),
                   "prompt_encoding": (str, type(None)),
                   "weights_id": (str, type(None)), "domain_threshold": (float, int, type(None)),
+                  "mean_distance": (float, int, type(None)), "calibration": (dict, type(None)),
                   "extra": (dict,)}
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from percept.city.rating import PANORAMA_CROP
+from percept.data.locations import PANORAMA_CROP
 
 
 @dataclass(frozen=True)
