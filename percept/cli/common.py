@@ -1,26 +1,62 @@
-"""What every command-line tool shares: one-line errors with exit status 2, and argument types."""
+"""What every command-line tool shares: one-line errors with exit status 2, a quiet end when the reader of
+stdout goes away, and argument types."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Callable
 
 from percept.errors import PerceptError
 
 USAGE_ERROR = 2
+#: Exit status of a program whose output pipe closed early (killed by SIGPIPE, as the shell reports it).
+CLOSED_PIPE = 141
 
 
 def report_errors(main: Callable[[], int | None]) -> int:
-    """Run ``main``; turn a PerceptError into one ``error:`` line on stderr and exit status 2."""
+    """Run ``main``; turn a PerceptError into one ``error:`` line on stderr and exit status 2, and end
+    quietly with status 141 when stdout is closed early (``percept evaluate ... | head -1``)."""
     try:
-        return int(main() or 0)
+        status = int(main() or 0)
+        sys.stdout.flush()  # a closed pipe shows here rather than at exit, where it could not be caught
+        return status
+    except BrokenPipeError:
+        if not _stdout_reader_gone():
+            raise  # another pipe or socket broke: not the reader of our output
+        _silence_stdout()
+        return CLOSED_PIPE
     except PerceptError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return USAGE_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe whose reading end has been closed (poll reports an error on it)."""
+    import select
+
+    if not hasattr(select, "poll"):  # no poll on this platform: a broken pipe is most likely stdout's
+        return True
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+    except (OSError, ValueError):  # stdout is no file
+        return False
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+
+
+def _silence_stdout() -> None:
+    """Point stdout at the null device, so the flush at exit finds no closed pipe to complain about."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout is no file (captured, or already closed)
+        pass
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -61,6 +97,25 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
     return value
+
+
+def interval_level(text: str) -> float:
+    """A prediction interval's level: 0 (none) or a number strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (value == 0 or 0 < value < 1):
+        raise argparse.ArgumentTypeError(f"expected a coverage level between 0 and 1 (e.g. 0.9), or 0 for none, "
+                                         f"got {text!r}")
+    return value
+
+
+def add_interval_argument(parser) -> None:
+    """``--interval LEVEL``: the calibrated prediction intervals' coverage."""
+    parser.add_argument("--interval", type=interval_level, default=None, metavar="LEVEL",
+                        help="coverage of the calibrated prediction intervals <category>_lo/_hi (default 0.9 where "
+                             "the model holds a calibration; 0 turns them off)")
 
 
 def k_list(text: str) -> list[int]:

@@ -19,13 +19,13 @@ from percept.cli.common import (
     stderr_messages,
 )
 from percept.cli.data_options import add_data_arguments, data_selection
-from percept.data.survey import image_name
 from percept.errors import PerceptError
-from percept.model.io import ModelSettings, save_model
-from percept.model.uncertainty import domain_threshold
 from percept.model.weighting import DEFAULT_WEIGHTING, check_weighting
+from percept.study.crossval import CVPlan
 from percept.study.dataset import load_dataset
+from percept.study.folds import GroupBy
 from percept.study.holdout import check_training_split, holdout_evaluation
+from percept.study.publish import ModelRecipe, card_path, check_missing, publish_model
 from percept.study.results_log import append_rows, columns_help, log_row, randomness_label
 
 
@@ -89,23 +89,18 @@ def run(args) -> int:
 
 
 def export(args, data, say) -> None:
-    """Write every sample's vector and score per category (no split, no KNN)."""
-    vectors = {c: data.vectors[s.rows] for c, s in data.samples.items()}
-    scores = {c: s.scores for c, s in data.samples.items()}
-    environmental = args.environmental_method if args.environmental else None
-    images = {c: [image_name(data.names[r]) for r in s.rows] for c, s in data.samples.items()}
-    settings = ModelSettings(clip_model=args.clip_model, k=max(args.k), weighting=args.normalization_method,
-                             environmental_method=environmental,
-                             prompt_style=args.prompt_style if args.environmental else None,
-                             prompt_encoding=args.prompt_encoding if args.environmental else None,
-                             domain_threshold=domain_threshold(vectors, images))
-    save_model(args.export, vectors, scores, settings, images)
-    say(f"exported {sum(len(s) for s in scores.values())} samples of {len(scores)} categories to {args.export}")
+    """Write every sample's vector and score per category (no split, no KNN), calibrated on folds grouped by image."""
+    check_missing(data.missing, args.allow_missing)
+    recipe = ModelRecipe(args.clip_model, max(args.k), args.normalization_method,
+                         CVPlan(group_by=GroupBy("image"), seed=args.random_seed), k_choice="given by -k")
+    published = publish_model(args.export, data, recipe, progress_bar(args.quiet, "calibrating"))
+    total = sum(row["samples"] for row in published.card["data"].values())
+    say(f"exported {total} samples of {len(published.card['data'])} categories to {args.export} "
+        f"(model card {published.card['id']}: {card_path(args.export)})")
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return report_errors(lambda: run(args))
+    return report_errors(lambda: run(build_parser().parse_args(argv)))  # --help, too, may meet a closed pipe
 
 
 if __name__ == "__main__":

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
+import sys
+from pathlib import Path
 
 from percept.cli.common import add_hidden_alias, k_list, positive_int, progress_bar
 from percept.errors import PerceptError
 from percept.model.weighting import DEFAULT_WEIGHTING, check_weighting
 from percept.study.crossval import METRICS, CategoryResult, CVPlan, cross_validate
+from percept.study.publish import card_path, check_missing
+from percept.study.fold_sizes import fold_size_warnings, format_fold_sizes
 from percept.study.folds import default_group_by, parse_group_by
 
 DEFAULT_KS = "10,20,30,40,50"
@@ -22,7 +27,7 @@ def register(subparsers) -> None:
         description="Repeated K-fold cross-validation per category and K (MSE, RMSE, MAE, R², Pearson, "
                     "Spearman as mean ± standard deviation over folds) beside a training-mean and a ridge "
                     "baseline on the same folds; the best K (lowest mean MSE) is marked with *.")
-    add_data_arguments(parser, prompt_encoding="clauses")
+    add_data_arguments(parser)
     parser.add_argument("-k", type=k_list, default=k_list(DEFAULT_KS), metavar="K[,K...]",
                         help=f"K values to compare (default {DEFAULT_KS})")
     parser.add_argument("--normalization-method", default=DEFAULT_WEIGHTING,
@@ -33,23 +38,43 @@ def register(subparsers) -> None:
     parser.add_argument("--stratified", action="store_true", help="balance int(score) over the folds")
     parser.add_argument("--random-seed", type=int, default=0, metavar="INT", help="seed of the fold shuffles (default 0)")
     add_hidden_alias(parser, "--seed", dest="random_seed", type=int)
-    parser.add_argument("--group-by", default=None, metavar="none|image|location|block:METRES",
+    parser.add_argument("--group-by", default=None, metavar="none|image|location|block:METRES|column:NAME",
                         help="keep groups of samples in one fold so nothing leaks from training to test: image "
                              "(all ratings of an image), location (all images at the same coordinates, e.g. the "
                              "crops of a panorama), block:METRES (square spatial blocks of that size, in the UTM "
-                             "zone of the survey) or none (default: image with -d, else none)")
+                             "zone of the survey), column:NAME (all images with the same value of survey "
+                             "feature property NAME, e.g. column:city) or none (default: image with -d, else none)")
     parser.add_argument("--group-by-image", dest="group_by", action="store_const", const="image",
                         help=argparse.SUPPRESS)
     parser.add_argument("--no-baselines", action="store_true", help="skip the training-mean and ridge baselines")
     parser.add_argument("--report", metavar="DIR",
                         help="write report.html (summary, settings, captioned figures), report.json, report.csv, "
                              "oof_predictions.csv and every figure as 200 dpi PNG and SVG")
+    parser.add_argument("--export", metavar="FILE",
+                        help="write the model of exactly this configuration (filters, environment, prompt encoding, "
+                             "weighting, the K with the lowest mean MSE over the categories) to FILE (model.npz, "
+                             "the drop-in's format), with prediction intervals calibrated on folds grouped as "
+                             "--group-by, and its model card (in the file and as FILE.card.md)")
+    parser.add_argument("--test-survey", metavar="OTHER.geojson",
+                        help="train on this survey and score another (another city): MSE, R², interval coverage and "
+                             "the share outside the training survey's domain, per category")
+    parser.add_argument("--test-demographics", metavar="CSV",
+                        help="with --test-survey: the other survey's individual ratings (the -d filters apply)")
+    parser.add_argument("--test-embeddings", metavar="DIR",
+                        help="with --test-survey: the other survey's embeddings (default: those of -e)")
     parser.add_argument("--compare-groups", metavar="SPEC",
                         help="train on each rater group, test on each, over the same repeated folds (mean ± sd of "
                              "MSE and R²): gender, education, region, or age[:18-29,30-49,50-120] (needs -d)")
     parser.add_argument("--equalise", "--equalize", action="store_true",
                         help="with --compare-groups: subsample every group's training part to the smallest "
                              "group's, so group size does not confound the comparison")
+    parser.add_argument("--min-group", type=positive_int, metavar="N",
+                        help="with --compare-groups gender or education: merge the answers given in fewer than N "
+                             "ratings into 'other' (more than 12 groups are refused)")
+    parser.add_argument("--home-country", metavar="CODE[,NAME...]",
+                        help="with --compare-groups region: the home group (default NL, by the --region rule); "
+                             "a rating is from CODE when its country reads CODE or one of the NAMEs, e.g. "
+                             "DE,Germany,Deutschland; the other group is non-CODE")
     parser.set_defaults(run=run)
 
 
@@ -58,25 +83,37 @@ def run(args: argparse.Namespace) -> int:
     from percept.study.dataset import load_dataset
 
     check_weighting(args.normalization_method)
-    if args.report and args.read_only:
-        raise PerceptError("--read-only writes nothing to disk, so it cannot be combined with --report")
+    if (args.report or args.export) and args.read_only:
+        raise PerceptError("--read-only writes nothing to disk, so it cannot be combined with --report or --export")
     spec = None
     if args.compare_groups:
         from percept.study.groups import parse_group_spec
 
-        spec = parse_group_spec(args.compare_groups)
+        spec = parse_group_spec(args.compare_groups, args.home_country, args.min_group)
         if not args.demographics:
             raise PerceptError("--compare-groups splits individual ratings by rater: give -d/--demographics")
-    if args.equalise and not args.compare_groups:
-        raise PerceptError("--equalise subsamples the rater groups of --compare-groups: add --compare-groups")
+    for flag, given in (("--equalise", args.equalise), ("--min-group", args.min_group is not None),
+                        ("--home-country", args.home_country is not None)):
+        if given and not args.compare_groups:
+            raise PerceptError(f"{flag} shapes the rater groups of --compare-groups: add --compare-groups")
     group_by = parse_group_by(args.group_by) if args.group_by else default_group_by(bool(args.demographics))
-    plan = CVPlan(args.cv, args.repeats, args.stratified, group_by, args.random_seed)
     log = (lambda message: None) if args.quiet else print
-    dataset = load_dataset(data_selection(args), log)
+    selection = data_selection(args)
+    if group_by.kind == "column":
+        selection = dataclasses.replace(selection, properties=(group_by.column,))
+    dataset = load_dataset(selection, log)
+    check_missing(dataset.missing, args.allow_missing)
+    if group_by.kind == "column":
+        group_by = group_by.with_values(dataset.properties(group_by.column))
+    plan = CVPlan(args.cv, args.repeats, args.stratified, group_by, args.random_seed)
     results = cross_validate(dataset.vectors, dataset.samples, args.k, plan, args.normalization_method,
                              baselines=not args.no_baselines, progress=progress_bar(args.quiet, "category"),
                              lonlat=dataset.lonlat)
     print(format_table(results))
+    print(format_fold_sizes({r.category: r.folds for r in results}))
+    fold_warnings = [w for r in results for w in fold_size_warnings(r.folds, r.category)]
+    for warning in fold_warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"{group_by.describe()} (--group-by {group_by.label}"
           f"{'' if args.group_by else ', the default ' + ('with -d' if args.demographics else 'without -d')})")
     matrices = []
@@ -84,22 +121,99 @@ def run(args: argparse.Namespace) -> int:
         matrices = _compare(args, dataset, spec, results, plan)
         for matrix in matrices:
             print(format_group_matrix(matrix))
+    published = None
+    if args.export:
+        published = _export(args, dataset, results, plan)
+        log(f"model written to {args.export} (K={published.card['model']['k']}; model card {published.card['id']}: "
+            f"{card_path(args.export)})")
+    transfer = None
+    if args.test_survey:
+        transfer = _transfer(args, selection, dataset, results, plan, published, log)
+        print(format_transfer(transfer, args.test_survey))
     if args.report:
         from percept.study.report import write_report
+        from percept.study.report_sections import (
+            card_section,
+            coverage_section,
+            dropped_section,
+            folds_section,
+            transfer_section,
+        )
+        from percept.study.publish import calibrate_dataset, evaluated_k
 
-        write_report(args.report, results, settings(args, plan), matrices, dataset.names)
+        k = published.card["model"]["k"] if published else evaluated_k(results)
+        calibrated = published.calibration if published else calibrate_dataset(
+            dataset, k, args.normalization_method, plan, progress=progress_bar(args.quiet, "calibrating"))
+        column = plan.group_by.column if plan.group_by.kind == "column" else None
+        sections = [coverage_section(calibrated, k),
+                    folds_section(results, dataset.properties(column) if column else None, column)]
+        if dataset.missing is not None:
+            sections.append(dropped_section(dataset.missing))
+        if published:
+            sections.append(card_section(published.card, args.export))
+        if transfer is not None:
+            sections.append(transfer_section(transfer, args.test_survey))
+
+        write_report(args.report, results, settings(args, plan) | {"warnings": fold_warnings}, matrices,
+                     dataset.names, sections)
         log(f"report written to {args.report}")
     return 0
 
 
-def _compare(args, dataset, spec, results: list[CategoryResult], plan: CVPlan):
-    from percept.study.groups import compare_groups, group_labels
+def _export(args, dataset, results: list[CategoryResult], plan: CVPlan):
+    """Publish the evaluated configuration with the K that did best over all categories."""
+    from percept.study.publish import ModelRecipe, evaluated_k, evaluation_summary, publish_model
 
+    k = evaluated_k(results)
+    recipe = ModelRecipe(args.clip_model, k, args.normalization_method, plan,
+                         k_choice=f"lowest mean MSE over the categories in {plan.repeats}x{plan.folds}-fold "
+                                  f"cross-validation, from K = {', '.join(map(str, sorted(set(args.k))))}",
+                         evaluation=evaluation_summary(results, plan, k))
+    if k in (min(args.k), max(args.k)) and len(set(args.k)) > 1:
+        print(f"warning: the chosen K = {k} sits at the edge of the grid {sorted(set(args.k))}: try K beyond it",
+              file=sys.stderr)
+    return publish_model(args.export, dataset, recipe, progress_bar(args.quiet, "calibrating"))
+
+
+def _transfer(args, selection, dataset, results, plan: CVPlan, published, log):
+    """Scores of the evaluated configuration, trained on all of this survey, on the survey of --test-survey."""
+    from percept.data.filters import RatingFilter
+    from percept.study.dataset import load_dataset
+    from percept.study.publish import ModelRecipe, assemble_model, evaluated_k
+    from percept.study.transfer import score_other_survey
+
+    encoding = dataclasses.replace(selection.encoding, images_dir=None,
+                                   embeddings_dir=args.test_embeddings or selection.encoding.embeddings_dir)
+    other = load_dataset(dataclasses.replace(
+        selection, geojson=Path(args.test_survey), encoding=encoding,
+        demographics=Path(args.test_demographics) if args.test_demographics else None,
+        filters=selection.filters if args.test_demographics else RatingFilter(), properties=()), log)
+    check_missing(other.missing, args.allow_missing)
+    model = published.model if published else assemble_model(
+        dataset, ModelRecipe(args.clip_model, evaluated_k(results), args.normalization_method, plan),
+        progress_bar(args.quiet, "calibrating")).model
+    return score_other_survey(model, other)
+
+
+def format_transfer(transfer: dict, path: str) -> str:
+    """One line per category of the scores on another survey."""
+    lines = [f"trained on this survey, scored on {path}:",
+             f"{'category':<13} {'n':>6} {'MSE':>8} {'R2':>8} {'coverage':>9} {'outside domain':>15}"]
+    for category, found in transfer.items():
+        coverage = "n/a" if not math.isfinite(found.coverage) else f"{found.coverage:.1%}"
+        lines.append(f"{category:<13} {found.samples:>6} {found.mse:>8.4f} {found.r2:>8.4f} {coverage:>9} "
+                     f"{found.out_of_domain:>15.1%}")
+    return "\n".join(lines)
+
+
+def _compare(args, dataset, spec, results: list[CategoryResult], plan: CVPlan):
+    from percept.study.groups import compare_groups, rater_groups
+
+    labels = rater_groups({r.category: dataset.rating_rows[r.category] for r in results}, spec)
     matrices = []
     for result in results:
         samples = dataset.samples[result.category]
-        frame = dataset.rating_rows[result.category]
-        matrices.append(compare_groups(dataset.vectors, samples, group_labels(frame, spec), result.best_k,
+        matrices.append(compare_groups(dataset.vectors, samples, labels[result.category], result.best_k,
                                        result.category, args.normalization_method, plan, args.equalise,
                                        dataset.lonlat))
     return matrices
@@ -113,7 +227,9 @@ def settings(args: argparse.Namespace, plan: CVPlan) -> dict:
             "grouping": plan.group_by.describe(), "seed": plan.seed,
             "filters": {f: getattr(args, f) for f in ("gender", "region", "age", "education")},
             "environmental": f"{args.environmental_method}+p{args.prompt_style}" if args.environmental else None,
-            "compare_groups": args.compare_groups, "equalise": args.equalise}
+            "prompt_encoding": args.prompt_encoding if args.environmental else None,
+            "compare_groups": args.compare_groups, "equalise": args.equalise, "min_group": args.min_group,
+            "home_country": args.home_country}
 
 
 def _pm(mean: float, std: float) -> str:

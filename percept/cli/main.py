@@ -11,7 +11,7 @@ import sys
 
 from percept.cli.common import ArgumentParser, add_version_argument, report_errors
 
-SUBCOMMANDS = ("sample", "encode", "evaluate", "predict", "rate", "prompts", "map", "serve", "survey",
+SUBCOMMANDS = ("sample", "encode", "evaluate", "card", "predict", "rate", "prompts", "map", "serve", "survey",
                "fetch_images", "collect", "environment")
 
 
@@ -33,12 +33,16 @@ def _needed(argv: list[str]) -> tuple[str, ...]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    return report_errors(lambda: _run(argv))  # parsing inside too: --help may meet a closed pipe
+
+
+def _run(argv: list[str]) -> int:
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "run", None):
         parser.print_help()
         return 2
-    return report_errors(lambda: args.run(args))
+    return args.run(args)
 
 
 if __name__ == "__main__":

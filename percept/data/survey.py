@@ -15,14 +15,13 @@ from typing import Any, Optional
 
 import numpy as np
 
-from percept.categories import CATEGORIES
+from percept.categories import CATEGORIES, SCORE_RANGE
 from percept.errors import PerceptError
 from percept.memory import release_free_memory
 
 #: The properties the KNN needs from each feature (environmental keys aside).
-CORE_PROPERTIES = frozenset({"image_id", "url", *(f"average_{c}" for c in CATEGORIES)})
-#: Ratings, and so their averages, lie on this scale.
-SCORE_RANGE = (1.0, 5.0)
+CORE_PROPERTIES = frozenset({"image_id", "url", *(f"average_{c}" for c in CATEGORIES),
+                             *(f"count_{c}" for c in CATEGORIES)})
 
 
 def image_name(path_or_url: str) -> str:

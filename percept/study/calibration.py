@@ -80,7 +80,8 @@ class CalibrationResult:
     def describe(self) -> dict:
         """How the calibration folds were made, for the model's settings."""
         return {"folds": self.plan.folds, "group_by": self.plan.group_by.label, "seed": self.plan.seed,
-                "samples": {c: len(o.observed) for c, o in self.out_of_fold.items()}}
+                "samples": {c: len(o.observed) for c, o in self.out_of_fold.items()},
+                "beta": {c: fitted.beta for c, fitted in self.calibration.items()}}
 
 
 def out_of_fold(vectors, samples: Samples, folds: np.ndarray, k: int, weighting: str,

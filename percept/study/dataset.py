@@ -17,9 +17,11 @@ import numpy as np
 
 from percept.data.embeddings import REENCODE, Embeddings, read_embeddings
 from percept.data.filters import RatingFilter
+from percept.data.missing import MissingImages, missing_images
 from percept.data.survey import (
     CORE_PROPERTIES,
     Samples,
+    Survey,
     average_samples,
     load_survey,
     match_features,
@@ -45,6 +47,7 @@ class DataSelection:
     demographics: Path | None = None
     filters: RatingFilter = field(default_factory=RatingFilter)
     environment: EnvironmentOptions | None = None
+    properties: tuple[str, ...] = ()  # survey feature properties to keep per image (e.g. for --group-by column:NAME)
 
     def __post_init__(self):
         if self.filters != RatingFilter() and not self.demographics:
@@ -66,13 +69,24 @@ class Dataset:
     rating_rows: dict[str, pd.DataFrame] | None = None  # per category, the rating rows behind its samples (-d)
     environment: str | None = None  # "<method>+p<style>" when environmental features were added
     lonlat: np.ndarray | None = None  # (images, 2) survey Point of each vector row; NaN where none
+    missing: MissingImages | None = None  # rated survey images dropped for lack of an embedding
+    selection: DataSelection | None = None  # what was loaded (files, filters, environmental options)
+    feature_properties: dict[str, np.ndarray] = field(default_factory=dict)  # DataSelection.properties per row
+    environment_reference: dict | None = None  # the survey's style-1 quintile thresholds per environmental key
+
+    def properties(self, name: str) -> np.ndarray:
+        """The survey property ``name`` of each vector row's feature (object array; None where absent)."""
+        if name not in self.feature_properties:
+            raise PerceptError(f"the survey property {name!r} was not loaded: name it in DataSelection.properties")
+        return self.feature_properties[name]
 
 
 def load_dataset(selection: DataSelection, log: Log = print) -> Dataset:
     """Load survey, vectors, samples and (optionally) environmental vectors as ``selection`` says."""
     with ThreadPoolExecutor(1) as pool:  # cached embeddings are read while the survey is decoded
         cached = None if selection.encoding.images_dir else pool.submit(_read_cached, selection.encoding)
-        survey = load_survey(selection.geojson, None if selection.environment else CORE_PROPERTIES)
+        survey = load_survey(selection.geojson,
+                             None if selection.environment else CORE_PROPERTIES.union(selection.properties))
         if survey.duplicates:
             log(f"warning: {survey.duplicates} survey features repeat an image name; the last one is used")
         embeddings, norms = cached.result() if cached else (obtain_embeddings(selection.encoding, log), None)
@@ -87,7 +101,9 @@ def load_dataset(selection: DataSelection, log: Log = print) -> Dataset:
     if unmatched:
         log(f"skipped {len(unmatched)} embedding rows with no survey feature (first: {unmatched[0]})")
     names = [n for n, k in zip(embeddings.names, keep) if k]
-    lonlat = survey.lonlat[[m for m in matched if m is not None]]
+    features = [m for m in matched if m is not None]
+    lonlat = survey.lonlat[features]
+    properties = {name: feature_values(survey, features, name) for name in selection.properties}
     if keep.all():
         vectors = UnitRows(embeddings.vectors, norms)
     else:
@@ -101,16 +117,30 @@ def load_dataset(selection: DataSelection, log: Log = print) -> Dataset:
         sample_set = rating_samples(names, survey, ratings)
         if sample_set.unrated:
             log(f"{sample_set.unrated} images have no rating that passes the filters")
+        missing = missing_images(survey, matched, ratings)
     else:
         sample_set = average_samples(names, survey, matches if keep.all() else None)
-    environment = None
+        missing = missing_images(survey, matched)
+    for line in missing.lines():
+        log(line)
+    environment = reference = None
     if selection.environment:
-        from percept.environment.text_vectors import environmental_vectors
+        from percept.environment.text_vectors import environment_reference, environmental_vectors
 
-        vectors = environmental_vectors(selection.encoding, selection.environment, survey, names,
-                                        np.asarray(vectors), log)
+        vectors = environmental_vectors(selection.encoding, selection.environment, survey, names, vectors, log)
         environment = selection.environment.label
-    return Dataset(names, vectors, sample_set.by_category, sample_set.rating_rows, environment, lonlat)
+        reference = environment_reference(selection.environment, survey)
+    return Dataset(names, vectors, sample_set.by_category, sample_set.rating_rows, environment, lonlat,
+                   missing=missing, selection=selection, feature_properties=properties,
+                   environment_reference=reference)
+
+
+def feature_values(survey: Survey, features: list[int], name: str) -> np.ndarray:
+    """Property ``name`` of each of the survey's ``features`` (object array; None where absent)."""
+    values = np.empty(len(features), dtype=object)
+    for index, feature in enumerate(features):  # one by one: a value may itself be a JSON list
+        values[index] = survey.features[feature].get(name)
+    return values
 
 
 def _read_cached(options: EncodingOptions) -> tuple[Embeddings, np.ndarray]:

@@ -21,7 +21,7 @@ from percept.encoders.cache import read_manifest
 from percept.errors import PerceptError
 from percept.model.conformal import DEFAULT_LEVEL
 from percept.model.domain import survey_domain
-from percept.model.io import ModelSettings, save_model
+from percept.model.io import ExportedModel, ModelSettings, save_model
 from percept.study.calibration import CalibrationResult, calibrate_model
 from percept.study.crossval import CategoryResult, CVPlan
 from percept.study.dataset import DataSelection, Dataset
@@ -43,8 +43,9 @@ class ModelRecipe:
 
 @dataclass(frozen=True)
 class Published:
-    """What an export wrote: the card and the calibration (None without one)."""
+    """A model made for publishing: the model, its card and its calibration (None without one)."""
 
+    model: ExportedModel
     card: dict
     calibration: CalibrationResult | None
 
@@ -83,6 +84,16 @@ def check_missing(missing: MissingImages | None, allow: bool) -> None:
 def publish_model(path: str | Path, dataset: Dataset, recipe: ModelRecipe,
                   progress: Callable[[list], Iterable] = iter) -> Published:
     """Write the model of ``recipe`` on ``dataset`` to ``path`` and its card to ``path.card.md``."""
+    made = assemble_model(dataset, recipe, progress)
+    model = made.model
+    save_model(path, model.vectors, model.scores, model.settings, model.images, model.calibration, made.card)
+    atomic_write_text(card_path(path), card_markdown(made.card))
+    return made
+
+
+def assemble_model(dataset: Dataset, recipe: ModelRecipe,
+                   progress: Callable[[list], Iterable] = iter) -> Published:
+    """The model of ``recipe`` on ``dataset``, in memory, with its card and calibration."""
     selection = dataset.selection
     samples = {c: s for c, s in dataset.samples.items() if len(s)}
     if not samples:
@@ -93,8 +104,7 @@ def publish_model(path: str | Path, dataset: Dataset, recipe: ModelRecipe,
     domain = survey_domain(vectors, images)
     calibrated = None
     if recipe.calibration is not None:
-        calibrated = calibrate_model(dataset.vectors, samples, recipe.k, recipe.weighting, recipe.calibration, domain,
-                                     dataset.lonlat, progress=progress)
+        calibrated = calibrate_dataset(dataset, recipe.k, recipe.weighting, recipe.calibration, domain, progress)
     environment = selection.environment if selection is not None else None
     settings = ModelSettings(clip_model=recipe.clip_model, k=recipe.k, weighting=recipe.weighting,
                              environmental_method=environment.method if environment else None,
@@ -103,12 +113,24 @@ def publish_model(path: str | Path, dataset: Dataset, recipe: ModelRecipe,
                              weights_id=_weights_id(selection),
                              domain_threshold=domain.threshold if domain else None,
                              mean_distance=domain.mean_distance if domain else None,
-                             calibration=calibrated.describe() if calibrated else None)
+                             calibration=calibrated.describe() if calibrated else None,
+                             environment_reference=dataset.environment_reference)
     card = _card(dataset, recipe, settings, samples, calibrated, domain,
                  arrays_digest([a for c in samples for a in (vectors[c], scores[c])]))
-    save_model(path, vectors, scores, settings, images, calibrated.calibration if calibrated else None, card)
-    atomic_write_text(card_path(path), card_markdown(card))
-    return Published(card, calibrated)
+    calibration = calibrated.calibration if calibrated else None
+    model = ExportedModel(vectors, scores, settings, images, calibration, card)
+    return Published(model, card, calibrated)
+
+
+def calibrate_dataset(dataset: Dataset, k: int, weighting: str, plan: CVPlan, domain=None,
+                      progress: Callable[[list], Iterable] = iter) -> CalibrationResult:
+    """The interval calibration of a dataset's model with ``k`` and ``weighting`` on ``plan``'s grouped folds
+    (``domain``: the survey's, computed when not given)."""
+    samples = {c: s for c, s in dataset.samples.items() if len(s)}
+    if domain is None:
+        domain = survey_domain({c: np.asarray(dataset.vectors[s.rows], dtype=np.float64) for c, s in samples.items()},
+                               {c: [image_name(dataset.names[r]) for r in s.rows] for c, s in samples.items()})
+    return calibrate_model(dataset.vectors, samples, k, weighting, plan, domain, dataset.lonlat, progress=progress)
 
 
 def card_path(path: str | Path) -> Path:

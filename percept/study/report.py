@@ -32,6 +32,7 @@ from percept.data.survey import image_name
 from percept.study.crossval import METRICS, CategoryResult
 from percept.study.groups import GroupMatrix
 from percept.study.report_figures import METRIC_NAMES, calibration_figure, groups_figure, metrics_figure
+from percept.study.report_sections import ReportSection, json_ready
 from percept.study.report_summary import category_summary
 
 TITLE = "Percept KNN cross-validation report"
@@ -198,7 +199,7 @@ STYLE = ("body{font-family:sans-serif;margin:2em auto;max-width:1200px;line-heig
 
 
 def html_page(data: dict, results: list[CategoryResult], groups: list[GroupMatrix],
-              figures: list[tuple[str, dict[str, bytes], str]]) -> str:
+              figures: list[tuple[str, dict[str, bytes], str]], sections: list[ReportSection] = ()) -> str:
     """The report page; ``figures`` are (file stem, {"png": ..., "svg": ...}, caption)."""
     title = html.escape(data["title"])
     parts = [(f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{title}</title>"
@@ -210,6 +211,7 @@ def html_page(data: dict, results: list[CategoryResult], groups: list[GroupMatri
     if groups:
         parts.append("<h2>Rater groups</h2>")
         parts += [group_table(g) for g in groups]
+    parts += [section.html() for section in sections]
     parts.append("<h2>Figures</h2>")
     for number, (stem, files, caption) in enumerate(figures, 1):
         encoded = base64.b64encode(files["png"]).decode("ascii")
@@ -222,8 +224,10 @@ def html_page(data: dict, results: list[CategoryResult], groups: list[GroupMatri
 
 
 def write_report(folder: str | Path, results: list[CategoryResult], settings: dict,
-                 groups: list[GroupMatrix] = (), names: list[str] | None = None) -> list[Path]:
-    """Write every report file into ``folder``; return their paths. ``names``: image name of each vector row."""
+                 groups: list[GroupMatrix] = (), names: list[str] | None = None,
+                 sections: list[ReportSection] = ()) -> list[Path]:
+    """Write every report file into ``folder``; return their paths. ``names``: image name of each vector row;
+    ``sections``: further sections (page and ``report.json``)."""
     folder = Path(folder)
     written = []
 
@@ -240,6 +244,7 @@ def write_report(folder: str | Path, results: list[CategoryResult], settings: di
     figures = [(stem, _save(fig), caption) for stem, fig, caption in figures]
     created = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z").strip()
     data = report_data(results, settings, groups, created)
+    data["sections"] = {section.key: json_ready(section.data) for section in sections}
     atomic_write_text(folder / "report.json", json.dumps(data, indent=2, allow_nan=False) + "\n")
     written.append(folder / "report.json")
     with atomic_open(folder / "report.csv", "w", encoding="utf-8", newline="") as handle:
@@ -251,6 +256,6 @@ def write_report(folder: str | Path, results: list[CategoryResult], settings: di
     for stem, files, _ in figures:
         for kind, content in files.items():
             put_bytes(f"{stem}.{kind}", content)
-    atomic_write_text(folder / "report.html", html_page(data, results, list(groups), figures))
+    atomic_write_text(folder / "report.html", html_page(data, results, list(groups), figures, list(sections)))
     written.append(folder / "report.html")
     return written

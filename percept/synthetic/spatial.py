@@ -34,6 +34,8 @@ from percept.synthetic.simulation import (
 )
 
 SCORE_AMPLITUDE = 1.1
+#: How far east each further city of a several-city survey lies (degrees of longitude, about 14 km).
+CITY_SPACING_DEG = 0.2
 WAVELENGTHS_M = (1000.0, 3000.0)
 FIELD_WAVES = 12
 PANORAMA_EFFECT_SD = 0.3
@@ -45,17 +47,21 @@ FILES = ["embeddings/img_emb/img_emb_0.npy", "embeddings/metadata/metadata_0.par
 
 
 def generate_spatial_survey(out_dir: str | Path, n_panoramas: int = 600, dim: int = 64,
-                            ratings_per_image: float = 4.0, seed: int = 0, force: bool = False) -> SampleInfo:
+                            ratings_per_image: float = 4.0, seed: int = 0, force: bool = False,
+                            cities: int = 1) -> SampleInfo:
     """Write embeddings/, data.geojson (Point per image) and demo.csv into ``out_dir``.
 
+    With ``cities`` > 1 the panoramas are dealt to that many cities, each the sample area moved
+    :data:`CITY_SPACING_DEG` further east, and each feature names its ``city`` ("city-1", ...).
     ``out_dir`` must be new or empty unless ``force`` (see :func:`claim_output_dir`).
     """
-    if n_panoramas < 1 or dim < 2:
-        raise ValueError(f"need n_panoramas >= 1 and dim >= 2, got {n_panoramas}, {dim}")
+    if n_panoramas < 1 or dim < 2 or cities < 1:
+        raise ValueError(f"need n_panoramas >= 1, dim >= 2 and cities >= 1, got {n_panoramas}, {dim}, {cities}")
     place_rng, field_rng, vector_rng, rating_rng = (np.random.default_rng(s)
                                                     for s in np.random.SeedSequence(seed).spawn(4))
     root = claim_output_dir(out_dir, "spatial", seed, FILES, force)
-    lon = place_rng.uniform(*LON_RANGE, n_panoramas)
+    city = np.arange(n_panoramas) % cities
+    lon = place_rng.uniform(*LON_RANGE, n_panoramas) + CITY_SPACING_DEG * city
     lat = place_rng.uniform(*LAT_RANGE, n_panoramas)
     crops = place_rng.integers(1, 5, n_panoramas)
     pano = np.repeat(np.arange(n_panoramas), crops)
@@ -70,7 +76,8 @@ def generate_spatial_survey(out_dir: str | Path, n_panoramas: int = 600, dim: in
     averages = average_ratings(ratings, len(names))
     metadata = pd.DataFrame({"image_path": [f"/data/img/ams/{name}" for name in names]})
     write_part(root / "embeddings", "img", 0, vectors, metadata)
-    _write_geojson(root / "data.geojson", names, lon[pano], lat[pano], averages)
+    city_names = [f"city-{c + 1}" for c in city[pano]] if cities > 1 else None
+    _write_geojson(root / "data.geojson", names, lon[pano], lat[pano], averages, city_names)
     with atomic_open(root / "demo.csv", "w", encoding="utf-8", newline="") as handle:
         ratings.to_csv(handle, index=False, lineterminator="\n")
     per_category = np.bincount(ratings["category_id"].to_numpy() - 1, minlength=len(CATEGORIES))
@@ -111,9 +118,10 @@ def location_vectors(x: np.ndarray, y: np.ndarray, pano: np.ndarray, dim: int,
     return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
 
 
-def _write_geojson(path: Path, names: list[str], lon: np.ndarray, lat: np.ndarray, averages: np.ndarray) -> None:
+def _write_geojson(path: Path, names: list[str], lon: np.ndarray, lat: np.ndarray, averages: np.ndarray,
+                   city: list[str] | None = None) -> None:
     features = [{"type": "Feature", "properties": {
-        "image_id": i + 1, "url": URL_PREFIX + name,
+        "image_id": i + 1, "url": URL_PREFIX + name, **({"city": city[i]} if city else {}),
         **{f"average_{c}": None if np.isnan(averages[i, j]) else float(averages[i, j])
            for j, c in enumerate(CATEGORIES)}},
         "geometry": {"type": "Point", "coordinates": [round(float(lon[i]), 7), round(float(lat[i]), 7)]}}
