@@ -1,11 +1,14 @@
-"""A loopback stand-in for Mapillary: z14 vector tiles, Graph API entities and signed thumbnail URLs.
+"""A loopback stand-in for Mapillary: z14 vector tiles, Graph API entities and image search, and signed
+thumbnail URLs.
 
 Tiles are real Mapbox Vector Tiles (layer ``image``, extent 4096, y downwards) built with the
 mapbox-vector-tile package from the images given; tile math here is written out independently
-of percept's. Entities answer only the fields asked for and need ``Authorization: OAuth TOKEN``;
-tiles need ``?access_token=TOKEN``. Thumbnail URLs carry a signature that changes with every entity
-request; images in ``expire_once`` answer 403 to the first signature handed out. Paths in
-``busy_once`` answer 429 (Retry-After) once.
+of percept's. Entities and the ``/images?bbox=`` search answer only the fields asked for and need
+``Authorization: OAuth TOKEN``; tiles need ``?access_token=TOKEN`` and, like Mapillary's tiles host,
+refuse an Authorization header (403). Thumbnail URLs point at ``thumb_base_url`` (set it to a
+second server, as Mapillary's thumbnails live on other hosts; the API's own URL by default) and
+carry a signature that changes with every entity or search answer; images in ``expire_once``
+answer 403 to the first signature handed out. Paths in ``busy_once`` answer 429 (Retry-After) once.
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ class MapillaryStandIn:
         self.busy_once = set(busy_once)
         self.forbidden_tiles = set(forbidden_tiles)
         self.base_url = ""
+        self.thumb_base_url = ""
         self.signatures: Counter = Counter()
         self.thumb_headers: list[dict] = []
         self.entity_fields: list[str] = []
@@ -93,9 +97,13 @@ class MapillaryStandIn:
             return self._tile(request)
         if request.path.startswith("/thumb/"):
             return self._thumbnail(request)
+        if request.path == "/images":
+            return self._search(request)
         return self._entity(request)
 
     def _tile(self, request: Request) -> Reply:
+        if "authorization" in request.headers:
+            return Reply(403, b'{"message": "tiles take the token as access_token only"}', "application/json")
         if request.query.get("access_token") != [self.token]:
             return Reply(401, b'{"message": "invalid token"}', "application/json")
         z, x, y = (int(part) for part in request.path[len(TILE_PREFIX):].split("/"))
@@ -105,17 +113,40 @@ class MapillaryStandIn:
             return Reply(404, b"", "text/plain")
         return Reply(body=self.tiles[(x, y)], content_type="application/x-protobuf")
 
-    def _entity(self, request: Request) -> Reply:
+    def _refused(self, request: Request) -> Reply | None:
         if request.headers.get("authorization") != f"OAuth {self.token}":
             return Reply(401, json.dumps({"error": {"message": "Invalid OAuth access token",
                                                     "type": "OAuthException", "code": 190}}).encode(),
                          "application/json")
+        return None
+
+    def _entity(self, request: Request) -> Reply:
+        refused = self._refused(request)
+        if refused:
+            return refused
         image = self.images.get(request.path.strip("/"))
         if image is None:
             return Reply(404, b'{"error": {"message": "unknown image"}}', "application/json")
         fields = request.query.get("fields", [""])[0].split(",")
         with self.lock:
             self.entity_fields.append(",".join(fields))
+        return Reply(body=json.dumps(self._fields(image, fields)).encode(), content_type="application/json")
+
+    def _search(self, request: Request) -> Reply:
+        """``/images?fields=...&bbox=W,S,E,N&limit=N``: the images inside the box (by their original point)."""
+        refused = self._refused(request)
+        if refused:
+            return refused
+        west, south, east, north = (float(v) for v in request.query["bbox"][0].split(","))
+        fields = request.query.get("fields", [""])[0].split(",")
+        limit = int(request.query.get("limit", ["2000"])[0])
+        inside = [image for image in self.images.values() if west <= image.lon <= east and south <= image.lat <= north]
+        data = [self._fields(image, fields) for image in inside[:limit]]
+        return Reply(body=json.dumps({"data": data}).encode(), content_type="application/json")
+
+    def _fields(self, image: FakeImage, fields: list[str]) -> dict:
+        """The fields asked for of one image; thumbnail URLs get a fresh signature."""
+        with self.lock:
             self.signatures[str(image.id)] += 1
             signature = self.signatures[str(image.id)]
         geometry = {"type": "Point", "coordinates": [image.lon, image.lat]}
@@ -123,14 +154,13 @@ class MapillaryStandIn:
             "id": str(image.id), "geometry": geometry, "compass_angle": image.compass_angle,
             "captured_at": image.captured_at, "is_pano": image.is_pano, "sequence": image.sequence_id,
             "width": 40, "height": 30,
-            **{f"thumb_{size}_url": f"{self.base_url}/thumb/{image.id}/{size}?sig={signature}"
+            **{f"thumb_{size}_url": f"{self.thumb_base_url or self.base_url}/thumb/{image.id}/{size}?sig={signature}"
                for size in ("256", "1024", "2048", "original")},
         }
         if image.computed_shift is not None:
             full["computed_geometry"] = {"type": "Point", "coordinates": [image.lon, image.lat + image.computed_shift]}
             full["computed_compass_angle"] = (image.compass_angle + 1.0) % 360
-        body = {name: full[name] for name in fields if name in full}
-        return Reply(body=json.dumps(body).encode(), content_type="application/json")
+        return {name: full[name] for name in fields if name in full}
 
     def _thumbnail(self, request: Request) -> Reply:
         _, _, image_id, size = request.path.split("/")

@@ -1,19 +1,26 @@
-"""``percept collect`` against a loopback Mapillary stand-in serving real vector tiles and entity JSON."""
+"""``percept collect`` against a loopback Mapillary stand-in serving real vector tiles and entity JSON, with
+the thumbnails on a second loopback server (another port, as Mapillary's live on other hosts)."""
 
 from __future__ import annotations
 
 import json
 import math
+from itertools import chain
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from http_standin import StandIn
-from mapillary_standin import FakeImage, MapillaryStandIn, jpeg_for
+from mapillary_standin import TILE_PREFIX, FakeImage, MapillaryStandIn, jpeg_for
 from percept.categories import CATEGORIES
+from percept.city.collect import CollectOptions, MapillarySource
+from percept.city.download import DownloadError, HttpFetcher
+from percept.city.mapillary import redact
+from percept.city.retry import RetryPolicy
 from percept.city.selection import Selection, select_images
-from percept.city.tiles import Bbox, CoverageImage, decode_image_tile, tile_lonlat, tile_xy, tiles_covering
+from percept.city.tiles import (Bbox, CoverageImage, decode_image_tile, parse_bbox, tile_lonlat, tile_xy,
+                                tiles_covering)
 from percept.cli.main import main as percept_main
 from percept.data.embeddings import write_part
 from percept.data.images import find_images
@@ -44,13 +51,19 @@ def scene() -> list[FakeImage]:
 
 
 @pytest.fixture
-def mapillary():
+def mapillary_hosts():
+    """The stand-in, its Graph API and tiles server, the images by id, and the thumbnail server."""
     images = scene()
     busy = {"/1005", "/maps/vtp/mly1_public/2/14/8414/5384"}
     standin = MapillaryStandIn(images, TOKEN, expire_once={1003, 2004}, busy_once=busy, forbidden_tiles={(8414, 5385)})
-    with StandIn(standin) as server:
-        standin.base_url = server.url
-        yield standin, server, {str(image.id): image for image in images}
+    with StandIn(standin) as server, StandIn(standin) as thumbs:
+        standin.base_url, standin.thumb_base_url = server.url, thumbs.url
+        yield standin, server, {str(image.id): image for image in images}, thumbs
+
+
+@pytest.fixture
+def mapillary(mapillary_hosts):
+    return mapillary_hosts[:3]
 
 
 def run_collect(server, out, *extra, token=TOKEN) -> int:
@@ -205,3 +218,51 @@ def test_spacing_keeps_first_and_walks_in_capture_order():
     walk = [CoverageImage(str(i), 5.0, 52.0 + i * step, 1000 - i, None, "s", False) for i in range(7)]
     chosen = select_images(walk, Selection(Bbox(4, 51, 6, 53), spacing_m=25))
     assert [image.id for image in chosen] == ["6", "3", "0"]  # captured last-to-first along the street
+
+
+def test_the_token_stays_with_the_graph_api(tmp_path, capsys, mapillary_hosts):
+    _, server, images, thumbs = mapillary_hosts
+    out = tmp_path / "city"
+    assert percept_main(["collect", "--bbox", BBOX, "-o", str(out), "--api-url", server.url, "--tiles-url",
+                         server.url, "--mapillary-token", TOKEN, *FAST[:-1]]) == 0  # not --quiet: messages checked
+    entities = [r for r in server.requests if r.path.strip("/").isdigit()]
+    tiles = [r for r in server.requests if r.path.startswith(TILE_PREFIX)]
+    assert len({r.path for r in entities}) == len(images) - 1 and len({r.path for r in tiles}) == 4
+    assert len(server.requests) == len(entities) + len(tiles)  # no thumbnail was asked of the API host
+    assert all(r.headers.get("authorization") == f"OAuth {TOKEN}" and "access_token" not in r.query
+               for r in entities)
+    assert all("authorization" not in r.headers and r.query["access_token"] == [TOKEN] for r in tiles)
+    assert len(thumbs.requests) == len(images) - 1 + 2  # two expired signatures asked again
+    for request in thumbs.requests:
+        assert "authorization" not in request.headers and "access_token" not in request.query
+        assert not any(TOKEN in value or "secret" in value
+                       for value in [request.path, *request.headers.values(), *chain(*request.query.values())])
+    err = capsys.readouterr().err
+    written = "".join(path.read_text() for path in (out / "locations.csv", out / "failed.csv"))
+    assert "secret" not in err + written and "downloaded" in err
+
+
+def test_plain_http_thumbnails_are_refused_when_the_api_is_https(tmp_path, mapillary_hosts):
+    standin, _, _, thumbs = mapillary_hosts
+    options = CollectOptions(Selection(parse_bbox(BBOX)), TOKEN, api_url="https://graph.invalid",
+                             policy=RetryPolicy(tries=1, timeout=5))
+    with HttpFetcher(options.policy) as api, HttpFetcher(options.policy) as downloads:
+        source = MapillarySource(api, downloads, options)
+        standin.signatures["1000"] = 1
+        entity = {"thumb_1024_url": f"{thumbs.url}/thumb/1000/1024?sig=1"}
+        with pytest.raises(DownloadError, match="refused a plain-http download while the Mapillary API is https"):
+            source.thumbnail("1000", entity, tmp_path / "1000.jpg")
+    assert thumbs.requests == [] and not (tmp_path / "1000.jpg").exists()
+
+
+def test_failures_never_show_the_token(mapillary_hosts):
+    _, server, _, _ = mapillary_hosts
+    options = CollectOptions(Selection(parse_bbox(BBOX)), TOKEN, api_url=server.url, tiles_url="http://127.0.0.1:9",
+                             policy=RetryPolicy(tries=1, timeout=5))
+    with HttpFetcher(options.policy) as api, HttpFetcher(options.policy) as downloads:
+        source = MapillarySource(api, downloads, options)
+        with pytest.raises(DownloadError) as refused:
+            source.tile((8414, 5384))
+    assert "connection failed" in refused.value.reason and "secret" not in refused.value.reason
+    assert redact(f"GET /x?access_token=MLY%7Ctest%7Csecret failed for {TOKEN}", TOKEN) == \
+        "GET /x?access_token=*** failed for ***"

@@ -11,12 +11,14 @@ import os
 import stat
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from percept.categories import CATEGORIES
 from percept.city.survey_db import mask_password
-from percept.city.survey_export import (DEMOGRAPHICS_NAME, GEOJSON_NAME, RRATING_COLUMNS, ExportFilters,
-                                        build_features, feature_collection_chunks)
+from percept.city.survey_export import (DEMOGRAPHICS_NAME, GEOJSON_NAME, ExportFilters, build_features,
+                                        feature_collection_chunks)
+from percept.city.survey_privacy import FULL_COLUMNS
 from percept.cli.dropin import main as dropin_main
 from percept.cli.main import main as percept_main
 from percept.errors import PerceptError
@@ -121,7 +123,13 @@ def features_by_id(path: Path) -> dict[int, dict]:
 
 def test_round_trip_gives_the_files_back(round_trip):
     survey, exported = round_trip
-    assert (exported / DEMOGRAPHICS_NAME).read_bytes() == (survey / "demo.csv").read_bytes()
+    original = pd.read_csv(survey / "demo.csv", dtype=str, keep_default_na=False)
+    back = pd.read_csv(exported / DEMOGRAPHICS_NAME, dtype=str, keep_default_na=False)
+    assert list(back.columns) == [c if c != "session_id" else "rater" for c in original.columns]
+    pd.testing.assert_frame_equal(back.drop(columns="rater"), original.drop(columns="session_id"))
+    pairs = set(zip(original["session_id"], back["rater"]))  # one pseudonym per rater, and no two raters share one
+    assert len(pairs) == original["session_id"].nunique() == back["rater"].nunique()
+    assert back["rater"].str.fullmatch("[0-9a-f]{16}").all()
     source, back = features_by_id(survey / "data.geojson"), features_by_id(exported / GEOJSON_NAME)
     assert list(back) == sorted(source)
     ratings = load_ratings(exported / DEMOGRAPHICS_NAME)
@@ -148,6 +156,35 @@ def test_round_trip_gives_the_same_metric_lines(round_trip, extra, capsys):
     assert len(lines[0]) == 2 * len(CATEGORIES)
     assert lines[0][0].startswith("category = walkability; k = 5; mse = ")
     assert lines[1] == lines[0]
+
+
+@pytest.fixture(scope="module")
+def coarse_round_trip(round_trip, postgres):
+    """The round trip's database exported again with --coarsen."""
+    survey, exported = round_trip
+    coarse = survey / "coarse"
+    assert percept_main(["survey", "export", "--db", postgres.url("roundtrip"), "-o", str(coarse), "--coarsen",
+                         "-q"]) == 0
+    return survey, exported, coarse
+
+
+@pytest.mark.parametrize("coarse_filter, full_filter", [
+    (["--age", "30,49"], ["--age", "35,44"]),  # 25-34 and 45-54 straddle 30..49: only 35-44 is within
+    (["--age", "25,44"], ["--age", "25,44"]),
+    (["--age", "45"], ["--age", "45,120"]),
+    (["--region", "NL"], ["--region", "NL"]),  # decided on the full postcode before it was cut
+    (["--region", "non-NL", "--gender", "woman"], ["--region", "non-NL", "--gender", "woman"]),
+])
+def test_the_dropin_filters_work_on_a_coarsened_export(coarse_round_trip, coarse_filter, full_filter, capsys):
+    survey, exported, coarse = coarse_round_trip
+    lines = []
+    for demo, rules in ((coarse / DEMOGRAPHICS_NAME, coarse_filter), (exported / DEMOGRAPHICS_NAME, full_filter)):
+        args = ["-g", str(coarse / GEOJSON_NAME), "-e", str(survey / "embeddings"), "-M", "synthetic", "-k", "5,10",
+                "-q", "-d", str(demo), *rules]
+        assert dropin_main(args) == 0
+        lines.append(capsys.readouterr().out.splitlines())
+    assert len(lines[0]) == 2 * len(CATEGORIES) and lines[0][0].startswith("category = walkability; k = 5; mse = ")
+    assert lines[0] == lines[1]
 
 
 # ---------------------------------------------------------------- filters
@@ -221,7 +258,7 @@ def test_default_export_is_the_rrating_view(postgres, filter_db, tmp_path, capsy
         view_columns = [column.name for column in cursor.description]
         view_ids = [row[0] for row in cursor.fetchall()]
     header = (tmp_path / DEMOGRAPHICS_NAME).read_text(encoding="utf-8").splitlines()[0]
-    assert header.split(",") == view_columns == list(RRATING_COLUMNS)
+    assert header.split(",") == [c if c != "session_id" else "rater" for c in view_columns] == list(FULL_COLUMNS)
     assert exported_rating_ids(tmp_path) == view_ids
 
 
@@ -351,5 +388,186 @@ def test_output_folder_that_is_a_file(filter_db, tmp_path, capsys):
     target = tmp_path / "taken"
     target.write_text("x")
     status, _, err = export(["--db", filter_db, "-o", str(target), "-q"], capsys)
-    assert status == 2 and err == f"error: -o {target} is a file: give a folder for data.geojson and " \
-                                  "demographics.csv\n"
+    assert status == 2 and err == f"error: -o {target} is a file: give a folder for data.geojson, " \
+                                  "demographics.csv and README.txt\n"
+
+
+# ---------------------------------------------------------------- consent, pseudonyms, coarsening
+
+PRIVACY_DB = """
+INSERT INTO image (system_path, url, cityname, enabled) VALUES
+    ('/i/a.jpg', 'https://x/img/a.jpg', 'Amsterdam', true),
+    ('/i/b.jpg', 'https://x/img/b.jpg', 'Amsterdam', true),
+    ('/i/c.jpg', 'https://x/img/c.jpg', 'Amsterdam', true);
+INSERT INTO image_geo (image_id, angle_deg, geo) VALUES
+    (1, 90, 'SRID=4326;POINT(4.9 52.37)'), (2, 0, 'SRID=4326;POINT(4.91 52.36)'),
+    (3, 180, 'SRID=4326;POINT(4.92 52.35)');
+INSERT INTO survey (age, monthly_gross_income, education, gender, postalcode, country, consent) VALUES
+    (31, '>3000', 'Tertiary', 'woman', '1012 AB', 'Netherlands', true),
+    (47, '<1000', 'Secondary', 'man', '3511 CD', NULL, true),
+    (52, '1000-2000', 'Postgraduate', 'non-binary', '75001', 'France', false),
+    (67, '2000-3000', 'Primary', 'woman', '1011 XY', 'Netherlands', NULL),
+    (23, '1000-2000', 'Tertiary', 'man', '90210', 'USA', true);
+INSERT INTO person (survey_id) VALUES (1), (2), (3), (4), (5);
+INSERT INTO session (person_id) VALUES (1), (2), (3), (4), (5), (1);
+INSERT INTO rating (ts, session_id, image_id, category_id, rating) VALUES
+    ('2024-01-10 12:00+01', 1, 1, 1, 4),
+    ('2024-01-10 12:01+01', 3, 1, 1, 1),
+    ('2024-01-10 12:02+01', 4, 1, 1, 1),
+    ('2024-01-11 09:00+01', 2, 1, 1, 5),
+    ('2024-01-11 09:01+01', 2, 2, 3, 2),
+    ('2024-01-12 10:00+01', 3, 2, 3, 5),
+    ('2024-01-12 10:01+01', 4, 3, 5, 5),
+    ('2024-01-13 08:00+01', 5, 3, 5, 3),
+    ('2024-01-14 18:00+01', 6, 3, 2, 4),
+    ('2024-01-14 18:01+01', 6, 2, 3, 3);
+"""
+#: person of each session, and who consented (person 3: false, person 4: NULL)
+PRIVACY_PERSONS = {1: 1, 2: 2, 3: 3, 4: 4, 5: 5, 6: 1}
+CONSENTING = {1, 2, 5}
+PRIVACY_AGES = {1: 31, 2: 47, 3: 52, 4: 67, 5: 23}
+FULL_POSTCODES = ("1012 AB", "1012AB", "3511 CD", "3511CD", "75001", "1011 XY", "90210")
+KEY = "a-secret-key-of-some-length"
+
+
+@pytest.fixture(scope="module")
+def privacy_db(postgres) -> str:
+    """Three images, five participants (one with two sessions; one without consent, one with consent NULL)
+    and ten ratings; returns the reader's URL."""
+    name = postgres.new_database("privacy")
+    postgres.admin_execute(PRIVACY_DB, name)
+    return postgres.url(name)
+
+
+def privacy_ratings(postgres) -> pd.DataFrame:
+    """Every rating of the privacy database with its person, straight from the tables."""
+    import psycopg
+
+    with psycopg.connect(postgres.admin_conninfo("privacy")) as connection:
+        rows = connection.execute("SELECT rating_id, session_id, image_id, category_id, rating FROM rating "
+                                  "ORDER BY rating_id").fetchall()
+    table = pd.DataFrame(rows, columns=["rating_id", "session_id", "image_id", "category_id", "rating"])
+    return table.assign(person=table["session_id"].map(PRIVACY_PERSONS))
+
+
+def all_text(folder: Path) -> str:
+    return "\n".join(path.read_text(encoding="utf-8") for path in sorted(folder.iterdir()))
+
+
+def test_only_ratings_of_consenting_participants_are_exported(postgres, privacy_db, tmp_path, capsys):
+    status, out, err = export(["--db", privacy_db, "-o", str(tmp_path), "--pseudonym-key", KEY], capsys)
+    assert status == 0, err
+    table = privacy_ratings(postgres)
+    kept = table[table["person"].isin(CONSENTING)]
+    refused = table[~table["person"].isin(CONSENTING)]
+    assert exported_rating_ids(tmp_path) == kept["rating_id"].tolist() == [1, 4, 5, 8, 9, 10]
+    assert f"exported {len(kept)} ratings by {len(CONSENTING)} raters" in out
+    assert f"left out {len(refused)} ratings by 2 participants without consent" in out
+    features = features_by_id(tmp_path / GEOJSON_NAME)
+    for image_id, feature in features.items():
+        for category_id, category in enumerate(CATEGORIES, start=1):
+            mine = kept[(kept["image_id"] == image_id) & (kept["category_id"] == category_id)]["rating"]
+            assert feature["properties"][f"count_{category}"] == len(mine)
+            assert feature["properties"][f"average_{category}"] == (mine.mean() if len(mine) else None)
+    assert features[1]["properties"]["average_walkability"] == 4.5  # not (4 + 1 + 1 + 5) / 4
+    ratings = pd.read_csv(tmp_path / DEMOGRAPHICS_NAME, dtype=str)
+    assert not ratings["age"].isin(["52", "67"]).any()
+    text = all_text(tmp_path)
+    assert "75001" not in text and "France" not in text and "1011 XY" not in text
+
+
+def test_no_consenting_rating_is_one_line(postgres, privacy_db, tmp_path, capsys):
+    status, _, err = export(["--db", privacy_db, "-o", str(tmp_path), "--since", "2024-01-12",
+                             "--until", "2024-01-12", "-q"], capsys)
+    assert status == 2 and err.count("\n") == 1
+    assert "no ratings in" in err and "left out 2 ratings by 2 participants without consent" in err
+
+
+def test_a_survey_table_without_consent_is_refused(postgres, tmp_path, capsys):
+    name = postgres.new_database("noconsent")
+    postgres.admin_execute(PRIVACY_DB + "ALTER TABLE survey DROP COLUMN consent;", name)
+    status, _, err = export(["--db", postgres.url(name), "-o", str(tmp_path), "-q"], capsys)
+    assert status == 2 and err.count("\n") == 1 and "survey table has no consent column" in err
+    assert not (tmp_path / DEMOGRAPHICS_NAME).exists()
+
+
+def test_raters_are_keyed_pseudonyms(postgres, privacy_db, tmp_path, monkeypatch, capsys):
+    import hashlib
+    import hmac
+
+    monkeypatch.delenv("PERCEPT_PSEUDONYM_KEY", raising=False)
+    runs = {}
+    for label, args in (("flag", ["--pseudonym-key", KEY]), ("again", ["--pseudonym-key", KEY]),
+                        ("random", []), ("random again", [])):
+        status, out, err = export(["--db", privacy_db, "-o", str(tmp_path / label), *args], capsys)
+        assert status == 0, err
+        assert KEY not in out + err + all_text(tmp_path / label)
+        runs[label] = pd.read_csv(tmp_path / label / DEMOGRAPHICS_NAME, dtype=str)
+        assert ("random key" in err) == label.startswith("random")
+    monkeypatch.setenv("PERCEPT_PSEUDONYM_KEY", KEY)
+    assert export(["--db", privacy_db, "-o", str(tmp_path / "env"), "-q"], capsys)[0] == 0
+    runs["env"] = pd.read_csv(tmp_path / "env" / DEMOGRAPHICS_NAME, dtype=str)
+
+    table = privacy_ratings(postgres).set_index("rating_id")
+    persons = table.loc[runs["flag"]["rating_id"].astype(int), "person"].tolist()
+    expected = [hmac.new(KEY.encode(), f"person:{p}".encode(), hashlib.sha256).hexdigest()[:16] for p in persons]
+    assert runs["flag"]["rater"].tolist() == runs["again"]["rater"].tolist() == runs["env"]["rater"].tolist() \
+        == expected
+    assert runs["random"]["rater"].nunique() == runs["random again"]["rater"].nunique() == len(CONSENTING)
+    assert not set(runs["random"]["rater"]) & set(runs["random again"]["rater"])
+    assert not set(runs["random"]["rater"]) & set(expected)
+    assert "session_id" not in runs["flag"].columns
+    person_one = runs["flag"][runs["flag"]["rating_id"].isin(["1", "9", "10"])]["rater"]
+    assert person_one.nunique() == 1  # two sessions of one participant share a pseudonym
+
+
+def test_a_short_pseudonym_key_is_refused(privacy_db, tmp_path, capsys):
+    status, _, err = export(["--db", privacy_db, "-o", str(tmp_path), "--pseudonym-key", "tiny-k3y"], capsys)
+    assert status == 2 and err.count("\n") == 1 and "fewer than 16" in err and "tiny-k3y" not in err
+    assert not (tmp_path / DEMOGRAPHICS_NAME).exists()
+
+
+def test_coarsened_export_holds_no_exact_age_postcode_or_income(privacy_db, tmp_path, capsys):
+    status, out, err = export(["--db", privacy_db, "-o", str(tmp_path), "--coarsen", "--pseudonym-key", KEY],
+                              capsys)
+    assert status == 0, err
+    ratings = pd.read_csv(tmp_path / DEMOGRAPHICS_NAME, dtype=str, keep_default_na=False)
+    assert list(ratings.columns) == ["rating_id", "ts", "rater", "image_id", "category_id", "rating", "postalcode",
+                                     "country", "age", "education", "gender", "region"]
+    by_id = ratings.set_index("rating_id")
+    assert by_id.loc["1", "age"] == "25-34" and by_id.loc["4", "age"] == "45-54" and by_id.loc["8", "age"] == "18-24"
+    assert by_id.loc["1", "postalcode"] == "10" and by_id.loc["4", "postalcode"] == "35"
+    assert by_id.loc["4", "region"] == "NL" and by_id.loc["8", "region"] == "non-NL"  # by full postcode, then cut
+    demographic = ratings.drop(columns=["rating_id", "ts", "image_id", "category_id", "rating"])
+    ages = {str(age) for age in PRIVACY_AGES.values()}
+    assert not demographic.isin(ages).any().any()
+    text = all_text(tmp_path)
+    for secret in (*FULL_POSTCODES, ">3000", "<1000", "1000-2000", "2000-3000", "monthly_gross_income"):
+        assert secret not in text
+    assert ", coarsened" in out
+
+    three = tmp_path / "three"
+    assert export(["--db", privacy_db, "-o", str(three), "--coarsen", "--postcode-digits", "3", "-q"], capsys)[0] == 0
+    assert pd.read_csv(three / DEMOGRAPHICS_NAME, dtype=str)["postalcode"].tolist() == ["101", "351", "351", "902",
+                                                                                        "101", "101"]
+
+
+def test_postcode_digits_needs_coarsen(privacy_db, tmp_path, capsys):
+    status, _, err = export(["--db", privacy_db, "-o", str(tmp_path), "--postcode-digits", "3"], capsys)
+    assert status == 2 and err == "error: --postcode-digits applies to coarsened exports: add --coarsen\n"
+
+
+@pytest.mark.parametrize("coarsen", [False, True])
+def test_readme_describes_the_export(privacy_db, tmp_path, capsys, coarsen):
+    args = ["--db", privacy_db, "-o", str(tmp_path), "--pseudonym-key", KEY, "--city", "Amsterdam", "-q"]
+    assert export(args + (["--coarsen"] if coarsen else []), capsys)[0] == 0
+    readme = (tmp_path / "README.txt").read_text(encoding="utf-8")
+    header = (tmp_path / DEMOGRAPHICS_NAME).read_text(encoding="utf-8").splitlines()[0].split(",")
+    for column in header:
+        assert f"\n{column}: " in readme
+    assert "personal data" in readme and "consent = true" in readme and "HMAC-SHA256" in readme
+    assert "city 'Amsterdam'" in readme and "raters aged 18 or more" in readme
+    assert "Left out for lack of consent: 4 ratings by 2" in " ".join(readme.split())
+    assert ("Coarsened: ages as bands" in readme) == coarsen and ("Not coarsened" in readme) != coarsen
+    assert "PERCEPT_PSEUDONYM_KEY" in readme and KEY not in readme
+    assert oct((tmp_path / DEMOGRAPHICS_NAME).stat().st_mode & 0o777) == "0o600"

@@ -4,6 +4,14 @@ Writes ``DIR/images/<id>.jpg`` and ``DIR/locations.csv`` (image, lon, lat, angle
 captured_at, is_pano), the locations file ``percept rate --locations`` reads. A rerun skips images
 already in the folder and listed in locations.csv; thumbnails whose signed URL has expired (403/410)
 are asked for again through the image's entity. Failures go to ``DIR/failed.csv`` (item, reason).
+
+The token stays with Mapillary: image entities are asked of the Graph API with an
+``Authorization`` header, over a client of their own; coverage tiles and thumbnails are fetched
+by a second client that sends no ``Authorization`` header. The tiles host takes the token only as
+its ``access_token`` query parameter (it refuses the header), which that client adds to tile
+requests alone; thumbnails, signed URLs on other hosts, get no token at all, and with an https API
+a plain-http thumbnail (or a redirect to one) is refused and listed in failed.csv. The token
+never appears in messages, failed.csv or locations.csv.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ from tqdm import tqdm
 from percept.atomic import atomic_write_text
 from percept.city.download import (DownloadError, HttpFetcher, Stopped, failures_csv, present_files,
                                    remove_stale_temporaries, run_concurrently)
-from percept.city.mapillary import DEFAULT_BASE_URL
+from percept.city.mapillary import DEFAULT_BASE_URL, PLAIN_HTTP_REASON, plain_http_refused, redact
 from percept.city.retry import RetryPolicy
 from percept.city.selection import Selection, select_images
 from percept.city.tiles import ZOOM, CoverageImage, decode_image_tile, tiles_covering
@@ -116,21 +124,23 @@ def read_location_rows(path: Path) -> dict[str, dict]:
 
 
 class MapillarySource:
-    """Coverage tiles, image entities and thumbnails over one retrying HTTP client."""
+    """Image entities over the Graph API client ``api``; coverage tiles and thumbnails over ``downloads``,
+    which carries no Authorization header and, with an https API, refuses plain http (redirects too)."""
 
-    def __init__(self, fetcher: HttpFetcher, options: CollectOptions):
-        self.fetcher, self.options = fetcher, options
+    def __init__(self, api: HttpFetcher, downloads: HttpFetcher, options: CollectOptions):
+        self.api, self.downloads, self.options = api, downloads, options
+        downloads.client.event_hooks = {"request": [self._refuse_plain_http], "response": []}
 
     def tile(self, xy: tuple[int, int]) -> list[CoverageImage]:
         x, y = xy
         url = f"{self.options.tiles_url.rstrip('/')}/{TILE_PATH.format(z=ZOOM, x=x, y=y)}"
         try:
-            data = self.fetcher.get(url, params={"access_token": self.options.token}).content
+            data = self.downloads.get(url, params={"access_token": self.options.token}).content
         except DownloadError as exc:
             if exc.status in NO_COVERAGE:
                 return []
             self._check_token(exc)
-            raise
+            raise self._redacted(exc) from None
         try:
             return decode_image_tile(data, x, y)
         except ValueError as exc:
@@ -139,12 +149,12 @@ class MapillarySource:
     def entity(self, image_id: str) -> dict:
         url = f"{self.options.api_url.rstrip('/')}/{image_id}"
         try:
-            response = self.fetcher.get(url, params={"fields": entity_fields(self.options.size)},
-                                        headers={"Authorization": f"OAuth {self.options.token}"})
+            response = self.api.get(url, params={"fields": entity_fields(self.options.size)},
+                                    headers={"Authorization": f"OAuth {self.options.token}"})
             entity = response.json()
         except DownloadError as exc:
             self._check_token(exc)
-            raise DownloadError(f"image entity: {exc.reason}", exc.status) from None
+            raise self._redacted(DownloadError(f"image entity: {exc.reason}", exc.status)) from None
         except ValueError:
             raise DownloadError("image entity: the answer is not JSON") from None
         if not isinstance(entity, dict):
@@ -169,12 +179,19 @@ class MapillarySource:
             if not isinstance(url, str) or not url:
                 raise DownloadError(f"the image has no thumb_{self.options.size}_url")
             try:
-                self.fetcher.download(url, target)
+                self.downloads.download(url, target)
                 return
             except DownloadError as exc:
                 if exc.status not in EXPIRED or refetch == REFETCHES:
-                    raise DownloadError(f"thumbnail: {exc.reason}", exc.status) from None
+                    raise self._redacted(DownloadError(f"thumbnail: {exc.reason}", exc.status)) from None
             entity = self.entity(image_id)
+
+    def _refuse_plain_http(self, request) -> None:
+        if plain_http_refused(self.options.api_url, request.url):
+            raise DownloadError(PLAIN_HTTP_REASON)
+
+    def _redacted(self, exc: DownloadError) -> DownloadError:
+        return DownloadError(redact(exc.reason, self.options.token), exc.status)
 
     def _check_token(self, exc: DownloadError) -> None:
         if exc.status == 401:
@@ -196,8 +213,9 @@ def collect(out_dir: str | Path, options: CollectOptions) -> CollectSummary:
     rows = {name: row for name, row in read_location_rows(summary.locations_csv).items() if name in present}
     stop = threading.Event()
     try:
-        with HttpFetcher(options.policy, options.connections, stop) as fetcher:
-            source = MapillarySource(fetcher, options)
+        with HttpFetcher(options.policy, options.connections, stop) as api, \
+                HttpFetcher(options.policy, options.connections, stop) as downloads:
+            source = MapillarySource(api, downloads, options)
             coverage = _coverage(source, options, stop, summary)
             chosen = select_images(coverage, options.selection)
             summary.in_coverage, summary.selected = len({image.id for image in coverage}), len(chosen)

@@ -107,13 +107,18 @@ def read_only_snapshot(conninfo: str) -> Iterator:
 
 
 def check_percept_tables(cursor, target: str) -> None:
-    """Raise PerceptError naming the tables (and PostGIS) that the database lacks."""
+    """Raise PerceptError naming the tables (and the consent column, and PostGIS) that the database lacks."""
     cursor.execute("SELECT name FROM unnest(%s::text[]) AS name WHERE to_regclass(name) IS NULL",
                    [list(REQUIRED_TABLES)])
     missing = [row[0] for row in cursor.fetchall()]
     if missing:
         raise PerceptError(f"{target} is not a Percept survey database: it lacks table(s) {', '.join(missing)}; "
                            "check that --db names the survey database")
+    cursor.execute("SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'survey'::regclass "
+                   "AND attname = 'consent' AND NOT attisdropped)")
+    if not cursor.fetchone()[0]:
+        raise PerceptError(f"{target}'s survey table has no consent column: only ratings of participants who "
+                           "consented are exported, so check that --db names the survey database")
     cursor.execute("SELECT to_regprocedure('st_x(geometry)') IS NOT NULL")
     if not cursor.fetchone()[0]:
         raise PerceptError(f"{target} lacks PostGIS (function st_x): check that --db names the survey database")

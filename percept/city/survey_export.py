@@ -1,36 +1,44 @@
-"""The survey files from a Percept survey database: ``data.geojson`` and ``demographics.csv``.
+"""The survey files from a Percept survey database: ``data.geojson``, ``demographics.csv``, ``README.txt``.
 
 Three parts, kept apart: the SQL (``kept_ratings_sql`` and the queries built on it) selects
-the ratings that pass the filters, with the columns of the app's ``rrating`` view; the pure
-shaping (``build_features``) turns per-image, per-category totals into GeoJSON features; and
-``export_survey`` runs the queries in one read-only snapshot and writes both files atomically.
+the ratings that pass the filters, with the columns of the app's ``rrating`` view (the rater's
+person id in place of the session id); the pure shaping (``build_features``, and the rows of
+``percept.city.survey_privacy``) turns them into GeoJSON features and CSV rows; and
+``export_survey`` runs the queries in one read-only snapshot and writes the files atomically.
 
-A kept rating has a value, and with the default ``adults_only`` a rater aged 18 or more, as in
-``rrating``. The model reads category ids 1-5 as its five categories (the app seeds them in
-that order); ratings of any other category stay in the CSV but have no average.
+A kept rating has a value, a rater whose survey answer has ``consent = true`` (false and NULL
+are no consent), and with the default ``adults_only`` a rater aged 18 or more, as in
+``rrating``. Raters appear only as keyed pseudonyms. The model reads category ids 1-5 as its
+five categories (the app seeds them in that order); ratings of any other category stay in the
+CSV but have no average.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from percept.atomic import atomic_path
 from percept.categories import CATEGORIES, CATEGORY_BY_ID
+from percept.city.survey_privacy import KEY_ENV, Privacy
+from percept.city.survey_readme import README_NAME, ReadmeFacts, readme_text
 from percept.errors import PerceptError
 
 GEOJSON_NAME = "data.geojson"
 DEMOGRAPHICS_NAME = "demographics.csv"
 ADULT_AGE = 18
 PROGRESS_EVERY = 5000  # CSV rows between progress updates
+FETCH_ROWS = 5000  # rows per round trip of the server-side cursor
 
-#: The ``rrating`` view's columns in its order, with the table (alias) each comes from.
-_COLUMN_SOURCES = ("r.rating_id", "r.ts", "r.session_id", "r.image_id", "r.category_id", "r.rating",
+#: Where each of ``SOURCE_COLUMNS`` comes from: the ``rrating`` view's columns with the person in
+#: place of the session, and the time as the database writes it (ISO, with its UTC offset).
+_COLUMN_SOURCES = ("r.rating_id", "r.ts::text", "p.person_id", "r.image_id", "r.category_id", "r.rating",
                    "sv.postalcode", "sv.country", "sv.age", "sv.monthly_gross_income", "sv.education", "sv.gender")
-RRATING_COLUMNS = tuple(source.split(".", 1)[1] for source in _COLUMN_SOURCES)
+CONSENTED = "sv.consent IS TRUE"
 _JOINS = """FROM rating r
 JOIN session se ON se.session_id = r.session_id
 JOIN person p ON p.person_id = se.person_id
@@ -67,7 +75,16 @@ class ExportFilters:
 
 
 def kept_ratings_sql(filters: ExportFilters):
-    """SELECT of the kept ratings with the ``rrating`` columns, in the view's order (psycopg ``sql.Composed``)."""
+    """SELECT of the kept (filtered, consenting) ratings with ``SOURCE_COLUMNS`` (psycopg ``sql.Composed``)."""
+    from psycopg import sql
+
+    columns = sql.SQL(", ").join(sql.SQL(source) for source in _COLUMN_SOURCES)
+    return sql.SQL("SELECT {} {} WHERE {} AND {}").format(columns, sql.SQL(_JOINS), _filter_conditions(filters),
+                                                         sql.SQL(CONSENTED))
+
+
+def _filter_conditions(filters: ExportFilters):
+    """The WHERE conditions of the filters (consent apart)."""
     from psycopg import sql
 
     conditions = [sql.SQL("r.rating IS NOT NULL")]
@@ -81,16 +98,14 @@ def kept_ratings_sql(filters: ExportFilters):
         conditions.append(sql.SQL("r.ts < {} + 1").format(sql.Literal(filters.until)))
     if filters.city is not None:
         conditions.append(sql.SQL("i.cityname = {}").format(sql.Literal(filters.city)))
-    columns = sql.SQL(", ").join(sql.SQL(source) for source in _COLUMN_SOURCES)
-    return sql.SQL("SELECT {} {} WHERE {}").format(columns, sql.SQL(_JOINS), sql.SQL(" AND ").join(conditions))
+    return sql.SQL(" AND ").join(conditions)
 
 
-def demographics_copy_sql(filters: ExportFilters):
-    """COPY of the kept ratings, by rating id, as CSV with a header row."""
+def demographics_sql(filters: ExportFilters):
+    """The kept ratings by rating id."""
     from psycopg import sql
 
-    return sql.SQL("COPY ({} ORDER BY r.rating_id) TO STDOUT WITH (FORMAT csv, HEADER)").format(
-        kept_ratings_sql(filters))
+    return sql.SQL("{} ORDER BY r.rating_id").format(kept_ratings_sql(filters))
 
 
 def image_totals_sql(filters: ExportFilters):
@@ -104,11 +119,29 @@ FROM totals t JOIN image i ON i.image_id = t.image_id LEFT JOIN image_geo g ON g
 ORDER BY t.image_id, t.category_id""").format(kept_ratings_sql(filters))
 
 
-def raters_sql(filters: ExportFilters):
-    """The number of distinct rating sessions among the kept ratings."""
+def consent_counts_sql(filters: ExportFilters):
+    """Among the ratings that pass the filters: ratings and participants (persons) with consent, and
+    ratings and participants without."""
     from psycopg import sql
 
-    return sql.SQL("SELECT count(DISTINCT session_id) FROM ({}) AS kept").format(kept_ratings_sql(filters))
+    return sql.SQL("""SELECT count(*) FILTER (WHERE {consent}), count(DISTINCT p.person_id) FILTER (WHERE {consent}),
+count(*) FILTER (WHERE NOT ({consent})), count(DISTINCT p.person_id) FILTER (WHERE NOT ({consent}))
+{joins} WHERE {conditions}""").format(consent=sql.SQL(CONSENTED), joins=sql.SQL(_JOINS),
+                                      conditions=_filter_conditions(filters))
+
+
+@dataclass(frozen=True)
+class ConsentCounts:
+    """Ratings and participants kept (consent = true) and left out (consent false or NULL)."""
+
+    ratings: int
+    participants: int
+    left_out_ratings: int
+    left_out_participants: int
+
+    def note(self) -> str:
+        return (f"left out {self.left_out_ratings} ratings by {self.left_out_participants} participants without "
+                "consent (consent false or not given)")
 
 
 CITY_NAMES_SQL = "SELECT DISTINCT cityname FROM image WHERE cityname IS NOT NULL ORDER BY 1 LIMIT 20"
@@ -195,19 +228,28 @@ class ExportSummary:
     out_dir: Path
     source: str
     filters: ExportFilters
-    ratings: int
-    raters: int
+    privacy: Privacy
+    consent: ConsentCounts
     features: int
     category_ratings: dict[str, int]
     rated_images: dict[str, int]
     notes: list[str]
+
+    @property
+    def ratings(self) -> int:
+        return self.consent.ratings
+
+    @property
+    def raters(self) -> int:
+        return self.consent.participants
 
 
 def prepare_output_dir(out_dir: str | Path) -> Path:
     """Make ``out_dir`` (and its parents) if needed; PerceptError if it cannot hold the files."""
     root = Path(out_dir)
     if root.exists() and not root.is_dir():
-        raise PerceptError(f"-o {root} is a file: give a folder for {GEOJSON_NAME} and {DEMOGRAPHICS_NAME}")
+        raise PerceptError(f"-o {root} is a file: give a folder for {GEOJSON_NAME}, {DEMOGRAPHICS_NAME} and "
+                           f"{README_NAME}")
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -217,53 +259,80 @@ def prepare_output_dir(out_dir: str | Path) -> Path:
 
 
 def export_survey(conninfo: str, out_dir: str | Path, filters: ExportFilters = ExportFilters(),
-                  log: Callable[[str], None] = lambda message: None,
+                  privacy: Privacy | None = None, log: Callable[[str], None] = lambda message: None,
                   progress: Callable[[int, int], None] = lambda done, total: None) -> ExportSummary:
-    """Write ``data.geojson`` and ``demographics.csv`` into ``out_dir`` from one read-only snapshot.
+    """Write ``data.geojson``, ``demographics.csv`` and ``README.txt`` into ``out_dir`` from one read-only
+    snapshot, with raters' ``privacy`` (default: pseudonyms with a random key, no coarsening).
 
     ``progress(done, total)`` follows the CSV rows; existing files of those names are replaced,
-    and neither file changes when the export fails.
+    and none of them changes when the export fails.
     """
     from percept.city.survey_db import describe_target, read_only_snapshot
 
+    privacy = privacy or Privacy()
     root = prepare_output_dir(out_dir)
     source = describe_target(conninfo)
     log(f"reading the survey from {source} ({filters.describe()})")
+    if privacy.pseudonyms.from_random_key:
+        log(f"no pseudonym key (--pseudonym-key or {KEY_ENV}): raters get pseudonyms from a random key that "
+            "this export alone uses, so they match no other export")
     with read_only_snapshot(conninfo) as cursor:
         cursor.execute("SET LOCAL datestyle TO 'ISO'")
+        cursor.execute(consent_counts_sql(filters))
+        consent = ConsentCounts(*cursor.fetchone())
+        if not consent.ratings:
+            raise PerceptError(_no_ratings_message(cursor, source, filters, consent))
         cursor.execute(image_totals_sql(filters))
         shaped = build_features(cursor.fetchall())
-        if not shaped.ratings:
-            raise PerceptError(_no_ratings_message(cursor, source, filters))
-        cursor.execute(raters_sql(filters))
-        raters = cursor.fetchone()[0]
-        _write_files(cursor, root, filters, shaped, progress)
-    return ExportSummary(root, source, filters, shaped.ratings, raters, len(shaped.features),
-                         shaped.category_ratings, shaped.rated_images, shaped.notes())
+        summary = ExportSummary(root, source, filters, privacy, consent, len(shaped.features),
+                                shaped.category_ratings, shaped.rated_images, shaped.notes())
+        _write_files(cursor, root, summary, shaped, progress)
+    return summary
 
 
-def _write_files(cursor, root: Path, filters: ExportFilters, shaped: SurveyFeatures,
+def _write_files(cursor, root: Path, summary: ExportSummary, shaped: SurveyFeatures,
                  progress: Callable[[int, int], None]) -> None:
-    """Both files, renamed into place together once both are complete."""
+    """The three files, renamed into place together once all are complete; the CSV readable by its owner only."""
+    readme = readme_text(ReadmeFacts(
+        written_at=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), source=summary.source,
+        filters=summary.filters.describe(), privacy=summary.privacy, ratings=summary.ratings,
+        participants=summary.raters, features=summary.features, left_out_ratings=summary.consent.left_out_ratings,
+        left_out_participants=summary.consent.left_out_participants))
     try:
-        with atomic_path(root / DEMOGRAPHICS_NAME) as csv_tmp, atomic_path(root / GEOJSON_NAME) as geo_tmp:
-            with open(csv_tmp, "wb") as handle, cursor.copy(demographics_copy_sql(filters)) as copy:
-                rows = -1  # the header row
-                for data in copy:
-                    handle.write(data)
-                    rows += 1
-                    if rows % PROGRESS_EVERY == 0:
-                        progress(rows, shaped.ratings)
-                progress(rows, shaped.ratings)
+        with atomic_path(root / DEMOGRAPHICS_NAME) as csv_tmp, atomic_path(root / GEOJSON_NAME) as geo_tmp, \
+                atomic_path(root / README_NAME) as readme_tmp:
+            csv_tmp.chmod(0o600)
+            with open(csv_tmp, "w", encoding="utf-8", newline="") as handle:
+                _write_ratings(cursor, handle, summary, progress)
             with open(geo_tmp, "w", encoding="utf-8", newline="") as handle:
                 handle.writelines(feature_collection_chunks(shaped.features))
+            readme_tmp.write_text(readme, encoding="utf-8")
     except OSError as exc:
         raise PerceptError(f"cannot write into {root} ({exc.strerror or exc}): "
                            "check the -o folder's space and permissions") from None
 
 
-def _no_ratings_message(cursor, source: str, filters: ExportFilters) -> str:
+def _write_ratings(cursor, handle, summary: ExportSummary, progress: Callable[[int, int], None]) -> None:
+    """The kept ratings as CSV rows, streamed from a server-side cursor and shaped by the privacy settings."""
+    writer = csv.writer(handle, lineterminator="\n")
+    writer.writerow(summary.privacy.columns)
+    shape = summary.privacy.row_shaper()
+    done = 0
+    with cursor.connection.cursor(name="percept_export_ratings") as rows:
+        rows.itersize = FETCH_ROWS
+        rows.execute(demographics_sql(summary.filters))
+        for row in rows:
+            writer.writerow(shape(row))
+            done += 1
+            if done % PROGRESS_EVERY == 0:
+                progress(done, summary.ratings)
+    progress(done, summary.ratings)
+
+
+def _no_ratings_message(cursor, source: str, filters: ExportFilters, consent: ConsentCounts) -> str:
     message = f"no ratings in {source} pass the filters ({filters.describe()})"
+    if consent.left_out_ratings:
+        message += f" with consent; {consent.note()}"
     if filters.city is not None:
         cursor.execute(CITY_NAMES_SQL)
         cities = [row[0] for row in cursor.fetchall()]

@@ -7,7 +7,9 @@ import sys
 from datetime import date
 
 from percept.categories import CATEGORIES
+from percept.city.survey_privacy import DEFAULT_POSTCODE_CHARS, KEY_ENV, MIN_KEY_CHARS
 from percept.cli.common import ArgumentParser, stderr_messages
+from percept.errors import PerceptError
 
 
 def register(subparsers) -> None:
@@ -17,11 +19,13 @@ def register(subparsers) -> None:
     commands = parser.add_subparsers(dest="survey_command", metavar="SUBCOMMAND", parser_class=ArgumentParser,
                                      required=True)
     export = commands.add_parser(
-        "export", help="write data.geojson and demographics.csv from the survey database",
+        "export", help="write data.geojson, demographics.csv and README.txt from the survey database",
         description="Read the survey database in one read-only transaction and write DIR/data.geojson (one "
                     "Point feature per rated image: image_id, url, average_<category> and count_<category> "
-                    "over the ratings kept) and DIR/demographics.csv (the rrating view's columns, one row per "
-                    "rating), the files clip_retrieval_knn and percept read with -g and -d. Existing files of "
+                    "over the ratings kept), DIR/demographics.csv (the rrating view's columns, one row per "
+                    "rating, the rater as a keyed pseudonym) and DIR/README.txt (what the files hold and how "
+                    "they were made); the first two are the files clip_retrieval_knn and percept read with -g "
+                    "and -d. Only ratings of participants with consent = true are exported. Existing files of "
                     "those names in DIR are replaced. Times are in the database session's time zone (PGTZ "
                     "sets it).")
     export.add_argument("--db", required=True, metavar="URL",
@@ -36,6 +40,16 @@ def register(subparsers) -> None:
     export.add_argument("--since", type=iso_date, metavar="YYYY-MM-DD", help="keep ratings from this day on")
     export.add_argument("--until", type=iso_date, metavar="YYYY-MM-DD", help="keep ratings up to this day")
     export.add_argument("--city", metavar="NAME", help="keep ratings of images whose cityname is NAME")
+    export.add_argument("--pseudonym-key", metavar="KEY",
+                        help=f"secret key (at least {MIN_KEY_CHARS} characters) for the raters' pseudonyms; the same "
+                             f"key gives the same pseudonyms in every export (default: ${KEY_ENV}, which keeps the "
+                             "key out of the shell history; without either, a random key for this export alone)")
+    export.add_argument("--coarsen", action="store_true",
+                        help="write ages as bands (18-24, 25-34, 35-44, 45-54, 55-64, 65+), cut postcodes to "
+                             "their first characters, drop income, and add region (NL or non-NL)")
+    export.add_argument("--postcode-digits", type=int, metavar="N",
+                        help=f"with --coarsen, keep the first N characters of postcodes (default "
+                             f"{DEFAULT_POSTCODE_CHARS}; 0 keeps none)")
     export.add_argument("--quiet", "-q", action="store_true", help="print nothing")
     export.set_defaults(run=run_export)
 
@@ -49,10 +63,17 @@ def iso_date(text: str) -> date:
 
 def run_export(args) -> int:
     from percept.city.survey_export import ExportFilters, export_survey
+    from percept.city.survey_privacy import Coarsening, Privacy, resolve_pseudonyms
 
     filters = ExportFilters(adults_only=args.adults_only, enabled_only=args.enabled_only,
                             since=args.since, until=args.until, city=args.city)
-    summary = export_survey(args.db, args.output, filters, log=stderr_messages(args.quiet),
+    if args.postcode_digits is not None and not args.coarsen:
+        raise PerceptError("--postcode-digits applies to coarsened exports: add --coarsen")
+    coarsening = None
+    if args.coarsen:
+        coarsening = Coarsening(DEFAULT_POSTCODE_CHARS if args.postcode_digits is None else args.postcode_digits)
+    privacy = Privacy(resolve_pseudonyms(args.pseudonym_key), coarsening)
+    summary = export_survey(args.db, args.output, filters, privacy, log=stderr_messages(args.quiet),
                             progress=_progress_bar(args.quiet))
     if not args.quiet:
         print(summary_text(summary))
@@ -78,8 +99,10 @@ def _progress_bar(quiet: bool):
 
 def summary_text(summary) -> str:
     """What was written, the ratings per category, and any notes."""
-    lines = [f"exported {summary.ratings} ratings by {summary.raters} raters of {summary.features} images "
-             f"from {summary.source} to {summary.out_dir}: data.geojson, demographics.csv",
+    coarse = ", coarsened" if summary.privacy.coarsening is not None else ""
+    lines = [(f"exported {summary.ratings} ratings by {summary.raters} raters of {summary.features} images "
+              f"from {summary.source} to {summary.out_dir}: data.geojson, demographics.csv{coarse}, README.txt"),
+             f"consent: {summary.consent.note()}",
              f"{'category':<14}{'rated images':>14}{'ratings':>10}"]
     lines += [f"{c:<14}{summary.rated_images[c]:>14}{summary.category_ratings[c]:>10}" for c in CATEGORIES]
     lines += [f"note: {note}" for note in summary.notes]

@@ -1,4 +1,9 @@
-"""The demographic filters of individual ratings: their flags, parsing and the region rule."""
+"""The demographic filters of individual ratings: their flags, parsing, the region rule and age bands.
+
+Ages are whole years or, in coarsened files, bands such as ``25-34`` or ``65+``. ``--age LO,HI``
+keeps an age band only when the whole band lies within LO..HI: ``--age 25,44`` keeps 25-34 and
+35-44, and ``--age 30,49`` keeps only 35-44, as 25-34 and 45-54 straddle its ends.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ NL_COUNTRY = re.compile(r"^NL$|Nederland|Netherlands|Dutch|Utrecht|Amsterdam|net
 NL_POSTCODE = re.compile(r"^[0-9]{4} *[A-Z]{2}$")
 REGIONS = ("NL", "non-NL")
 MAX_AGE = 120
+AGE_BAND = re.compile(r"^(\d{1,3}) *[-\u2013] *(\d{1,3})$|^(\d{1,3}) *\+$")
 
 
 @dataclass(frozen=True)
@@ -68,3 +74,19 @@ def in_netherlands(country, postcode) -> bool:
     """The original tool's NL rule: country matches its pattern (at the start) or a Dutch postcode."""
     return ((isinstance(country, str) and NL_COUNTRY.match(country) is not None)
             or (isinstance(postcode, str) and NL_POSTCODE.match(postcode) is not None))
+
+
+def age_band_label(low: int, high: int | None) -> str:
+    """``25-34``, or ``65+`` for an open band (``high`` None)."""
+    return f"{low}+" if high is None else f"{low}-{high}"
+
+
+def parse_age_band(text: str) -> tuple[int, int] | None:
+    """``25-34`` → (25, 34); ``65+`` → (65, MAX_AGE); None when ``text`` is no age band."""
+    match = AGE_BAND.match(text.strip())
+    if match is None:
+        return None
+    if match.group(3) is not None:
+        return int(match.group(3)), max(int(match.group(3)), MAX_AGE)
+    low, high = int(match.group(1)), int(match.group(2))
+    return (low, high) if low <= high else None

@@ -113,7 +113,7 @@ def load_dataset(selection: DataSelection, log: Log = print) -> Dataset:
         from percept.data.ratings import filter_ratings, load_ratings, rating_samples
 
         ratings = filter_ratings(load_ratings(selection.demographics, selection.filters.columns()),
-                                 selection.filters)
+                                 selection.filters, log)
         sample_set = rating_samples(names, survey, ratings)
         if sample_set.unrated:
             log(f"{sample_set.unrated} images have no rating that passes the filters")

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from percept.data.filters import in_netherlands
-from percept.data.ratings import REGION_COLUMN
+from percept.data.ratings import REGION_COLUMN, age_bounds
 from percept.data.survey import Samples
 from percept.errors import PerceptError
 from percept.model.knn import KNNRegressor
@@ -121,16 +121,17 @@ def group_labels(ratings: pd.DataFrame, spec: GroupSpec) -> np.ndarray:
     """Group name of each rating row (object array; None when the row belongs to no group).
 
     ``region``: the home country's code when the rating is from there
-    (:func:`home_country_rule`), else ``non-`` and the code.
+    (:func:`home_country_rule`), else ``non-`` and the code. ``age``: a rating joins a bin when its age, or
+    the whole of its age band (coarsened exports), lies in the bin.
     """
     if spec.column == "region":
         return _region_labels(ratings, spec.home_country or (DEFAULT_HOME_COUNTRY,))
     _require(ratings, (spec.column,), spec.column)
     if spec.column == "age":
-        ages = pd.to_numeric(ratings["age"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-        labels = np.full(len(ages), None, dtype=object)
+        youngest, oldest = age_bounds(ratings["age"])  # exact ages, or the bands of a coarsened export
+        labels = np.full(len(youngest), None, dtype=object)
         for low, high in spec.age_bins:
-            labels[(ages >= low) & (ages <= high)] = f"{low}-{high}"
+            labels[(youngest >= low) & (oldest <= high)] = f"{low}-{high}"
         return labels
     values = ratings[spec.column]
     return np.array([v if isinstance(v, str) and v else None for v in values], dtype=object)
