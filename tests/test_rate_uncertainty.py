@@ -169,11 +169,11 @@ def test_percept_map_reads_rated_files_with_uncertainty_columns(tmp_path, survey
         assert percept_main(["map", "--rated", str(rated), "--category", "walkability", "--hex", "200",
                              "--out", str(out), "--quiet", *value]) == 0, capsys.readouterr().err
         hexagons = json.loads(out.read_text())["features"]
-        assert hexagons and all(f["properties"]["walkability"] is not None for f in hexagons)
+        assert hexagons and all(f["properties"]["mean"] is not None for f in hexagons)
     table = pd.read_csv(rated) if suffix == ".csv" else geojson_table(rated) if suffix == ".geojson" \
         else pd.read_parquet(rated)
     sd_mean = json.loads((tmp_path / "map2.geojson").read_text())["features"]
-    assert max(f["properties"]["walkability"] for f in sd_mean) <= table["walkability_sd"].max() + 1e-9
+    assert max(f["properties"]["mean"] for f in sd_mean) <= table["walkability_sd"].max() + 1e-9
 
 
 def test_a_zero_vector_gets_empty_scores_sd_and_similarity(tmp_path, survey, city):

@@ -16,10 +16,9 @@ Each row carries its scores, their ``<category>_sd``, ``best_similarity``, ``out
 from __future__ import annotations
 
 import json
-import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -37,19 +36,22 @@ from percept.data.embeddings import (
     read_metadata,
     required_parts,
 )
-from percept.data.locations import Locations, location_key
+from percept.data.locations import Locations, location_key, panorama_id
 from percept.data.vector_checks import check_rows, refuse_nonfinite
 from percept.environment.combining import combine
 from percept.errors import PerceptError
 from percept.model.devices import make_scorer
-from percept.model.estimates import Estimates, Estimator
+from percept.model.estimates import Estimates, Estimator, interval_level
 from percept.model.io import ExportedModel
 from percept.model.knn import l2_normalise
 from percept.read_ahead import read_ahead
 
 DEFAULT_CHUNK = 4096
+#: Where rated files keep their metadata (the model card's id, the intervals' level).
+METADATA_KEY = "percept"
+#: The share of out-of-domain rows above which rating warns.
+OUT_OF_DOMAIN_WARNING = 0.05
 OUTPUT_SUFFIXES = (".csv", ".parquet", ".geoparquet", ".geojson")
-PANORAMA_CROP = re.compile(r"^(?P<id>.+)_x\d+\.[^./]+$")
 GEO_METADATA = {"version": "1.0.0", "primary_column": "geometry",
                 "columns": {"geometry": {"encoding": "WKB", "geometry_types": ["Point"]}}}
 
@@ -90,6 +92,17 @@ class RateSummary:
     zero: ZeroRows = field(default_factory=ZeroRows)  # rows whose scores were left empty
     in_survey: int = 0
     out_of_domain: int = 0
+    scored: int = 0  # rows with scores (zero vectors have none)
+    level: float | None = None  # the prediction intervals' level (None: none written)
+
+    def domain_warning(self) -> str | None:
+        """One line when more than :data:`OUT_OF_DOMAIN_WARNING` of the scored rows lie outside the survey's domain."""
+        share = self.out_of_domain / self.scored if self.scored else 0.0
+        if share <= OUT_OF_DOMAIN_WARNING:
+            return None
+        return (f"warning: {share:.0%} of the rated images ({self.out_of_domain} of {self.scored}) lie outside the "
+                "survey's domain (less like the survey than 95 % of its images are like each other): their scores "
+                "extrapolate; map them with 'percept map --value out_of_domain' and rate images like them in the survey")
 
     def warning(self) -> str | None:
         """One line about the zero vectors whose scores were left empty (None when there were none)."""
@@ -207,13 +220,6 @@ def _global_reader(parts: list[tuple[PartReader, list[str]]]):
     return read
 
 
-def panorama_id(name: str) -> str:
-    """``<image id>_x<number>.<ext>`` → ``<image id>``; other names → their file name."""
-    base = location_key(name)
-    match = PANORAMA_CROP.match(base)
-    return match.group("id") if match else base
-
-
 def single_chunks(rows: Iterator[tuple[list[str], np.ndarray]]) -> Iterator[Chunk]:
     """One rated item per embedding row."""
     for names, vectors in rows:
@@ -281,30 +287,32 @@ def output_kind(path: str | Path, located: bool) -> str:
 
 
 def make_estimator(model: ExportedModel, k: int | None = None, average_panoramic: bool = False,
-                   device: str = "cpu", threads: int | None = None) -> Estimator:
+                   device: str = "cpu", threads: int | None = None, interval: float | None = None) -> Estimator:
     """The estimator rating uses: survey images matched by file name (or panorama id), scoring on
-    ``device`` (``auto``, ``cpu`` with ``threads`` threads, or ``cuda``)."""
+    ``device`` (``auto``, ``cpu`` with ``threads`` threads, or ``cuda``), intervals at level ``interval``
+    (None: the default where the model is calibrated; 0: none)."""
     return Estimator(model, k=k, image_key=panorama_id if average_panoramic else location_key,
-                     scorer=make_scorer(model, k=k, device=device, threads=threads))
+                     scorer=make_scorer(model, k=k, device=device, threads=threads), interval=interval)
 
 
 def rate(model: ExportedModel, embeddings_dir: str | Path, out: str | Path, *, locations: Locations | None = None,
          average_panoramic: bool = False, chunk_size: int = DEFAULT_CHUNK, k: int | None = None,
          text_dir: str | Path | None = None, include_self: bool = False, device: str = "cpu",
-         threads: int | None = None, estimate_chunks: ChunkEstimator | None = None,
+         threads: int | None = None, interval: float | None = None, estimate_chunks: ChunkEstimator | None = None,
          quiet: bool = False) -> RateSummary:
     """Score every embedding row (or panorama) in all five categories and write them to ``out``.
 
     Rows named after survey images of the model are scored without their own samples unless ``include_self``.
     Scoring runs here on ``device`` with ``threads`` threads, or in ``estimate_chunks`` (an engine's
     workers, which must estimate as :func:`estimate_chunk` does); chunks and output are the same either way.
+    ``interval`` is the level of the prediction intervals (:func:`make_estimator`).
     """
     if chunk_size < 1:
         raise PerceptError(f"the chunk size must be a positive number of rows, got {chunk_size}")
     method = check_rateable(model, text_dir)
     kind = output_kind(out, locations is not None)
     if estimate_chunks is None:
-        estimator = make_estimator(model, k, average_panoramic, device, threads)
+        estimator = make_estimator(model, k, average_panoramic, device, threads, interval)
         # each chunk is scored on a thread while the one before is written
         estimate_chunks = lambda chunks: read_ahead((c, estimate_chunk(estimator, c, include_self)) for c in chunks)
     parts = _parts(Path(embeddings_dir), "img")
@@ -318,14 +326,19 @@ def rate(model: ExportedModel, embeddings_dir: str | Path, out: str | Path, *, l
     else:
         chunks = single_chunks(rows)
     del parts
-    written = unlocated = in_survey = out_of_domain = 0
-    with atomic_path(out) as tmp, _Writer(kind, tmp) as write, \
+    written = unlocated = in_survey = out_of_domain = scored = 0
+    level = None
+    metadata = {"model_card": model.card.get("id") if model.card else None,
+                "interval_level": interval_level(model, interval)}
+    with atomic_path(out) as tmp, _Writer(kind, tmp, metadata) as write, \
             tqdm(total=total, unit="img", disable=quiet, desc="rating") as progress:
         # the next chunk is read while this one is scored
         for chunk, estimates in estimate_chunks(read_ahead(_checked(chunks, model.dim))):
             table = _table(chunk, model.categories, estimates, average_panoramic)
             in_survey += int(estimates.in_survey.sum())
             out_of_domain += int(estimates.out_of_domain.sum())
+            scored += int(np.isfinite(estimates.best_similarity).sum())
+            level = estimates.level
             if locations is not None:
                 where = locations.lookup(chunk.names, chunk.first_crop)
                 table = pd.concat([table, where], axis=1)
@@ -333,7 +346,7 @@ def rate(model: ExportedModel, embeddings_dir: str | Path, out: str | Path, *, l
             write(table)
             written += len(table)
             progress.update(int(chunk.crops.sum()))
-    return RateSummary(written, unlocated, Path(out), zero, in_survey, out_of_domain)
+    return RateSummary(written, unlocated, Path(out), zero, in_survey, out_of_domain, scored, level)
 
 
 def _checked(chunks: Iterator[Chunk], dim: int) -> Iterator[Chunk]:
@@ -350,13 +363,10 @@ def estimate_chunk(estimator: Estimator, chunk: Chunk, include_self: bool) -> Es
     usable = chunk.vectors.any(axis=1)
     if usable.all():
         return estimator.estimate(chunk.vectors, chunk.names, include_self)
-    width = len(estimator.categories)
-    out = Estimates(np.full((len(usable), width), np.nan), np.full((len(usable), width), np.nan),
-                    np.full(len(usable), np.nan), np.zeros(len(usable), dtype=bool), estimator.in_survey(chunk.names))
+    out = Estimates.empty(len(usable), len(estimator.categories), estimator.in_survey(chunk.names), estimator.level)
     if usable.any():
         found = estimator.estimate(chunk.vectors[usable], [n for n, u in zip(chunk.names, usable) if u], include_self)
-        out.scores[usable], out.sd[usable] = found.scores, found.sd
-        out.best_similarity[usable], out.out_of_domain[usable] = found.best_similarity, found.out_of_domain
+        out.fill(usable, found)
     return out
 
 
@@ -368,17 +378,24 @@ def _table(chunk: Chunk, categories: list[str], estimates: Estimates, panoramic:
         table[category] = estimates.scores[:, column]
     for column, category in enumerate(categories):
         table[f"{category}_sd"] = estimates.sd[:, column]
+    if estimates.level is not None:
+        for column, category in enumerate(categories):
+            table[f"{category}_lo"] = estimates.lo[:, column]
+            table[f"{category}_hi"] = estimates.hi[:, column]
     table["best_similarity"] = estimates.best_similarity
+    table["dissimilarity"] = estimates.dissimilarity
     table["out_of_domain"] = estimates.out_of_domain
     table["in_survey"] = estimates.in_survey
     return table
 
 
 class _Writer:
-    """Context manager giving a ``write(table)`` function that appends chunks to a file of one kind."""
+    """Context manager giving a ``write(table)`` function that appends chunks to a file of one kind;
+    ``metadata`` (JSON) goes into the file where its format has room: a GeoJSON member and Parquet
+    schema metadata, both under :data:`METADATA_KEY`."""
 
-    def __init__(self, kind: str, path: Path):
-        self.kind, self.path = kind, path
+    def __init__(self, kind: str, path: Path, metadata: dict):
+        self.kind, self.path, self.metadata = kind, path, metadata
         self.handle = self.parquet = None
         self.first = True
 
@@ -386,7 +403,8 @@ class _Writer:
         if self.kind in ("csv", "geojson"):
             self.handle = open(self.path, "w", encoding="utf-8", newline="")
             if self.kind == "geojson":
-                self.handle.write('{"type": "FeatureCollection", "features": [\n')
+                self.handle.write(f'{{"type": "FeatureCollection", "{METADATA_KEY}": {json.dumps(self.metadata)}, '
+                                  '"features": [\n')
         return self.write
 
     def write(self, table: pd.DataFrame) -> None:
@@ -417,6 +435,7 @@ class _Writer:
                                                              type=pa.binary()))
         if self.parquet is None:
             schema = arrow.schema
+            schema = schema.with_metadata({**(schema.metadata or {}), METADATA_KEY.encode(): json.dumps(self.metadata)})
             if self.kind == "geoparquet":
                 schema = schema.with_metadata({**(schema.metadata or {}), b"geo": json.dumps(GEO_METADATA).encode()})
             self.parquet = pq.ParquetWriter(arrow_path(self.path), schema)
@@ -444,7 +463,8 @@ def _wkb_points(lon: pd.Series, lat: pd.Series) -> list[bytes | None]:
 @dataclass
 class RatedPoints:
     """Rated images with locations: names, lon/lat and scores (n x categories), and their uncertainty
-    where the file has it (sd n x categories, NaN where a column is missing)."""
+    where the file has it: sd, interval bounds lo/hi (n x categories, NaN where a column is missing),
+    best similarity, dissimilarity and the flags (n,); None when the file has none of a kind."""
 
     names: np.ndarray
     lon: np.ndarray
@@ -455,57 +475,120 @@ class RatedPoints:
     best_similarity: np.ndarray | None = None
     out_of_domain: np.ndarray | None = None
     in_survey: np.ndarray | None = None
+    lo: np.ndarray | None = None
+    hi: np.ndarray | None = None
+    dissimilarity: np.ndarray | None = None
+    metadata: dict = field(default_factory=dict)  # what rating recorded (model card id, interval level)
+
+
+def rated_metadata(path: str | Path) -> dict:
+    """The metadata ``percept rate`` keeps in a GeoJSON or (Geo)Parquet file ({} for CSV, other files or none)."""
+    path = Path(path)
+    try:
+        if path.suffix.lower() in (".parquet", ".geoparquet"):
+            found = (pq.read_schema(arrow_path(path)).metadata or {}).get(METADATA_KEY.encode())
+            found = json.loads(found) if found else {}
+        elif path.suffix.lower() in (".geojson", ".json"):
+            with open(path, "rb") as handle:  # the member comes before the features: read the head only
+                head = handle.read(4096).decode("utf-8", errors="replace")
+            start = head.find(f'"{METADATA_KEY}": ')
+            found = json.JSONDecoder().raw_decode(head, start + len(METADATA_KEY) + 4)[0] if start >= 0 else {}
+        else:
+            found = {}
+    except (OSError, ValueError, pa.ArrowException):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+class NotRatedError(PerceptError):
+    """The file is not one ``percept rate`` writes (no image column, not point features, another format)."""
 
 
 def read_rated(path: str | Path) -> RatedPoints:
-    """Read a file written by :func:`rate` with locations (CSV, (Geo)Parquet or GeoJSON); unlocated rows are dropped."""
+    """Read a file written by :func:`rate` with locations (CSV, Parquet, GeoParquet or GeoJSON); unlocated
+    rows are dropped. Raises :class:`NotRatedError` for a file of another kind."""
     path = Path(path)
     if not path.exists():
         raise PerceptError(f"rated file {path} does not exist: make it with 'percept rate ... --locations FILE'")
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".csv":
-            table = pd.read_csv(path)
-        elif suffix in (".parquet", ".geoparquet"):
-            table = pd.read_parquet(arrow_path(path))
-        elif suffix in (".geojson", ".json"):
-            table = _geojson_table(path)
-        else:
-            raise PerceptError(f"cannot read rated file {path}: expected .csv, .parquet or .geojson")
-    except (OSError, ValueError, pa.ArrowException, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise PerceptError(f"cannot read rated file {path} ({exc}): re-run 'percept rate'") from None
+    table = _rated_table(path)
+    if "image" not in table.columns:
+        raise NotRatedError(f"rated file {path} has no image column: it was not written by 'percept rate'")
     categories = [c for c in CATEGORIES if c in table.columns]
-    if "lon" not in table.columns or "lat" not in table.columns or "image" not in table.columns or not categories:
-        raise PerceptError(f"rated file {path} lacks image, lon, lat or score columns: rate with --locations FILE")
+    if "lon" not in table.columns or "lat" not in table.columns or not categories:
+        raise PerceptError(f"rated file {path} lacks lon, lat or score columns: rate with --locations FILE")
     for column in ("lon", "lat", *categories):
         table[column] = _numbers(table[column], path, column)
     table = table[table["lon"].notna() & table["lat"].notna()]
     return RatedPoints(table["image"].astype(str).to_numpy(), table["lon"].to_numpy(np.float64),
                        table["lat"].to_numpy(np.float64), table[categories].to_numpy(np.float64), categories,
-                       **_uncertainty_columns(table, categories))
+                       **_uncertainty_columns(table, categories), metadata=rated_metadata(path))
+
+
+def _rated_table(path: Path) -> pd.DataFrame:
+    """The rows of a rated file by its suffix, with lon/lat taken from a WKB geometry where they are missing."""
+    suffix = path.suffix.lower()
+    if suffix not in (*OUTPUT_SUFFIXES, ".json"):
+        raise NotRatedError(f"cannot read rated file {path}: expected {', '.join(OUTPUT_SUFFIXES)}")
+    try:
+        if suffix == ".csv":
+            return pd.read_csv(path)
+        if suffix in (".parquet", ".geoparquet"):
+            return _with_lonlat(pd.read_parquet(arrow_path(path)))
+        return _geojson_table(path)
+    except (OSError, ValueError, pa.ArrowException, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise PerceptError(f"cannot read rated file {path} ({exc}): re-run 'percept rate'") from None
+
+
+def _with_lonlat(table: pd.DataFrame) -> pd.DataFrame:
+    """A (Geo)Parquet table with ``lon``/``lat``, decoded from its WKB Point ``geometry`` when it lacks them."""
+    if {"lon", "lat"} <= set(table.columns) or "geometry" not in table.columns:
+        return table
+    points = [_wkb_point(value) for value in table["geometry"]]
+    return table.assign(lon=[p[0] for p in points], lat=[p[1] for p in points])
+
+
+def _wkb_point(value) -> tuple[float, float]:
+    """(x, y) of a 2D WKB Point (either byte order); NaN for missing or other geometries."""
+    if not isinstance(value, (bytes, bytearray)) or len(value) < 21:
+        return np.nan, np.nan
+    order = "<" if value[0] == 1 else ">"
+    kind = int(np.frombuffer(value[1:5], f"{order}u4")[0])
+    if kind != 1:
+        return np.nan, np.nan
+    x, y = np.frombuffer(value[5:21], f"{order}f8")
+    return float(x), float(y)
 
 
 def _uncertainty_columns(table: pd.DataFrame, categories: list[str]) -> dict:
-    """The sd, best similarity and flags of a rated file, where it has them (files rated before lack them)."""
+    """The sd, interval bounds, best similarity, dissimilarity and flags of a rated file, where it has them
+    (files rated before lack them)."""
     found = {}
-    sd_columns = [f"{c}_sd" for c in categories]
-    if any(column in table.columns for column in sd_columns):
-        found["sd"] = np.column_stack([pd.to_numeric(table[column], errors="coerce").to_numpy(np.float64)
-                                       if column in table.columns else np.full(len(table), np.nan)
-                                       for column in sd_columns])
-    if "best_similarity" in table.columns:
-        found["best_similarity"] = pd.to_numeric(table["best_similarity"], errors="coerce").to_numpy(np.float64)
+    for name in ("sd", "lo", "hi"):
+        per_category = _per_category(table, [f"{c}_{name}" for c in categories])
+        if per_category is not None:
+            found[name] = per_category
+    for column in ("best_similarity", "dissimilarity"):
+        if column in table.columns:
+            found[column] = pd.to_numeric(table[column], errors="coerce").to_numpy(np.float64)
     for flag in ("out_of_domain", "in_survey"):
         if flag in table.columns:
             found[flag] = table[flag].map(_flag).to_numpy(dtype=bool)
     return found
 
 
+def _per_category(table: pd.DataFrame, columns: list[str]) -> np.ndarray | None:
+    """(n, len(columns)) numbers, NaN for a missing column or cell; None when all the columns are missing."""
+    if not any(column in table.columns for column in columns):
+        return None
+    return np.column_stack([pd.to_numeric(table[column], errors="coerce").to_numpy(np.float64)
+                            if column in table.columns else np.full(len(table), np.nan) for column in columns])
+
+
 def _flag(value) -> bool:
     """A true/false cell as written to CSV, Parquet or GeoJSON."""
     if isinstance(value, str):
         return value.strip().lower() in ("true", "1")
-    return bool(value) if value is not None and value == value else False
+    return False if pd.isna(value) else bool(value)
 
 
 def _numbers(values: pd.Series, path: Path, column: str) -> pd.Series:
@@ -523,13 +606,20 @@ def _numbers(values: pd.Series, path: Path, column: str) -> pd.Series:
 
 def _geojson_table(path: Path) -> pd.DataFrame:
     data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict) or not isinstance(data.get("features"), list):
+        raise NotRatedError(f"rated file {path} is not a GeoJSON FeatureCollection")
     rows = []
-    for number, feature in enumerate(data.get("features", []) if isinstance(data, dict) else []):
-        geometry = (feature.get("geometry") or {}) if isinstance(feature, dict) else None
-        coords = (geometry.get("coordinates") or [None, None]) if isinstance(geometry, dict) else None
-        props = (feature.get("properties") or {}) if isinstance(feature, dict) else None
-        if not isinstance(props, dict) or not isinstance(coords, list) or len(coords) < 2:
-            raise PerceptError(f"rated file {path}: feature {number} is not a Point feature with properties: "
-                               "re-run 'percept rate'")
+    for number, feature in enumerate(data["features"]):
+        feature = feature if isinstance(feature, dict) else {}
+        geometry, props = feature.get("geometry"), feature.get("properties")
+        if geometry is None and isinstance(props, dict):
+            rows.append({**props, "lon": None, "lat": None})  # rated without a location
+            continue
+        geometry = geometry if isinstance(geometry, dict) else {}
+        coords = geometry.get("coordinates")
+        if not isinstance(props, dict) or geometry.get("type") != "Point" or not isinstance(coords, list) \
+                or len(coords) < 2:
+            raise NotRatedError(f"rated file {path}: feature {number} is not a Point feature with properties, "
+                                "as 'percept rate' writes")
         rows.append({**props, "lon": coords[0], "lat": coords[1]})
     return pd.DataFrame(rows)

@@ -3,7 +3,8 @@
 ``.gpkg``, ``.geojson``/``.json``, ``.shp`` and ``.fgb`` are read with geopandas (pyogrio);
 ``.osm.pbf`` extracts with pyrosm (its street network). Lines and polygon outlines are
 reprojected into the map's CRS and cut to its extent. When the reader is not installed
-the map is drawn without a basemap and a message says what to install.
+the map is drawn without a basemap and a message says what to install. A map over an
+OpenStreetMap extract credits it ("© OpenStreetMap contributors").
 """
 
 from __future__ import annotations
@@ -20,6 +21,16 @@ from percept.study.hexgrid import WGS84
 VECTOR_SUFFIXES = (".gpkg", ".geojson", ".json", ".shp", ".fgb")
 PBF_SUFFIX = ".osm.pbf"
 INSTALL = "pip install 'percept[osm]' (geopandas, pyogrio and pyrosm)"
+OSM_ATTRIBUTION = "© OpenStreetMap contributors"
+
+
+def attribution(path: str | Path | None, given: str | None = None) -> str | None:
+    """The credit a map over the basemap ``path`` carries: ``given``, else OpenStreetMap's for an extract."""
+    if given:
+        return given
+    if path is not None and Path(path).name.lower().endswith(PBF_SUFFIX):
+        return OSM_ATTRIBUTION
+    return None
 
 
 def load_basemap(path: str | Path, crs: CRS, bounds: tuple[float, float, float, float],
