@@ -13,6 +13,7 @@ from percept.errors import PerceptError
 from percept.model.weighting import DEFAULT_WEIGHTING, check_weighting
 from percept.study.crossval import METRICS, CategoryResult, CVPlan, cross_validate
 from percept.study.publish import card_path, check_missing
+from percept.study.score_intervals import score_intervals
 from percept.study.fold_sizes import fold_size_warnings, format_fold_sizes
 from percept.study.folds import default_group_by, parse_group_by
 
@@ -47,6 +48,9 @@ def register(subparsers) -> None:
     parser.add_argument("--group-by-image", dest="group_by", action="store_const", const="image",
                         help=argparse.SUPPRESS)
     parser.add_argument("--no-baselines", action="store_true", help="skip the training-mean and ridge baselines")
+    parser.add_argument("--no-nested", action="store_true",
+                        help="skip the nested cross-validation that scores choosing K without peeking (it runs "
+                             "when more than one K is compared)")
     parser.add_argument("--report", metavar="DIR",
                         help="write report.html (summary, settings, captioned figures), report.json, report.csv, "
                              "oof_predictions.csv and every figure as 200 dpi PNG and SVG")
@@ -116,6 +120,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"{group_by.describe()} (--group-by {group_by.label}"
           f"{'' if args.group_by else ', the default ' + ('with -d' if args.demographics else 'without -d')})")
+    intervals = score_intervals(results, plan, dataset.lonlat)
+    print(format_intervals(results, intervals))
+    nested = None
+    if len(set(args.k)) > 1 and not args.no_nested:
+        from percept.study.nested import nested_cross_validate
+
+        nested = nested_cross_validate(dataset.vectors, dataset.samples, args.k, plan, args.normalization_method,
+                                       dataset.lonlat, progress=progress_bar(args.quiet, "nested"))
+        print(format_nested(nested))
+    reliability = _reliability(args, dataset, spec) if args.demographics else None
     matrices = []
     if spec is not None:
         matrices = _compare(args, dataset, spec, results, plan)
@@ -123,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
             print(format_group_matrix(matrix))
     published = None
     if args.export:
-        published = _export(args, dataset, results, plan)
+        published = _export(args, dataset, results, plan, intervals)
         log(f"model written to {args.export} (K={published.card['model']['k']}; model card {published.card['id']}: "
             f"{card_path(args.export)})")
     transfer = None
@@ -137,6 +151,9 @@ def run(args: argparse.Namespace) -> int:
             coverage_section,
             dropped_section,
             folds_section,
+            nested_section,
+            reliability_section,
+            scores_section,
             transfer_section,
         )
         from percept.study.publish import calibrate_dataset, evaluated_k
@@ -145,8 +162,12 @@ def run(args: argparse.Namespace) -> int:
         calibrated = published.calibration if published else calibrate_dataset(
             dataset, k, args.normalization_method, plan, progress=progress_bar(args.quiet, "calibrating"))
         column = plan.group_by.column if plan.group_by.kind == "column" else None
-        sections = [coverage_section(calibrated, k),
+        sections = [scores_section(intervals, plan.group_by.describe()), coverage_section(calibrated, k),
                     folds_section(results, dataset.properties(column) if column else None, column)]
+        if nested is not None:
+            sections.append(nested_section(nested))
+        if reliability is not None:
+            sections.append(reliability_section(reliability))
         if dataset.missing is not None:
             sections.append(dropped_section(dataset.missing))
         if published:
@@ -160,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _export(args, dataset, results: list[CategoryResult], plan: CVPlan):
+def _export(args, dataset, results: list[CategoryResult], plan: CVPlan, intervals: dict):
     """Publish the evaluated configuration with the K that did best over all categories."""
     from percept.study.publish import ModelRecipe, evaluated_k, evaluation_summary, publish_model
 
@@ -168,11 +189,67 @@ def _export(args, dataset, results: list[CategoryResult], plan: CVPlan):
     recipe = ModelRecipe(args.clip_model, k, args.normalization_method, plan,
                          k_choice=f"lowest mean MSE over the categories in {plan.repeats}x{plan.folds}-fold "
                                   f"cross-validation, from K = {', '.join(map(str, sorted(set(args.k))))}",
-                         evaluation=evaluation_summary(results, plan, k))
+                         evaluation=evaluation_summary(results, plan, k, intervals))
     if k in (min(args.k), max(args.k)) and len(set(args.k)) > 1:
         print(f"warning: the chosen K = {k} sits at the edge of the grid {sorted(set(args.k))}: try K beyond it",
               file=sys.stderr)
     return publish_model(args.export, dataset, recipe, progress_bar(args.quiet, "calibrating"))
+
+
+def _reliability(args, dataset, spec):
+    """Inter-rater reliability of the (filtered) ratings, with rater groups' offsets under --compare-groups."""
+    import pandas as pd
+
+    from percept.study.reliability import survey_reliability
+
+    frames = [frame for frame in dataset.rating_rows.values() if len(frame)]
+    if not frames:
+        return None
+    ratings = pd.concat(frames, ignore_index=True)
+    rater = next((c for c in ("rater", "session_id") if c in ratings.columns), None)
+    labels = None
+    if spec is not None:
+        from percept.study.groups import group_labels
+
+        labels = group_labels(ratings, spec)
+    found = survey_reliability(ratings, rater, labels, seed=args.random_seed,
+                               progress=progress_bar(args.quiet, "reliability"))
+    print(format_reliability(found))
+    return found
+
+
+def format_intervals(results: list[CategoryResult], intervals: dict) -> str:
+    """The best K's pooled MSE and R² with their 95 % intervals, per category."""
+    lines = []
+    for result in results:
+        found = intervals[result.category][result.best_k]
+        lines.append(f"{result.category:<13} K={result.best_k:<4} MSE {found['mse']:.4f} "
+                     f"[{found['mse_ci'][0]:.4f}, {found['mse_ci'][1]:.4f}]  R2 {found['r2']:.4f} "
+                     f"[{found['r2_ci'][0]:.4f}, {found['r2_ci'][1]:.4f}]")
+    return "\n".join(lines + ["pooled out-of-fold scores of the best K, 95 % intervals resampling the fold groups"])
+
+
+def format_nested(nested) -> str:
+    """Nested cross-validation per category: outer scores, intervals and the K each outer fold chose."""
+    lines = []
+    for result in nested:
+        chosen = ", ".join(f"{k}:{n}" for k, n in result.k_counts.items())
+        edge = "  (at the edge of the grid: widen it)" if result.edge_majority else ""
+        lines.append(f"{result.category:<13} nested MSE {result.pooled['mse']:.4f} [{result.intervals['mse'][0]:.4f}, "
+                     f"{result.intervals['mse'][1]:.4f}]  R2 {result.pooled['r2']:.4f} [{result.intervals['r2'][0]:.4f}, "
+                     f"{result.intervals['r2'][1]:.4f}]  K chosen {chosen}{edge}")
+    return "\n".join(lines + ["nested cross-validation: K chosen inside each outer training part (K:folds)"])
+
+
+def format_reliability(found) -> str:
+    """Alpha, ICC(2,k) and the R² ceiling per category."""
+    lines = []
+    for r in found:
+        lines.append(f"{r.category:<13} alpha {r.alpha.value:.3f} [{r.alpha.low:.3f}, {r.alpha.high:.3f}]  "
+                     f"ICC(2,k) {r.icc2k.value:.3f} [{r.icc2k.low:.3f}, {r.icc2k.high:.3f}]  "
+                     f"R2 ceiling {r.ceiling.value:.3f}")
+    return "\n".join(lines + ["inter-rater reliability (ordinal Krippendorff alpha, ICC(2,k) of image means; "
+                               "95 % bootstrap intervals over images)"])
 
 
 def _transfer(args, selection, dataset, results, plan: CVPlan, published, log):

@@ -59,12 +59,14 @@ def evaluated_k(results: list[CategoryResult]) -> int:
     return min(totals, key=lambda k: (totals[k], k))
 
 
-def evaluation_summary(results: list[CategoryResult], plan: CVPlan, k: int) -> dict:
-    """The scheme and each category's MSE and R² of ``k`` (mean over folds), for the model card."""
+def evaluation_summary(results: list[CategoryResult], plan: CVPlan, k: int, intervals: dict) -> dict:
+    """The scheme and each category's pooled out-of-fold MSE and R² of ``k`` with their 95 % intervals
+    (:func:`percept.study.score_intervals.score_intervals`), for the model card."""
     scores = {}
     for result in results:
-        row = next(r for r in result.knn if r.k == k)
-        scores[result.category] = {"mse": row.mean("mse"), "r2": row.mean("r2")}
+        found = intervals[result.category][k]
+        scores[result.category] = {"mse": found["mse"], "mse_ci": list(found["mse_ci"]), "r2": found["r2"],
+                                   "r2_ci": list(found["r2_ci"])}
     scheme = (f"{plan.repeats} x {plan.folds}-fold cross-validation, {plan.group_by.describe()}, seed {plan.seed}"
               f"{', stratified' if plan.stratified else ''}")
     return {"scheme": scheme, "scores": scores}

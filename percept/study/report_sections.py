@@ -126,3 +126,68 @@ def folds_section(results: list, values=None, column: str | None = None) -> Repo
     lead = f"The best K's scores on each test fold, with {what}."
     return ReportSection("folds", "Scores per fold", lead,
                          ["category", "repeat", "fold", column or "held out", "samples", "K", "MSE", "R²"], rows, data)
+
+
+def _interval(pair) -> str:
+    return "n/a" if pair is None or not all(math.isfinite(v) for v in pair) else f"{pair[0]:.4f} – {pair[1]:.4f}"
+
+
+def scores_section(intervals: dict[str, dict[int, dict]], grouping: str) -> ReportSection:
+    """Each category's and K's pooled out-of-fold MSE and R² with 95 % cluster-bootstrap intervals."""
+    rows, data = [], {}
+    for category, by_k in intervals.items():
+        data[category] = {str(k): v for k, v in by_k.items()}
+        for k, found in by_k.items():
+            rows.append([category, k, found["mse"], _interval(found["mse_ci"]), found["r2"], _interval(found["r2_ci"])])
+    lead = ("MSE and R² of the pooled out-of-fold predictions (averaged over repeats) with 95 % intervals from a "
+            f"bootstrap that resamples the cross-validation groups ({grouping}), not single ratings.")
+    return ReportSection("scores", "Scores with 95 % intervals", lead,
+                         ["category", "K", "MSE", "95 % interval", "R²", "95 % interval"], rows, data)
+
+
+def nested_section(nested: list) -> ReportSection:
+    """K chosen without peeking: nested cross-validation's outer scores and how often each K was chosen."""
+    rows, data = [], {}
+    for result in nested:
+        counts = result.k_counts
+        edge = ("at the edge of the grid in most folds: widen the grid" if result.edge_majority
+                else "at the edge in some folds" if result.edge_chosen else "inside the grid")
+        rows.append([result.category, result.pooled["mse"], _interval(result.intervals["mse"]), result.pooled["r2"],
+                     _interval(result.intervals["r2"]), ", ".join(f"K={k}: {n}" for k, n in counts.items()), edge])
+        data[result.category] = {"mse": result.pooled["mse"], "mse_ci": list(result.intervals["mse"]),
+                                 "r2": result.pooled["r2"], "r2_ci": list(result.intervals["r2"]),
+                                 "outer_mse": result.outer_mse.tolist(), "outer_r2": result.outer_r2.tolist(),
+                                 "chosen_k": result.chosen_k.tolist(), "k_counts": {str(k): n for k, n in counts.items()},
+                                 "edge_chosen": result.edge_chosen, "edge_majority": result.edge_majority}
+    lead = ("K chosen inside each outer training part by an inner cross-validation, then scored on the outer test "
+            "fold: the honest score of choosing K this way (ordinary cross-validation reports the best K on the "
+            "same folds it chose it on).")
+    return ReportSection("nested", "Nested cross-validation", lead,
+                         ["category", "MSE", "95 % interval", "R²", "95 % interval", "K chosen (folds)", "choice"],
+                         rows, data)
+
+
+def reliability_section(reliability: list) -> ReportSection:
+    """Inter-rater reliability per category, the R² ceiling it implies, and rater groups' offsets."""
+    rows, data = [], {}
+    for found in reliability:
+        def estimate(e):
+            return {"value": e.value, "low": e.low, "high": e.high}
+
+        rows.append([found.category, found.ratings, found.repeated_images, found.alpha.value,
+                     _interval((found.alpha.low, found.alpha.high)), found.icc2k.value,
+                     _interval((found.icc2k.low, found.icc2k.high)), found.ceiling.value,
+                     "; ".join(f"{o.group}: {o.offset.value:+.2f} ({o.offset.low:+.2f} to {o.offset.high:+.2f})"
+                               for o in found.offsets)])
+        data[found.category] = {"ratings": found.ratings, "images": found.images,
+                                "repeated_images": found.repeated_images, "raters": found.raters,
+                                "alpha": estimate(found.alpha), "icc2k": estimate(found.icc2k),
+                                "icc21": estimate(found.icc21), "r2_ceiling": estimate(found.ceiling),
+                                "offsets": {o.group: {**estimate(o.offset), "ratings": o.ratings, "images": o.images}
+                                            for o in found.offsets}}
+    lead = ("How much raters agree: Krippendorff's alpha (ordinal) and ICC(2,k) of image means, with 95 % bootstrap "
+            "intervals over images; the R² a perfect model could reach against the noisy image means (the noise "
+            "ceiling); and each rater group's mean offset from the other raters of the same images.")
+    return ReportSection("reliability", "Raters", lead,
+                         ["category", "ratings", "images rated twice+", "alpha", "95 % interval", "ICC(2,k)",
+                          "95 % interval", "R² ceiling", "group offsets"], rows, data)
