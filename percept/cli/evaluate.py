@@ -126,9 +126,12 @@ def run(args: argparse.Namespace) -> int:
     if len(set(args.k)) > 1 and not args.no_nested:
         from percept.study.nested import nested_cross_validate
 
-        nested = nested_cross_validate(dataset.vectors, dataset.samples, args.k, plan, args.normalization_method,
-                                       dataset.lonlat, progress=progress_bar(args.quiet, "nested"))
-        print(format_nested(nested))
+        try:
+            nested = nested_cross_validate(dataset.vectors, dataset.samples, args.k, plan, args.normalization_method,
+                                           dataset.lonlat, progress=progress_bar(args.quiet, "nested"))
+            print(format_nested(nested))
+        except PerceptError as exc:  # too few groups to split a training part again: the rest still stands
+            print(f"warning: {exc}; nested cross-validation skipped", file=sys.stderr)
     reliability = _reliability(args, dataset, spec) if args.demographics else None
     matrices = []
     if spec is not None:

@@ -89,7 +89,7 @@ def interval_level(model: ExportedModel, level: float | None) -> float | None:
     level = check_level(level)
     if level and not model.calibration:
         raise PerceptError("this model file holds no interval calibration: re-export it with "
-                           "'percept evaluate --export' or 'clip_retrieval_knn --export', or rate with --interval 0")
+                           "'percept evaluate --export' or 'clip_retrieval_knn --export', or use --interval 0")
     return level or None
 
 
