@@ -27,6 +27,7 @@ from percept.environment.prompts import (
     build_prompts,
     key_text,
     quintile_bins,
+    quintile_reference,
 )
 from percept.errors import PerceptError
 
@@ -158,6 +159,63 @@ def test_negative_values_are_valid():
     edges = np.quantile(distinct, [0.2, 0.4, 0.6, 0.8])
     np.testing.assert_array_equal(bins, [int(np.sum(v > edges)) for v in values])
     np.testing.assert_array_equal(quintile_bins(np.array([-5.0, -2, -9])), [1, 2, 0])
+
+
+# --- ranking new places against a survey's quintiles ---------------------------------
+
+def words(prompt_set) -> list[str]:
+    return [p.split(" is ")[1] if p else None for p in prompt_set.prompts]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_new_places_are_binned_by_the_survey_edges_as_pandas_cut_would(seed):
+    rng = np.random.default_rng(seed)
+    survey_values = rng.gamma(2, 5, 200).round(1)
+    places = np.concatenate([rng.uniform(-1, survey_values.max() + 1, 50), np.quantile(np.unique(survey_values),
+                                                                                    [0.2, 0.4, 0.6, 0.8])])
+    reference = quintile_reference([feature(shops_count_100=float(v)) for v in survey_values])
+    ranked = build_prompts([feature(shops_count_100=float(v)) for v in places], 1, json.loads(json.dumps(reference)))
+    distinct = np.unique(survey_values)
+    edges = [-1, *np.quantile(distinct, [0.2, 0.4, 0.6, 0.8]), distinct.max() + 1]
+    expected = pd.cut(places, edges, labels=False, include_lowest=True, right=True)
+    assert words(ranked) == [QUINTILE_WORDS[b] for b in expected]
+
+
+def test_survey_prompts_are_their_own_reference_and_a_place_keeps_its_prompt_in_any_file():
+    rng = np.random.default_rng(3)
+    survey = [feature(f"{i}.jpg", shops_count_100=int(rng.poisson(6)), median_speed_100=float(rng.choice([30, 50])),
+                      num_nodes_300=float(rng.normal(40, 9))) for i in range(60)]
+    reference = json.loads(json.dumps(quintile_reference(survey)))  # as stored in a model file
+    assert build_prompts(survey, 1, reference).prompts == build_prompts(survey, 1).prompts
+    place = feature("new.jpg", shops_count_100=7, median_speed_100=40.0, num_nodes_300=45.5)
+    alone = build_prompts([place], 1, reference).prompts[0]
+    for others in (survey[:2], [feature("x.jpg", shops_count_100=70, median_speed_100=10.0, num_nodes_300=0.0)]):
+        assert build_prompts([*others, place], 1, reference).prompts[-1] == alone
+    assert build_prompts([place], 1).prompts[0] != alone  # ranked among itself alone, every word is the lowest
+
+
+def test_with_fewer_than_five_distinct_survey_values_new_values_rank_by_the_next_one_up():
+    reference = quintile_reference([feature(median_speed_100=v) for v in (15.0, 30.0, 30.0, 50.0)])
+    assert reference["median_speed_100"] == {"distinct": [15.0, 30.0, 50.0]}
+    places = [feature(median_speed_100=v) for v in (10.0, 15.0, 20.0, 30.0, 50.0, 80.0)]
+    assert words(build_prompts(places, 1, reference)) == ["very low", "very low", "low", "low", "medium", "high"]
+
+
+def test_keys_the_survey_never_had_are_left_out_and_named():
+    reference = quintile_reference([feature(shops_count_100=v) for v in range(10)])
+    ranked = build_prompts([feature(shops_count_100=4, num_nodes_100=3)], 1, reference)
+    assert ranked.prompts == ["shops count (within buffer of size 100m) is medium"]
+    assert ranked.unranked == ("num_nodes_100",)
+
+
+@pytest.mark.parametrize("entry", [{"edges": [1.0, 2.0, 3.0]}, {"edges": [1.0, 2.0, 3.0, "4"]},
+                                   {"edges": [4.0, 3.0, 2.0, 1.0]}, {"distinct": []}, {"quantiles": [1.0]},
+                                   {"edges": [1.0, 2.0, 3.0, 4.0], "distinct": [1.0]}, [1.0, 2.0, 3.0, 4.0]])
+def test_a_damaged_reference_is_an_error(entry):
+    with pytest.raises(PerceptError, match="quintile reference for 'shops_count_100' is damaged.*re-export"):
+        build_prompts([feature(shops_count_100=1)], 1, {"shops_count_100": entry})
+    with pytest.raises(PerceptError, match="'no_such_key' is damaged"):
+        build_prompts([feature(shops_count_100=1)], 1, {"no_such_key": {"distinct": [1.0]}})
 
 
 # --- missing, null and invalid values -------------------------------------------------

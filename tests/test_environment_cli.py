@@ -13,6 +13,10 @@ from percept.environment.keys import ENV_KEYS
 from percept.environment.variables import environmental_variables
 
 PLACES = [("a.jpg", 24.9414, 60.1699), ("b.jpg", 24.9460, 60.1680), ("c.jpg", 24.9380, 60.1650)]
+EXTRACT_BOX = "W,S,E,N 24.9352,60.1642,24.9534,60.1791"  # what the Helsinki extract holds
+# c.jpg lies about 160 m from the extract's west edge and 95 m from its south edge
+EDGE_WARNING = (f"warning: the 300 m buffers of 1 of 3 points run past the edge of the extract's area ({EXTRACT_BOX}): "
+                "their variables undercount; use an extract that reaches at least 300 m beyond every point\n")
 
 
 def survey_geojson(path):
@@ -62,7 +66,7 @@ def test_locations_to_csv_match_the_geojson_route(tmp_path, helsinki_extract, ex
     code, text = run(["environment", "--locations", str(locations), "--osm", str(helsinki_extract),
                       "-o", str(out), "-q", "--buffers", "100,300", "--chunk-size", "2"], capsys)
     assert code == 0, text
-    assert text == ""
+    assert text == EDGE_WARNING  # quiet: no progress or summary, only the warning
     table = pd.read_csv(out)
     assert list(table.columns) == ["image", "lon", "lat", "angle", *ENV_KEYS]
     assert table["image"].tolist() == ["a.jpg", "b.jpg", "c.jpg"]
@@ -103,3 +107,30 @@ def test_a_file_that_is_not_an_extract(tmp_path, capsys):
                       "-o", str(tmp_path / "out.geojson"), "-q"], capsys)
     assert code == 2 and "cannot read" in text and "as an OpenStreetMap .osm.pbf extract" in text
     assert not (tmp_path / "out.geojson").exists()
+
+
+def test_points_beyond_the_extract_are_counted_in_one_warning(tmp_path, helsinki_extract, capsys):
+    """Buffers past the edge undercount: of the three places only c.jpg (95 m from the south edge) has a
+    100 m buffer past it; a point 2 km east lies outside the extract altogether."""
+    rows = [*PLACES, ("far.jpg", 24.99, 60.17)]
+    locations = tmp_path / "locations.csv"
+    pd.DataFrame(rows, columns=["image", "lon", "lat"]).to_csv(locations, index=False)
+    code, text = run(["environment", "--locations", str(locations), "--osm", str(helsinki_extract), "-o",
+                      str(tmp_path / "out.csv"), "-q", "--buffers", "100"], capsys)
+    assert code == 0, text
+    assert text == (f"warning: the 100 m buffers of 2 of 4 points run past the edge of the extract's area "
+                    f"({EXTRACT_BOX}), 1 of them outside it: their variables undercount; use an extract that "
+                    "reaches at least 100 m beyond every point\n")
+    assert len(pd.read_csv(tmp_path / "out.csv")) == 4
+
+
+def test_no_point_inside_the_extract_is_one_error_naming_both_areas(tmp_path, helsinki_extract, capsys):
+    locations = tmp_path / "locations.csv"
+    pd.DataFrame([("x.jpg", 4.90, 52.37), ("y.jpg", 4.91, 52.38)], columns=["image", "lon", "lat"]).to_csv(
+        locations, index=False)
+    out = tmp_path / "out.csv"
+    code, text = run(["environment", "--locations", str(locations), "--osm", str(helsinki_extract), "-o", str(out)],
+                     capsys)
+    assert code == 2 and text.startswith("error: no point lies inside the OpenStreetMap extract")
+    assert f"its data cover {EXTRACT_BOX}, the points W,S,E,N 4.9000,52.3700,4.9100,52.3800" in text
+    assert text.count("\n") == 1 and "Traceback" not in text and not out.exists()

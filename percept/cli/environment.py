@@ -46,9 +46,8 @@ def run(args) -> int:
     result = measure_places(places.lon, places.lat, args.osm,
                             MeasureOptions(sizes, args.crs, args.chunk_size, args.quiet))
     write_places(out, places, result.variables)
-    if result.outside:
-        print(f"warning: {result.outside} of {len(places)} points lie outside the extract's area "
-              f"({result.bounds_text}): their variables count nothing there", file=sys.stderr)
+    if result.coverage.warning():
+        print(result.coverage.warning(), file=sys.stderr)
     if not args.quiet:
         measuring = time.perf_counter() - started - result.load_seconds
         print(f"{result.variables.shape[1]} environmental variables for {len(places)} points "

@@ -97,11 +97,15 @@ def run(args) -> int:
 
 
 def environment_text_dir(model, args, embeddings: str) -> str:
-    """Encode the images' environmental prompts (from --environment) as the model was trained; return the folder."""
+    """Encode the images' environmental prompts (from --environment) as the model was trained, ranked against
+    the survey's quintiles it records; return the folder."""
     from percept.environment.place_prompts import place_text_embeddings
 
     check_rateable(model, args.environment)
-    style = model.settings.prompt_style or 0
+    settings = model.settings
     return str(place_text_embeddings(args.environment, embeddings, embedding_names(embeddings),
-                                     clip_model_name(model, args.clip_model), style, pretrained=args.pretrained,
-                                     quiet=args.quiet, prompt_encoding=model.settings.prompt_encoding or "whole"))
+                                     clip_model_name(model, args.clip_model), settings.prompt_style or 0,
+                                     pretrained=args.pretrained, quiet=args.quiet,
+                                     prompt_encoding=settings.prompt_encoding or "whole",
+                                     reference=settings.environment_reference,
+                                     log=lambda line: print(line, file=sys.stderr)))

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from percept.environment.coverage import Coverage, coverage
 from percept.environment.keys import BUFFER_SIZES
 from percept.environment.osm_extract import OsmExtract, read_osm_extract, read_whole
 from percept.environment.projection import Projection, metric_crs
@@ -37,13 +38,12 @@ class MeasureOptions:
 
 @dataclass
 class MeasuredPlaces:
-    """The variables (one row per point), the CRS measured in, the load time, and points outside the data."""
+    """The variables (one row per point), the CRS measured in, the load time, and how the extract covers them."""
 
     variables: pd.DataFrame
     crs_name: str
     load_seconds: float
-    outside: int  # points outside the area the extract holds data for
-    bounds_text: str
+    coverage: Coverage
 
 
 def reading_box(lon: np.ndarray, lat: np.ndarray, metres: float) -> tuple[float, float, float, float]:
@@ -87,23 +87,19 @@ def _index(path: Path, box: tuple, projection: Projection, progress: bool):
 
 def measure_places(lon: np.ndarray, lat: np.ndarray, osm_path: str | Path,
                    options: MeasureOptions = MeasureOptions()) -> MeasuredPlaces:
-    """The variables of every point (WGS84) from the extract at ``osm_path``, one row per point."""
+    """The variables of every point (WGS84) from the extract at ``osm_path``, one row per point; refuses
+    points none of which lie inside the extract's data."""
     lon, lat = np.asarray(lon, dtype=np.float64), np.asarray(lat, dtype=np.float64)
     projection = Projection(metric_crs(lon, lat, options.crs))
     started = time.perf_counter()
     index, bounds = _indexed(Path(osm_path), reading_box(lon, lat, max(options.buffer_sizes) + MARGIN_M),
                              projection, not options.quiet)
     load_seconds = time.perf_counter() - started
+    covered = coverage(lon, lat, bounds, max(options.buffer_sizes), projection, str(osm_path))
     chunks = []
     with tqdm(total=len(lon), unit="point", desc="measuring", disable=options.quiet) as progress:
         for start in range(0, len(lon), options.chunk_size):
             stop = min(start + options.chunk_size, len(lon))
             chunks.append(environmental_variables(index, lon[start:stop], lat[start:stop], options.buffer_sizes))
             progress.update(stop - start)
-    if bounds is None:
-        outside, bounds_text = len(lon), "no data"
-    else:
-        outside = int(np.sum((lon < bounds[0]) | (lat < bounds[1]) | (lon > bounds[2]) | (lat > bounds[3])))
-        bounds_text = "W,S,E,N " + ",".join(f"{b:.4f}" for b in bounds)
-    return MeasuredPlaces(pd.concat(chunks, ignore_index=True), projection.crs.name, load_seconds, outside,
-                          bounds_text)
+    return MeasuredPlaces(pd.concat(chunks, ignore_index=True), projection.crs.name, load_seconds, covered)

@@ -142,7 +142,7 @@ class EnvironmentTable:
     """Environmental variables of named places: a name per row, and the rows' values by key."""
 
     names: list[str]
-    records: list[dict]  # the environmental keys present, in ENV_KEYS order
+    records: list[dict]  # each row's environmental keys, in the file's order (prompts list them so)
 
 
 def read_environment_table(path: str | Path) -> EnvironmentTable:
@@ -166,7 +166,8 @@ def read_environment_table(path: str | Path) -> EnvironmentTable:
     if not keys:
         raise PerceptError(f"{path} holds none of the {len(ENV_KEYS)} environmental variables (such as "
                            f"{ENV_KEYS[0]}): make it with 'percept environment'")
-    records = [{k: _number_or_none(p.get(k)) for k in keys} for p in properties]
+    wanted = set(keys)
+    records = [{k: _number_or_none(v) for k, v in p.items() if k in wanted} for p in properties]
     return EnvironmentTable(names, records)
 
 

@@ -3,7 +3,8 @@
 A prompt lists a feature's environmental properties in their GeoJSON order as
 ``<key text> is <value>`` joined by ``; ``. Style 0 writes the value as Python's
 ``str()`` of the JSON value; style 1 writes its quintile word, computed once per key
-over all features.
+over all features, or against a survey's quintile reference (:func:`quintile_reference`,
+recorded in environmental models) so that new places are ranked as the survey was.
 
 Null and non-finite (NaN, infinite) values count as missing: the prompt omits them,
 they take no part in the quintiles, and the feature is counted as incomplete.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 
@@ -43,14 +45,23 @@ def key_text(key: str) -> str:
 KEY_TEXTS = tuple(key_text(key) for key in ENV_KEYS)
 
 
+#: Per environmental key, the thresholds style 1 bins its values by: ``{"edges": [q1, q2, q3, q4]}``, or
+#: ``{"distinct": [...]}`` (each distinct value its own bin) when a key had fewer than five distinct values.
+QuintileReference = dict[str, dict[str, list[float]]]
+#: How many thresholds each kind of entry holds.
+REFERENCE_SIZES = {"edges": (4,), "distinct": (1, 2, 3, 4)}
+
+
 @dataclass(frozen=True)
 class PromptSet:
-    """One prompt per feature (in feature order), and how many features lacked some keys."""
+    """One prompt per feature (in feature order), how many features lacked some keys, and (style 1 with a
+    survey's reference) the keys the prompts omit because the reference has no thresholds for them."""
 
     prompts: list[str]
     style: int
     keys: tuple[str, ...]
     incomplete: int
+    unranked: tuple[str, ...] = ()
 
     def warning(self) -> str | None:
         """A one-line warning when some features lack environmental keys, else None."""
@@ -71,19 +82,31 @@ class _Table:
     incomplete: int
 
 
-def build_prompts(features: list[dict], style: int) -> PromptSet:
-    """The prompt of every feature (its properties dict) in the given style (0: values, 1: quintiles)."""
+def build_prompts(features: list[dict], style: int, reference: QuintileReference | None = None) -> PromptSet:
+    """The prompt of every feature (its properties dict) in the given style (0: values, 1: quintiles).
+
+    Style 1 bins each value against ``reference`` (a survey's, from :func:`quintile_reference`) when
+    given, leaving out keys it has no thresholds for; otherwise against these features' own quintiles.
+    """
     if style not in PROMPT_STYLES:
         raise PerceptError(f"prompt style must be one of {', '.join(map(str, PROMPT_STYLES))}, got {style!r}")
     table = _collect(features)
+    keys = tuple(ENV_KEYS[k] for k in np.unique(table.key_ids))
+    unranked: tuple[str, ...] = ()
     if style == 0:
         phrases = [f"{KEY_TEXTS[k]} is {v}" for k, v in zip(table.key_ids.tolist(), table.raw)]
     else:
-        phrases = _quintile_phrases(table)
+        reference = _table_reference(table) if reference is None else reference
+        phrases = _quintile_phrases(table, _thresholds(reference))
+        unranked = tuple(key for key in keys if key not in reference)
     bounds = table.starts.tolist()
-    prompts = ["; ".join(phrases[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
-    keys = tuple(ENV_KEYS[k] for k in np.unique(table.key_ids))
-    return PromptSet(prompts, style, keys, table.incomplete)
+    prompts = ["; ".join(p for p in phrases[a:b] if p is not None) for a, b in pairwise(bounds)]
+    return PromptSet(prompts, style, keys, table.incomplete, unranked)
+
+
+def quintile_reference(features: list[dict]) -> QuintileReference:
+    """Per key, the thresholds style 1 bins these features' values by (what :func:`quintile_bins` uses)."""
+    return _table_reference(_collect(features))
 
 
 def _collect(features: list[dict]) -> _Table:
@@ -129,14 +152,57 @@ def _usable(value, key: str, number: int, props: dict) -> bool:
                        "every environmental value is a number or null")
 
 
-def _quintile_phrases(table: _Table) -> list[str]:
-    """``<key text> is <quintile word>`` for every entry."""
-    bins = np.empty(len(table.values), dtype=np.int64)
-    for key_id in np.unique(table.key_ids):
-        rows = np.flatnonzero(table.key_ids == key_id)
-        bins[rows] = quintile_bins(table.values[rows])
+def _table_reference(table: _Table) -> QuintileReference:
+    """The thresholds of every key present in the table, over its values."""
+    return {ENV_KEYS[key_id]: key_reference(table.values[table.key_ids == key_id])
+            for key_id in np.unique(table.key_ids).tolist()}
+
+
+def _thresholds(reference: QuintileReference) -> dict[int, np.ndarray]:
+    """The reference's thresholds by key index."""
+    found = {}
+    for key, entry in reference.items():
+        found[KEY_INDEX[key]] = _key_thresholds(key, entry)  # checked before the key is looked up
+    return found
+
+
+def _key_thresholds(key: str, entry) -> np.ndarray:
+    """One key's thresholds as float64, refusing a damaged entry (the reference is read from a model file)."""
+    kind, values = next(iter(entry.items())) if isinstance(entry, dict) and len(entry) == 1 else (None, None)
+    if key in KEY_INDEX and kind in REFERENCE_SIZES and isinstance(values, list) \
+            and len(values) in REFERENCE_SIZES[kind] and all(type(v) in (int, float) for v in values):
+        thresholds = np.asarray(values, dtype=np.float64)
+        if np.isfinite(thresholds).all() and np.all(np.diff(thresholds) >= 0):
+            return thresholds
+    raise PerceptError(f"the survey's quintile reference for {key!r} is damaged ({entry!r}): re-export the model")
+
+
+def _quintile_phrases(table: _Table, thresholds: dict[int, np.ndarray]) -> list[str | None]:
+    """``<key text> is <quintile word>`` for every entry (None for keys without thresholds)."""
+    bins = np.full(len(table.values), -1, dtype=np.int64)
+    for key_id in np.unique(table.key_ids).tolist():
+        if key_id in thresholds:
+            rows = np.flatnonzero(table.key_ids == key_id)
+            bins[rows] = reference_bins(thresholds[key_id], table.values[rows])
     choices = np.array([f"{text} is {word}" for text in KEY_TEXTS for word in QUINTILE_WORDS], dtype=object)
-    return choices[table.key_ids * len(QUINTILE_WORDS) + bins].tolist()
+    phrases = choices[table.key_ids * len(QUINTILE_WORDS) + np.maximum(bins, 0)]
+    phrases[bins < 0] = None
+    return phrases.tolist()
+
+
+def key_reference(values: np.ndarray) -> dict[str, list[float]]:
+    """One key's thresholds over ``values``: the quintile edges of its distinct values, or the distinct
+    values themselves when there are fewer than five."""
+    distinct = np.unique(np.asarray(values, dtype=np.float64))
+    if distinct.size < len(QUINTILE_WORDS):
+        return {"distinct": distinct.tolist()}
+    return {"edges": np.quantile(distinct, [0.2, 0.4, 0.6, 0.8]).tolist()}
+
+
+def reference_bins(thresholds: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Bin 0..4 of each value against one key's thresholds: the number of thresholds below it
+    (right-closed bins; a value above every distinct value ranks one higher than the highest)."""
+    return np.searchsorted(thresholds, np.asarray(values, dtype=np.float64), side="left")
 
 
 def quintile_bins(values: np.ndarray) -> np.ndarray:
@@ -147,9 +213,5 @@ def quintile_bins(values: np.ndarray) -> np.ndarray:
     except that values below -1 fall in the lowest bin. With fewer distinct values,
     each distinct value is its own bin, counted from the lowest.
     """
-    values = np.asarray(values, dtype=np.float64)
-    distinct = np.unique(values)
-    if distinct.size < len(QUINTILE_WORDS):
-        return np.searchsorted(distinct, values)
-    edges = np.quantile(distinct, [0.2, 0.4, 0.6, 0.8])
-    return np.searchsorted(edges, values, side="left")
+    (thresholds,) = key_reference(values).values()
+    return reference_bins(np.asarray(thresholds), values)

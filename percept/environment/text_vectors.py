@@ -9,8 +9,8 @@ matched to images by image name, never by position alone.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -33,9 +33,10 @@ from percept.environment.prompt_files import (
     read_prompts,
     write_prompts,
 )
-from percept.environment.prompts import build_prompts
+from percept.environment.prompts import QuintileReference, build_prompts, quintile_reference
 from percept.errors import PerceptError
 from percept.model.knn import l2_normalise
+from percept.model.unit_rows import UnitRows
 
 Log = Callable[[str], None]
 
@@ -50,15 +51,28 @@ def image_prompts(environment: EnvironmentOptions, survey: Survey, names: list[s
     return [prompt_set.prompts[survey.by_name[image_name(n)]] for n in names]
 
 
+def environment_reference(environment: EnvironmentOptions, survey: Survey) -> QuintileReference | None:
+    """The survey's quintile reference that its style-1 prompts are ranked by (None for style 0, or
+    prompts read from --environmental-text-dir), for new places to be ranked the same way."""
+    if environment.prompt_style != 1 or environment.text_dir:
+        return None
+    return quintile_reference(survey.features)
+
+
 def environmental_vectors(encoding: EncodingOptions, environment: EnvironmentOptions, survey: Survey,
-                          names: list[str], vectors: np.ndarray, log: Log) -> np.ndarray:
-    """Image vectors combined with their prompts' text vectors (rows unchanged, unit length)."""
+                          names: list[str], vectors: np.ndarray | UnitRows, log: Log) -> np.ndarray:
+    """Image vectors combined with their prompts' text vectors (rows unchanged, unit length).
+
+    Image rows are combined as stored (``UnitRows.raw``), as rating combines the rows it reads, so that
+    rating a survey image rebuilds its vector bit for bit (normalising a unit row again can move its last bit).
+    """
     prompts = image_prompts(environment, survey, names, log)
     texts = text_vectors(encoding, environment, names, prompts, log)
     root = prompt_root(encoding.embeddings_folder, environment.prompt_style)
     refuse_unusable(texts, lambda row: f"text embeddings in {root}, row {row} ({image_name(names[row])})",
                     "encode the prompts again (--skip-cache)")
-    return l2_normalise(combine(vectors, texts, environment.method))
+    images = vectors.raw if isinstance(vectors, UnitRows) else vectors
+    return l2_normalise(combine(images, texts, environment.method))
 
 
 def text_vectors(encoding: EncodingOptions, environment: EnvironmentOptions, names: list[str],

@@ -55,6 +55,7 @@ class ModelSettings:
     domain_threshold: float | None = None  # survey's 5th-percentile nearest-other-image similarity
     mean_distance: float | None = None  # survey's mean nearest-other-image chord distance
     calibration: dict | None = None  # {"beta": {category: beta}, and how the calibration folds were made}
+    environment_reference: dict | None = None  # the survey's style-1 quintile thresholds per environmental key
     extra: dict = field(default_factory=dict)
 
 
@@ -190,6 +191,7 @@ _SETTING_TYPES = {"clip_model": (str, type(None)), "k": (int,), "weighting": (st
                   "prompt_encoding": (str, type(None)),
                   "weights_id": (str, type(None)), "domain_threshold": (float, int, type(None)),
                   "mean_distance": (float, int, type(None)), "calibration": (dict, type(None)),
+                  "environment_reference": (dict, type(None)),
                   "extra": (dict,)}
 
 
