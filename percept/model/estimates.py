@@ -107,6 +107,7 @@ class Estimator:
         self.keys = image_keys(model.images, {c: len(model.scores[c]) for c in self.categories}, image_key)
         self._scores = {c: np.asarray(model.scores[c], dtype=np.float64) for c in self.categories}
         self._wide: MultiScorer | None = None
+        self._first: dict[int, list[tuple[str, int]]] | None = None
 
     @property
     def categories(self) -> list[str]:
@@ -129,7 +130,31 @@ class Estimator:
             self._fill_left_out(out, np.flatnonzero(own), queries[own], numbers[own])
         else:
             self._fill(out, slice(None), queries)  # every query: no copy
+        if include_self and survey.any():
+            self._own_vectors(out, queries, numbers)
         return out
+
+    def _own_vectors(self, out: Estimates, queries: np.ndarray, numbers: np.ndarray) -> None:
+        """Survey images scored with their own samples whose vector is their sample's, bit for bit, are at
+        similarity exactly 1 from the survey (the float64 sum of a unit vector's squares is 1 to a few ulp)."""
+        first = self._first_samples()
+        for row in np.flatnonzero(numbers >= 0):
+            if any(np.array_equal(self.model.vectors[category][sample], queries[row])
+                   for category, sample in first.get(int(numbers[row]), ())):
+                out.best_similarity[row] = 1.0
+                out.dissimilarity[row] = 0.0
+                out.out_of_domain[row] = False
+
+    def _first_samples(self) -> dict[int, list[tuple[str, int]]]:
+        """Each survey image's (category, first sample) pairs, by key number (made once)."""
+        if self._first is None:
+            self._first = {}
+            for category in self.categories:
+                numbers, samples = np.unique(self.keys.samples[category], return_index=True)
+                for number, sample in zip(numbers.tolist(), samples.tolist()):
+                    if number >= 0:
+                        self._first.setdefault(number, []).append((category, sample))
+        return self._first
 
     def _empty(self, m: int, survey: np.ndarray) -> Estimates:
         return Estimates.empty(m, len(self.categories), survey, self.level)
