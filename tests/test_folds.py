@@ -91,13 +91,18 @@ def test_grouped_folds_are_less_optimistic_on_a_spatially_smooth_survey(spatial_
     assert ratings["block:500"] < ratings["location"] < ratings["image"]
 
 
+def grouping_line(out: str) -> str:
+    """The printout's line that says how folds were grouped (it names --group-by)."""
+    return next(line for line in out.splitlines() if "(--group-by " in line)
+
+
 def test_evaluate_prints_the_grouping_and_its_default(spatial_survey, capsys):
     base = ["-g", str(spatial_survey / "data.geojson"), "-e", str(spatial_survey / "embeddings"), "-M", "synthetic",
             "-k", "5", "--cv", "3", "--no-baselines", "-q"]
     assert run_evaluate(*base, "-d", str(spatial_survey / "demo.csv")) == 0
-    assert "folds grouped by image" in capsys.readouterr().out.splitlines()[-1]
+    assert "folds grouped by image" in grouping_line(capsys.readouterr().out)
     assert run_evaluate(*base) == 0
-    assert capsys.readouterr().out.splitlines()[-1].startswith("folds over individual samples")
+    assert grouping_line(capsys.readouterr().out).startswith("folds over individual samples")
     assert run_evaluate(*base, "--group-by", "block:500") == 0
     assert "500 m square block" in capsys.readouterr().out
     assert run_evaluate(*base, "-d", str(spatial_survey / "demo.csv"), "--group-by-image") == 0
