@@ -55,6 +55,7 @@ class ExportFilters:
     since: date | None = None
     until: date | None = None
     city: str | None = None
+    include_unrated: bool = False  # also list images with no kept rating (averages null, counts 0)
 
     def __post_init__(self):
         if self.since and self.until and self.since > self.until:
@@ -71,6 +72,8 @@ class ExportFilters:
             parts.append(f"until {self.until.isoformat()}")
         if self.city is not None:
             parts.append(f"city {self.city!r}")
+        if self.include_unrated:
+            parts.append("unrated images listed too")
         return ", ".join(parts)
 
 
@@ -90,14 +93,11 @@ def _filter_conditions(filters: ExportFilters):
     conditions = [sql.SQL("r.rating IS NOT NULL")]
     if filters.adults_only:
         conditions.append(sql.SQL("sv.age >= {}").format(sql.Literal(ADULT_AGE)))
-    if filters.enabled_only:
-        conditions.append(sql.SQL("i.enabled"))
     if filters.since:
         conditions.append(sql.SQL("r.ts >= {}").format(sql.Literal(filters.since)))
     if filters.until:
         conditions.append(sql.SQL("r.ts < {} + 1").format(sql.Literal(filters.until)))
-    if filters.city is not None:
-        conditions.append(sql.SQL("i.cityname = {}").format(sql.Literal(filters.city)))
+    conditions.append(_image_conditions(filters))
     return sql.SQL(" AND ").join(conditions)
 
 
@@ -112,11 +112,28 @@ def image_totals_sql(filters: ExportFilters):
     """Per rated image and category: image id, url, lon, lat, category id, ratings and their sum."""
     from psycopg import sql
 
+    unrated = sql.SQL("")
+    if filters.include_unrated:  # images the city and enabled filters keep, with no kept rating: a null category
+        unrated = sql.SQL(""" UNION ALL SELECT i.image_id, NULL, 0, 0 FROM image i
+WHERE NOT EXISTS (SELECT 1 FROM kept k WHERE k.image_id = i.image_id) AND {}""").format(_image_conditions(filters))
     return sql.SQL("""WITH kept AS ({}),
-totals AS (SELECT image_id, category_id, count(*) AS n, sum(rating) AS total FROM kept GROUP BY image_id, category_id)
+totals AS (SELECT image_id, category_id, count(*) AS n, sum(rating) AS total FROM kept GROUP BY image_id, category_id
+{})
 SELECT t.image_id, i.url, ST_X(g.geo), ST_Y(g.geo), t.category_id, t.n, t.total
 FROM totals t JOIN image i ON i.image_id = t.image_id LEFT JOIN image_geo g ON g.image_id = t.image_id
-ORDER BY t.image_id, t.category_id""").format(kept_ratings_sql(filters))
+ORDER BY t.image_id, t.category_id""").format(kept_ratings_sql(filters), unrated)
+
+
+def _image_conditions(filters: ExportFilters):
+    """The filters' conditions on images alone (enabled, city): TRUE when there are none."""
+    from psycopg import sql
+
+    conditions = [sql.SQL("TRUE")]
+    if filters.enabled_only:
+        conditions.append(sql.SQL("i.enabled"))
+    if filters.city is not None:
+        conditions.append(sql.SQL("i.cityname = {}").format(sql.Literal(filters.city)))
+    return sql.SQL(" AND ").join(conditions)
 
 
 def consent_counts_sql(filters: ExportFilters):
@@ -183,6 +200,8 @@ def build_features(rows: Iterable[tuple]) -> SurveyFeatures:
             _add_image(shaped, image)
             image = {"id": image_id, "url": url, "point": (lon, lat), "counts": {}, "totals": {}}
         shaped.ratings += count
+        if category_id is None:  # an unrated image (include_unrated): listed with null averages
+            continue
         category = CATEGORY_BY_ID.get(category_id)
         if category is None:
             shaped.other_category_ratings += count
@@ -270,8 +289,8 @@ def export_survey(conninfo: str, out_dir: str | Path, filters: ExportFilters = E
     from percept.city.survey_db import describe_target, read_only_snapshot
 
     privacy = privacy or Privacy()
+    source = describe_target(conninfo)  # first: it says which extra to install when psycopg is missing
     root = prepare_output_dir(out_dir)
-    source = describe_target(conninfo)
     log(f"reading the survey from {source} ({filters.describe()})")
     if privacy.pseudonyms.from_random_key:
         log(f"no pseudonym key (--pseudonym-key or {KEY_ENV}): raters get pseudonyms from a random key that "

@@ -12,7 +12,7 @@ import sys
 from percept.cli.common import ArgumentParser, add_version_argument, report_errors
 
 SUBCOMMANDS = ("sample", "encode", "evaluate", "card", "predict", "rate", "prompts", "map", "serve", "survey",
-               "fetch_images", "collect", "environment")
+               "fetch_images", "collect", "environment", "suggest")
 
 
 def build_parser(argv: list[str] | None = None) -> ArgumentParser:

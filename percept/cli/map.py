@@ -21,6 +21,8 @@ h3:RES`` is set, which aggregates their centroids. The map is drawn in the input
 when that is projected (RD New stays RD New), else in the UTM zone of the data, or in
 ``--crs``; GeoJSON output is in WGS84 for a WGS84 input, else in the map's CRS, with each
 cell's count, mean and spread of the value, mean interval width and out-of-domain share.
+
+``--suggestions`` draws the images ``percept suggest`` picked for rating on top of the cells.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from pathlib import Path
 
 from percept.cli.common import positive_int, stderr_messages
 from percept.errors import PerceptError
+from percept.extras import require
 
 GEOJSON_SUFFIXES = (".geojson", ".json")
 
@@ -83,6 +86,9 @@ def register(subparsers) -> None:
     parser.add_argument("--attribution", metavar="TEXT",
                         help="credit for the basemap's data, printed beneath the map (default for .osm.pbf "
                              "extracts: © OpenStreetMap contributors)")
+    parser.add_argument("--suggestions", metavar="FILE.csv",
+                        help="draw the images 'percept suggest' picked for rating on top of the cells, with a key "
+                             "entry (those with a location; needs a .png, .svg or .pdf --out)")
     parser.add_argument("--title", help="map title (default: the value's, e.g. Walkability)")
     parser.add_argument("--out", required=True, nargs="+", metavar="FILE",
                         help="map.png, map.svg, map.pdf and/or map.geojson")
@@ -139,7 +145,24 @@ def read_input(path: Path, options, input_crs):
     return read_places(path, options.category, options.column, input_crs), None
 
 
+def suggestion_points(path: str | None, figures: list[Path]):
+    """The located images of a ``percept suggest`` CSV as (n, 2) WGS84 lon, lat rows (None without one)."""
+    if path is None:
+        return None
+    if not figures:
+        raise PerceptError("--suggestions draws points on a map figure: add a .png, .svg or .pdf file to --out")
+    from percept.city.suggest_io import read_suggestions
+
+    table = read_suggestions(path)
+    located = table[table["lon"].notna() & table["lat"].notna()]
+    if located.empty:
+        raise PerceptError(f"--suggestions {path} gives no image a location: run 'percept suggest' with "
+                           "--locations FILE")
+    return located[["lon", "lat"]].to_numpy(dtype=float)
+
+
 def run(args: argparse.Namespace) -> int:
+    require("maps", "matplotlib", "percept map")
     from percept.atomic import atomic_write_text
     from percept.city.rating import rated_metadata
     from percept.study.basemap import attribution
@@ -157,6 +180,7 @@ def run(args: argparse.Namespace) -> int:
     )
 
     figures, geojsons = outputs(args.out, args.format)
+    suggestions = suggestion_points(args.suggestions, figures)
     recorded = rated_metadata(args.rated)
     level = args.interval or recorded.get("interval_level") or DEFAULT_LEVEL
     grid, resolution = parse_grid(args.grid)
@@ -180,7 +204,7 @@ def run(args: argparse.Namespace) -> int:
 
             basemap = load_basemap(args.basemap, layer.crs, layer.bounds(), stderr_messages(False))
         fig = render(layer, options, basemap, args.title or "", attribution(args.basemap, args.attribution),
-                     recorded.get("model_card"))
+                     recorded.get("model_card"), suggestions)
         for path in figures:
             save_figure(fig, path, options.dpi)
         plt.close(fig)

@@ -36,6 +36,8 @@ NOT_COLOUR_BLIND_SAFE = {"RdYlGn", "RdYlGn_r", "jet", "jet_r", "rainbow", "rainb
 OWN_RANGE, DATA_RANGE = "own", "data"
 OUTSIDE_FILL, OUTSIDE_EDGE, OUTSIDE_HATCH = "#c4c4c4", "#7a7a7a", "////"
 SPARSE_EDGE = "#9a9a9a"
+#: How images suggested for rating are drawn over the cells: white discs with black rims show on any palette.
+SUGGESTION_STYLE = {"marker": "o", "s": 22, "facecolors": "white", "edgecolors": "black", "linewidths": 1.0}
 
 
 @dataclass(frozen=True)
@@ -312,10 +314,11 @@ def colour_map(options: MapOptions, spec: ValueSpec):
 
 
 def render(layer: MapLayer, options: MapOptions, basemap: list[np.ndarray] | None = None, title: str = "",
-           attribution: str | None = None, model_card: str | None = None):
+           attribution: str | None = None, model_card: str | None = None, suggestions: np.ndarray | None = None):
     """The map figure: cells (greyed where outside the survey's domain, outlined where hidden), colour bar
     (gid ``legend``), north arrow and, beneath the map, scale bar, key (gid ``cell-key``), CRS note,
-    the model card's id (gid ``model-card``) and attribution."""
+    the model card's id (gid ``model-card``) and attribution; ``suggestions`` (WGS84 lon, lat rows), the
+    images suggested for rating, are drawn on top as points (gid ``suggestions``) with their key entry."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -326,6 +329,10 @@ def render(layer: MapLayer, options: MapOptions, basemap: list[np.ndarray] | Non
     spec = layer.spec
     low, high = colour_range(layer, options.value_range)
     xmin, ymin, xmax, ymax = layer.bounds()
+    points = suggestion_points(layer, suggestions)
+    if len(points):
+        xmin, ymin = min(xmin, points[:, 0].min()), min(ymin, points[:, 1].min())
+        xmax, ymax = max(xmax, points[:, 0].max()), max(ymax, points[:, 1].max())
     aspect = (ymax - ymin) / max(xmax - xmin, 1e-9)
     fig, ax = plt.subplots(figsize=(8.5, float(np.clip(7.0 * aspect + 1.5, 4.5, 11.0))))
     if basemap:
@@ -358,13 +365,16 @@ def render(layer: MapLayer, options: MapOptions, basemap: list[np.ndarray] | Non
     bar.ax.set_gid("legend")
     ax.set_title(title or spec.title, fontsize=13, loc="left", gid="title")
     fig.tight_layout()
-    add_north_arrow(ax, layer.crs, cell_boxes(layer.shapes + layer.hidden_shapes))
+    if len(points):
+        ax.scatter(points[:, 0], points[:, 1], gid="suggestions", zorder=4, **SUGGESTION_STYLE)
+    add_north_arrow(ax, layer.crs, np.vstack([cell_boxes(layer.shapes + layer.hidden_shapes),
+                                              np.hstack([points, points])]))
     lines = [("crs-note", f"{layer.note}. {_crs_label(layer.crs)}")]
     if model_card:
         lines.append(("model-card", f"Scores from the model with card {model_card} ('percept card MODEL.npz')"))
     if attribution:
         lines.append(("attribution", f"Basemap {attribution}"))
-    add_notes(ax, layer.crs, cell_key(layer, options), lines)
+    add_notes(ax, layer.crs, cell_key(layer, options) + suggestion_key(len(points)), lines)
     return fig
 
 
@@ -380,6 +390,25 @@ def cell_key(layer: MapLayer, options: MapOptions) -> list:
         handles.append(Patch(facecolor="none", edgecolor=SPARSE_EDGE, linewidth=0.6, linestyle=(0, (2.0, 1.5)),
                              label=f"fewer than {options.min_count} images (value not shown)"))
     return handles
+
+
+def suggestion_points(layer: MapLayer, suggestions: np.ndarray | None) -> np.ndarray:
+    """(n, 2) suggested images' points in the map's CRS (none without suggestions)."""
+    if suggestions is None or not len(suggestions):
+        return np.zeros((0, 2))
+    lonlat = np.asarray(suggestions, dtype=np.float64)
+    return _transform(Transformer.from_crs(WGS84, layer.crs, always_xy=True), lonlat)
+
+
+def suggestion_key(count: int) -> list:
+    """The key entry of the suggested images (none when there are none)."""
+    from matplotlib.lines import Line2D
+
+    if not count:
+        return []
+    style = {"marker": SUGGESTION_STYLE["marker"], "markerfacecolor": SUGGESTION_STYLE["facecolors"],
+             "markeredgecolor": SUGGESTION_STYLE["edgecolors"], "markeredgewidth": SUGGESTION_STYLE["linewidths"]}
+    return [Line2D([], [], linestyle="none", markersize=6, label=f"suggested for rating ({count} images)", **style)]
 
 
 def _crs_label(crs: CRS) -> str:
