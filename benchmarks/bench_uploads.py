@@ -1,6 +1,9 @@
 """Hostile uploads against ``percept serve`` (percept:tiny, default limits) in its own process: how fast
 tiny files declaring huge images and a 2 GB chunked body are refused, and the server's peak resident
-memory while 16 maximal uploads (10 MB, 40 megapixels) are scored in parallel."""
+memory while 16 maximal uploads (10 MB, 40 megapixels) are scored in parallel. Then, on a fresh server:
+how soon a 10 MB JPEG marker followed by zeros is refused and how long an ordinary photo sent meanwhile
+takes, and how long ordinary photos take beside eight 40-megapixel float TIFFs (224 kB each), with the
+server's peak resident memory."""
 
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from PIL import Image
 from benchmarks.common import BENCH_DIR
 from percept.categories import CATEGORIES
 from percept.model.io import ModelSettings, save_model
+from tests.upload_attacks import junk_jpeg, photo_jpeg, read_answer, send_whole
 
 CAP = 10 * 1024 * 1024
 PIECE = 256 * 1024
@@ -85,16 +89,69 @@ def chunked_refusal(port: int) -> tuple[float, int]:
     return time.perf_counter() - start, sent
 
 
+def float_tiff() -> bytes:
+    """A legal 40-megapixel 32-bit float TIFF of 224 kB: its decoding needs the most memory per pixel."""
+    out = io.BytesIO()
+    Image.new("F", (8000, 5000), 0.5).save(out, "TIFF", compression="tiff_deflate")
+    return out.getvalue()
+
+
+def start_server(model: Path) -> tuple[subprocess.Popen, str]:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    server = subprocess.Popen([sys.executable, "-m", "percept.cli.main", "serve", "--model", str(model),
+                               "--port", "0"], env=env, stderr=subprocess.PIPE, text=True)
+    url = server.stderr.readline().split()[2]
+    threading.Thread(target=server.stderr.read, daemon=True).start()
+    return server, url
+
+
+def post_timed(url: str, data: bytes, name: str) -> tuple[int, float]:
+    start = time.perf_counter()
+    status = httpx.post(url + "api/score", files={"image": (name, data)}, timeout=600).status_code
+    return status, time.perf_counter() - start
+
+
+def slow_headers_and_large_images(model: Path) -> None:
+    """A junk JPEG beside an ordinary photo, then ordinary photos beside eight 40-megapixel TIFFs."""
+    server, url = start_server(model)
+    port = int(url.rstrip("/").rsplit(":", 1)[1])
+    try:
+        photo = photo_jpeg()
+        for _ in range(3):  # the encoder's first call is slow; measure afterwards
+            post_timed(url, photo, "street.jpg")
+        start = time.perf_counter()
+        junk = send_whole(port, junk_jpeg(CAP - 1024))
+        status, photo_seconds = post_timed(url, photo, "street.jpg")
+        junk_status, _ = read_answer(junk, 600)
+        print(f"10 MB JPEG marker + zeros: {junk_status} after {time.perf_counter() - start:.2f} s; an ordinary photo "
+              f"sent meanwhile: {status} in {photo_seconds:.2f} s")
+        junk.close()
+
+        tiff, answers, small = float_tiff(), [], []
+        threads = [threading.Thread(target=lambda: answers.append(post_timed(url, tiff, "big.tif")[0]))
+                   for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.5)
+        while any(thread.is_alive() for thread in threads):
+            small.append(post_timed(url, photo, "street.jpg"))
+        for thread in threads:
+            thread.join()
+        print(f"8 parallel 40-megapixel float TIFFs ({len(tiff) / 1024:.0f} kB each): {sorted(set(answers))}; "
+              f"{len(small)} ordinary photos sent one after another meanwhile: {sorted({s for s, _ in small})} in "
+              f"at most {max((t for _, t in small), default=0):.2f} s; server peak resident memory "
+              f"{peak_mb(server.pid):.0f} MB")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 def main() -> None:
     folder = BENCH_DIR / "uploads"
     folder.mkdir(parents=True, exist_ok=True)
     model = write_model(folder / "model.npz")
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    server = subprocess.Popen([sys.executable, "-m", "percept.cli.main", "serve", "--model", str(model),
-                               "--port", "0"], env=env, stderr=subprocess.PIPE, text=True)
+    server, url = start_server(model)
     try:
-        url = server.stderr.readline().split()[2]
-        threading.Thread(target=server.stderr.read, daemon=True).start()
         client = httpx.Client(timeout=60)
         for size in ((8, 4_999_999), (39_000_000, 1)):
             data, times = png(size), []
@@ -120,6 +177,7 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
+    slow_headers_and_large_images(model)
 
 
 if __name__ == "__main__":

@@ -4,65 +4,28 @@ load nothing from outside. Screenshots go to test-artifacts/."""
 
 from __future__ import annotations
 
-import os
-import socket
-import threading
-import time
 from pathlib import Path
 
 import pytest
+from browser_fixtures import ARTIFACTS, chromium, needs_chromium, serving
 from image_fixtures import blank_bilevel_png
 from web_fixtures import CENTRE, PANORAMA, build_state, png_bytes
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run", "--disable-quic"]
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's Chromium (/usr/bin/chromium) is not installed"),
-]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+pytestmark = needs_chromium
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    import uvicorn
-
-    from percept.web.app import create_app
-
-    port = free_port()
-    config = uvicorn.Config(create_app(build_state(tmp_path_factory.mktemp("browser"), crops=4)), host="127.0.0.1",
-                            port=port, log_level="warning")
-    app_server = uvicorn.Server(config)
-    thread = threading.Thread(target=app_server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not app_server.started:
-        assert time.monotonic() < deadline, "the app did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    app_server.should_exit = True
-    thread.join(timeout=10)
+    with serving(build_state(tmp_path_factory.mktemp("browser"), crops=4)) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def page():
-    os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+    with chromium() as browser:
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.set_default_timeout(15_000)
         yield page
-        browser.close()
 
 
 def test_map_click_and_image_upload(server, page, tmp_path):

@@ -1,7 +1,9 @@
-"""Hostile uploads against a real server process: refused early, nothing spooled, memory bounded.
+"""Hostile uploads against a real server process: refused early, nothing spooled, memory bounded, and
+ordinary uploads served beside stalled, trickled, junk and half-sent ones.
 
 The server is ``percept serve`` (default limits: 10 MB uploads, 40 megapixels) in a subprocess on
-127.0.0.1, with an empty TMPDIR of its own; its resident memory is read from /proc.
+127.0.0.1, with an empty TMPDIR of its own; its resident memory is read from /proc. The attack tests
+use a second one with a 2 s read timeout, 4 upload places and 64 MB of upload memory.
 """
 
 from __future__ import annotations
@@ -13,12 +15,24 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 from image_fixtures import blank_bilevel_png
 from PIL import Image
+from upload_attacks import (
+    NormalClients,
+    StalledUpload,
+    closed_by_server,
+    half_sent_request,
+    junk_jpeg,
+    photo_jpeg,
+    read_answer,
+    send_whole,
+    trickled_upload,
+)
 from web_fixtures import write_model
 
 from percept.web.upload import FORM_ALLOWANCE
@@ -164,3 +178,81 @@ def test_sixteen_parallel_maximal_uploads_stay_under_one_and_a_half_gigabytes(se
     assert peak < RSS_LIMIT_KB, f"peak resident memory {peak / 1024:.0f} MB"
     assert server.spooled() == []
     print(f"\npeak resident memory of the server: {peak / 1024:.0f} MB")
+
+
+GUARDED_TIMEOUT = 2.0
+GUARDED_PLACES = 4  # and a queue of 16: 30 stalled uploads are more than both
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory):
+    """``percept serve`` with a short read timeout and few upload places, as the attack tests need."""
+    folder = tmp_path_factory.mktemp("guarded")
+    model = write_model(folder / "model.npz")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen([sys.executable, "-m", "percept.cli.main", "serve", "--model", str(model), "--port", "0",
+                                "--read-timeout", str(GUARDED_TIMEOUT), "--max-uploads", str(GUARDED_PLACES),
+                                "--upload-memory-mb", "64"], cwd=folder, env=env, stderr=subprocess.PIPE, text=True)
+    line = process.stderr.readline()
+    assert line.startswith("serving on http://127.0.0.1:"), line + process.stderr.read()
+    threading.Thread(target=process.stderr.read, daemon=True).start()
+    server = Server(process, line.split()[2], folder)
+    assert post_image(server, photo_jpeg(), "warm.jpg").status_code == 200  # the encoder's first call
+    yield server
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def test_ordinary_uploads_are_scored_beside_stalled_and_trickled_ones(guarded):
+    stalled = [StalledUpload(guarded.port, 2_000_000, 64_000) for _ in range(30)]
+    time.sleep(0.6)  # the admitted ones have now been silent long enough to be dropped for others
+    clients = NormalClients(guarded.url, photo_jpeg(), 10)
+    clients.run(requests_each=3)
+    trickled = trickled_upload(guarded.port)
+    clients.join()
+    assert [status for status, _ in clients.results] == [200] * 30
+    assert trickled[0] == 408
+    answers = [upload.answer(60) for upload in stalled]
+    assert set(answers) == {408, 503}, answers
+    busy = [upload for upload in stalled if upload.status == 503]
+    assert all(int(upload.headers["retry-after"]) >= 1 for upload in busy)
+    for upload in stalled:
+        upload.close()
+
+
+def test_a_junk_jpeg_does_not_hold_up_an_ordinary_upload(guarded):
+    finished = []
+    junk = send_whole(guarded.port, junk_jpeg(CAP - 1024))
+
+    def junk_answer():
+        finished.append(("junk", read_answer(junk, 120)[0]))
+
+    waiting = threading.Thread(target=junk_answer)
+    waiting.start()
+    finished.append(("photo", post_image(guarded, photo_jpeg(), "street.jpg").status_code))
+    waiting.join()
+    junk.close()
+    assert finished == [("photo", 200), ("junk", 415)]
+
+
+def test_half_sent_requests_are_closed_and_the_server_still_answers(guarded):
+    halves = [half_sent_request(guarded.port) for _ in range(50)]
+    assert all(closed_by_server(sock, 30 * GUARDED_TIMEOUT) for sock in halves)
+    for sock in halves:
+        sock.close()
+    assert httpx.get(guarded.url + "api/health", timeout=30).status_code == 200
+
+
+def test_memory_of_stalled_uploads_is_capped_and_handed_back(guarded):
+    before = memory_kb(guarded.process.pid, "VmRSS")
+    stalled = [StalledUpload(guarded.port, CAP, CAP - 1024 * 1024) for _ in range(20)]
+    answers = [upload.answer(60) for upload in stalled]
+    peak = memory_kb(guarded.process.pid, "VmHWM")
+    for upload in stalled:
+        upload.close()
+    assert set(answers) <= {408, 503, None}
+    after = memory_kb(guarded.process.pid, "VmRSS")
+    print(f"\n20 stalled 10 MB uploads (64 MB of upload memory): answers {sorted(set(answers), key=str)}, "
+          f"{(peak - before) / 1024:.0f} MB more at the peak, {(after - before) / 1024:.0f} MB more afterwards")
+    assert peak - before < (64 + 160) * 1024, f"{(peak - before) / 1024:.0f} MB more at the peak"
+    assert after - before < 48 * 1024, f"{(after - before) / 1024:.0f} MB kept after the uploads ended"

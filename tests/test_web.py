@@ -207,7 +207,7 @@ def test_openapi_lists_every_status_and_the_category_names(client):
     paths = schema["paths"]
     documented = {path: {int(status) for status in operation["responses"]}
                   for path, item in paths.items() for operation in item.values()}
-    assert documented["/api/score"] == {200, 400, 413, 415, 421, 422, 503}
+    assert documented["/api/score"] == {200, 400, 403, 408, 413, 415, 421, 422, 503}
     assert documented["/api/point"] == {200, 400, 421, 422, 503}
     assert documented["/api/rated"] == {200, 400, 421, 422}
     assert documented["/api/thumbnail/{vector}"] == {200, 404, 421, 422}
@@ -345,3 +345,84 @@ def test_markers_group_only_crops_of_one_panorama_at_one_place():
     assert [markers.rows(m).tolist() for m in range(len(markers))] == [[0, 1, 3, 5], [2], [4], [6], [7]]
     assert markers.lon.tolist() == [1, 2, 9, 2, 3]
     assert len(group_markers([], np.array([]), np.array([]))) == 0
+
+
+@pytest.mark.parametrize("path,method", [("/", "GET"), ("/api/health", "GET"), ("/static/app.js", "GET"),
+                                         ("/api/nothing-here", "GET"), ("/api/score", "POST")])
+def test_security_headers_on_every_response(client, path, method):
+    answer = client.request(method, path)
+    policy = answer.headers["content-security-policy"]
+    assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy
+    script = next(part for part in policy.split(";") if part.strip().startswith("script-src"))
+    assert "unsafe-inline" not in script and "unsafe-eval" not in script
+    assert answer.headers["x-frame-options"] == "DENY"
+    assert answer.headers["x-content-type-options"] == "nosniff"
+    assert answer.headers["referrer-policy"] in ("no-referrer", "same-origin")
+
+
+def test_docs_pages_run_no_inline_script(client):
+    for page in ("/docs", "/redoc"):
+        answer = client.get(page)
+        script = next(p for p in answer.headers["content-security-policy"].split(";") if "script-src" in p)
+        assert "unsafe-inline" not in script and "frame-ancestors 'none'" in answer.headers["content-security-policy"]
+        assert "<script>" not in answer.text.replace(" ", "")
+    assert "SwaggerUIBundle(" in client.get("/static/docs/swagger-init.js").text
+
+
+def test_the_page_policy_allows_the_tile_and_mapillary_hosts(tmp_path):
+    from percept.web.app import AppOptions
+
+    options = AppOptions(tile_url="https://{s}.tile.example.org/{z}/{x}/{y}.png")
+    state = build_state(tmp_path, mapillary=MapillaryClient("MLY|secret", "http://127.0.0.1:9"), options=options)
+    policy = TestClient(create_app(state)).get("/").headers["content-security-policy"]
+    images = next(part for part in policy.split(";") if part.strip().startswith("img-src")).split()
+    assert images[1:4] == ["'self'", "data:", "blob:"]
+    assert "https://*.tile.example.org" in images and "https://*.fbcdn.net" in images and "http://127.0.0.1:9" in images
+    assert "secret" not in policy
+
+
+@pytest.mark.parametrize("origin,status", [
+    (None, 200),
+    ("http://testserver", 200),
+    ("http://evil.example", 403),
+    ("http://testserver.evil.example", 403),
+    ("http://testserver:8080", 403),
+    ("null", 403),
+])
+def test_uploads_only_from_the_page_itself(client, origin, status):
+    headers = {"Origin": origin} if origin else {}
+    answer = client.post("/api/score", files={"image": ("street.png", png_bytes(), "image/png")}, headers=headers)
+    assert answer.status_code == status, answer.text
+    if status == 403:
+        assert "only from its own page" in answer.json()["detail"]
+        assert answer.headers["x-frame-options"] == "DENY"
+    else:
+        assert len(answer.json()["scores"]) == 5
+
+
+@pytest.mark.parametrize("url,source", [
+    ("https://{s}.tile.openstreetmap.org/{z}/{x}/{y}.png", "https://*.tile.openstreetmap.org"),
+    ("https://tile.openstreetmap.org/{z}/{x}/{y}.png", "https://tile.openstreetmap.org"),
+    ("http://user@Tiles.Example:8080/{z}/{x}/{y}", "http://tiles.example:8080"),
+    ("https://a.{s}.example/{z}", "https:"),
+    ("/tiles/{z}/{x}/{y}.png", None),
+])
+def test_tile_hosts_as_policy_sources(url, source):
+    from percept.web.security import source_of
+
+    assert source_of(url) == source
+
+
+@pytest.mark.parametrize("origin,host,scheme,same", [
+    ("http://127.0.0.1:8000", "127.0.0.1:8000", "http", True),
+    ("http://[::1]:8000", "[::1]:8000", "http", True),
+    ("https://percept.example", "percept.example", "http", True),  # behind a TLS proxy
+    ("http://percept.example:80", "percept.example", "http", True),
+    ("http://localhost:8000", "127.0.0.1:8000", "http", False),
+    ("http://127.0.0.1:8001", "127.0.0.1:8000", "http", False),
+    ("file://", "127.0.0.1:8000", "http", False),
+])
+def test_same_origin(origin, host, scheme, same):
+    from percept.web.security import same_origin
+
+    assert same_origin(origin, host, scheme) is same

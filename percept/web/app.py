@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
@@ -30,18 +29,19 @@ from percept.errors import PerceptError
 from percept.model.estimates import Estimator
 from percept.model.knn import l2_normalise
 from percept.model.scoring import MultiScorer
+from percept.web.admission import UploadGate
 from percept.web.decoding import BoundedDecoder
+from percept.web.docs import redoc_page, swagger_ui_page
 from percept.web.hosts import HostCheck, HostPolicy
 from percept.web.images import ImageFolder, thumbnail_jpeg
 from percept.web.markers import group_markers, thin_evenly
-from percept.web.upload import MissingField, UploadRefused, read_upload
+from percept.web.neighbour_shares import distance_shares, vector_weights
+from percept.web.security import SecurityHeaders, image_sources, page_policy
+from percept.web.upload import BodyPace, MissingField, UploadRefused, read_upload
 
 STATIC = Path(__file__).resolve().parent / "static"
-VENDOR = "/static/vendor"
-
-#: The API docs pages may load nothing from outside this server (Redoc's footer asks a CDN for a logo).
-DOCS_POLICY = ("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
-               "img-src 'self' data: blob:; font-src 'self' data:; worker-src 'self' blob:; connect-src 'self'")
+#: Seconds a client refused as busy is asked to wait before it tries again.
+RETRY_AFTER_S = 2
 
 Encode = Callable[[list[Image.Image]], np.ndarray]
 Category = Enum("Category", {name: name for name in CATEGORIES}, type=str)
@@ -55,6 +55,10 @@ class AppOptions:
     image_limits: ImageLimits = field(default_factory=ImageLimits)
     decode_workers: int = 2
     decode_pixels: int | None = None
+    max_uploads: int = 32  # bodies received at once
+    upload_memory: int = 256 * 1024 * 1024  # body bytes all uploads in flight may hold
+    read_timeout: float = 5.0  # longest wait for a request's headers or its body's next bytes
+    min_upload_rate: float = 16 * 1024  # bytes a second a body must average after its first second
     hosts: HostPolicy | None = None
     max_radius_m: float = 5000.0
     default_radius_m: float = 100.0
@@ -94,12 +98,15 @@ ERRORS: dict[int, dict] = {
     400: {"model": Problem, "description": "The request cannot be used (a corrupt image, a category this "
                                            "server has no scores for, an empty box)"},
     404: {"model": Problem, "description": "No such survey image"},
+    403: {"model": Problem, "description": "The request comes from a page of another site (its Origin header)"},
+    408: {"model": Problem, "description": "The upload arrived too slowly, or stopped"},
     413: {"model": Problem, "description": "The upload or its image is larger than the server's limits"},
     415: {"model": Problem, "description": "Not an image format that is read, or not multipart/form-data"},
     421: {"model": Problem, "description": "The Host header names another server (see --allow-host)"},
     422: {"model": ValidationProblem, "description": "A parameter or form field is missing or out of range, or "
                                                      "the image gives no usable vector (NaN, infinite or zero)"},
-    503: {"model": Problem, "description": "This server has no image encoder"},
+    503: {"model": Problem, "description": "This server has no image encoder, or is busy with other uploads "
+                                           "(try again after the Retry-After header's seconds)"},
 }
 
 UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
@@ -125,6 +132,10 @@ def create_app(state: AppState) -> FastAPI:
     """Build the FastAPI app for a scorer, an image encoder and (optionally) rated locations."""
     options = state.options
     decoder = BoundedDecoder(options.image_limits, options.decode_workers, options.decode_pixels)
+    gate = UploadGate(options.max_uploads, options.upload_memory, idle_drop=min(0.5, options.read_timeout / 4),
+                      patience=options.read_timeout)
+    gate.on_empty = decoder.release_memory_soon  # a burst of uploads is over: hand its memory back
+    pace = BodyPace(options.read_timeout, options.min_upload_rate)
 
     @asynccontextmanager
     async def lifespan(_app):
@@ -150,10 +161,28 @@ def create_app(state: AppState) -> FastAPI:
             raise HTTPException(422, str(exc)) from None
         vector = l2_normalise(raw)
         found = state.estimator.estimate(vector)
-        return vector, {"scores": scores_dict(found.scores[0], state.scorer.categories),
-                        "sd": scores_dict(found.sd[0], state.scorer.categories),
+        categories = state.scorer.categories
+        interval = None if found.level is None else {
+            "level": found.level, "lo": scores_dict(found.lo[0], categories), "hi": scores_dict(found.hi[0], categories)}
+        return vector, {"scores": scores_dict(found.scores[0], categories),
+                        "sd": scores_dict(found.sd[0], categories), "interval": interval,
                         "best_similarity": number(found.best_similarity[0]),
+                        "dissimilarity": number(found.dissimilarity[0]),
                         "out_of_domain": bool(found.out_of_domain[0])}
+
+    def similar_images(vector: np.ndarray) -> list[dict]:
+        """The K survey images most similar to a unit vector, with the weight each had in its scores."""
+        weights = vector_weights(state.scorer, vector)
+        similar = []
+        for item in state.scorer.similar(vector, state.scorer.k):
+            name = state.names[item.vector] if state.names else None
+            thumb = f"/api/thumbnail/{item.vector}" if name and state.images is not None else None
+            similar.append({"vector": item.vector, "image": name, "thumbnail": thumb,
+                            "similarity": round(item.similarity, 6),
+                            "ratings": scores_dict(np.array(list(item.ratings.values())), list(item.ratings)),
+                            "ratings_count": item.counts,
+                            "weights": {c: round(weights[c].get(item.vector, 0.0), 6) for c in weights}})
+        return similar
 
     def number(value) -> float | None:
         return None if value is None or np.isnan(value) else round(float(value), 6)
@@ -162,12 +191,17 @@ def create_app(state: AppState) -> FastAPI:
         return {c: number(v) for c, v in zip(categories, values)}
 
     def rated_uncertainty(i: int, column: int | None = None) -> dict:
-        """What a rated file records about point ``i``'s uncertainty (sd of one category or all)."""
+        """What a rated file records about point ``i``'s uncertainty (sd and interval of one category or all)."""
         rated, extra = state.rated, {}
-        if rated.sd is not None:
-            extra["sd"] = number(rated.sd[i, column]) if column is not None else scores_dict(rated.sd[i], rated.categories)
-        if rated.best_similarity is not None:
-            extra["best_similarity"] = number(rated.best_similarity[i])
+        for name in ("sd", "lo", "hi"):
+            values = getattr(rated, name)
+            if values is not None:
+                extra[name] = number(values[i, column]) if column is not None else scores_dict(values[i], rated.categories)
+        if rated.lo is not None and rated.metadata.get("interval_level") is not None:
+            extra["level"] = float(rated.metadata["interval_level"])  # recorded by percept rate (not in CSV files)
+        for name in ("best_similarity", "dissimilarity"):
+            if getattr(rated, name) is not None:
+                extra[name] = number(getattr(rated, name)[i])
         for flag in ("out_of_domain", "in_survey"):
             if getattr(rated, flag) is not None:
                 extra[flag] = bool(getattr(rated, flag)[i])
@@ -192,20 +226,11 @@ def create_app(state: AppState) -> FastAPI:
 
     @app.get("/docs", include_in_schema=False)
     def swagger_ui():
-        page = get_swagger_ui_html(openapi_url=app.openapi_url, title=f"{app.title} API",
-                                   swagger_js_url=f"{VENDOR}/swagger-ui/swagger-ui-bundle.js",
-                                   swagger_css_url=f"{VENDOR}/swagger-ui/swagger-ui.css",
-                                   swagger_favicon_url="/favicon.ico", swagger_ui_parameters={"validatorUrl": None})
-        page.headers["Content-Security-Policy"] = DOCS_POLICY
-        return page
+        return swagger_ui_page(f"{app.title} API", app.openapi_url)
 
     @app.get("/redoc", include_in_schema=False)
     def redoc():
-        page = get_redoc_html(openapi_url=app.openapi_url, title=f"{app.title} API",
-                              redoc_js_url=f"{VENDOR}/redoc/redoc.standalone.js", redoc_favicon_url="/favicon.ico",
-                              with_google_fonts=False)
-        page.headers["Content-Security-Policy"] = DOCS_POLICY
-        return page
+        return redoc_page(f"{app.title} API", app.openapi_url)
 
     @app.get("/api/health", responses=errors())
     def health() -> dict:
@@ -228,31 +253,36 @@ def create_app(state: AppState) -> FastAPI:
                 "max_upload_bytes": options.max_upload_bytes, "mapillary": state.mapillary is not None,
                 "model": state.model_name, "listed_points": options.listed_points}
 
-    @app.post("/api/score", responses=errors(400, 413, 415, 422, 503), openapi_extra=UPLOAD_BODY)
+    @app.post("/api/score", responses=errors(400, 403, 408, 413, 415, 422, 503), openapi_extra=UPLOAD_BODY)
     async def score(request: Request) -> dict:
         """Score an uploaded photo (form field ``image``): five scores with the weighted sd of their K neighbours'
-        scores, the photo's best similarity to the survey, ``out_of_domain`` (below the survey's 5th-percentile
-        nearest-neighbour similarity) and the K most similar survey images."""
+        scores and their prediction ``interval`` (``level``, ``lo``, ``hi``; null when the model has no
+        calibration or intervals are off), the photo's best similarity to the survey, its ``dissimilarity``
+        (distance to the nearest survey image over the survey's mean nearest-neighbour distance),
+        ``out_of_domain`` (below the survey's 5th-percentile nearest-neighbour similarity) and the K most
+        similar survey images with the ``weights`` each had in the scores."""
         if state.encode is None:
             raise HTTPException(503, "this server has no image encoder: start it with a model it can encode for")
         try:
-            upload = await read_upload(request, "image", options.max_upload_bytes)
+            upload = await read_upload(request, "image", options.max_upload_bytes, pace, gate)
         except UploadRefused as exc:
-            raise HTTPException(exc.status, str(exc)) from None
+            raise refused(exc) from None
         except MissingField as exc:
             raise RequestValidationError([{"type": "missing", "loc": ["body", "image"], "msg": str(exc),
                                            "input": None}]) from None
-        await asyncio.wrap_future(decoder.header(upload.open, "the upload"))
-        vector, estimate = await asyncio.wrap_future(decoder.decode(upload.open, "the upload", score_picture))
-        similar = []
-        for item in state.scorer.similar(vector[0], state.scorer.k):
-            name = state.names[item.vector] if state.names else None
-            thumb = f"/api/thumbnail/{item.vector}" if name and state.images is not None else None
-            similar.append({"vector": item.vector, "image": name, "thumbnail": thumb,
-                            "similarity": round(item.similarity, 6),
-                            "ratings": scores_dict(np.array(list(item.ratings.values())), list(item.ratings)),
-                            "ratings_count": item.counts})
-        return {**estimate, "k": state.scorer.k, "similar": similar}
+        try:
+            vector, estimate = await asyncio.wrap_future(
+                decoder.decode(upload.open, "the upload", score_picture, upload.size))
+        finally:
+            upload.close()
+        return {**estimate, "k": state.scorer.k, "similar": similar_images(vector[0])}
+
+    def refused(exc: UploadRefused) -> HTTPException:
+        """The answer to a refused upload; the connection closes (the rest of its body is not read)."""
+        headers = {"Connection": "close"}
+        if exc.status == 503:
+            headers["Retry-After"] = str(RETRY_AFTER_S)
+        return HTTPException(exc.status, str(exc), headers=headers)
 
     @app.get("/api/thumbnail/{vector}", response_class=Response, responses={
         200: {"content": {"image/jpeg": {}}, "description": "A small JPEG of the survey image"},
@@ -273,7 +303,8 @@ def create_app(state: AppState) -> FastAPI:
     def point(lat: float = Query(..., ge=-90, le=90), lon: float = Query(..., ge=-180, le=180),
               radius: float = Query(options.default_radius_m, gt=0, le=options.max_radius_m),
               category: Category | None = None) -> dict:
-        """Modelled scores at a point: inverse-distance weighted over rated images within ``radius`` metres."""
+        """Modelled scores at a point: inverse-distance weighted over rated images within ``radius`` metres; each
+        listed image carries its ``weight``, its share of those weights."""
         check_category(category)
         answer = {"lat": lat, "lon": lon, "radius": radius, "count": 0, "shown": 0, "scores": None, "points": [],
                   "message": None, "mapillary": None}
@@ -282,10 +313,11 @@ def create_app(state: AppState) -> FastAPI:
             rated = state.rated
             answer["count"] = int(len(found.index))
             answer["scores"] = scores_dict(found.weighted(rated.scores), rated.categories)
+            shares = distance_shares(found.weight)
             answer["points"] = [{"image": str(rated.names[i]), "lat": float(rated.lat[i]), "lon": float(rated.lon[i]),
-                                 "distance_m": round(float(d), 2), "scores": scores_dict(rated.scores[i], rated.categories),
-                                 **rated_uncertainty(i)}
-                                for i, d in zip(found.index[:options.listed_points], found.distance)]
+                                 "distance_m": round(float(d), 2), "weight": round(float(w), 6),
+                                 "scores": scores_dict(rated.scores[i], rated.categories), **rated_uncertainty(i)}
+                                for i, d, w in zip(found.index[:options.listed_points], found.distance, shares)]
             answer["shown"] = len(answer["points"])
         else:
             answer["message"] = f"no imagery within {radius:g} m"
@@ -306,11 +338,12 @@ def create_app(state: AppState) -> FastAPI:
         if state.encode is None:
             raise HTTPException(503, "this server has no image encoder to score Mapillary images with")
         try:
-            _, estimate = decoder.decode(lambda: data, f"Mapillary image {found.id}", score_picture).result()
+            vector, estimate = decoder.decode(lambda: data, f"Mapillary image {found.id}", score_picture).result()
         except ImageError as exc:
             return {"found": False, "message": str(exc)}
         return {"found": True, "id": found.id, "thumb_url": found.thumb_url, "lat": found.lat, "lon": found.lon,
-                "distance_m": round(found.distance_m, 2), **estimate}
+                "distance_m": round(found.distance_m, 2), **estimate, "k": state.scorer.k,
+                "similar": similar_images(vector[0])}
 
     @app.get("/api/rated", responses=errors(400, 422))
     def rated_points(west: float = Query(-180, ge=-180, le=180), south: float = Query(-90, ge=-90, le=90),
@@ -351,4 +384,6 @@ def create_app(state: AppState) -> FastAPI:
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     if options.hosts is not None:
         app.add_middleware(HostCheck, policy=options.hosts)
+    mapillary_url = state.mapillary.base_url if state.mapillary is not None else None
+    app.add_middleware(SecurityHeaders, policy=page_policy(image_sources(options.tile_url, mapillary_url)))
     return app

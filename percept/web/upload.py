@@ -1,23 +1,34 @@
-"""Read one file field of a multipart/form-data request as the body streams in, within a byte cap.
+"""Read one file field of a multipart/form-data request as the body streams in, within a byte cap
+and a pace.
 
 Nothing is spooled to disk. The declared Content-Length is checked before a byte is read;
 then every chunk (chunked bodies included) is counted as it arrives, and reading stops at the
-first chunk that passes the cap. The field's bytes are kept in memory as the pieces that
-brought them, never copied into one growing buffer (many parallel uploads would fragment the
-heap) and read through :class:`PiecesReader`; they never exceed ``max_bytes``, and the body as
-a whole may add :data:`FORM_ALLOWANCE` bytes of form framing.
+first chunk that passes the cap. The field's bytes are kept in a memory map of their own
+(:class:`~percept.web.bodies.MappedBody`, handed back to the system whole when the upload is
+answered) and read through a buffered reader (decoders that read one byte at a time then cost a
+C call, not a Python one); they never exceed ``max_bytes``, and the body as a whole may add
+:data:`FORM_ALLOWANCE` bytes of form framing.
+
+A body must keep its :class:`BodyPace` (no long silence, a minimum average rate), or it is refused
+with 408. Read through an :class:`~percept.web.admission.UploadGate`, an upload first waits for a
+place (503 when none comes free in time), counts its bytes against the gate's memory, and is
+refused with 408 when its place is given to another upload because it stopped sending.
 """
 
 from __future__ import annotations
 
-import bisect
+import asyncio
 import io
-import itertools
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
+
+from percept.web.admission import Busy, Dropped, Ticket, UploadGate
+from percept.web.bodies import MappedBody
 
 #: Bytes of boundaries, part headers and other fields allowed beside the file itself.
 FORM_ALLOWANCE = 64 * 1024
@@ -35,59 +46,44 @@ class MissingField(Exception):
     """The form holds no field of the expected name."""
 
 
-class PiecesReader(io.RawIOBase):
-    """A seekable read-only file over a list of byte strings (so they need not be joined)."""
-
-    def __init__(self, pieces: list[bytes]):
-        super().__init__()
-        self.pieces = pieces
-        self.starts = list(itertools.accumulate((len(p) for p in pieces), initial=0))
-        self.size, self.position = self.starts[-1], 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self.position
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.size}[whence]
-        if base + offset < 0:
-            raise ValueError("negative seek position")
-        self.position = base + offset
-        return self.position
-
-    def readinto(self, buffer) -> int:
-        view = memoryview(buffer).cast("B")
-        done = 0
-        while done < len(view) and self.position < self.size:
-            index = bisect.bisect_right(self.starts, self.position) - 1
-            piece, offset = self.pieces[index], self.position - self.starts[index]
-            count = min(len(piece) - offset, len(view) - done)
-            view[done:done + count] = piece[offset:offset + count]
-            done += count
-            self.position += count
-        return done
-
-
 @dataclass(frozen=True)
 class Upload:
-    """The field's bytes (as the pieces they arrived in) and how many body bytes were read."""
+    """The field's bytes, how many body bytes were read and the upload's admission ticket (if any);
+    :meth:`close` hands their memory and the ticket back."""
 
-    pieces: list[bytes]
+    body: MappedBody
     filename: str | None
     received: int
+    ticket: Ticket | None = None
 
     @property
     def size(self) -> int:
-        return sum(len(piece) for piece in self.pieces)
+        return self.body.size
 
-    def open(self) -> PiecesReader:
-        """A new seekable file over the field's bytes."""
-        return PiecesReader(self.pieces)
+    def open(self) -> io.BufferedReader:
+        """A new seekable, buffered file over the field's bytes."""
+        return self.body.open()
+
+    def close(self) -> None:
+        self.body.close()
+        if self.ticket is not None:
+            self.ticket.close()
+
+
+@dataclass(frozen=True)
+class BodyPace:
+    """How fast a request body must arrive: no silence longer than ``timeout`` seconds, and after the
+    first ``grace`` seconds at least ``min_rate`` bytes a second on average (a body trickling in a few
+    bytes at a time is refused after about ``grace`` seconds, however often it sends)."""
+
+    timeout: float = 5.0
+    min_rate: float = 16 * 1024
+    grace: float = 1.0
+
+    def next_deadline(self, started: float, last: float, received: int) -> float:
+        """When the body's next bytes must have come, for a body started at ``started`` whose last bytes
+        came at ``last`` and that has brought ``received`` bytes so far (pure)."""
+        return min(last + self.timeout, started + min(self.grace, self.timeout) + received / self.min_rate)
 
 
 def too_large(max_bytes: int) -> UploadRefused:
@@ -111,12 +107,12 @@ def form_boundary(content_type: str | None) -> bytes:
 
 
 class FormField:
-    """A streaming multipart parser that keeps the first part named ``field`` (pure: no I/O)."""
+    """A streaming multipart parser that keeps the first part named ``field`` (pure: no I/O); the part's
+    bytes go to a :class:`MappedBody` that :meth:`close` hands back unless :meth:`result` took it."""
 
     def __init__(self, boundary: bytes, field: str, max_bytes: int):
         self.field, self.max_bytes = field.encode(), max_bytes
-        self.pieces: list[bytes] = []
-        self.size = 0
+        self.body: MappedBody | None = None
         self.filename: str | None = None
         self.found = self.ended = False
         self._header_name = bytearray()
@@ -137,14 +133,20 @@ class FormField:
         except (FormParserError, ValueError) as exc:
             raise UploadRefused(400, f"the upload is not well-formed multipart/form-data ({exc})") from None
 
-    def result(self) -> list[bytes]:
-        """The field's bytes, as the pieces they arrived in, once the body has ended."""
+    def result(self) -> MappedBody:
+        """The field's bytes once the body has ended (the caller closes them)."""
         if not self.ended:
             raise UploadRefused(400, "the multipart/form-data body ends before its closing boundary: "
                                      "the upload was cut short")
-        if not self.found:
+        if self.body is None:
             raise MissingField(f"the form has no file field named '{self.field.decode()}'")
-        return self.pieces
+        body, self.body = self.body, None
+        return body
+
+    def close(self) -> None:
+        if self.body is not None:
+            self.body.close()
+            self.body = None
 
     def _header_begin(self) -> None:
         self._header_name.clear()
@@ -162,6 +164,7 @@ class FormField:
         _, params = parse_options_header(bytes(self._header_value).decode("latin-1"))
         if params.get(b"name") == self.field and not self.found:
             self._keeping = self.found = True
+            self.body = MappedBody(self.max_bytes)
             filename = params.get(b"filename")
             self.filename = filename.decode("utf-8", "replace") if filename is not None else None
 
@@ -171,10 +174,9 @@ class FormField:
     def _part_data(self, data: bytes, start: int, end: int) -> None:
         if not self._keeping:
             return
-        if self.size + (end - start) > self.max_bytes:
+        if self.body.size + (end - start) > self.max_bytes:
             raise too_large(self.max_bytes)
-        self.pieces.append(bytes(data[start:end]))
-        self.size += end - start
+        self.body.append(memoryview(data)[start:end])
 
     def _part_end(self) -> None:
         self._keeping = False
@@ -183,22 +185,91 @@ class FormField:
         self.ended = True
 
 
-async def read_upload(request: Request, field: str, max_bytes: int) -> Upload:
-    """The bytes of the form field ``field`` (at most ``max_bytes``), read while the body streams in."""
-    body_cap = max_bytes + FORM_ALLOWANCE
+def too_slow(pace: BodyPace) -> UploadRefused:
+    return UploadRefused(408, f"the upload arrived too slowly (this server waits at most {pace.timeout:g} s for "
+                              f"the next bytes and needs {pace.min_rate / 1024:g} kB/s on average after the first "
+                              f"{min(pace.grace, pace.timeout):g} s): send it again over a better connection")
+
+
+def dropped() -> UploadRefused:
+    return UploadRefused(408, "the upload stopped sending and its place was given to another upload: send it again")
+
+
+def busy() -> UploadRefused:
+    return UploadRefused(503, "this server is busy with other uploads: send the image again in a moment")
+
+
+async def next_message(receive: Callable[[], Awaitable[dict]], wait: float, ticket: Ticket | None) -> dict:
+    """The next ASGI message within ``wait`` seconds (408 after that, or once ``ticket`` is dropped)."""
+    if wait <= 0:
+        raise TimeoutError
+    pending = asyncio.ensure_future(receive())
+    if ticket is None:
+        await asyncio.wait({pending}, timeout=wait)
+    else:
+        ticket.listen()
+        try:
+            await asyncio.wait({pending, ticket.dropped}, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ticket.heard()
+    if ticket is not None and ticket.dropped.done():
+        pending.cancel()
+        raise Dropped
+    if not pending.done():
+        pending.cancel()
+        raise TimeoutError
+    return pending.result()
+
+
+def declared_length(request: Request, max_bytes: int) -> int | None:
+    """The body's declared Content-Length (None: chunked), refused when it is not a number or over the cap."""
     declared = request.headers.get("content-length")
-    if declared is not None and (not declared.strip().isdigit()):
+    if declared is None:
+        return None
+    if not declared.strip().isdigit():
         raise UploadRefused(400, f"the Content-Length header {declared!r} is not a number")
-    if declared is not None and int(declared) > body_cap:
+    if int(declared) > max_bytes + FORM_ALLOWANCE:
         raise too_large(max_bytes)
+    return int(declared)
+
+
+async def read_upload(request: Request, field: str, max_bytes: int, pace: BodyPace = BodyPace(),
+                      gate: UploadGate | None = None, clock: Callable[[], float] = time.monotonic) -> Upload:
+    """The bytes of the form field ``field`` (at most ``max_bytes``), read while the body streams in at
+    ``pace``; with a ``gate``, once admitted by it, with the body's bytes counted on the upload's ticket
+    (whose receiving place is given up once the body is complete). The caller closes the upload."""
+    declared = declared_length(request, max_bytes)
     form = FormField(form_boundary(request.headers.get("content-type")), field, max_bytes)
-    received = 0
+    ticket = None
     try:
-        async for chunk in request.stream():
-            received += len(chunk)
-            if received > body_cap:
-                raise too_large(max_bytes)
-            form.feed(chunk)
-    except ClientDisconnect:
-        raise UploadRefused(400, "the upload was interrupted before it ended") from None
-    return Upload(form.result(), form.filename, received)
+        ticket = await gate.admit(declared) if gate is not None else None
+        received, more = 0, True
+        started = last = clock()
+        while more:
+            message = await next_message(request.receive, pace.next_deadline(started, last, received) - clock(),
+                                         ticket)
+            if message["type"] == "http.disconnect":
+                raise UploadRefused(400, "the upload was interrupted before it ended")
+            chunk, more = message.get("body", b""), message.get("more_body", False)
+            if chunk:
+                received += len(chunk)
+                if received > max_bytes + FORM_ALLOWANCE:
+                    raise too_large(max_bytes)
+                if ticket is not None:
+                    await ticket.take(len(chunk))
+                form.feed(chunk)
+                last = clock()
+        if ticket is not None:
+            ticket.received()
+        upload, ticket = Upload(form.result(), form.filename, received, ticket), None
+        return upload
+    except TimeoutError:
+        raise too_slow(pace) from None
+    except Dropped:
+        raise dropped() from None
+    except Busy:
+        raise busy() from None
+    finally:
+        form.close()  # the bytes of a refused upload go at once
+        if ticket is not None:
+            ticket.close()
