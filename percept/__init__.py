@@ -1,9 +1,6 @@
 """Percept KNN: model how people perceive streets from survey ratings and CLIP vectors."""
 
-from percept import legacy
 from percept.errors import PerceptError
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place the version is written: pyproject.toml reads it from here
 __all__ = ["PerceptError", "__version__"]
-
-legacy.install()

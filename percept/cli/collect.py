@@ -6,6 +6,7 @@ import sys
 
 from percept.cli.fetch_images import NOTHING_USABLE, add_download_options, positive_number, retry_policy
 from percept.errors import PerceptError
+from percept.extras import require
 
 SIZES = ("1024", "2048", "original")
 
@@ -33,6 +34,8 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    require("city", "httpx", "percept collect")
+    require("city", "mapbox_vector_tile", "percept collect")
     from percept.city.collect import CollectOptions, collect
     from percept.city.mapillary import TOKEN_ENV, resolve_token
     from percept.city.selection import Selection, parse_since

@@ -6,6 +6,7 @@ import sys
 import time
 
 from percept.cli.common import positive_int
+from percept.extras import require
 
 
 def register(subparsers) -> None:
@@ -35,6 +36,8 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    for module in ("shapely", "pyrosm", "osmnx"):
+        require("osm", module, "percept environment")
     from percept.environment.measure_places import MeasureOptions, measure_places
     from percept.environment.place_files import check_output, read_geojson_places, read_location_places, write_places
     from percept.environment.variables import parse_buffer_sizes

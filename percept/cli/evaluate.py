@@ -10,6 +10,7 @@ from pathlib import Path
 
 from percept.cli.common import add_hidden_alias, k_list, positive_int, progress_bar
 from percept.errors import PerceptError
+from percept.extras import require
 from percept.model.weighting import DEFAULT_WEIGHTING, check_weighting
 from percept.study.crossval import METRICS, CategoryResult, CVPlan, cross_validate
 from percept.study.publish import card_path, check_missing
@@ -87,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
     from percept.study.dataset import load_dataset
 
     check_weighting(args.normalization_method)
+    if args.report:
+        require("maps", "matplotlib", "evaluate --report")
     if (args.report or args.export) and args.read_only:
         raise PerceptError("--read-only writes nothing to disk, so it cannot be combined with --report or --export")
     spec = None

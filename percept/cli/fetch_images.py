@@ -8,6 +8,7 @@ from pathlib import Path
 
 from percept.city.retry import RetryPolicy
 from percept.cli.common import positive_int, positive_number
+from percept.extras import require
 
 NOTHING_USABLE = 1
 
@@ -56,6 +57,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    require("city", "httpx", "percept fetch-images")
     from percept.city.fetch import FetchOptions, fetch_images, read_image_urls
 
     urls = read_image_urls(args.geojson)

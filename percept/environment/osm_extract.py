@@ -17,6 +17,7 @@ import pandas as pd
 
 from percept.environment.poi_categories import SUB_TYPE_KEYS, tag_filter
 from percept.errors import PerceptError
+from percept.extras import require
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -64,12 +65,7 @@ def read_whole(path: Path) -> bool:
 
 
 def _import_pyrosm():
-    try:
-        import pyrosm
-    except ImportError:
-        raise PerceptError("reading OpenStreetMap extracts needs pyrosm and osmnx: "
-                           "pip install 'percept[osm]'") from None
-    return pyrosm
+    return require("osm", "pyrosm", "reading OpenStreetMap extracts")
 
 
 def _features(osm) -> gpd.GeoDataFrame:

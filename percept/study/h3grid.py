@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from percept.errors import PerceptError
+from percept.extras import require
 
 RESOLUTIONS = range(16)
 
@@ -37,11 +38,7 @@ class H3Cells:
 
 
 def _h3():
-    try:
-        import h3
-    except ImportError:
-        raise PerceptError("--grid h3:RES needs the h3 package: pip install h3") from None
-    return h3
+    return require("maps", "h3", "--grid h3:RES")
 
 
 def check_resolution(resolution: int) -> int:
