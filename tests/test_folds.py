@@ -9,12 +9,12 @@ import pytest
 from pyproj import Transformer
 
 from percept.cli.common import ArgumentParser, report_errors
+from percept.data.crs import WGS84, utm_crs
 from percept.encoders.options import EncodingOptions
 from percept.errors import PerceptError
 from percept.study.crossval import CVPlan, cross_validate
 from percept.study.dataset import DataSelection, load_dataset
 from percept.study.folds import GroupBy, block_keys, default_group_by, parse_group_by, sample_groups
-from percept.study.hexgrid import WGS84, utm_crs
 from percept.synthetic.spatial import generate_spatial_survey
 
 

@@ -5,14 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from percept.study.hexgrid import (
-    aggregate,
-    aggregate_lonlat,
-    centres,
-    parse_crs,
-    to_geojson,
-    utm_crs,
-)
+from percept.data.crs import parse_crs, utm_crs
+from percept.study.hexgrid import aggregate, aggregate_lonlat, centres, to_geojson
 
 
 def test_every_point_lands_in_exactly_one_hexagon():

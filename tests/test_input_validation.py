@@ -19,7 +19,7 @@ from web_fixtures import build_state, png_bytes, write_model
 
 from percept import api
 from percept.categories import CATEGORIES
-from percept.city.rating import rate, read_rated
+from percept.city.rating import rate
 from percept.cli.dropin import main as dropin_main
 from percept.cli.main import main as percept_main
 from percept.data import vector_checks
@@ -30,6 +30,7 @@ from percept.data.embeddings import (
     write_part,
 )
 from percept.data.locations import read_locations
+from percept.data.rated_points import read_rated
 from percept.data.vector_checks import check_rows
 from percept.errors import PerceptError
 from percept.model.io import SETTINGS_KEY, ModelSettings, load_model, save_model
@@ -269,9 +270,9 @@ def test_model_file_values_are_checked(tmp_path, model_path, city, capsys, chang
 
 @pytest.mark.parametrize("value, problem", [(np.nan, "NaN or infinite"), (0.0, "zero vector")])
 def test_predict_refuses_an_unusable_encoder_vector(tmp_path, capsys, monkeypatch, value, problem):
-    import percept.encoders
-
     from PIL import Image
+
+    import percept.encoders
 
     Image.new("RGB", (30, 20), (10, 20, 30)).save(tmp_path / "photo.png")
     model = write_model(tmp_path / "model.npz", names=False)

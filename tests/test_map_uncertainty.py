@@ -19,11 +19,12 @@ from test_maps import run_cli, svg_texts
 from test_rating import unit, write_embeddings
 
 from percept.categories import CATEGORIES
-from percept.city.rating import GEO_METADATA, rate, read_rated
+from percept.city.rating import rate
+from percept.data.crs import WGS84, utm_crs
 from percept.data.locations import read_locations
+from percept.data.rated_points import GEO_METADATA, read_rated
 from percept.model.io import ModelSettings, load_model, save_model
 from percept.study.basemap import OSM_ATTRIBUTION, attribution
-from percept.study.hexgrid import WGS84, utm_crs
 from percept.study.map_values import PointValues, rated_places
 from percept.study.maps import MapOptions, build_layer, render, round_up, save_figure
 from percept.study.places import Places

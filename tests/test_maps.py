@@ -15,9 +15,9 @@ import pytest
 from PIL import Image
 
 from percept.cli.common import ArgumentParser, report_errors
+from percept.data.crs import parse_crs, utm_crs
 from percept.errors import PerceptError
 from percept.study.basemap import load_basemap
-from percept.study.hexgrid import parse_crs, utm_crs
 from percept.study.map_furniture import nice_length
 from percept.study.maps import MapOptions, build_layer, parse_grid, parse_range, render
 from percept.study.places import read_places

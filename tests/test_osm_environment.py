@@ -15,8 +15,8 @@ import shapely
 from pyproj import CRS, Transformer
 from shapely.geometry import MultiLineString, Point
 
+from percept.data.crs import metric_crs
 from percept.environment.keys import ENV_KEYS
-from percept.environment.projection import metric_crs
 from percept.environment.variables import environmental_variables
 
 UTM35N = CRS.from_epsg(32635)

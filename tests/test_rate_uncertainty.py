@@ -13,9 +13,10 @@ import pytest
 from test_rating import write_embeddings
 
 from percept.categories import CATEGORIES
-from percept.city.rating import rate, read_rated
+from percept.city.rating import rate
 from percept.cli.main import main as percept_main
 from percept.data.locations import read_locations
+from percept.data.rated_points import read_rated
 from percept.model.io import ModelSettings, load_model, save_model
 from percept.model.knn import l2_normalise
 

@@ -10,10 +10,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from percept.categories import CATEGORIES
-from percept.city.rating import rate, read_rated
+from percept.city.rating import rate
 from percept.cli.main import main as percept_main
 from percept.data.embeddings import write_part
 from percept.data.locations import read_locations
+from percept.data.rated_points import read_rated
 from percept.errors import PerceptError
 from percept.model.io import ModelSettings, load_model, save_model
 from percept.model.knn import KNNRegressor, l2_normalise
@@ -103,6 +104,18 @@ def test_geoparquet_with_locations(tmp_path, model_path, city):
     assert table["sequence"].iloc[1] == "seq1" and table["angle"].iloc[2] == 20
     rated = read_rated(out)
     assert len(rated.lon) == len(names) - 1 and rated.categories == list(CATEGORIES)
+
+
+def test_geoparquet_records_its_crs_for_geopandas(tmp_path, model_path, city):
+    """The points are WGS84, longitude first: geopandas reads them as EPSG:4326, not the CRS84 default."""
+    geopandas = pytest.importorskip("geopandas")
+    folder, _, _, locations = city
+    out = tmp_path / "rated.geoparquet"
+    rate(load_model(model_path), folder, out, locations=read_locations(locations), quiet=True)
+    frame = geopandas.read_parquet(out)
+    assert frame.crs.to_epsg() == 4326
+    located = frame[frame.geometry.notna()]
+    np.testing.assert_array_equal(located.geometry.x.to_numpy(), located["lon"].to_numpy())
 
 
 def test_geojson_with_locations(tmp_path, model_path, city):

@@ -187,7 +187,7 @@ def test_rated_intervals_carry_the_level_the_rated_file_records(tmp_path):
     import dataclasses
     import json
 
-    from percept.city.rating import read_rated
+    from percept.data.rated_points import read_rated
 
     state = build_state(tmp_path, calibrated=True)
     table = pd.read_csv(tmp_path / "rated.csv")

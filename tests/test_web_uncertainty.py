@@ -16,8 +16,9 @@ from test_rating import write_embeddings
 from web_fixtures import CENTRE, TINY, build_state, png_bytes, write_model
 
 from percept.categories import CATEGORIES
-from percept.city.rating import rate, read_rated
+from percept.city.rating import rate
 from percept.data.locations import read_locations
+from percept.data.rated_points import read_rated
 from percept.encoders import encode_pil_images, load_encoder
 from percept.model.io import load_model
 from percept.model.knn import l2_normalise

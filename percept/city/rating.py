@@ -15,28 +15,24 @@ Each row carries its scores, their ``<category>_sd``, ``best_similarity``, ``out
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from percept.atomic import atomic_path
-from percept.categories import CATEGORIES
 from percept.data.embeddings import (
     KINDS,
     REENCODE,
-    arrow_path,
     check_row_counts,
     read_metadata,
     required_parts,
 )
 from percept.data.locations import Locations, location_key, panorama_id
+from percept.data.rated_points import RatedWriter, output_kind
 from percept.data.vector_checks import check_rows, refuse_nonfinite
 from percept.environment.combining import combine
 from percept.errors import PerceptError
@@ -47,13 +43,8 @@ from percept.model.knn import l2_normalise
 from percept.read_ahead import read_ahead
 
 DEFAULT_CHUNK = 4096
-#: Where rated files keep their metadata (the model card's id, the intervals' level).
-METADATA_KEY = "percept"
 #: The share of out-of-domain rows above which rating warns.
 OUT_OF_DOMAIN_WARNING = 0.05
-OUTPUT_SUFFIXES = (".csv", ".parquet", ".geoparquet", ".geojson")
-GEO_METADATA = {"version": "1.0.0", "primary_column": "geometry",
-                "columns": {"geometry": {"encoding": "WKB", "geometry_types": ["Point"]}}}
 
 
 @dataclass
@@ -274,18 +265,6 @@ def check_rateable(model: ExportedModel, text_dir: str | Path | None) -> str | N
     return method
 
 
-def output_kind(path: str | Path, located: bool) -> str:
-    """The writer for ``path``'s extension: csv, parquet, geoparquet or geojson."""
-    suffix = Path(path).suffix.lower()
-    if suffix not in OUTPUT_SUFFIXES:
-        raise PerceptError(f"cannot write {path}: the output must end in {', '.join(OUTPUT_SUFFIXES)}")
-    if suffix in (".geojson", ".geoparquet") and not located:
-        raise PerceptError(f"{suffix} output needs image locations: give --locations FILE (or write .csv/.parquet)")
-    if suffix == ".parquet" and located:
-        return "geoparquet"
-    return suffix[1:]
-
-
 def make_estimator(model: ExportedModel, k: int | None = None, average_panoramic: bool = False,
                    device: str = "cpu", threads: int | None = None, interval: float | None = None) -> Estimator:
     """The estimator rating uses: survey images matched by file name (or panorama id), scoring on
@@ -330,7 +309,7 @@ def rate(model: ExportedModel, embeddings_dir: str | Path, out: str | Path, *, l
     level = None
     metadata = {"model_card": model.card.get("id") if model.card else None,
                 "interval_level": interval_level(model, interval)}
-    with atomic_path(out) as tmp, _Writer(kind, tmp, metadata) as write, \
+    with atomic_path(out) as tmp, RatedWriter(kind, tmp, metadata) as write, \
             tqdm(total=total, unit="img", disable=quiet, desc="rating") as progress:
         # the next chunk is read while this one is scored
         for chunk, estimates in estimate_chunks(read_ahead(_checked(chunks, model.dim))):
@@ -387,239 +366,3 @@ def _table(chunk: Chunk, categories: list[str], estimates: Estimates, panoramic:
     table["out_of_domain"] = estimates.out_of_domain
     table["in_survey"] = estimates.in_survey
     return table
-
-
-class _Writer:
-    """Context manager giving a ``write(table)`` function that appends chunks to a file of one kind;
-    ``metadata`` (JSON) goes into the file where its format has room: a GeoJSON member and Parquet
-    schema metadata, both under :data:`METADATA_KEY`."""
-
-    def __init__(self, kind: str, path: Path, metadata: dict):
-        self.kind, self.path, self.metadata = kind, path, metadata
-        self.handle = self.parquet = None
-        self.first = True
-
-    def __enter__(self):
-        if self.kind in ("csv", "geojson"):
-            self.handle = open(self.path, "w", encoding="utf-8", newline="")
-            if self.kind == "geojson":
-                self.handle.write(f'{{"type": "FeatureCollection", "{METADATA_KEY}": {json.dumps(self.metadata)}, '
-                                  '"features": [\n')
-        return self.write
-
-    def write(self, table: pd.DataFrame) -> None:
-        if table.empty:
-            return
-        if self.kind == "csv":
-            table.to_csv(self.handle, header=self.first, index=False)
-        elif self.kind == "geojson":
-            self._geojson(table)
-        else:
-            self._parquet(table)
-        self.first = False
-
-    def _geojson(self, table: pd.DataFrame) -> None:
-        props = table.drop(columns=["lon", "lat"])
-        lines = []
-        for record, lon, lat in zip(props.to_dict("records"), table["lon"], table["lat"]):
-            clean = {key: (None if isinstance(value, float) and np.isnan(value) else value)
-                     for key, value in record.items()}
-            geometry = None if np.isnan(lon) else {"type": "Point", "coordinates": [float(lon), float(lat)]}
-            lines.append(json.dumps({"type": "Feature", "geometry": geometry, "properties": clean}))
-        self.handle.write(("" if self.first else ",\n") + ",\n".join(lines))
-
-    def _parquet(self, table: pd.DataFrame) -> None:
-        arrow = pa.Table.from_pandas(table, preserve_index=False)
-        if self.kind == "geoparquet":
-            arrow = arrow.append_column("geometry", pa.array(_wkb_points(table["lon"], table["lat"]),
-                                                             type=pa.binary()))
-        if self.parquet is None:
-            schema = arrow.schema
-            schema = schema.with_metadata({**(schema.metadata or {}), METADATA_KEY.encode(): json.dumps(self.metadata)})
-            if self.kind == "geoparquet":
-                schema = schema.with_metadata({**(schema.metadata or {}), b"geo": json.dumps(GEO_METADATA).encode()})
-            self.parquet = pq.ParquetWriter(arrow_path(self.path), schema)
-        self.parquet.write_table(arrow.cast(self.parquet.schema))
-
-    def __exit__(self, exc_type, exc, tb):
-        if self.handle is not None:
-            if self.kind == "geojson" and exc_type is None:
-                self.handle.write("\n]}\n")
-            self.handle.close()
-        if self.parquet is not None:
-            self.parquet.close()
-        return False
-
-
-def _wkb_points(lon: pd.Series, lat: pd.Series) -> list[bytes | None]:
-    """Little-endian WKB Points (None where the location is unknown)."""
-    header = np.frombuffer(b"\x01\x01\x00\x00\x00", dtype=np.uint8)
-    out = []
-    for x, y in zip(lon.to_numpy(dtype=np.float64), lat.to_numpy(dtype=np.float64)):
-        out.append(None if np.isnan(x) else header.tobytes() + np.array([x, y], "<f8").tobytes())
-    return out
-
-
-@dataclass
-class RatedPoints:
-    """Rated images with locations: names, lon/lat and scores (n x categories), and their uncertainty
-    where the file has it: sd, interval bounds lo/hi (n x categories, NaN where a column is missing),
-    best similarity, dissimilarity and the flags (n,); None when the file has none of a kind."""
-
-    names: np.ndarray
-    lon: np.ndarray
-    lat: np.ndarray
-    scores: np.ndarray
-    categories: list[str]
-    sd: np.ndarray | None = None
-    best_similarity: np.ndarray | None = None
-    out_of_domain: np.ndarray | None = None
-    in_survey: np.ndarray | None = None
-    lo: np.ndarray | None = None
-    hi: np.ndarray | None = None
-    dissimilarity: np.ndarray | None = None
-    metadata: dict = field(default_factory=dict)  # what rating recorded (model card id, interval level)
-
-
-def rated_metadata(path: str | Path) -> dict:
-    """The metadata ``percept rate`` keeps in a GeoJSON or (Geo)Parquet file ({} for CSV, other files or none)."""
-    path = Path(path)
-    try:
-        if path.suffix.lower() in (".parquet", ".geoparquet"):
-            found = (pq.read_schema(arrow_path(path)).metadata or {}).get(METADATA_KEY.encode())
-            found = json.loads(found) if found else {}
-        elif path.suffix.lower() in (".geojson", ".json"):
-            with open(path, "rb") as handle:  # the member comes before the features: read the head only
-                head = handle.read(4096).decode("utf-8", errors="replace")
-            start = head.find(f'"{METADATA_KEY}": ')
-            found = json.JSONDecoder().raw_decode(head, start + len(METADATA_KEY) + 4)[0] if start >= 0 else {}
-        else:
-            found = {}
-    except (OSError, ValueError, pa.ArrowException):
-        return {}
-    return found if isinstance(found, dict) else {}
-
-
-class NotRatedError(PerceptError):
-    """The file is not one ``percept rate`` writes (no image column, not point features, another format)."""
-
-
-def read_rated(path: str | Path) -> RatedPoints:
-    """Read a file written by :func:`rate` with locations (CSV, Parquet, GeoParquet or GeoJSON); unlocated
-    rows are dropped. Raises :class:`NotRatedError` for a file of another kind."""
-    path = Path(path)
-    if not path.exists():
-        raise PerceptError(f"rated file {path} does not exist: make it with 'percept rate ... --locations FILE'")
-    table = _rated_table(path)
-    if "image" not in table.columns:
-        raise NotRatedError(f"rated file {path} has no image column: it was not written by 'percept rate'")
-    categories = [c for c in CATEGORIES if c in table.columns]
-    if "lon" not in table.columns or "lat" not in table.columns or not categories:
-        raise PerceptError(f"rated file {path} lacks lon, lat or score columns: rate with --locations FILE")
-    for column in ("lon", "lat", *categories):
-        table[column] = _numbers(table[column], path, column)
-    table = table[table["lon"].notna() & table["lat"].notna()]
-    return RatedPoints(table["image"].astype(str).to_numpy(), table["lon"].to_numpy(np.float64),
-                       table["lat"].to_numpy(np.float64), table[categories].to_numpy(np.float64), categories,
-                       **_uncertainty_columns(table, categories), metadata=rated_metadata(path))
-
-
-def _rated_table(path: Path) -> pd.DataFrame:
-    """The rows of a rated file by its suffix, with lon/lat taken from a WKB geometry where they are missing."""
-    suffix = path.suffix.lower()
-    if suffix not in (*OUTPUT_SUFFIXES, ".json"):
-        raise NotRatedError(f"cannot read rated file {path}: expected {', '.join(OUTPUT_SUFFIXES)}")
-    try:
-        if suffix == ".csv":
-            return pd.read_csv(path)
-        if suffix in (".parquet", ".geoparquet"):
-            return _with_lonlat(pd.read_parquet(arrow_path(path)))
-        return _geojson_table(path)
-    except (OSError, ValueError, pa.ArrowException, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise PerceptError(f"cannot read rated file {path} ({exc}): re-run 'percept rate'") from None
-
-
-def _with_lonlat(table: pd.DataFrame) -> pd.DataFrame:
-    """A (Geo)Parquet table with ``lon``/``lat``, decoded from its WKB Point ``geometry`` when it lacks them."""
-    if {"lon", "lat"} <= set(table.columns) or "geometry" not in table.columns:
-        return table
-    points = [_wkb_point(value) for value in table["geometry"]]
-    return table.assign(lon=[p[0] for p in points], lat=[p[1] for p in points])
-
-
-def _wkb_point(value) -> tuple[float, float]:
-    """(x, y) of a 2D WKB Point (either byte order); NaN for missing or other geometries."""
-    if not isinstance(value, (bytes, bytearray)) or len(value) < 21:
-        return np.nan, np.nan
-    order = "<" if value[0] == 1 else ">"
-    kind = int(np.frombuffer(value[1:5], f"{order}u4")[0])
-    if kind != 1:
-        return np.nan, np.nan
-    x, y = np.frombuffer(value[5:21], f"{order}f8")
-    return float(x), float(y)
-
-
-def _uncertainty_columns(table: pd.DataFrame, categories: list[str]) -> dict:
-    """The sd, interval bounds, best similarity, dissimilarity and flags of a rated file, where it has them
-    (files rated before lack them)."""
-    found = {}
-    for name in ("sd", "lo", "hi"):
-        per_category = _per_category(table, [f"{c}_{name}" for c in categories])
-        if per_category is not None:
-            found[name] = per_category
-    for column in ("best_similarity", "dissimilarity"):
-        if column in table.columns:
-            found[column] = pd.to_numeric(table[column], errors="coerce").to_numpy(np.float64)
-    for flag in ("out_of_domain", "in_survey"):
-        if flag in table.columns:
-            found[flag] = table[flag].map(_flag).to_numpy(dtype=bool)
-    return found
-
-
-def _per_category(table: pd.DataFrame, columns: list[str]) -> np.ndarray | None:
-    """(n, len(columns)) numbers, NaN for a missing column or cell; None when all the columns are missing."""
-    if not any(column in table.columns for column in columns):
-        return None
-    return np.column_stack([pd.to_numeric(table[column], errors="coerce").to_numpy(np.float64)
-                            if column in table.columns else np.full(len(table), np.nan) for column in columns])
-
-
-def _flag(value) -> bool:
-    """A true/false cell as written to CSV, Parquet or GeoJSON."""
-    if isinstance(value, str):
-        return value.strip().lower() in ("true", "1")
-    return False if pd.isna(value) else bool(value)
-
-
-def _numbers(values: pd.Series, path: Path, column: str) -> pd.Series:
-    """A rated file's column as float64 (empty cells NaN), refusing text and other non-numbers."""
-    if values.dtype.kind in "fiu":
-        return values.astype(np.float64)
-    numbers = pd.to_numeric(values.where(values.map(lambda v: type(v) is not bool), "?"), errors="coerce")
-    bad = numbers.isna() & values.notna()
-    if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise PerceptError(f"rated file {path}: row {row + 1} holds {values.iloc[row]!r} in column {column!r}, "
-                           "not a number: re-run 'percept rate'")
-    return numbers.astype(np.float64)
-
-
-def _geojson_table(path: Path) -> pd.DataFrame:
-    data = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(data, dict) or not isinstance(data.get("features"), list):
-        raise NotRatedError(f"rated file {path} is not a GeoJSON FeatureCollection")
-    rows = []
-    for number, feature in enumerate(data["features"]):
-        feature = feature if isinstance(feature, dict) else {}
-        geometry, props = feature.get("geometry"), feature.get("properties")
-        if geometry is None and isinstance(props, dict):
-            rows.append({**props, "lon": None, "lat": None})  # rated without a location
-            continue
-        geometry = geometry if isinstance(geometry, dict) else {}
-        coords = geometry.get("coordinates")
-        if not isinstance(props, dict) or geometry.get("type") != "Point" or not isinstance(coords, list) \
-                or len(coords) < 2:
-            raise NotRatedError(f"rated file {path}: feature {number} is not a Point feature with properties, "
-                                "as 'percept rate' writes")
-        rows.append({**props, "lon": coords[0], "lat": coords[1]})
-    return pd.DataFrame(rows)

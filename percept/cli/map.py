@@ -126,7 +126,7 @@ def outputs(out: list[str], formats: str | None) -> tuple[list[Path], list[Path]
 def read_input(path: Path, options, input_crs):
     """(Places, PointValues or None) of ``--rated``: a 'percept rate' output with all its columns, else
     any scored table or GeoJSON (scores only)."""
-    from percept.city.rating import NotRatedError, read_rated
+    from percept.data.rated_points import NotRatedError, read_rated
     from percept.study.map_values import PointValues, rated_places
     from percept.study.places import read_places
 
@@ -164,9 +164,9 @@ def suggestion_points(path: str | None, figures: list[Path]):
 def run(args: argparse.Namespace) -> int:
     require("maps", "matplotlib", "percept map")
     from percept.atomic import atomic_write_text
-    from percept.city.rating import rated_metadata
+    from percept.data.crs import parse_crs
+    from percept.data.rated_points import rated_metadata
     from percept.study.basemap import attribution
-    from percept.study.hexgrid import parse_crs
     from percept.study.map_values import DEFAULT_LEVEL, parse_value
     from percept.study.maps import (
         MapOptions,

@@ -60,7 +60,7 @@ def build_app(args):
     for module in ("fastapi", "uvicorn", "python_multipart", "httpx"):
         require("web", module, "percept serve")
     from percept.city.mapillary import DEFAULT_BASE_URL, MapillaryClient, resolve_token
-    from percept.city.rating import read_rated
+    from percept.data.rated_points import read_rated
     from percept.encoders import encode_pil_images
     from percept.model.estimates import Estimator
     from percept.web.app import AppOptions, AppState, create_app

@@ -16,10 +16,11 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from percept.data.crs import metric_crs
 from percept.environment.coverage import Coverage, coverage
 from percept.environment.keys import BUFFER_SIZES
 from percept.environment.osm_extract import OsmExtract, read_osm_extract, read_whole
-from percept.environment.projection import Projection, metric_crs
+from percept.environment.projection import Projection
 from percept.environment.variables import EnvironmentIndex, build_environment_index, environmental_variables
 
 MARGIN_M = 1000.0

@@ -7,27 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import shapely
 from pyproj import CRS, Transformer
-from pyproj.exceptions import CRSError
 
-from percept.errors import PerceptError
-
-WGS84 = CRS.from_epsg(4326)
-
-
-def metric_crs(lon: np.ndarray, lat: np.ndarray, chosen: str | None = None) -> CRS:
-    """``chosen`` (any CRS pyproj understands, which must be projected), else the UTM zone of the centroid."""
-    if chosen:
-        try:
-            crs = CRS.from_user_input(chosen)
-        except CRSError:
-            raise PerceptError(f"--crs {chosen!r} is not a coordinate reference system pyproj knows "
-                               "(use e.g. EPSG:3067)") from None
-        if not crs.is_projected:
-            raise PerceptError(f"--crs {chosen} is not a projected CRS in metres: give one such as a UTM zone")
-        return crs
-    centre_lon, centre_lat = float(np.mean(lon)), float(np.mean(lat))
-    zone = int(np.floor((centre_lon + 180.0) / 6.0)) % 60 + 1
-    return CRS.from_epsg((32600 if centre_lat >= 0 else 32700) + zone)
+from percept.data.crs import WGS84
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 from pyproj import CRS, Transformer
 
+from percept.data.crs import WGS84
 from percept.errors import PerceptError
-from percept.study.hexgrid import WGS84
 
 VECTOR_SUFFIXES = (".gpkg", ".geojson", ".json", ".shp", ".fgb")
 PBF_SUFFIX = ".osm.pbf"

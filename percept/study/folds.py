@@ -20,8 +20,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from pyproj import Transformer
 
+from percept.data.crs import WGS84, utm_crs
 from percept.errors import PerceptError
-from percept.study.hexgrid import WGS84, utm_crs
 
 KINDS = ("none", "image", "location", "block", "column")
 #: Coordinates equal to this many decimals of a degree (about 1 cm) are one location.

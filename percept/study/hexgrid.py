@@ -14,32 +14,11 @@ from dataclasses import dataclass
 
 import numpy as np
 from pyproj import CRS, Transformer
-from pyproj.exceptions import CRSError
 
+from percept.data.crs import WGS84, to_lonlat, utm_crs
 from percept.errors import PerceptError
 
-WGS84 = CRS.from_epsg(4326)
 SQRT3 = np.sqrt(3.0)
-
-
-def parse_crs(text: str, flag: str = "--crs") -> CRS:
-    """A CRS from ``EPSG:xxxx``, an OGC URN or any definition pyproj understands."""
-    try:
-        return CRS.from_user_input(text)
-    except CRSError:
-        raise PerceptError(f"{flag} {text!r} is not a coordinate reference system pyproj knows "
-                           "(use e.g. EPSG:28992)") from None
-
-
-def utm_crs(lon: float, lat: float) -> CRS:
-    """The WGS84 UTM zone containing a longitude/latitude (EPSG 326xx north, 327xx south)."""
-    zone = int(np.floor((lon + 180.0) / 6.0)) % 60 + 1
-    return CRS.from_epsg((32600 if lat >= 0 else 32700) + zone)
-
-
-def to_lonlat(x: np.ndarray, y: np.ndarray, source: CRS) -> tuple[np.ndarray, np.ndarray]:
-    """Coordinates in ``source`` as WGS84 longitude/latitude."""
-    return Transformer.from_crs(source, WGS84, always_xy=True).transform(x, y)
 
 
 @dataclass

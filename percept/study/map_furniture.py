@@ -8,7 +8,7 @@ import math
 import numpy as np
 from pyproj import CRS, Transformer
 
-from percept.study.hexgrid import WGS84
+from percept.data.crs import WGS84
 
 #: Where the north arrow's base may go (axes fractions), in order: upper right, upper left, lower right,
 #: lower left.

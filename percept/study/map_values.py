@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from percept.data.crs import WGS84
 from percept.errors import PerceptError
-from percept.study.hexgrid import WGS84
 from percept.study.places import Places, check_coordinates
 
 VALUES = ("score", "sd", "width", "out_of_domain")

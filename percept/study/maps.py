@@ -21,9 +21,10 @@ from pathlib import Path
 import numpy as np
 from pyproj import CRS, Transformer
 
+from percept.data.crs import WGS84, to_lonlat, utm_crs
 from percept.errors import PerceptError
 from percept.study.cell_stats import cell_stats
-from percept.study.hexgrid import WGS84, aggregate, to_lonlat, utm_crs
+from percept.study.hexgrid import aggregate
 from percept.study.map_furniture import add_north_arrow, add_notes, cell_boxes
 from percept.study.map_values import DEFAULT_LEVEL, PointValues, ValueSpec, value_spec
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from pyproj import CRS, Transformer
 
+from percept.data.crs import WGS84, parse_crs
 from percept.errors import PerceptError
-from percept.study.hexgrid import WGS84, parse_crs
 
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
 COORDINATE_COLUMNS = (("lon", "lat"), ("longitude", "latitude"), ("lng", "lat"), ("x", "y"))

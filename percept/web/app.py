@@ -21,9 +21,9 @@ from pydantic import BaseModel
 
 from percept.categories import CATEGORIES
 from percept.city.mapillary import MapillaryClient, MapillaryError
-from percept.city.rating import RatedPoints
 from percept.city.spatial_index import SpatialIndex
 from percept.data.decode import ImageError, ImageLimits, ImageTooLarge, ImageUnsupported
+from percept.data.rated_points import RatedPoints
 from percept.data.vector_checks import BadVectors, refuse_unusable
 from percept.errors import PerceptError
 from percept.model.estimates import Estimator
