@@ -31,3 +31,21 @@ def test_fit_predict_export(reference_dir, tmp_path):
     exported = load_model(tmp_path / "m.npz")
     assert exported.settings.k == 5
     assert len(exported.scores["safety"]) == len(data.samples["safety"])
+
+
+def test_a_notebook_exported_environmental_model_is_refused_for_photo_only_scoring(tmp_path, capsys):
+    from percept.cli.main import main as percept_main
+
+    survey = tmp_path / "survey"  # a drawn sample survey, encoded (images and prompts) by the built-in model
+    assert percept_main(["sample", str(survey), "--images", "60", "-q"]) == 0
+    assert percept_main(["encode", str(survey / "images"), "-o", str(survey / "embeddings"), "-M", "percept:tiny",
+                         "-q"]) == 0
+    data = api.load_survey(survey / "data.geojson", survey / "embeddings", environmental="slerp", prompt_style=1,
+                           clip_model="percept:tiny")
+    api.export(data, tmp_path / "env.npz", clip_model="percept:tiny", k=5)
+    settings = load_model(tmp_path / "env.npz").settings
+    assert (settings.environmental_method, settings.prompt_style, settings.prompt_encoding) == ("slerp", 1, "whole")
+    assert percept_main(["rate", "--model", str(tmp_path / "env.npz"), "-e", str(survey / "embeddings"),
+                         "--out", str(tmp_path / "rated.csv")]) == 2
+    assert "environmental prompts (slerp)" in capsys.readouterr().err
+    assert not (tmp_path / "rated.csv").exists()
