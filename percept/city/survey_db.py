@@ -60,10 +60,25 @@ def describe_target(conninfo: str) -> str:
     return f"{user}{where}/{params.get('dbname') or '(default database)'}"
 
 
-def _brief(exc: BaseException) -> str:
+def brief_error(exc: BaseException) -> str:
     """The first two non-blank lines of an error, on one line (libpq puts the reason on the second)."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return "; ".join(lines[:2]) or type(exc).__name__
+
+
+def connect(conninfo: str, application: str):
+    """A psycopg connection named ``application`` (with a connect timeout unless the URL sets one); a failure
+    raises PerceptError with the password masked."""
+    psycopg = require_psycopg()
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        extra = {} if "connect_timeout" in conninfo_to_dict(conninfo) else {"connect_timeout": CONNECT_TIMEOUT_S}
+        return psycopg.connect(conninfo, application_name=application, **extra)
+    except psycopg.Error as exc:
+        raise PerceptError(f"cannot connect to the survey database {describe_target(conninfo)}: "
+                           f"{mask_password(brief_error(exc), conninfo)}: check --db, that the server runs, and the "
+                           "password (in the URL, PGPASSWORD or ~/.pgpass)") from None
 
 
 @contextlib.contextmanager
@@ -73,16 +88,8 @@ def read_only_snapshot(conninfo: str) -> Iterator:
     Connection failures and a database lacking the Percept tables raise PerceptError.
     """
     psycopg = require_psycopg()
-    from psycopg.conninfo import conninfo_to_dict
-
     target = describe_target(conninfo)
-    try:
-        extra = {} if "connect_timeout" in conninfo_to_dict(conninfo) else {"connect_timeout": CONNECT_TIMEOUT_S}
-        connection = psycopg.connect(conninfo, application_name="percept survey export", **extra)
-    except psycopg.Error as exc:
-        reason = mask_password(_brief(exc), conninfo)
-        raise PerceptError(f"cannot connect to the survey database {target}: {reason}: check --db, that the "
-                           "server runs, and the password (in the URL, PGPASSWORD or ~/.pgpass)") from None
+    connection = connect(conninfo, "percept survey export")
     try:
         connection.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         connection.read_only = True
@@ -91,14 +98,14 @@ def read_only_snapshot(conninfo: str) -> Iterator:
                 check_percept_tables(cursor, target)
                 yield cursor
             except psycopg.errors.InsufficientPrivilege as exc:
-                raise PerceptError(f"the database user may not read the survey in {target} ({_brief(exc)}): "
+                raise PerceptError(f"the database user may not read the survey in {target} ({brief_error(exc)}): "
                                    "grant it SELECT on the survey tables") from None
             except (psycopg.errors.UndefinedColumn, psycopg.errors.UndefinedFunction) as exc:
                 raise PerceptError(f"{target} does not look like a Percept survey database "
-                                   f"({_brief(exc)}): check that --db names the survey database") from None
+                                   f"({brief_error(exc)}): check that --db names the survey database") from None
             except psycopg.Error as exc:
                 raise PerceptError(f"reading the survey database {target} failed: "
-                                   f"{mask_password(_brief(exc), conninfo)}") from None
+                                   f"{mask_password(brief_error(exc), conninfo)}") from None
     finally:
         connection.close()
 

@@ -21,8 +21,9 @@ import numpy as np
 import pandas as pd
 
 from percept.city.survey_db import (
-    CONNECT_TIMEOUT_S,
+    brief_error,
     check_percept_tables,
+    connect,
     describe_target,
     mask_password,
     read_only_snapshot,
@@ -139,34 +140,20 @@ def write_transaction(conninfo: str, target: str) -> Iterator:
     """A cursor inside one read-write transaction, committed when the block ends without an error (and rolled
     back otherwise); connection failures, missing tables and refused writes raise PerceptError."""
     psycopg = require_psycopg()
-    from psycopg.conninfo import conninfo_to_dict
-
-    try:
-        extra = {} if "connect_timeout" in conninfo_to_dict(conninfo) else {"connect_timeout": CONNECT_TIMEOUT_S}
-        connection = psycopg.connect(conninfo, application_name="percept survey add-images", **extra)
-    except psycopg.Error as exc:
-        raise PerceptError(f"cannot connect to the survey database {target}: {mask_password(_brief(exc), conninfo)}: "
-                           "check --db, that the server runs, and the password (in the URL, PGPASSWORD or "
-                           "~/.pgpass)") from None
+    connection = connect(conninfo, "percept survey add-images")
     try:
         with connection.transaction(), connection.cursor() as cursor:
             try:
                 check_percept_tables(cursor, target)
                 yield cursor
             except psycopg.errors.InsufficientPrivilege as exc:
-                raise PerceptError(f"the database user may not add images to {target} ({_brief(exc)}): grant it "
+                raise PerceptError(f"the database user may not add images to {target} ({brief_error(exc)}): grant it "
                                    "SELECT on image and rating and INSERT on image and image_geo") from None
             except psycopg.errors.UniqueViolation as exc:
-                raise PerceptError(f"adding the images to {target} failed, nothing was added: {_brief(exc).rstrip('.')}: "
+                raise PerceptError(f"adding the images to {target} failed, nothing was added: {brief_error(exc).rstrip('.')}: "
                                    "another image already has that system path (check --path-prefix)") from None
             except psycopg.Error as exc:
                 raise PerceptError(f"adding the images to {target} failed, nothing was added: "
-                                   f"{mask_password(_brief(exc), conninfo)}") from None
+                                   f"{mask_password(brief_error(exc), conninfo)}") from None
     finally:
         connection.close()
-
-
-def _brief(exc: BaseException) -> str:
-    """The first two non-blank lines of a database error, on one line."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return "; ".join(lines[:2]) or type(exc).__name__

@@ -229,10 +229,14 @@ def format_intervals(results: list[CategoryResult], intervals: dict) -> str:
     lines = []
     for result in results:
         found = intervals[result.category][result.best_k]
-        lines.append(f"{result.category:<13} K={result.best_k:<4} MSE {found['mse']:.4f} "
-                     f"[{found['mse_ci'][0]:.4f}, {found['mse_ci'][1]:.4f}]  R2 {found['r2']:.4f} "
-                     f"[{found['r2_ci'][0]:.4f}, {found['r2_ci'][1]:.4f}]")
+        lines.append(f"{result.category:<13} K={result.best_k:<4} "
+                     + _scores_with_intervals(found["mse"], found["mse_ci"], found["r2"], found["r2_ci"]))
     return "\n".join(lines + ["pooled out-of-fold scores of the best K, 95 % intervals resampling the fold groups"])
+
+
+def _scores_with_intervals(mse: float, mse_ci, r2: float, r2_ci) -> str:
+    """``MSE 1.2345 [1.1, 1.4]  R2 0.3 [0.2, 0.4]``."""
+    return f"MSE {mse:.4f} [{mse_ci[0]:.4f}, {mse_ci[1]:.4f}]  R2 {r2:.4f} [{r2_ci[0]:.4f}, {r2_ci[1]:.4f}]"
 
 
 def format_nested(nested) -> str:
@@ -241,9 +245,9 @@ def format_nested(nested) -> str:
     for result in nested:
         chosen = ", ".join(f"{k}:{n}" for k, n in result.k_counts.items())
         edge = "  (at the edge of the grid: widen it)" if result.edge_majority else ""
-        lines.append(f"{result.category:<13} nested MSE {result.pooled['mse']:.4f} [{result.intervals['mse'][0]:.4f}, "
-                     f"{result.intervals['mse'][1]:.4f}]  R2 {result.pooled['r2']:.4f} [{result.intervals['r2'][0]:.4f}, "
-                     f"{result.intervals['r2'][1]:.4f}]  K chosen {chosen}{edge}")
+        scores = _scores_with_intervals(result.pooled["mse"], result.intervals["mse"], result.pooled["r2"],
+                                        result.intervals["r2"])
+        lines.append(f"{result.category:<13} nested {scores}  K chosen {chosen}{edge}")
     return "\n".join(lines + ["nested cross-validation: K chosen inside each outer training part (K:folds)"])
 
 
