@@ -12,7 +12,7 @@ setup: $(STAMP)
 # vendors the web page's assets (Leaflet, Swagger UI, Redoc) from npm's tarballs, kept in build/web-assets
 # (tools/web_assets.py), and compiles the C kernels; an editable install byte-compiles nothing, so
 # compileall does (startup time).
-$(STAMP): pyproject.toml requirements.lock tools/build_backend.py tools/web_assets.py percept/model/_kernels.c percept/model/_tiles.c percept/model/_arrays.h
+$(STAMP): pyproject.toml setup.py requirements.lock tools/build_backend.py tools/web_assets.py percept/model/_kernels.c percept/model/_tiles.c percept/model/_arrays.h percept/model/_cpu.h
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.lock

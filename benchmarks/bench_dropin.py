@@ -2,11 +2,14 @@
 
 Each figure is set against the original tool's (measured on this kind of 2-core machine) and against
 the bare float32 matrix products of the same shapes (each category's test vectors times its training
-vectors), timed in the same run: the arithmetic no exact search can skip.
+vectors), timed in the same run: the arithmetic no exact search can skip. The plain run is also timed
+once on the pure path (``PERCEPT_PURE=1``: numpy in place of the C kernels, as where they were not built).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 
 import numpy as np
@@ -50,6 +53,22 @@ def bare_products(shapes: list[tuple[int, int, int]], repeats: int = 3) -> float
     return best
 
 
+@contextlib.contextmanager
+def pure_path():
+    """Commands started in the block search on the pure path (numpy in place of the C kernels)."""
+    from percept.model.kernels import PURE_VARIABLE
+
+    previous = os.environ.get(PURE_VARIABLE)
+    os.environ[PURE_VARIABLE] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ[PURE_VARIABLE]
+        else:
+            os.environ[PURE_VARIABLE] = previous
+
+
 def span(values: list[float], fmt: str) -> str:
     low, high = min(values), max(values)
     return format(low, fmt) if format(low, fmt) == format(high, fmt) else f"{low:{fmt}}-{high:{fmt}}"
@@ -79,6 +98,12 @@ def main() -> None:
         print(f"  {'':13s} limit: the bare float32 products of the same shapes take {product:.2f} s in this run "
               f"(runs {span(products, '.2f')} s); the drop-in takes {fastest / product:.1f}x that, "
               f"a share of {product / fastest:.0%}")
+        if mode == "plain":
+            with pure_path():
+                pure, pure_peak, pure_out = measure(base + extra, survey)
+            same = "the same" if pure_out == out else "DIFFERENT"
+            print(f"  {'':13s} pure path (PERCEPT_PURE=1, no C): {pure:5.2f} s, peak {pure_peak:4.0f} MB, "
+                  f"{pure / fastest:.1f}x the compiled time; {same} metric lines")
 
 
 if __name__ == "__main__":

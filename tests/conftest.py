@@ -82,9 +82,9 @@ def helsinki_index(helsinki_extract):
 @pytest.fixture(params=[pytest.param("tiles", marks=pytest.mark.amx), "float32"])
 def screen(request):
     """Runs a test with each similarity screen: AMX tiles (skipped on CPUs without them) and float32."""
-    from percept.model import _tiles, screens
+    from percept.model import kernels, screens
 
-    if request.param == "tiles" and not _tiles.available():
+    if request.param == "tiles" and not kernels.tiles_available():
         pytest.skip("this CPU has no AMX tiles")
     previous = screens.use_tiles(request.param == "tiles")
     yield request.param

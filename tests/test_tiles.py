@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from test_exact_search import brute_force, hard_sums
 
-from percept.model import _tiles, screens
+from percept.model import kernels, screens
 from percept.model.knn import KNNRegressor, l2_normalise
 from percept.model.screens import Float32Screen, TileScreen, absolute_error, column_screen, gamma, use_tiles
 
@@ -15,8 +15,8 @@ pytestmark = pytest.mark.amx
 
 @pytest.fixture(autouse=True)
 def tiles_here():
-    if not _tiles.available():
-        pytest.skip("this CPU has no AMX tiles")
+    if not kernels.tiles_available():
+        pytest.skip("no AMX tiles here (this CPU has none, or the compiled kernels are not in use)")
 
 
 def bfloat16(values) -> np.ndarray:
@@ -29,9 +29,9 @@ def bfloat16(values) -> np.ndarray:
 
 def packed_columns(stored: np.ndarray, rows: np.ndarray, scales: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(packed, residuals, lengths) of columns ``stored[rows] * scales``."""
-    packed = np.empty(_tiles.packed_size(len(rows), stored.shape[1]), dtype=np.uint16)
+    packed = np.empty(kernels.tiles().packed_size(len(rows), stored.shape[1]), dtype=np.uint16)
     residuals, lengths = np.empty(len(rows)), np.empty(len(rows))
-    _tiles.pack_columns(stored, rows, scales, packed, residuals, lengths)
+    kernels.tiles().pack_columns(stored, rows, scales, packed, residuals, lengths)
     return packed, residuals, lengths
 
 
@@ -43,7 +43,7 @@ def screened(queries: np.ndarray, columns32: np.ndarray):
     norms, residuals = np.empty(len(queries)), np.empty(len(queries))
     maxima = np.empty((len(queries), -(-len(columns32) // 16)), dtype=np.float32)
     norms64, largest = np.empty(len(queries)), np.empty(len(queries))
-    _tiles.screen(queries, packed, out, norms, residuals, maxima, norms64, largest)
+    kernels.tiles().screen(queries, packed, out, norms, residuals, maxima, norms64, largest)
     return out, norms, residuals, column_residuals, maxima, norms64, largest
 
 
@@ -211,16 +211,16 @@ def test_tile_bound_is_wider_than_the_float32_bound_but_small():
 def test_kernels_refuse_arrays_that_do_not_agree():
     stored, rows, ones = np.zeros((20, 8), dtype=np.float32), np.arange(20), np.ones(20, np.float32)
     with pytest.raises(ValueError, match="20 columns need"):
-        _tiles.pack_columns(stored, rows, ones, np.empty(10, np.uint16), np.empty(20), np.empty(20))
+        kernels.tiles().pack_columns(stored, rows, ones, np.empty(10, np.uint16), np.empty(20), np.empty(20))
     with pytest.raises(TypeError, match="stored must be"):
-        _tiles.pack_columns(stored.astype(np.float64), rows, ones, np.empty(1024, np.uint16), np.empty(20),
-                            np.empty(20))
+        kernels.tiles().pack_columns(stored.astype(np.float64), rows, ones, np.empty(1024, np.uint16),
+                                     np.empty(20), np.empty(20))
     with pytest.raises(IndexError, match="row 20 is outside 0..19"):
-        _tiles.pack_columns(stored, rows + 1, ones, np.empty(1024, np.uint16), np.empty(20), np.empty(20))
-    packed = np.empty(_tiles.packed_size(20, 8), np.uint16)
+        kernels.tiles().pack_columns(stored, rows + 1, ones, np.empty(1024, np.uint16), np.empty(20), np.empty(20))
+    packed = np.empty(kernels.tiles().packed_size(20, 8), np.uint16)
     with pytest.raises(ValueError, match="do not agree"):
-        _tiles.screen(np.zeros((3, 8)), packed, np.empty((3, 33), np.float32), np.empty(3), np.empty(3),
-                      np.empty((3, 3), np.float32), np.empty(3), np.empty(3))
+        kernels.tiles().screen(np.zeros((3, 8)), packed, np.empty((3, 33), np.float32), np.empty(3), np.empty(3),
+                               np.empty((3, 3), np.float32), np.empty(3), np.empty(3))
     with pytest.raises(ValueError, match="do not agree"):
-        _tiles.screen(np.zeros((3, 8)), packed, np.empty((3, 20), np.float32), np.empty(3), np.empty(3),
-                      np.empty((3, 1), np.float32), np.empty(3), np.empty(3))
+        kernels.tiles().screen(np.zeros((3, 8)), packed, np.empty((3, 20), np.float32), np.empty(3), np.empty(3),
+                               np.empty((3, 1), np.float32), np.empty(3), np.empty(3))

@@ -21,6 +21,12 @@ static int get_array(PyObject *object, Py_buffer *view, int writable, int dims, 
         PyBuffer_Release(view);
         return -1;
     }
+    /* integers are read as int64_t: 'l' is 32 bits on Windows */
+    if ((format[0] == 'l' || format[0] == 'q') && view->itemsize != 8) {
+        PyErr_Format(PyExc_TypeError, "%s must hold 64-bit integers, got %zd-byte ones", name, view->itemsize);
+        PyBuffer_Release(view);
+        return -1;
+    }
     return 0;
 }
 

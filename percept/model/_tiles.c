@@ -1,4 +1,4 @@
-/* The similarity screen on AMX tiles: bfloat16 products accumulated in float32 (x86-64 Linux, GCC 11 or later).
+/* The similarity screen on AMX tiles: bfloat16 products accumulated in float32.
  *
  * available(): whether this CPU has AMX-BF16 and AVX512-BF16 and the kernel lets this process use the tiles.
  * pack_columns(stored, rows, scales, packed, residuals, lengths): columns x_j = stored[rows[j]] * scales[j]
@@ -15,6 +15,9 @@
  * Rounding to bfloat16 is to nearest, ties to even; inputs below 2^-126 become zero (the residual holds them).
  * TDPBF16PS multiplies exactly, adds in float32 rounding to nearest, and flushes results below 2^-126 to
  * zero: percept.model.screens bounds what that leaves out. The GIL is released while the tiles run.
+ *
+ * The tiles are built by GCC 11 or later and clang 14 or later for x86-64 Linux (the kernel must grant them to the
+ * process); elsewhere the module builds without them and available() is False.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -24,10 +27,11 @@
 #include <math.h>
 
 #include "_arrays.h"
+#include "_cpu.h"
 
-#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11 && defined(__x86_64__) && defined(__linux__)
+#if defined(X86_64) && defined(__linux__) && \
+    ((defined(__clang__) && __clang_major__ >= 14) || (!defined(__clang__) && defined(__GNUC__) && __GNUC__ >= 11))
 #define HAVE_TILES 1
-#include <immintrin.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #endif
@@ -45,7 +49,7 @@ static Py_ssize_t packed_values(Py_ssize_t n, Py_ssize_t dim)
 }
 
 #ifdef HAVE_TILES
-#define TILE_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,amx-tile,amx-bf16")))
+#define TILE_TARGET TARGET("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,amx-tile,amx-bf16")
 
 typedef struct {
     uint8_t palette, start_row, reserved[14];
@@ -55,20 +59,11 @@ typedef struct {
 
 static int tiles_usable;
 
+/* Whether the CPU has the tiles and the kernel grants them to this process. */
 static int request_tiles(void)
 {
     const long ARCH_REQ_XCOMP_PERM = 0x1023, XFEATURE_XTILEDATA = 18;
-    __builtin_cpu_init();
-    if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512bw") || !__builtin_cpu_supports("avx512vl") ||
-        !__builtin_cpu_supports("avx512dq"))
-        return 0;
-    unsigned int eax, ebx, ecx, edx;
-    __asm__("cpuid" : "=a"(eax), "=b"(ebx), "=c"(ecx), "=d"(edx) : "a"(7), "c"(0));
-    int amx_bf16 = (edx >> 22) & 1, amx_tile = (edx >> 24) & 1;
-    __asm__("cpuid" : "=a"(eax), "=b"(ebx), "=c"(ecx), "=d"(edx) : "a"(7), "c"(1));
-    int avx512_bf16 = (eax >> 5) & 1;
-    return amx_bf16 && amx_tile && avx512_bf16 &&
-           syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+    return cpu_features().amx_bf16 && syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
 }
 
 /* 32 float32 values (the last `count` may be fewer: zeros after) as bfloat16; adds their squared residuals

@@ -18,7 +18,9 @@ For each block of queries:
 A search space may hold several categories over one set of distinct vectors (the scorer's five):
 one screen serves them all. Columns are ordered by which categories use them, so each category's
 groups are whole groups. Blocks of queries run on a few threads, each screen on one thread; steps
-2 to 4 run in C (:mod:`percept.model._kernels`), a query at a time, without the GIL.
+2 to 4 run in C (:mod:`percept.model._kernels`), a query at a time, without the GIL, or in numpy
+(:mod:`percept.model.pure_search`, the same results) where the C was not built or ``PERCEPT_PURE=1``:
+:mod:`percept.model.kernels` decides.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from percept.errors import PerceptError
-from percept.model._kernels import gather_float32, select_neighbours
+from percept.model import kernels
 from percept.model.screens import (
     U32,
     TileScreen,
@@ -76,7 +78,7 @@ def exact32(source) -> bool:
 def stored32(source: UnitRows, rows: np.ndarray) -> np.ndarray:
     """The stored (not normalised) rows ``rows`` of a float16 or float32 ``source`` as float32, which is exact."""
     out = np.empty((len(rows), source.shape[1]), dtype=np.float32)
-    gather_float32(np.ascontiguousarray(source.raw), np.ascontiguousarray(rows, dtype=np.int64), out)
+    kernels.gather_float32(np.ascontiguousarray(source.raw), np.ascontiguousarray(rows, dtype=np.int64), out)
     return out
 
 
@@ -220,6 +222,18 @@ class SearchSpace:
         offsets = np.concatenate([[0], np.cumsum([c.n_samples for c in self.categories])]).astype(np.int64)
         return starts, counts, samples, offsets
 
+    def selection_tables(self, k: int, tiles: bool) -> dict[str, np.ndarray | None]:
+        """The space's tables as the selection reads them (keywords of :func:`kernels.select_neighbours`) for
+        searches of up to ``k`` neighbours; with ``tiles``, the screen's tiles are the first bound's groups."""
+        starts, counts, samples, sample_offsets = self.sample_tables
+        widths, groups, group_offsets = self.groups(k)
+        return {"matrix": self.rerank_matrix, "matrix_rows": self.rerank_rows, "divisors": self.norms,
+                "block_starts": self.block_starts, "block_stops": self.block_stops,
+                "block_patterns": self.block_patterns, "widths": widths, "groups": groups,
+                "group_offsets": group_offsets, "starts": starts, "counts": counts, "samples": samples,
+                "sample_offsets": sample_offsets, "refine": self.refine16,
+                "tile_patterns": self.tile_patterns if tiles else None}
+
     def _category(self, sample_columns: np.ndarray) -> _Category:
         order = np.argsort(sample_columns, kind="stable")
         counts = np.bincount(sample_columns, minlength=self.n_columns)
@@ -317,10 +331,9 @@ def _refine_error(space: SearchSpace, q64: np.ndarray) -> np.ndarray | None:
 def _select(space: SearchSpace, q64: np.ndarray, values: np.ndarray, maxima: np.ndarray | None, eps: np.ndarray,
             refine_eps: np.ndarray | None, ks: list[int], found: list[Found], rows: slice) -> None:
     """Each category's K nearest samples (K = ``ks[c]``, 0 skips a category) of queries screened as ``values``,
-    written to ``found[c]`` at ``rows``: steps 2 to 4 of the module docstring, in C a query at a time. With the
+    written to ``found[c]`` at ``rows``: steps 2 to 4 of the module docstring. With the
     screen's tile ``maxima``, tiles are the first bound's groups and tiles below a cut are not read."""
-    select_neighbours(values, q64, eps, space.rerank_matrix, space.rerank_rows, space.norms, space.block_starts,
-                      space.block_stops, space.block_patterns, *space.groups(max(ks)), np.asarray(ks, dtype=np.int64),
-                      *space.sample_tables, tuple(f.index[rows] for f in found),
-                      tuple(f.similarity[rows] for f in found), space.refine16, refine_eps, maxima,
-                      None if maxima is None else space.tile_patterns)
+    kernels.select_neighbours(values=values, queries=q64, eps=eps, ks=np.asarray(ks, dtype=np.int64),
+                              index=tuple(f.index[rows] for f in found),
+                              similarity=tuple(f.similarity[rows] for f in found), refine_eps=refine_eps,
+                              tile_maxima=maxima, **space.selection_tables(max(ks), tiles=maxima is not None))

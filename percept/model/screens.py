@@ -8,8 +8,9 @@ Two screens give the same neighbours (the bound is what makes the search exact);
   bound is wider (about 0.004 for unit vectors against 0.00006), so more candidates reach the float64
   re-ranking; it also gives each tile of 16 columns' row maxima, which the selection uses as its groups.
 
-:func:`stored_screen` and :func:`column_screen` take the tiles where the CPU has them (:func:`use_tiles`
-switches them off or on). :func:`float16_error` bounds the re-screening of candidates from float16 copies.
+:func:`stored_screen` and :func:`column_screen` take the tiles where the CPU has them and the compiled kernels
+run (:mod:`percept.model.kernels`; :func:`use_tiles` switches them off or on). :func:`float16_error` bounds
+the re-screening of candidates from float16 copies.
 """
 
 from __future__ import annotations
@@ -17,8 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from percept.errors import PerceptError
-from percept.model import _tiles
-from percept.model._kernels import gather_float32
+from percept.model import kernels
 from percept.model.unit_rows import row_norms
 
 U32 = 2.0 ** -24
@@ -30,7 +30,7 @@ TILE_RANGE = 2.0 ** 50
 #: Relative slack over norms computed in float64 (their rounding stays below 2^-30 up to 2^20 dimensions).
 NORM_SLACK = 1 + 2.0 ** -30
 
-_tiles_wanted = _tiles.available()
+_tiles_wanted = True
 
 
 def use_tiles(enabled: bool | None = None) -> bool:
@@ -39,8 +39,8 @@ def use_tiles(enabled: bool | None = None) -> bool:
     ``False`` forces the float32 screen, ``True`` (or ``None``) restores what the CPU supports.
     """
     global _tiles_wanted
-    previous = _tiles_wanted
-    _tiles_wanted = _tiles.available() and enabled is not False
+    previous = _tiles_wanted and kernels.tiles_available()
+    _tiles_wanted = enabled is not False
     return previous
 
 
@@ -146,9 +146,10 @@ class TileScreen:
 
     def __init__(self, stored: np.ndarray, rows: np.ndarray, scales: np.ndarray):
         self.dim = stored.shape[1]
-        self.packed = np.empty(_tiles.packed_size(len(rows), self.dim), dtype=np.uint16)
+        self._tiles = kernels.tiles()
+        self.packed = np.empty(self._tiles.packed_size(len(rows), self.dim), dtype=np.uint16)
         residuals, lengths = np.empty(len(rows)), np.empty(len(rows))
-        _tiles.pack_columns(stored, rows, scales, self.packed, residuals, lengths)
+        self._tiles.pack_columns(stored, rows, scales, self.packed, residuals, lengths)
         self.vector_residual = float(residuals.max(initial=0.0))
         self.vector_norm = float(lengths.max(initial=0.0)) * (1 + 2 * U32)
 
@@ -164,7 +165,7 @@ class TileScreen:
         """
         q64 = np.ascontiguousarray(q64, dtype=np.float64)
         norms, residuals, norms64, largest = (np.empty(len(q64)) for _ in range(4))
-        _tiles.screen(q64, self.packed, out, norms, residuals, maxima, norms64, largest)
+        self._tiles.screen(q64, self.packed, out, norms, residuals, maxima, norms64, largest)
         if np.isnan(largest).any():
             raise PerceptError(NONFINITE_QUERIES)
         eps = absolute_error(self.dim, norms64 * (1 + (self.dim + 2) * U64), self.vector_norm)
@@ -186,7 +187,7 @@ def stored_screen(stored: np.ndarray, rows: np.ndarray, scales: np.ndarray) -> F
     if screen is not None:
         return screen
     columns32 = np.empty((len(rows), stored.shape[1]), dtype=np.float32)
-    gather_float32(stored, rows, columns32)
+    kernels.gather_float32(stored, rows, columns32)
     columns32 *= scales[:, None]
     return Float32Screen(columns32)
 
@@ -201,7 +202,7 @@ def column_screen(columns32: np.ndarray) -> Float32Screen | TileScreen:
 def _tile_screen(stored: np.ndarray, rows: np.ndarray, scales: np.ndarray) -> TileScreen | None:
     """The tile screen of these columns, or None where tiles are off, there are no columns, or the columns'
     norms reach ``TILE_RANGE`` (NaN norms stay with the tiles, for the caller's check)."""
-    if not _tiles_wanted or not len(rows):
+    if not _tiles_wanted or not kernels.tiles_available() or not len(rows):
         return None
     screen = TileScreen(stored, rows, scales)
     return None if screen.vector_norm >= TILE_RANGE else screen

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from percept.model._kernels import gather_float32, sums_of_squares
+from percept.model.kernels import gather_float32, sums_of_squares
 
 #: Rows converted at a time (bounds the float64 scratch to CHUNK x dim).
 CHUNK = 256
