@@ -319,6 +319,7 @@ def test_combine_errors():
 
 def test_prompt_folder_names():
     assert prompt_root("embeddings", 1) == Path("text-prompt1-embeddings")
+    assert prompt_root("/data/city/emb", 0) == Path("/data/city/text-prompt0-emb")  # beside, never nested
     assert prompt_text_dir("embeddings-open_clip:ViT-B-32", 0) == \
         Path("text-prompt0-embeddings-open_clip:ViT-B-32/text")
 

@@ -18,8 +18,11 @@ SUFFIX = ".txt"
 
 
 def prompt_root(embeddings_dir: str | os.PathLike, style: int) -> Path:
-    """``text-prompt<style>-<embeddings dir as given>``, relative to the working directory."""
-    return Path(f"text-prompt{style}-{os.fspath(embeddings_dir)}")
+    """``text-prompt<style>-<embeddings folder name>`` beside the embeddings folder (in the working directory
+    for a bare name, as the original tool; an embeddings path with folders never nests under the working
+    directory)."""
+    folder = Path(os.fspath(embeddings_dir))
+    return folder.parent / f"text-prompt{style}-{folder.name}"
 
 
 def prompt_text_dir(embeddings_dir: str | os.PathLike, style: int) -> Path:
