@@ -22,9 +22,8 @@ from dataclasses import dataclass
 
 import mapbox_vector_tile
 import numpy as np
-from PIL import Image
-
 from http_standin import Reply, Request
+from PIL import Image
 
 ZOOM = 14
 EXTENT = 4096

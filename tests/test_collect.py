@@ -10,17 +10,16 @@ from itertools import chain
 import numpy as np
 import pandas as pd
 import pytest
-
 from http_standin import StandIn
 from mapillary_standin import TILE_PREFIX, FakeImage, MapillaryStandIn, jpeg_for
+
 from percept.categories import CATEGORIES
 from percept.city.collect import CollectOptions, MapillarySource
 from percept.city.download import DownloadError, HttpFetcher
 from percept.city.mapillary import redact
 from percept.city.retry import RetryPolicy
 from percept.city.selection import Selection, select_images
-from percept.city.tiles import (Bbox, CoverageImage, decode_image_tile, parse_bbox, tile_lonlat, tile_xy,
-                                tiles_covering)
+from percept.city.tiles import Bbox, CoverageImage, decode_image_tile, parse_bbox, tile_lonlat, tile_xy, tiles_covering
 from percept.cli.main import main as percept_main
 from percept.data.embeddings import write_part
 from percept.data.images import find_images

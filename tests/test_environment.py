@@ -329,7 +329,7 @@ def test_prompt_files_round_trip(tmp_path):
     folder = write_prompts(tmp_path / "p", prompts)
     assert folder == tmp_path / "p"
     assert (folder / "a.txt").read_bytes() == b"shops count is low\n"
-    assert (folder / "b.c.txt").read_bytes() == "é and ü\n".encode("utf-8")
+    assert (folder / "b.c.txt").read_bytes() == "é and ü\n".encode()
     assert read_prompts(folder, ["b.c.png", "x/a.jpg"]) == ["é and ü", "shops count is low"]
 
 

@@ -16,11 +16,11 @@ import pytest
 from percept.categories import CATEGORIES
 from percept.city.rating import rate
 from percept.data.embeddings import write_part
-from percept.model.screens import absolute_error, float32_error
 from percept.model.io import ExportedModel, ModelSettings, save_model
 from percept.model.knn import KNNRegressor, l2_normalise
 from percept.model.neighbour_lists import fold_neighbours, neighbour_lists
 from percept.model.scoring import MultiScorer
+from percept.model.screens import absolute_error, float32_error
 from percept.model.unit_rows import UnitRows
 from percept.model.weighting import neighbour_weights
 

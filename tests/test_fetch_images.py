@@ -13,11 +13,11 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+from http_standin import Reply, Scripted, StandIn
 from PIL import Image
 
-from http_standin import Reply, Scripted, StandIn
-from percept.city.retry import RetryPolicy, backoff_delay, parse_retry_after
 from percept.city.fetch import plan_fetch
+from percept.city.retry import RetryPolicy, backoff_delay, parse_retry_after
 from percept.cli.main import main as percept_main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -7,9 +7,9 @@ from itertools import chain
 
 import httpx
 import pytest
-
 from http_standin import StandIn
 from mapillary_standin import FakeImage, MapillaryStandIn, jpeg_for
+
 from percept.city.mapillary import GraphApiAuth, MapillaryClient, MapillaryError, MapillaryImage, plain_http_refused
 
 TOKEN = "MLY|serve|secret"

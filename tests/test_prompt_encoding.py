@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import REFERENCE
 
 from percept.data.survey import load_survey
 from percept.encoders.tokens import token_counter
 from percept.environment.clauses import SPECIAL_TOKENS, mean_of_clauses, split_clauses, truncation
 from percept.environment.prompts import build_prompts
-
-from conftest import REFERENCE
 
 STAND_IN = REFERENCE / "tools"
 

@@ -10,8 +10,16 @@ import re
 import pandas as pd
 import pytest
 
-from percept.city.survey_privacy import (COARSE_COLUMNS, FULL_COLUMNS, Coarsening, Privacy, Pseudonyms, age_band,
-                                         postcode_prefix, resolve_pseudonyms)
+from percept.city.survey_privacy import (
+    COARSE_COLUMNS,
+    FULL_COLUMNS,
+    Coarsening,
+    Privacy,
+    Pseudonyms,
+    age_band,
+    postcode_prefix,
+    resolve_pseudonyms,
+)
 from percept.data.filters import RatingFilter, parse_age_band
 from percept.data.ratings import filter_ratings, load_ratings
 from percept.errors import PerceptError

@@ -13,19 +13,23 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from postgres_fixtures import READER, READER_PASSWORD, TemporaryPostgres, free_port, load_sample_survey, missing_reason
 
 from percept.categories import CATEGORIES
 from percept.city.survey_db import mask_password
-from percept.city.survey_export import (DEMOGRAPHICS_NAME, GEOJSON_NAME, ExportFilters, build_features,
-                                        feature_collection_chunks)
+from percept.city.survey_export import (
+    DEMOGRAPHICS_NAME,
+    GEOJSON_NAME,
+    ExportFilters,
+    build_features,
+    feature_collection_chunks,
+)
 from percept.city.survey_privacy import FULL_COLUMNS
 from percept.cli.dropin import main as dropin_main
 from percept.cli.main import main as percept_main
-from percept.errors import PerceptError
 from percept.data.ratings import load_ratings
+from percept.errors import PerceptError
 from percept.synthetic.vectors import generate_synthetic_survey
-from postgres_fixtures import (READER, READER_PASSWORD, TemporaryPostgres, free_port, load_sample_survey,
-                               missing_reason)
 
 # ---------------------------------------------------------------- pure parts
 

@@ -97,8 +97,8 @@ def build_state(tmp: Path, mapillary=None, images: bool = True, crops: int = 0, 
     """AppState for the test model with the tiny encoder, rated points and (optionally) survey images;
     small limits (200 kB uploads, 4 megapixels) unless ``options`` are given. ``calibrated``: a model
     with interval calibrations (at level ``interval``, default 0.9) and rated points with their uncertainty."""
-    from percept.data.rated_points import read_rated
     from percept.data.decode import ImageLimits
+    from percept.data.rated_points import read_rated
     from percept.encoders import encode_pil_images, load_encoder
     from percept.model.estimates import Estimator
     from percept.model.scoring import MultiScorer

@@ -20,14 +20,21 @@ import csv
 import io
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from tqdm import tqdm
 
 from percept.atomic import atomic_write_text
-from percept.city.download import (DownloadError, HttpFetcher, Stopped, failures_csv, present_files,
-                                   remove_stale_temporaries, run_concurrently)
+from percept.city.download import (
+    DownloadError,
+    HttpFetcher,
+    Stopped,
+    failures_csv,
+    present_files,
+    remove_stale_temporaries,
+    run_concurrently,
+)
 from percept.city.mapillary import DEFAULT_BASE_URL, PLAIN_HTTP_REASON, plain_http_refused, redact
 from percept.city.retry import RetryPolicy
 from percept.city.selection import Selection, select_images
@@ -79,7 +86,7 @@ def image_file_name(image_id: str) -> str:
 
 def iso_time(milliseconds: int) -> str:
     """Milliseconds since the epoch → ``YYYY-MM-DDTHH:MM:SS.mmmZ`` (UTC)."""
-    moment = datetime.fromtimestamp(milliseconds // 1000, tz=timezone.utc)
+    moment = datetime.fromtimestamp(milliseconds // 1000, tz=UTC)
     return f"{moment:%Y-%m-%dT%H:%M:%S}.{milliseconds % 1000:03d}Z"
 
 

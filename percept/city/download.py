@@ -15,9 +15,10 @@ import io
 import random
 import re
 import threading
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import TypeVar
 
 import httpx
 from PIL import Image, UnidentifiedImageError
@@ -83,7 +84,7 @@ class HttpFetcher:
             timeout=policy.timeout, follow_redirects=True, headers={"User-Agent": user_agent},
             limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections))
 
-    def __enter__(self) -> "HttpFetcher":
+    def __enter__(self) -> HttpFetcher:
         return self
 
     def __exit__(self, *exc) -> None:

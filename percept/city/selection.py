@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
-from typing import Iterable
+from datetime import UTC, date, datetime
 
 from percept.city.spatial_index import great_circle_m
 from percept.city.tiles import Bbox, CoverageImage
@@ -58,4 +58,4 @@ def parse_since(text: str) -> int:
         day = date.fromisoformat(text)
     except ValueError:
         raise PerceptError(f"--since needs a date as YYYY-MM-DD, got {text!r}") from None
-    return int(datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp() * 1000)
+    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)

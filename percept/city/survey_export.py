@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 from percept.atomic import atomic_path
 from percept.categories import CATEGORIES, CATEGORY_BY_ID

@@ -13,10 +13,10 @@ from percept.errors import PerceptError
 from percept.extras import require
 from percept.model.weighting import DEFAULT_WEIGHTING, check_weighting
 from percept.study.crossval import METRICS, CategoryResult, CVPlan, cross_validate
-from percept.study.publish import card_path, check_missing
-from percept.study.score_intervals import score_intervals
 from percept.study.fold_sizes import fold_size_warnings, format_fold_sizes
 from percept.study.folds import default_group_by, parse_group_by
+from percept.study.publish import card_path, check_missing
+from percept.study.score_intervals import score_intervals
 
 DEFAULT_KS = "10,20,30,40,50"
 
@@ -151,6 +151,7 @@ def run(args: argparse.Namespace) -> int:
         transfer = _transfer(args, selection, dataset, results, plan, published, log)
         print(format_transfer(transfer, args.test_survey))
     if args.report:
+        from percept.study.publish import calibrate_dataset, evaluated_k
         from percept.study.report import write_report
         from percept.study.report_sections import (
             card_section,
@@ -162,7 +163,6 @@ def run(args: argparse.Namespace) -> int:
             scores_section,
             transfer_section,
         )
-        from percept.study.publish import calibrate_dataset, evaluated_k
 
         k = published.card["model"]["k"] if published else evaluated_k(results)
         calibrated = published.calibration if published else calibrate_dataset(

@@ -8,8 +8,8 @@ row is all zeros. The pass runs over bounded chunks of rows, so it needs little 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 

@@ -85,7 +85,7 @@ class KNNRegressor:
         self.weighting = check_weighting(weighting)
         self.block_size = int(block_size)
 
-    def fit(self, vectors, scores: np.ndarray, rows: np.ndarray | None = None) -> "KNNRegressor":
+    def fit(self, vectors, scores: np.ndarray, rows: np.ndarray | None = None) -> KNNRegressor:
         vectors = vectors if isinstance(vectors, UnitRows) else np.asarray(vectors)
         scores = np.asarray(scores, dtype=np.float64)
         rows = np.arange(len(vectors)) if rows is None else np.asarray(rows, dtype=np.int64)

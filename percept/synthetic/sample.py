@@ -164,7 +164,7 @@ class Street:
     height: float
 
     @classmethod
-    def sample(cls, p: dict, rng: np.random.Generator) -> "Street":
+    def sample(cls, p: dict, rng: np.random.Generator) -> Street:
         return cls(
             p=p, horizon=SIZE * rng.uniform(0.38, 0.48), vanish_x=SIZE / 2 + rng.uniform(-25, 25),
             camera_x=rng.uniform(-1.0, 1.0), road=2.5 + 3.5 * p["traffic"] + rng.uniform(-0.3, 0.3),
