@@ -1,7 +1,13 @@
-"""``percept rate`` throughput and peak memory on 200,000 query vectors, and /api/point latency on 1M points."""
+"""``percept rate`` throughput and peak memory on 200,000 query vectors, and /api/point latency on 1M points.
+
+The pure path (``PERCEPT_PURE=1``: numpy in place of the C kernels, as where they were not built) rates a
+smaller set of 20,000 vectors, beside the compiled path on the same set.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import statistics
 import time
 
@@ -17,11 +23,14 @@ from benchmarks.common import (
 )
 
 QUERIES = 200_000
+PURE_QUERIES = 20_000
 PART_SIZE = 100_000
 POINTS = 1_000_000
 CLICKS = 300
 LIMIT_QUERIES = 16_384
 TARGET_SHARE = 0.8
+#: The share of the bfloat16 product's rate that rating aims for (its screen runs on bfloat16 AMX tiles).
+TARGET_BF16_SHARE = 0.5
 TARGET_PEAK_MB = 2048.0
 TARGET_POINT_MS = 10.0
 
@@ -35,29 +44,33 @@ def export_model(survey) -> str:
     return str(model)
 
 
-def query_embeddings(seed: int = 1):
-    """200,000 unit float16 vectors in clip-retrieval layout (two parts), written once."""
+def query_embeddings(seed: int = 1, count: int = QUERIES):
+    """``count`` unit float16 vectors in clip-retrieval layout (parts of up to 100,000), written once."""
     from percept.data.embeddings import write_part
 
-    folder = BENCH_DIR / f"queries-{QUERIES}x{SURVEY_DIM}"
-    if not (folder / "img_emb" / f"img_emb_{(QUERIES - 1) // PART_SIZE}.npy").exists():
+    folder = BENCH_DIR / f"queries-{count}x{SURVEY_DIM}"
+    if not (folder / "img_emb" / f"img_emb_{(count - 1) // PART_SIZE}.npy").exists():
         rng = np.random.default_rng(seed)
-        for part, start in enumerate(range(0, QUERIES, PART_SIZE)):
-            vectors = rng.normal(size=(PART_SIZE, SURVEY_DIM)).astype(np.float32)
+        for part, start in enumerate(range(0, count, PART_SIZE)):
+            size = min(PART_SIZE, count - start)
+            vectors = rng.normal(size=(size, SURVEY_DIM)).astype(np.float32)
             vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-            names = [f"q_{i}.jpg" for i in range(start, start + PART_SIZE)]
+            names = [f"q_{i}.jpg" for i in range(start, start + size)]
             write_part(folder, "img", part, vectors, pd.DataFrame({"image_path": names}))
     return folder
 
 
-def product_limit(model_path: str, queries: int = LIMIT_QUERIES, block: int = 2048) -> float:
-    """Vectors/s that the bare float32 product with the model's distinct vectors allows (best of two)."""
+def _distinct_vectors(model_path: str) -> np.ndarray:
     from percept.model.io import load_model
     from percept.model.scoring import distinct_rows
 
     model = load_model(model_path)
-    vectors = distinct_rows([model.vectors[c] for c in model.categories])[0].astype(np.float32)
-    del model
+    return distinct_rows([model.vectors[c] for c in model.categories])[0].astype(np.float32)
+
+
+def product_limit(model_path: str, queries: int = LIMIT_QUERIES, block: int = 2048) -> float:
+    """Vectors/s that the bare float32 product with the model's distinct vectors allows (best of two)."""
+    vectors = _distinct_vectors(model_path)
     rng = np.random.default_rng(3)
     query = rng.standard_normal((block, vectors.shape[1]), dtype=np.float32)
     best = float("inf")
@@ -69,28 +82,74 @@ def product_limit(model_path: str, queries: int = LIMIT_QUERIES, block: int = 20
     return queries / best
 
 
+def bfloat16_limit(model_path: str, queries: int = LIMIT_QUERIES, block: int = 2048) -> float | None:
+    """Vectors/s that the bare bfloat16 product (float32 sums) of the same shapes allows on all cores (torch,
+    oneDNN: AMX where present; best of two); None without torch."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(os.cpu_count() or 1)
+    vectors = torch.from_numpy(_distinct_vectors(model_path)).to(torch.bfloat16)
+    query = torch.randn(block, vectors.shape[1], dtype=torch.bfloat16)
+    columns = vectors.T.contiguous()
+    query @ columns  # warm-up
+    best = float("inf")
+    for _ in range(2):
+        start = time.perf_counter()
+        for _ in range(queries // block):
+            query @ columns
+        best = min(best, time.perf_counter() - start)
+    return queries / best
+
+
 def rating() -> None:
     survey = benchmark_survey()
     model = export_model(survey)
     queries = query_embeddings()
     out = BENCH_DIR / "rated.parquet"
-    limits = [product_limit(model)]
+    limits, bf16 = [product_limit(model)], [bfloat16_limit(model)]
     seconds, peak, _ = measure([console_script("percept"), "rate", "--model", model, "-e", str(queries),
                                 "--out", str(out), "--quiet"], BENCH_DIR)
     limits.append(product_limit(model))
+    bf16.append(bfloat16_limit(model))
     rate, limit = QUERIES / seconds, max(limits)
     print(f"  percept rate: {QUERIES:,} vectors x {SURVEY_DIM} dims against the 20,000-image model (K=40): "
           f"{seconds:.1f} s, {rate:,.0f} vectors/s, peak {peak:,.0f} MB (goal < {TARGET_PEAK_MB:,.0f} MB)")
     print(f"    limit: the bare float32 product of the same shapes allows {limit:,.0f} vectors/s in this run "
           f"(measured before and after: {min(limits):,.0f}-{max(limits):,.0f}); rate reaches {rate / limit:.0%} "
           f"of it (goal >= {TARGET_SHARE:.0%})")
+    if None not in bf16:
+        print(f"    limit: the bare bfloat16 product of the same shapes (the screen's arithmetic) allows "
+              f"{max(bf16):,.0f} vectors/s in this run (before and after: {min(bf16):,.0f}-{max(bf16):,.0f}); rate "
+              f"reaches {rate / max(bf16):.0%}-{rate / min(bf16):.0%} of it (goal >= {TARGET_BF16_SHARE:.0%})")
+
+
+def pure_rating() -> None:
+    """The pure path beside the compiled one, on 20,000 vectors (the same rated values, compared)."""
+    from benchmarks.bench_dropin import pure_path
+
+    model, queries = export_model(benchmark_survey()), query_embeddings(seed=2, count=PURE_QUERIES)
+    rated = {}
+    for name in ("compiled", "pure"):
+        out = BENCH_DIR / f"rated-{name}.parquet"
+        command = [console_script("percept"), "rate", "--model", model, "-e", str(queries), "--out", str(out),
+                   "--quiet"]
+        with pure_path() if name == "pure" else contextlib.nullcontext():
+            seconds, peak, _ = measure(command, BENCH_DIR)
+        rated[name] = (seconds, peak, pd.read_parquet(out).select_dtypes("number"))
+    (fast, fast_peak, want), (pure, pure_peak, got) = rated["compiled"], rated["pure"]
+    same = "the same" if got.equals(want) else "DIFFERENT"
+    print(f"  percept rate on {PURE_QUERIES:,} vectors: compiled {PURE_QUERIES / fast:,.0f} vectors/s "
+          f"(peak {fast_peak:,.0f} MB), pure path (PERCEPT_PURE=1, no C) {PURE_QUERIES / pure:,.0f} vectors/s "
+          f"(peak {pure_peak:,.0f} MB): {pure / fast:.1f}x the time; {same} rated values")
 
 
 def point_latency() -> None:
     from fastapi.testclient import TestClient
 
     from percept.categories import CATEGORIES
-    from percept.city.rating import RatedPoints
+    from percept.data.rated_points import RatedPoints
     from percept.model.estimates import Estimator
     from percept.model.io import ExportedModel, ModelSettings
     from percept.model.scoring import MultiScorer
@@ -122,6 +181,7 @@ def point_latency() -> None:
 
 def main() -> None:
     rating()
+    pure_rating()
     point_latency()
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from percept.data.filters import RatingFilter, parse_age, parse_list, parse_region
 from percept.encoders.options import ENCODERS, EncodingOptions
+from percept.encoders.precision import PRECISIONS
 from percept.environment.combining import COMBINE_METHODS
 from percept.environment.options import PROMPT_ENCODINGS, EnvironmentOptions
 from percept.study.dataset import DataSelection
@@ -25,6 +26,9 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
         help="Encode with the external clip-retrieval command or the built-in encoder "
              "(default auto: clip-retrieval when it is on PATH)")
     add("--pretrained", metavar="PATH", help="Local checkpoint file or folder for the built-in encoder")
+    add("--precision", choices=PRECISIONS, default="auto",
+        help="Arithmetic of the built-in encoder: auto (default: fp16 on CUDA, bf16 on a CPU with AMX or "
+             "AVX512-BF16, else fp32), fp32, bf16 or fp16")
     add("--geojson", "-g", metavar="FILENAME", required=True, help="File with GeoJSON data from survey")
     add("--demographics", "-d", metavar="FILENAME", help="CSV File with demographic data per rating from survey")
     add("--environmental", action="store_true", help="Add environmental features into the model")
@@ -57,6 +61,7 @@ def data_selection(args: argparse.Namespace) -> DataSelection:
     encoding = EncodingOptions(
         clip_model=args.clip_model, images_dir=_path(args.images_dir), embeddings_dir=_path(args.embeddings_dir),
         encoder=args.encoder, pretrained=args.pretrained, other_clip_retrieval_args=args.other_clip_retrieval_args,
+        precision=args.precision,
         skip_cache=args.skip_cache, read_only=args.read_only, quiet=args.quiet)
     return DataSelection(Path(args.geojson), encoding, demographics, filters,
                          environment if args.environmental else None)

@@ -6,6 +6,7 @@ import sys
 
 from percept.city.rating import DEFAULT_CHUNK, check_rateable, embedding_names
 from percept.cli.common import add_hidden_alias, add_interval_argument, positive_int
+from percept.cli.encode import add_precision_argument
 from percept.cli.engine_options import add_engine_arguments, engine_options
 from percept.cli.predict import clip_model_name
 from percept.data.embeddings import default_embeddings_dir
@@ -42,6 +43,7 @@ def register(subparsers) -> None:
                                   "made into the model's prompts and encoded (environmental models)")
     parser.add_argument("-M", "--clip-model", metavar="NAME", help="CLIP model for --images (default: the model's)")
     parser.add_argument("--pretrained", metavar="PATH", help="local checkpoint for --images")
+    add_precision_argument(parser)
     parser.add_argument("--cache", metavar="DIR", help="embeddings cache for --images "
                                                        "(default: embeddings-<model name>)")
     parser.add_argument("-k", type=positive_int, help="neighbours (default: the model's K)")
@@ -72,7 +74,8 @@ def run(args) -> int:
         if args.images:
             name = clip_model_name(model, args.clip_model)
             embeddings = args.cache or default_embeddings_dir(name)
-            engines.encode_images(args.images, embeddings, name, engine, pretrained=args.pretrained, quiet=args.quiet)
+            engines.encode_images(args.images, embeddings, name, engine, pretrained=args.pretrained, quiet=args.quiet,
+                                  precision=args.precision)
         text_dir = args.text_embeddings
         if args.environment:
             text_dir = environment_text_dir(model, args, embeddings)

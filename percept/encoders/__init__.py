@@ -25,11 +25,14 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'percept.encoders' has no attribute {name!r}")
 
 
-def load_encoder(name: str, pretrained: str | None = None, device: str | None = None) -> Encoder:
-    """Build the encoder for a model name (weights from local files only; CUDA when present)."""
+def load_encoder(name: str, pretrained: str | None = None, device: str | None = None, precision: str = "auto",
+                  runtime: str = "torch") -> Encoder:
+    """Build the encoder for a model name (weights from local files only; CUDA when present) in ``precision``
+    on ``runtime`` (:mod:`percept.encoders.precision`). The default runtime, eager torch, starts at once,
+    as a few images want; the encoding pipeline takes OpenVINO on the CPU where it is installed."""
     from percept.encoders.registry import resolve_model
 
-    return resolve_model(name, pretrained).load(device)
+    return resolve_model(name, pretrained, precision, runtime, device).load(device)
 
 
 def encode_pil_images(encoder: Encoder, images: list) -> np.ndarray:

@@ -18,14 +18,18 @@ def unit_rows(vectors: np.ndarray) -> np.ndarray:
 class Encoder:
     """A CLIP-style model with an image tower and a text tower sharing one vector space.
 
-    ``transform`` turns a PIL image into a CHW float tensor; it is a picklable object so that
-    DataLoader workers can run it. ``dtype`` is the torch dtype batches are cast to.
+    ``transform`` turns a PIL image into the CHW tensor :meth:`encode_image_batch` takes (a float tensor,
+    or 8-bit pixels that the model normalises itself: :mod:`percept.encoders.pixels`); it is a picklable
+    object so that DataLoader workers can run it. ``precision`` (fp64, fp32, bf16 or fp16) and ``runtime``
+    (numpy, torch or openvino) name the arithmetic; caches record them.
     """
 
     name: str
     weights_id: str
     dim: int
     device: str = "cpu"
+    precision: str = "fp32"
+    runtime: str = "torch"
     transform: Callable
 
     def preprocess(self, image) -> "torch.Tensor":  # noqa: F821 - torch is imported lazily
@@ -33,7 +37,7 @@ class Encoder:
         return self.transform(image)
 
     def encode_image_batch(self, batch) -> np.ndarray:
-        """(n, C, H, W) tensor → (n, dim) float32 unit rows."""
+        """(n, C, H, W) tensor of :attr:`transform`'s → (n, dim) float32 unit rows."""
         raise NotImplementedError
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:

@@ -76,7 +76,10 @@ def trigram_ids(text: str, buckets: int) -> list[int]:
 
 
 class BuiltinEncoder(Encoder):
-    """A ``percept:<variant>`` model; always on the CPU in float64 arithmetic."""
+    """A ``percept:<variant>`` model; always on the CPU in float64 arithmetic (numpy)."""
+
+    precision = "fp64"
+    runtime = "numpy"
 
     def __init__(self, variant: str):
         cfg = CONFIGS[variant]

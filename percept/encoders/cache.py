@@ -1,9 +1,10 @@
 """Manifests that make an embeddings folder a validated cache.
 
-An image manifest records the model, its weights identity, the part size and every input
-(relative path, size, modification time) in row order, plus which parts are complete and
-which inputs in them could not be read. A text manifest records the model, weights identity,
-and each row's image name and text digest. A cache is used only where all of these match.
+An image manifest records the model, its weights identity, the precision and runtime it was
+encoded in, the part size and every input (relative path, size, modification time) in row order,
+plus which parts are complete and which inputs in them could not be read. A text manifest records
+the model, weights identity, precision, runtime, and each row's image name and text digest. A cache
+is used only where all of these match: vectors of two precisions or runtimes are never mixed.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ class ImageManifest:
     mtimes_ns: list[int]
     done: dict[int, dict[str, str]] = field(default_factory=dict)  # part → {unreadable key: reason}
     complete: bool = False
+    precision: str | None = None  # None: a manifest written before precisions were recorded
+    runtime: str | None = None
 
     @property
     def part_count(self) -> int:
@@ -59,6 +62,8 @@ class TextManifest:
     names: list[str]
     digests: list[str]
     complete: bool = False
+    precision: str | None = None
+    runtime: str | None = None
 
 
 def text_digest(text: str) -> str:
@@ -89,12 +94,18 @@ def read_manifest(folder: str | Path, kind: str) -> ImageManifest | TextManifest
         return None
 
 
-def mismatch(manifest, model: str, weights_id: str) -> str | None:
-    """Why a cache made under ``manifest`` cannot serve ``model`` with ``weights_id`` (None: it can)."""
+def mismatch(manifest, model: str, weights_id: str, precision: str, runtime: str) -> str | None:
+    """Why a cache made under ``manifest`` cannot serve ``model`` with ``weights_id`` encoded in ``precision``
+    on ``runtime`` (None: it can)."""
     if manifest.model != model:
         return f"it was made with model {manifest.model}, not {model}"
     if manifest.weights_id != weights_id:
         return f"the weights of {model} changed ({manifest.weights_id} → {weights_id})"
+    if manifest.precision is None or manifest.runtime is None:
+        return "it does not record the precision and runtime it was encoded in"
+    if (manifest.precision, manifest.runtime) != (precision, runtime):
+        return (f"it was encoded in {manifest.precision} on {manifest.runtime}, not {precision} on {runtime} "
+                "(give --precision to choose)")
     return None
 
 

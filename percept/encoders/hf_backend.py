@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from percept.encoders.base import Encoder, unit_rows
+from percept.encoders.pixels import PixelTransform
+from percept.encoders.towers import ImageTower, model_dtype, text_context
 from percept.encoders.weights import (
     files_sha256,
     hub_snapshot,
@@ -42,29 +44,28 @@ def resolve(model: str, repo: str, pretrained: str | None) -> HfWeights:
     return HfWeights(folder, files_sha256(files))
 
 
-class ImageProcessorTransform:
-    """PIL image → CHW tensor with the model's own resize, centre crop and normalisation."""
+class ResizeCrop:
+    """PIL image → the model's own resize (shorter side to ``size``, bicubic) and centre crop; picklable."""
 
-    def __init__(self, size: int, crop: tuple[int, int], mean, std):
-        self.size, self.crop, self.mean, self.std = size, crop, list(mean), list(std)
+    def __init__(self, size: int, crop: tuple[int, int]):
+        self.size, self.crop = size, crop
 
     def __call__(self, image):
         from torchvision.transforms import InterpolationMode
         from torchvision.transforms import functional as F
 
-        image = F.resize(image.convert("RGB"), self.size, interpolation=InterpolationMode.BICUBIC)
-        image = F.center_crop(image, list(self.crop))
-        return F.normalize(F.to_tensor(image), self.mean, self.std)
+        image = F.resize(image, self.size, interpolation=InterpolationMode.BICUBIC)
+        return F.center_crop(image, list(self.crop))
 
 
-def _transform(folder: Path) -> ImageProcessorTransform:
+def _transform(folder: Path) -> PixelTransform:
     from transformers import CLIPImageProcessor
 
     processor = CLIPImageProcessor.from_pretrained(folder, local_files_only=True)
-    size = processor.size.get("shortest_edge") or processor.size.get("height")
+    size = int(processor.size.get("shortest_edge") or processor.size.get("height"))
     crop = processor.crop_size or {"height": size, "width": size}
-    return ImageProcessorTransform(int(size), (int(crop["height"]), int(crop["width"])),
-                                   processor.image_mean, processor.image_std)
+    crop = (int(crop["height"]), int(crop["width"]))
+    return PixelTransform(ResizeCrop(size, crop), processor.image_mean, processor.image_std, max(size, *crop))
 
 
 def _features(output):
@@ -72,39 +73,53 @@ def _features(output):
     return output if hasattr(output, "float") else output.pooler_output
 
 
-class HfClipEncoder(Encoder):
-    """A transformers CLIPModel in eval mode; half precision on CUDA."""
+def _image_features(model):
+    """The model's image tower as a module: normalised pixels → image features."""
+    import torch
 
-    def __init__(self, name: str, weights: HfWeights, device: str | None = None):
+    class ImageFeatures(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, pixel_values):
+            return _features(self.model.get_image_features(pixel_values=pixel_values))
+
+    return ImageFeatures()
+
+
+class HfClipEncoder(Encoder):
+    """A transformers CLIPModel in eval mode, in ``precision`` (fp32, bf16 or fp16) on ``runtime`` (torch or
+    openvino)."""
+
+    def __init__(self, name: str, weights: HfWeights, device: str | None = None, precision: str = "fp32",
+                 runtime: str = "torch"):
         offline()
         import torch
         from transformers import AutoTokenizer, CLIPModel
 
         self.name, self.weights_id = name, weights.weights_id
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.dtype = torch.float16 if self.device.startswith("cuda") else torch.float32
+        self.precision, self.runtime = precision, runtime
         try:
             model = CLIPModel.from_pretrained(weights.folder, local_files_only=True)
             self.transform = _transform(weights.folder)
             self.tokenizer = AutoTokenizer.from_pretrained(weights.folder, local_files_only=True)
         except (OSError, ValueError) as exc:
             raise PerceptError(f"cannot load {name} from {weights.folder} ({exc})") from None
-        self.model = model.eval().to(self.device, dtype=self.dtype)
+        self.model = model.eval().to(self.device, dtype=model_dtype(precision, runtime))
+        self.tower = ImageTower(_image_features(self.model), self.transform, self.transform.steps.crop, precision,
+                                runtime, self.device)
         self.dim = int(model.config.projection_dim)
 
     def encode_image_batch(self, batch):
-        import torch
-
-        with torch.inference_mode():
-            output = self.model.get_image_features(pixel_values=batch.to(self.device, dtype=self.dtype))
-        return unit_rows(_features(output).float().cpu().numpy())
+        return unit_rows(self.tower(batch))
 
     def encode_texts(self, texts: list[str]):
         import numpy as np
-        import torch
 
         chunks = []
-        with torch.inference_mode():
+        with text_context(self.precision, self.runtime, self.device):
             for start in range(0, len(texts), TEXT_BATCH):
                 tokens = self.tokenizer(texts[start:start + TEXT_BATCH], padding=True, truncation=True,
                                         return_tensors="pt").to(self.device)

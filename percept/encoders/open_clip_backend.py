@@ -16,6 +16,8 @@ from difflib import get_close_matches
 from pathlib import Path
 
 from percept.encoders.base import Encoder, unit_rows
+from percept.encoders.pixels import split_transform
+from percept.encoders.towers import ImageTower, model_dtype, text_context
 from percept.encoders.weights import (
     checkpoint_in_dir,
     file_sha256,
@@ -120,15 +122,16 @@ def _quiet_random_init(active: bool):
 
 
 class OpenClipEncoder(Encoder):
-    """An open_clip model in eval mode; half precision on CUDA."""
+    """An open_clip model in eval mode, in ``precision`` (fp32, bf16 or fp16) on ``runtime`` (torch or openvino)."""
 
-    def __init__(self, name: str, weights: OpenClipWeights, device: str | None = None):
+    def __init__(self, name: str, weights: OpenClipWeights, device: str | None = None, precision: str = "fp32",
+                 runtime: str = "torch"):
         import open_clip
         import torch
 
         self.name, self.weights_id = name, weights.weights_id
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.dtype = torch.float16 if self.device.startswith("cuda") else torch.float32
+        self.precision, self.runtime = precision, runtime
         self.arch = weights.arch
         cfg = open_clip.get_pretrained_cfg(weights.arch, weights.tag) if weights.tag else {}
         try:
@@ -145,27 +148,25 @@ class OpenClipEncoder(Encoder):
                         image_interpolation=cfg.get("interpolation"), image_resize_mode=cfg.get("resize_mode"))
         except (RuntimeError, OSError, ValueError, KeyError) as exc:
             raise PerceptError(f"cannot load {weights.checkpoint} as {name} weights ({exc})") from None
-        self.model = model.eval().to(self.device, dtype=self.dtype)
-        self.transform = transform
+        self.model = model.eval().to(self.device, dtype=model_dtype(precision, runtime))
+        self.transform = split_transform(transform)
+        size = model.visual.image_size
+        self.tower = ImageTower(self.model.visual, self.transform, tuple(size) if isinstance(size, (tuple, list))
+                                else (size, size), precision, runtime, self.device)
         self.dim = int(open_clip.get_model_config(weights.arch)["embed_dim"])
         self._tokenizer = None
 
     def encode_image_batch(self, batch):
-        import torch
-
-        with torch.inference_mode():
-            features = self.model.encode_image(batch.to(self.device, dtype=self.dtype, non_blocking=True))
-        return unit_rows(features.float().cpu().numpy())
+        return unit_rows(self.tower(batch))
 
     def encode_texts(self, texts: list[str]):
         import numpy as np
         import open_clip
-        import torch
 
         if self._tokenizer is None:
             self._tokenizer = open_clip.get_tokenizer(self.arch)
         chunks = []
-        with torch.inference_mode():
+        with text_context(self.precision, self.runtime, self.device):
             for start in range(0, len(texts), TEXT_BATCH):
                 tokens = self._tokenizer(texts[start:start + TEXT_BATCH]).to(self.device)
                 chunks.append(self.model.encode_text(tokens).float().cpu().numpy())

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from percept.data.embeddings import default_embeddings_dir
+from percept.encoders.precision import check_precision
 from percept.errors import PerceptError
 
 ENCODERS = ("auto", "builtin", "clip-retrieval")
@@ -16,7 +17,8 @@ class EncodingOptions:
     """Read embeddings from ``embeddings_dir``, or encode ``images_dir`` first with ``clip_model``.
 
     ``encoder``: ``builtin``, ``clip-retrieval`` (the external command, as the original tool
-    calls it) or ``auto`` (clip-retrieval when it is on PATH).
+    calls it) or ``auto`` (clip-retrieval when it is on PATH). ``precision``: the built-in encoder's
+    arithmetic (:mod:`percept.encoders.precision`).
     """
 
     clip_model: str
@@ -28,10 +30,12 @@ class EncodingOptions:
     skip_cache: bool = False
     read_only: bool = False
     quiet: bool = False
+    precision: str = "auto"
 
     def __post_init__(self):
         if self.encoder not in ENCODERS:
             raise PerceptError(f"--encoder must be one of {', '.join(ENCODERS)}, got {self.encoder!r}")
+        check_precision(self.precision)
 
     @property
     def embeddings_folder(self) -> Path:

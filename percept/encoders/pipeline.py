@@ -1,8 +1,10 @@
 """Encode a folder of images, or a list of texts, into clip-retrieval's layout with a validated cache.
 
-Images: found as clip-retrieval finds them, decoded and preprocessed by DataLoader workers
-(or by the stream an engine passes in), encoded in batches (CUDA in half precision when
-present), stored as L2-normalised float16 rows in parts of ``part_size`` inputs. Each part is
+Images: found as clip-retrieval finds them, decoded (JPEG files at the size the model needs) and
+preprocessed by DataLoader workers (or by the stream an engine passes in) while this process encodes
+the batch before, in the precision and runtime ``--precision`` settles (:mod:`percept.encoders.precision`:
+float16 on CUDA, bfloat16 on CPUs that multiply it natively), stored as L2-normalised float16 rows in
+parts of ``part_size`` inputs. Each part is
 written atomically and recorded in the manifest as it completes, so a killed run resumes after
 its last complete part. Rows of unchanged images are reused from the cache; only new or changed
 images are encoded.
@@ -14,7 +16,9 @@ the size limits are refused before decoding). Unreadable or refused images are s
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -41,10 +45,13 @@ from percept.encoders.cache import (
 )
 from percept.encoders.stages import encode_readable, read_image, stack_readable
 from percept.errors import PerceptError
+from percept.extras import require
 
 FAILED_LIST = "failed_images.txt"
 TEXT_CHUNK = 256
 MAX_WORKERS = 16
+#: How much lower decoding workers run than the model on the CPU (os.nice steps).
+DECODE_NICENESS = 10
 
 
 class _Log:
@@ -84,7 +91,7 @@ def _usable(manifest, kind: str, out: Path, resolved: ResolvedModel, log: _Log):
         if has_embeddings(out, kind):
             log.note(f"{out} holds embeddings without a manifest (made by another tool?): encoding anew")
         return None
-    reason = mismatch(manifest, resolved.name, resolved.weights_id)
+    reason = mismatch(manifest, resolved.name, resolved.weights_id, resolved.precision, resolved.runtime)
     if reason:
         log.note(f"not reusing the embeddings in {out}: {reason}")
         return None
@@ -113,6 +120,24 @@ def default_workers(count: int, batch_size: int) -> int:
     return 0 if count < 2 * batch_size else min(MAX_WORKERS, os.cpu_count() or 1)
 
 
+def _yield_to_the_model(worker: int) -> None:
+    """A decoding worker of CPU encoding runs at a lower priority: the model's threads, which use every core and
+    wait for each other, are never held back by decoding; the workers fill the moments the model leaves free
+    and run at full speed while it waits for a batch."""
+    os.nice(DECODE_NICENESS)
+
+
+def _ignore_child_signals() -> None:
+    """Put SIGCHLD back to its default (ignored, so the kernel builds no signal frame for it).
+
+    torch's DataLoader installs a SIGCHLD handler to notice a dead worker sooner; it also polls its workers,
+    so nothing is lost without it. On CPUs with AMX tiles, a signal handed to one of the numerical libraries'
+    native threads can fail to be delivered (the frame grows with the tile state) and the process dies.
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+
+
 def _encode_stream(get_encoder, paths: list[Path], batch_size: int, num_workers: int | None, quiet: bool):
     """Yield (vector, None) or (None, reason) for each image path, in order."""
     if not paths:
@@ -122,12 +147,15 @@ def _encode_stream(get_encoder, paths: list[Path], batch_size: int, num_workers:
 
     encoder = get_encoder()
     workers = default_workers(len(paths), batch_size) if num_workers is None else num_workers
+    on_cpu = not encoder.device.startswith("cuda")
     loader = DataLoader(_ImageDataset(paths, encoder.transform), batch_size=batch_size, num_workers=workers,
-                        collate_fn=stack_readable, pin_memory=encoder.device.startswith("cuda"),
-                        prefetch_factor=4 if workers else None)
+                        collate_fn=stack_readable, pin_memory=not on_cpu, prefetch_factor=4 if workers else None,
+                        worker_init_fn=_yield_to_the_model if on_cpu and workers else None)
+    batches = iter(loader)  # starts the workers (and torch's SIGCHLD handler)
+    _ignore_child_signals()
     with tqdm(total=len(paths), unit="img", desc=f"encoding with {encoder.name}", disable=quiet,
               file=sys.stderr) as bar:
-        for positions, batch, failed in loader:
+        for positions, batch, failed in batches:
             vectors = encode_readable(encoder, positions, batch)
             bar.update(len(positions) + len(failed))
             for index in sorted([*positions, *failed]):
@@ -205,26 +233,31 @@ class ImageJob:
 
 
 def plan_images(images_dir, out_dir, model_name: str, *, pretrained: str | None = None, part_size: int = 100_000,
-                skip_cache: bool = False, read_only: bool = False, log: _Log | None = None) -> ImageJob:
-    """Find the images, resolve the model, take what the cache in ``out_dir`` can serve and (unless
-    ``read_only``) clear the parts that must be written again."""
+                skip_cache: bool = False, read_only: bool = False, log: _Log | None = None, precision: str = "auto",
+                device: str | None = None) -> ImageJob:
+    """Find the images, resolve the model (in ``precision`` for ``device``: None, CUDA where present), take
+    what the cache in ``out_dir`` can serve and (unless ``read_only``) clear the parts that must be written again."""
     log = log or _Log(True)
     images = find_images(images_dir)
     if not images:
         raise PerceptError(f"no images ({', '.join(EXTENSIONS)}) in {images_dir}")
     out = Path(out_dir)
-    resolved = resolve_model(model_name, pretrained)
+    resolved = resolve_model(model_name, pretrained, precision, device=device)
     plan = ImageManifest(model_name, resolved.weights_id, part_size, [i.key for i in images],
-                         [i.size for i in images], [i.mtime_ns for i in images])
+                         [i.size for i in images], [i.mtime_ns for i in images], precision=resolved.precision,
+                         runtime=resolved.runtime)
     old = None if skip_cache else _usable(read_manifest(out, "img"), "img", out, resolved, log)
     kept, pool, known_failed = _reusable(old, plan, out)
+    job = ImageJob(Path(images_dir), out, images, resolved, plan, old, kept, pool, known_failed, read_only)
+    if job.todo:  # before the cache is touched: images to encode need torch
+        require("clip", "torch", f"encoding with {resolved.name}")
     if not read_only:
         plan.done = {part: old.done[part] for part in kept}
         write_manifest(out, plan)
         for part in part_indices(out, "img"):
             if part not in kept:
                 remove_part(out, "img", part)
-    return ImageJob(Path(images_dir), out, images, resolved, plan, old, kept, pool, known_failed, read_only)
+    return job
 
 
 def write_images(job: ImageJob, stream, lazy: LazyEncoder, log: _Log) -> Embeddings:
@@ -262,10 +295,13 @@ def write_images(job: ImageJob, stream, lazy: LazyEncoder, log: _Log) -> Embeddi
 
 def encode_images(images_dir, out_dir, model_name: str, *, pretrained: str | None = None, batch_size: int = 64,
                   num_workers: int | None = None, part_size: int = 100_000, skip_cache: bool = False,
-                  read_only: bool = False, quiet: bool = False, stream: ImageStream | None = None) -> Embeddings:
+                  read_only: bool = False, quiet: bool = False, stream: ImageStream | None = None,
+                  precision: str = "auto", device: str | None = None) -> Embeddings:
     """Embeddings of every image under ``images_dir``, reusing and updating the cache in ``out_dir``
     (clip-retrieval layout and manifest; with ``read_only`` nothing is written).
 
+    ``precision``: auto, fp32, bf16 or fp16, settled for ``device``, where the images are encoded (None:
+    CUDA where present, else the CPU); a cache made in another precision or runtime is encoded anew.
     ``stream`` encodes the images the cache lacks (default: :func:`local_stream`); with another
     engine's stream, this process loads the model only on the CPU, for its preprocessing and size.
     """
@@ -273,7 +309,7 @@ def encode_images(images_dir, out_dir, model_name: str, *, pretrained: str | Non
         raise PerceptError("batch size and part size must be at least 1")
     log = _Log(quiet)
     job = plan_images(images_dir, out_dir, model_name, pretrained=pretrained, part_size=part_size,
-                      skip_cache=skip_cache, read_only=read_only, log=log)
+                      skip_cache=skip_cache, read_only=read_only, log=log, precision=precision, device=device)
     lazy = LazyEncoder(job.resolved, None if stream is None else "cpu")
     stream = stream or local_stream(batch_size, num_workers, quiet)
     return write_images(job, stream(lazy, [f.path for f in job.todo]), lazy, log)
@@ -321,15 +357,18 @@ def _report_failures(failures: dict, total: int, out: Path, images_dir, read_onl
 
 
 def encode_texts(names: list[str], texts: list[str], out_dir, model_name: str, *, pretrained: str | None = None,
-                 skip_cache: bool = False, read_only: bool = False, quiet: bool = False) -> Embeddings:
+                 skip_cache: bool = False, read_only: bool = False, quiet: bool = False,
+                 precision: str = "auto") -> Embeddings:
     """Text embeddings in clip-retrieval layout (metadata columns ``caption`` and ``image_name``), one
-    row per name in the given order; texts already in the cache for this model are not re-encoded."""
+    row per name in the given order; texts already in the cache for this model, precision and runtime
+    are not re-encoded."""
     if len(names) != len(texts):
         raise PerceptError(f"{len(names)} image names but {len(texts)} texts")
     log = _Log(quiet)
     out = Path(out_dir)
-    resolved = resolve_model(model_name, pretrained)
-    plan = TextManifest(model_name, resolved.weights_id, list(names), [text_digest(t) for t in texts])
+    resolved = resolve_model(model_name, pretrained, precision)
+    plan = TextManifest(model_name, resolved.weights_id, list(names), [text_digest(t) for t in texts],
+                        precision=resolved.precision, runtime=resolved.runtime)
     metadata = pd.DataFrame({"caption": list(texts), "image_name": list(names)})
     old = None if skip_cache else _usable(read_manifest(out, "text"), "text", out, resolved, log)
     pool = {}

@@ -12,7 +12,9 @@ from typing import Callable
 from percept.encoders import builtin
 from percept.encoders.base import Encoder
 from percept.encoders.open_clip_backend import OPENAI_NAMES
+from percept.encoders.precision import check_precision, default_device, resolve_precision, resolve_runtime
 from percept.errors import PerceptError
+from percept.extras import require
 
 ACCEPTED = (
     f"percept:{' or percept:'.join(builtin.CONFIGS)} (built in, offline, no learned meaning); "
@@ -34,13 +36,17 @@ class ModelName:
 
 @dataclass(frozen=True)
 class ResolvedModel:
-    """A model whose weights were found: its identity, and how to build it on a device."""
+    """A model whose weights were found: its identity, the precision and runtime it encodes in, and how to
+    build it on a device."""
 
     name: str
     weights_id: str
     build: Callable[[str | None], Encoder]
+    precision: str = "fp32"
+    runtime: str = "torch"
 
     def load(self, device: str | None = None) -> Encoder:
+        require("clip", "torch", f"encoding with {self.name}")
         return self.build(device)
 
 
@@ -59,22 +65,45 @@ def parse_model_name(name: str) -> ModelName:
     raise PerceptError(f"unknown model name {name!r}: use {ACCEPTED}")
 
 
-def resolve_model(name: str, pretrained: str | None = None) -> ResolvedModel:
+def resolve_model(name: str, pretrained: str | None = None, precision: str = "auto", runtime: str = "auto",
+                  device: str | None = None) -> ResolvedModel:
     """Find the weights of ``name`` on this machine (``pretrained``: a local file or folder, or
-    ``random`` for an untrained open_clip architecture)."""
+    ``random`` for an untrained open_clip architecture), and settle the precision and runtime
+    (:mod:`percept.encoders.precision`) for ``device`` (None: CUDA where present, else the CPU).
+
+    The built-in models compute in float64 with numpy: they take ``auto`` or ``fp32`` only.
+    """
     parsed = parse_model_name(name)
+    check_precision(precision)
     if parsed.backend == "percept":
         if pretrained is not None:
             raise PerceptError(f"{name} is built in and takes no --pretrained weights")
-        return ResolvedModel(name, builtin.weights_id(parsed.arch),
-                             lambda device: builtin.BuiltinEncoder(parsed.arch))
+        if precision not in ("auto", "fp32"):
+            raise PerceptError(f"{name} is built in and computes in float64: leave out --precision {precision} "
+                               "(or give auto)")
+        return ResolvedModel(name, builtin.weights_id(parsed.arch), lambda device: builtin.BuiltinEncoder(parsed.arch),
+                             builtin.BuiltinEncoder.precision, builtin.BuiltinEncoder.runtime)
+    for module in ("torch", "open_clip" if parsed.backend == "open_clip" else "transformers"):
+        require("clip", module, f"the CLIP model {name}")
+    device = device or default_device()
+    precision, runtime = resolve_precision(precision, device), resolve_runtime(runtime, device)
+    settings = {"precision": precision, "runtime": runtime}
     if parsed.backend == "open_clip":
         from percept.encoders import open_clip_backend
 
         weights = open_clip_backend.resolve(name, parsed.arch, parsed.tag, pretrained)
-        return ResolvedModel(name, weights.weights_id,
-                             lambda device: open_clip_backend.OpenClipEncoder(name, weights, device))
+        return ResolvedModel(name, weights.weights_id, lambda device: open_clip_backend.OpenClipEncoder(
+            name, weights, device, **_settings_for(device, settings)), precision, runtime)
     from percept.encoders import hf_backend
 
     weights = hf_backend.resolve(name, parsed.arch, pretrained)
-    return ResolvedModel(name, weights.weights_id, lambda device: hf_backend.HfClipEncoder(name, weights, device))
+    return ResolvedModel(name, weights.weights_id, lambda device: hf_backend.HfClipEncoder(
+        name, weights, device, **_settings_for(device, settings)), precision, runtime)
+
+
+def _settings_for(device: str | None, settings: dict) -> dict:
+    """The resolved precision and runtime for a model built on ``device``: OpenVINO runs on the CPU only, so a
+    model built on CUDA (a Ray actor on a GPU) runs the same precision on torch."""
+    if device is not None and device != "cpu" and settings["runtime"] == "openvino":
+        return {**settings, "runtime": "torch"}
+    return settings

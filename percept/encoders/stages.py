@@ -2,6 +2,11 @@
 
 The local engine runs them in DataLoader workers and the main process; the Ray engine in
 Ray tasks and actors. Because both call these same functions, both give the same vectors.
+
+Decoding at the size needed: a transform with a ``draft_size`` (the smallest side its resize
+needs) has JPEG files decoded by libjpeg at the smallest of the scales 1/8, 1/4, 1/2 and 1 that
+keeps both sides at or above it; the model's own resize and crop then run on a quarter or less
+of the pixels (a 640x480 photograph for a 224-pixel model: 320x240).
 """
 
 from __future__ import annotations
@@ -10,15 +15,38 @@ from pathlib import Path
 
 import numpy as np
 
-from percept.data.decode import ImageError, open_image
+from percept.data.decode import ImageError, open_image, read_header, to_rgb8
 from percept.encoders.base import Encoder
+
+#: Formats whose decoder scales while decoding (Pillow's JPEG plugin, which also reads MPO).
+DRAFT_FORMATS = frozenset({"JPEG", "MPO"})
+
+
+def open_drafted(path: str | Path, draft_size: int | None):
+    """:func:`percept.data.decode.open_image` (upright 8-bit RGB, size limits checked before decoding), with
+    JPEG files decoded at the smallest scale whose both sides are at least ``draft_size`` (None: full size)."""
+    if draft_size is None or read_header(path, name=f"image {path}").format not in DRAFT_FORMATS:
+        return open_image(path)
+    from PIL import Image, ImageOps
+
+    try:
+        with open(path, "rb") as handle:
+            image = Image.open(handle, formats=("JPEG",))
+            image.draft(image.mode, (draft_size, draft_size))
+            image.load()
+        ImageOps.exif_transpose(image, in_place=True)
+        return to_rgb8(image)
+    except Exception as exc:  # noqa: BLE001 - truncated data, bad EXIF: the file's fault, as open_image says
+        raise ImageError(f"image {path} is truncated or corrupt ({type(exc).__name__}: {exc}): "
+                         "use an intact copy") from None
 
 
 def read_image(path: str | Path, transform):
-    """Decode (with :func:`percept.data.decode.open_image`: upright 8-bit RGB, size limits checked
-    first) and preprocess one image: ``(tensor, None)``, or ``(None, reason)`` when it cannot be read."""
+    """Decode (with :func:`open_drafted`: upright 8-bit RGB, size limits checked first, JPEG files at the
+    transform's ``draft_size`` where it has one) and preprocess one image: ``(tensor, None)``, or
+    ``(None, reason)`` when it cannot be read."""
     try:
-        return transform(open_image(path)), None
+        return transform(open_drafted(path, getattr(transform, "draft_size", None))), None
     except ImageError as exc:
         return None, str(exc)
     except Exception as exc:  # noqa: BLE001 - any preprocessing failure skips the image, never the run

@@ -13,7 +13,8 @@ from percept.model.io import ExportedModel
 
 def encode_images(images_dir, out_dir, model_name: str, options: EngineOptions, *, quiet: bool = False,
                   **encoding) -> Embeddings:
-    """:func:`percept.encoders.pipeline.encode_images` with ``options.workers`` decoding processes."""
+    """:func:`percept.encoders.pipeline.encode_images` with ``options.workers`` decoding processes (``encoding``
+    includes ``precision``)."""
     return pipeline.encode_images(images_dir, out_dir, model_name, num_workers=options.workers, quiet=quiet,
                                   **encoding)
 

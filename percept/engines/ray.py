@@ -30,6 +30,7 @@ from percept.encoders import pipeline
 from percept.encoders.stages import encode_readable, pixel_shape, read_image, stack_readable
 from percept.engines.options import EngineOptions
 from percept.errors import PerceptError
+from percept.extras import require
 from percept.model.estimates import interval_level
 from percept.model.io import ExportedModel
 
@@ -43,11 +44,8 @@ IN_FLIGHT = 2
 
 def _ray():
     """The ray module with Ray Data loaded; Ray Data's console logs kept to errors (progress is ours)."""
-    try:
-        import ray
-        import ray.data
-    except ImportError:
-        raise PerceptError("--engine ray needs Ray: pip install 'percept[ray]'") from None
+    ray = require("ray", "ray", "--engine ray")
+    require("ray", "ray.data", "--engine ray")
     for handler in logging.getLogger("ray.data").handlers:
         if handler.get_name() == "console":
             handler.setLevel(logging.ERROR)

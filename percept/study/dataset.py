@@ -97,7 +97,8 @@ def load_dataset(selection: DataSelection, log: Log = print) -> Dataset:
                            "name different images (rows match by the file name after the last '/')")
     folder = selection.encoding.embeddings_folder
     zero = embeddings.zero_rows(folder)
-    refuse_zero(zero[keep[zero]], lambda row: embeddings.describe_row(row, folder), REENCODE)
+    describe = embeddings.describe_row
+    refuse_zero(zero[keep[zero]], lambda row: describe(row, folder), REENCODE)
     if unmatched:
         log(f"skipped {len(unmatched)} embedding rows with no survey feature (first: {unmatched[0]})")
     names = [n for n, k in zip(embeddings.names, keep) if k]
@@ -162,5 +163,5 @@ def obtain_embeddings(options: EncodingOptions, log: Log) -> Embeddings:
                                       skip_cache=options.skip_cache, read_only=options.read_only, log=log)
     from percept.encoders.pipeline import encode_images
 
-    return encode_images(images, folder, options.clip_model, pretrained=options.pretrained,
+    return encode_images(images, folder, options.clip_model, pretrained=options.pretrained, precision=options.precision,
                          skip_cache=options.skip_cache, read_only=options.read_only, quiet=options.quiet)
