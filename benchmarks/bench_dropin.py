@@ -28,7 +28,8 @@ def product_shapes(survey, demographics: bool) -> list[tuple[int, int, int]]:
     from percept.encoders.options import EncodingOptions
     from percept.study.dataset import DataSelection, load_dataset
 
-    selection = DataSelection(survey / "data.geojson", EncodingOptions("synthetic", embeddings_dir=survey / "embeddings"),
+    encoding = EncodingOptions("synthetic", embeddings_dir=survey / "embeddings")
+    selection = DataSelection(survey / "data.geojson", encoding,
                               demographics=survey / "demo.csv" if demographics else None)
     data = load_dataset(selection, log=lambda message: None)
     shapes = []

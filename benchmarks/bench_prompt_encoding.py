@@ -38,8 +38,9 @@ def main() -> None:
     whole_start = time.perf_counter()
     encoder.encode_texts(prompts[:WHOLE_SAMPLE])
     whole_seconds = (time.perf_counter() - whole_start) * PROMPTS / WHOLE_SAMPLE
-    print(f"  whole    {whole_seconds + loaded - start:6.1f} s including the model load, for {PROMPTS:,} prompts each "
-          f"cut to 77 tokens (timed on {WHOLE_SAMPLE} and scaled; {whole_seconds / clause_seconds:.0f}x the clause time)")
+    print(f"  whole    {whole_seconds + loaded - start:6.1f} s including the model load, for {PROMPTS:,} prompts "
+          f"each cut to 77 tokens (timed on {WHOLE_SAMPLE} and scaled; {whole_seconds / clause_seconds:.0f}x the "
+          "clause time)")
 
 
 if __name__ == "__main__":

@@ -168,7 +168,7 @@ def point_latency() -> None:
                                             rated=rated)))
     build = time.perf_counter() - start
     latencies, counts = [], []
-    for i in range(CLICKS):
+    for _ in range(CLICKS):
         params = {"lat": rng.uniform(52.3, 52.41), "lon": rng.uniform(4.75, 5.05), "radius": 100}
         start = time.perf_counter()
         body = client.get("/api/point", params=params).json()
@@ -176,7 +176,8 @@ def point_latency() -> None:
         counts.append(body["count"])
     print(f"  /api/point on {POINTS:,} rated points: median {statistics.median(latencies):.2f} ms, "
           f"p95 {np.percentile(latencies, 95):.2f} ms over {CLICKS} clicks (radius 100 m, "
-          f"{statistics.median(counts):.0f} points each; index built in {build:.1f} s; goal < {TARGET_POINT_MS:.0f} ms)")
+          f"{statistics.median(counts):.0f} points each; index built in {build:.1f} s; "
+          f"goal < {TARGET_POINT_MS:.0f} ms)")
 
 
 def main() -> None:

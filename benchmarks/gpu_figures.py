@@ -124,7 +124,7 @@ def rating_throughput(model_path: Path, count: int, dim: int, device: str, folde
     scorer = TorchScorer(model, device=device)
     scorer.predict(l2_normalise(next(query_chunks(CHUNK, dim, seed=9))[1]))  # warm-up
     seconds, first = 0.0, None
-    for start, rows in query_chunks(count, dim):
+    for _, rows in query_chunks(count, dim):
         queries = l2_normalise(rows)
         if torch.cuda.is_available():
             torch.cuda.synchronize()
@@ -182,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
               "(or --smoke to check the script on the CPU)", file=sys.stderr)
         return 2
     device = "cuda" if cuda else "cpu"
-    folder = Path(os.environ.get("PERCEPT_BENCH_DIR", "bench-output")).resolve() / ("gpu-smoke" if args.smoke else "gpu")
+    output = Path(os.environ.get("PERCEPT_BENCH_DIR", "bench-output")).resolve()
+    folder = output / ("gpu-smoke" if args.smoke else "gpu")
     gpu = torch.cuda.get_device_name(0) if cuda else "no GPU (smoke run on the CPU)"
     print(f"GPU benchmark: {gpu}; torch {torch.__version__}; {os.cpu_count()} CPU cores; data in {folder}", flush=True)
     began = time.perf_counter()

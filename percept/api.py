@@ -9,7 +9,9 @@
 
 from __future__ import annotations
 
+import logging
 import random
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +30,8 @@ from percept.study.folds import GroupBy
 from percept.study.holdout import check_training_split, holdout_evaluation
 from percept.study.publish import ModelRecipe, publish_model
 
+logger = logging.getLogger(__name__)
+
 
 def load_survey(geojson: str | Path, embeddings: str | Path | None = None, *, clip_model: str = "unknown",
                 images_dir: str | Path | None = None, demographics: str | Path | None = None,
@@ -38,7 +42,7 @@ def load_survey(geojson: str | Path, embeddings: str | Path | None = None, *, cl
 
     Filters take the command-line spellings (``age="30,49"``, ``gender="man,woman"``);
     ``environmental`` names the combining method (append, average, slerp) to add
-    environmental features.
+    environmental features. Unless ``quiet``, the loading notes go to this module's logger (INFO).
     """
     encoding = EncodingOptions(clip_model, images_dir=_path(images_dir), embeddings_dir=_path(embeddings),
                                quiet=quiet)
@@ -46,7 +50,7 @@ def load_survey(geojson: str | Path, embeddings: str | Path | None = None, *, cl
     selection = DataSelection(Path(geojson), encoding, _path(demographics), filters,
                               EnvironmentOptions(environmental, prompt_style, prompt_encoding=prompt_encoding)
                               if environmental else None)
-    return load_dataset(selection, (lambda message: None) if quiet else print)
+    return load_dataset(selection, (lambda message: None) if quiet else logger.info)
 
 
 def _path(value: str | Path | None) -> Path | None:
@@ -59,7 +63,7 @@ def fit(data: Dataset, category: str, k: int = 10, weighting: str = DEFAULT_WEIG
     return KNNRegressor(k=k, weighting=weighting).fit(data.vectors, samples.scores, samples.rows)
 
 
-def evaluate(data: Dataset, ks: list[int] = (10,), training_split: float = 0.8, randomize: bool = False,
+def evaluate(data: Dataset, ks: Sequence[int] = (10,), training_split: float = 0.8, randomize: bool = False,
              seed: int = 0, stratified: bool = False, weighting: str = DEFAULT_WEIGHTING) -> pd.DataFrame:
     """The drop-in CLI's holdout evaluation as a table: category, k, train, test, mse, r2."""
     rng = random.Random(seed) if randomize else None

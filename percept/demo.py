@@ -33,7 +33,8 @@ def main(argv: list[str]) -> int:
     survey = out / "survey"
     started = time.perf_counter()
     step(f"sample survey in {survey}")
-    run_or_exit(percept_main.main(["sample", str(survey), "--images", "200", "--random-seed", "0", "--force"]), "percept sample")
+    run_or_exit(percept_main.main(["sample", str(survey), "--images", "200", "--random-seed", "0", "--force"]),
+                "percept sample")
     os.chdir(survey)
     common = ["-g", "data.geojson", "-i", "images", "-e", "embeddings", "-M", MODEL, "--encoder", "builtin"]
     step(f"encode with {MODEL} and evaluate K = 5, 10, 20 (clip_retrieval_knn)")

@@ -156,8 +156,9 @@ def test_rating_survey_places_finds_their_own_training_vectors(city, tmp_path, c
                             "--environmental", "--prompt-encoding", prompt_encoding, "-q", "--export", str(model)]) == 0
     assert load_model(model).settings.prompt_encoding == prompt_encoding
     out = tmp_path / "rated.csv"
-    code = percept_main.main(["rate", "--model", str(model), "--embeddings", str(survey / "embeddings"), "--environment",
-                              str(survey / "with_env.geojson"), "--include-self", "-q", "--out", str(out)])
+    code = percept_main.main(["rate", "--model", str(model), "--embeddings", str(survey / "embeddings"),
+                              "--environment", str(survey / "with_env.geojson"), "--include-self", "-q",
+                              "--out", str(out)])
     assert code == 0, capsys.readouterr().err
     rated = pd.read_csv(out)
     assert len(rated) == 40 and rated["best_similarity"].min() > 1 - 1e-3

@@ -3,6 +3,7 @@ read-only runs, text embeddings and the ``percept encode`` command."""
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -165,13 +166,14 @@ def test_added_and_removed_images_update_the_cache(enc_images, tmp_path, enc_cou
     np.testing.assert_array_equal(removed.vectors, first.vectors[keep])
 
 
-def test_another_model_or_skip_cache_re_encodes(enc_images, tmp_path, enc_count, capsys):
+def test_another_model_or_skip_cache_re_encodes(enc_images, tmp_path, enc_count, caplog):
+    caplog.set_level(logging.INFO, logger="percept")
     out = tmp_path / "emb"
     _encode(enc_images, out)
     enc_count[0] = 0
     small = encoding.encode_images(enc_images, out, "percept:small")
     assert enc_count[0] == 7 and small.vectors.shape == (7, 256)
-    assert "made with model percept:tiny, not percept:small" in capsys.readouterr().err
+    assert "made with model percept:tiny, not percept:small" in caplog.text  # a note through logging
     enc_count[0] = 0
     _encode(enc_images, out, model="percept:small", skip_cache=True)
     assert enc_count[0] == 7
@@ -187,7 +189,11 @@ def test_changed_weights_re_encode(enc_images, tmp_path, enc_count, monkeypatch)
     assert enc_count[0] == 7
 
 
-def test_corrupt_image_is_skipped_listed_and_counted(enc_images, tmp_path, enc_count, capsys):
+def warnings_logged(caplog) -> list[str]:
+    return [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+
+
+def test_corrupt_image_is_skipped_listed_and_counted(enc_images, tmp_path, enc_count, caplog, capsys):
     (enc_images / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     (enc_images / "d" / "empty.jpg").write_bytes(b"")
     out = tmp_path / "emb"
@@ -196,13 +202,15 @@ def test_corrupt_image_is_skipped_listed_and_counted(enc_images, tmp_path, enc_c
     listed = (out / encoding.FAILED_LIST).read_text().splitlines()
     assert [line.split("\t")[0] for line in listed] == [str(enc_images / "broken.png"),
                                                          str(enc_images / "d/empty.jpg")]
-    assert "2 of 9 images could not be read" in capsys.readouterr().err
+    assert [w[:31] for w in warnings_logged(caplog)] == ["2 of 9 images could not be read"]
     assert read_embeddings(out).names == result.names
 
+    caplog.clear()
     enc_count[0] = 0
     _encode(enc_images, out, part_size=4)
     assert enc_count[0] == 0  # unchanged unreadable files are not retried...
-    assert "2 of 9 images could not be read" in capsys.readouterr().err  # ...but still reported
+    assert [w[:31] for w in warnings_logged(caplog)] == ["2 of 9 images could not be read"]  # ...but reported
+    assert "could not be read" not in capsys.readouterr().err  # a library prints nothing itself
     _draw(enc_images / "broken.png", 7)
     _touch_later(enc_images / "broken.png")
     repaired = _encode(enc_images, out, part_size=4)

@@ -5,6 +5,7 @@ Runs on the session's local Ray cluster (tests/ray_fixtures.py); ``-m 'not ray'`
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -94,7 +95,7 @@ def _large_images(folder: Path, numbers) -> None:
         Image.fromarray(np.broadcast_to(pixels, (3000, 4000, 3)).astype(np.uint8)).save(folder / f"i{number:02d}.jpg")
 
 
-def test_killed_ray_encode_resumes_writing_only_the_missing_parts(ray_cluster, tmp_path, capsys):  # noqa: F811
+def test_killed_ray_encode_resumes_writing_only_the_missing_parts(ray_cluster, tmp_path, caplog):  # noqa: F811
     """The driver is killed as soon as the first part is written (the second part's images are large,
     so they are still being decoded, and parts are written in order). The rerun keeps the written
     parts as they are and writes only the missing ones."""
@@ -119,10 +120,10 @@ def test_killed_ray_encode_resumes_writing_only_the_missing_parts(ray_cluster, t
     assert sorted(p.name for p in (out / "img_emb").iterdir()) == [f"img_emb_{p}.npy" for p in written]
     before = _part_stamps(out, written)
 
-    capsys.readouterr()
+    caplog.set_level(logging.INFO, logger="percept")
     resumed = encode_images(images, out, MODEL, EngineOptions("ray", workers=2), part_size=3, batch_size=3)
     missing = 12 - 3 * len(written)
-    assert f"12 images, {missing} encoded, {12 - missing} from the cache" in capsys.readouterr().err
+    assert f"12 images, {missing} encoded, {12 - missing} from the cache" in caplog.text
     assert _part_stamps(out, written) == before
     assert read_manifest(out, "img").complete and sorted(read_manifest(out, "img").done) == [0, 1, 2, 3]
     clean = pipeline.encode_images(images, tmp_path / "clean", MODEL, part_size=3, quiet=True)

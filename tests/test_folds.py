@@ -73,8 +73,8 @@ def spatial_survey(tmp_path_factory):
 
 def mean_r2(survey, group_by: str, demographics: bool) -> float:
     """Mean over categories of the KNN (K=10) R² from 5-fold cross-validation."""
-    selection = DataSelection(survey / "data.geojson", EncodingOptions("synthetic", embeddings_dir=survey / "embeddings"),
-                              survey / "demo.csv" if demographics else None)
+    encoding = EncodingOptions("synthetic", embeddings_dir=survey / "embeddings")
+    selection = DataSelection(survey / "data.geojson", encoding, survey / "demo.csv" if demographics else None)
     dataset = load_dataset(selection, log=lambda message: None)
     plan = CVPlan(folds=5, repeats=2, group_by=parse_group_by(group_by), seed=0)
     results = cross_validate(dataset.vectors, dataset.samples, [10], plan, baselines=False, lonlat=dataset.lonlat)

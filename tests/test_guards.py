@@ -146,7 +146,8 @@ def test_evaluate_groups_folds_by_a_survey_property(district_survey, capsys):
     captured = capsys.readouterr()
     out, err = captured.out.splitlines(), captured.err.splitlines()
     grouping = next(line for line in out if "(--group-by " in line)
-    assert grouping.startswith("folds grouped by survey property 'district'") and "(--group-by column:district" in grouping
+    assert grouping.startswith("folds grouped by survey property 'district'")
+    assert "(--group-by column:district" in grouping
     sizes_line = next(line for line in out if line.startswith("samples per fold (repeat 1): "))
     printed = dict(re.findall(r"(\w+) ([\d/]+)", sizes_line.partition(": ")[2]))
     counts = district_counts(district_survey)

@@ -99,7 +99,8 @@ def held_out_table(root, data, held: np.ndarray, group_by: str) -> pd.DataFrame:
               for f, h in zip(data["features"], held) if h}
     table = table[table["image"].isin(list(survey))].copy()
     for category in CATEGORIES:
-        table[f"observed_{category}"] = table["image"].map(lambda name: survey[name].get(f"average_{category}"))
+        key = f"average_{category}"
+        table[f"observed_{category}"] = table["image"].map(lambda name, key=key: survey[name].get(key))
     return table
 
 

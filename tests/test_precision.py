@@ -4,6 +4,7 @@ them, JPEG files are decoded at the size the model needs, and the model normalis
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -134,24 +135,28 @@ def test_damaged_jpeg_gives_the_usual_reason(tmp_path):
     assert tensor is None and "megapixels" in reason  # the size limits still come first
 
 
-def test_the_cache_records_precision_and_runtime_and_never_mixes_them(prec_images, tmp_path, capsys):
+def test_the_cache_records_precision_and_runtime_and_never_mixes_them(prec_images, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="percept")
     out = tmp_path / "emb"
     first = encode_images(prec_images, out, MODEL, pretrained="random", precision="fp32", quiet=True)
     manifest = read_manifest(out, "img")
     assert (manifest.precision, manifest.runtime) == ("fp32", precision.resolve_runtime("auto", "cpu"))
+    caplog.clear()
     again = encode_images(prec_images, out, MODEL, pretrained="random", precision="fp32")
-    assert "12 encoded" not in capsys.readouterr().err
+    assert "0 encoded, 12 from the cache" in caplog.text
     np.testing.assert_array_equal(again.vectors, first.vectors)
 
+    caplog.clear()
     reduced = encode_images(prec_images, out, MODEL, pretrained="random", precision="bf16")
-    err = capsys.readouterr().err
+    err = caplog.text
     assert "it was encoded in fp32 on" in err and "not bf16 on" in err and "12 encoded, 0 from the cache" in err
     assert read_manifest(out, "img").precision == "bf16"
     assert not np.array_equal(reduced.vectors, first.vectors)
     assert _cosines(reduced.vectors.astype(np.float64), first.vectors.astype(np.float64)).min() >= 0.999
 
 
-def test_a_manifest_without_precision_is_encoded_anew(prec_images, tmp_path, capsys):
+def test_a_manifest_without_precision_is_encoded_anew(prec_images, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="percept")
     out = tmp_path / "emb"
     encode_images(prec_images, out, "percept:tiny", quiet=True)
     path = out / "percept_img_manifest.json"
@@ -160,16 +165,17 @@ def test_a_manifest_without_precision_is_encoded_anew(prec_images, tmp_path, cap
     del data["precision"], data["runtime"]  # as manifests were written before precisions were recorded
     path.write_text(json.dumps(data))
     encode_images(prec_images, out, "percept:tiny")
-    err = capsys.readouterr().err
+    err = caplog.text
     assert "does not record the precision and runtime" in err and "12 encoded" in err
 
 
-def test_text_cache_records_precision(tmp_path, capsys):
+def test_text_cache_records_precision(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="percept")
     out = tmp_path / "text"
     encode_texts(["a.jpg"], ["shops count is 3"], out, MODEL, pretrained="random", precision="fp32", quiet=True)
     assert read_manifest(out, "text").precision == "fp32"
     encode_texts(["a.jpg"], ["shops count is 3"], out, MODEL, pretrained="random", precision="bf16")
-    assert "1 encoded" in capsys.readouterr().err and read_manifest(out, "text").precision == "bf16"
+    assert "1 encoded" in caplog.text and read_manifest(out, "text").precision == "bf16"
 
 
 def test_auto_is_the_fastest_native_precision(monkeypatch, tmp_path):

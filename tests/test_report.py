@@ -82,7 +82,8 @@ def test_report_files_exist_and_the_html_embeds_the_images(tmp_path):
     with open(folder / "report.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert [(r["category"], r["model"], r["k"]) for r in rows[:4]] == [
-        ("walkability", "knn", "3"), ("walkability", "knn", "6"), ("walkability", "mean", ""), ("walkability", "ridge", "")]
+        ("walkability", "knn", "3"), ("walkability", "knn", "6"), ("walkability", "mean", ""),
+        ("walkability", "ridge", "")]
     assert sum(r["best"] == "True" for r in rows) == 2
 
 

@@ -27,7 +27,8 @@ def bfloat16(values) -> np.ndarray:
     return rounded.astype(np.uint32).view(np.float32).astype(np.float64)
 
 
-def packed_columns(stored: np.ndarray, rows: np.ndarray, scales: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def packed_columns(stored: np.ndarray, rows: np.ndarray,
+                   scales: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(packed, residuals, lengths) of columns ``stored[rows] * scales``."""
     packed = np.empty(kernels.tiles().packed_size(len(rows), stored.shape[1]), dtype=np.uint16)
     residuals, lengths = np.empty(len(rows)), np.empty(len(rows))
@@ -38,7 +39,8 @@ def packed_columns(stored: np.ndarray, rows: np.ndarray, scales: np.ndarray) -> 
 def screened(queries: np.ndarray, columns32: np.ndarray):
     """(out, query norms, query residuals, column residuals, tile maxima, float64 norms, largest elements) of the
     raw kernels."""
-    packed, column_residuals, _ = packed_columns(columns32, np.arange(len(columns32)), np.ones(len(columns32), np.float32))
+    n = len(columns32)
+    packed, column_residuals, _ = packed_columns(columns32, np.arange(n), np.ones(n, np.float32))
     out = np.empty((len(queries), len(columns32)), dtype=np.float32)
     norms, residuals = np.empty(len(queries)), np.empty(len(queries))
     maxima = np.empty((len(queries), -(-len(columns32) // 16)), dtype=np.float32)

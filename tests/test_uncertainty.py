@@ -149,7 +149,8 @@ def test_a_category_too_small_for_k_once_the_image_is_left_out():
     vectors = unit(rng, 6, 8)
     names = [f"i{i}" for i in range(6)]
     rows = {c: np.arange(6) for c in CATEGORIES} | {"safety": np.array([0, 0, 0, 1])}
-    model = ExportedModel({c: vectors[r] for c, r in rows.items()}, {c: rng.uniform(1, 5, len(r)) for c, r in rows.items()},
+    model = ExportedModel({c: vectors[r] for c, r in rows.items()},
+                          {c: rng.uniform(1, 5, len(r)) for c, r in rows.items()},
                           ModelSettings(k=4), {c: [names[i] for i in r] for c, r in rows.items()})
     found = Estimator(model).estimate(vectors[[0, 1, 5]], ["i0", "i1", "i5"])
     safety = CATEGORIES.index("safety")

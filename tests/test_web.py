@@ -16,7 +16,7 @@ from web_fixtures import CENTRE, build_state, png_bytes
 
 from percept.categories import CATEGORIES
 from percept.city.mapillary import MapillaryClient, resolve_token
-from percept.web.app import create_app
+from percept.web.app import Category, create_app
 
 FAR = (52.40, 4.80)  # ~8 km from the rated points
 
@@ -426,3 +426,7 @@ def test_same_origin(origin, host, scheme, same):
     from percept.web.security import same_origin
 
     assert same_origin(origin, host, scheme) is same
+
+
+def test_the_routes_take_exactly_the_survey_categories():
+    assert [category.value for category in Category] == list(CATEGORIES)

@@ -87,7 +87,8 @@ def test_a_lost_file_or_a_changed_pin_vendors_again(root):
 def test_a_tarball_unlike_the_published_one_is_refused_before_anything_is_unpacked(root):
     tarball = root / "build" / "web-assets" / "leaflet-1.9.4.tgz"
     tarball.write_bytes(tarball.read_bytes() + b"\0")
-    with pytest.raises(web_assets.AssetError, match=r"leaflet-1\.9\.4\.tgz is not leaflet@1\.9\.4 as published.*delete it"):
+    with pytest.raises(web_assets.AssetError,
+                       match=r"leaflet-1\.9\.4\.tgz is not leaflet@1\.9\.4 as published.*delete it"):
         web_assets.vendor(root)
     assert not vendor_dir(root).exists()
 

@@ -59,7 +59,8 @@ def write_rated(path: Path, n: int = 60, seed: int = 0, crops: int = 0, uncertai
     lon = CENTRE[1] + rng.uniform(-0.004, 0.004, n)
     extra = [f"{c}_{part}" for part in ("sd", "lo", "hi") for c in CATEGORIES] + \
         ["best_similarity", "dissimilarity", "out_of_domain", "in_survey"]
-    rows = ["image," + ",".join(CATEGORIES) + ",lon,lat,angle,sequence" + ("," + ",".join(extra) if uncertainty else "")]
+    header = "image," + ",".join(CATEGORIES) + ",lon,lat,angle,sequence"
+    rows = [header + ("," + ",".join(extra) if uncertainty else "")]
 
     noise = np.random.default_rng(seed + 1)  # its own stream: the scores stay those of files without these columns
 

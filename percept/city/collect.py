@@ -66,14 +66,14 @@ class CollectOptions:
 
 @dataclass
 class CollectSummary:
+    locations_csv: Path
+    failed_csv: Path
     tiles: int = 0
     in_coverage: int = 0
     selected: int = 0
     downloaded: int = 0
     present: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
-    locations_csv: Path | None = None
-    failed_csv: Path | None = None
 
     @property
     def usable(self) -> int:

@@ -27,6 +27,8 @@ from percept.atomic import atomic_path
 from percept.city.retry import RetryPolicy, backoff_delay, parse_retry_after, retryable
 
 CHUNK_BYTES = 64 * 1024
+#: The retries a fetcher makes unless told otherwise (frozen: one instance serves every fetcher).
+DEFAULT_POLICY = RetryPolicy()
 
 Item = TypeVar("Item")
 
@@ -76,7 +78,7 @@ def _transport_reason(exc: httpx.TransportError) -> str:
 class HttpFetcher:
     """A pooled HTTP client (safe to share between threads) that retries and downloads atomically."""
 
-    def __init__(self, policy: RetryPolicy = RetryPolicy(), connections: int = 8,
+    def __init__(self, policy: RetryPolicy = DEFAULT_POLICY, connections: int = 8,
                  stop: threading.Event | None = None, user_agent: str = "percept"):
         self.policy = policy
         self.stop = stop or threading.Event()

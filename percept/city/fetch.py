@@ -54,10 +54,10 @@ class FetchOptions:
 
 @dataclass
 class FetchSummary:
+    failed_csv: Path
     downloaded: int = 0
     present: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
-    failed_csv: Path | None = None
 
     @property
     def usable(self) -> int:

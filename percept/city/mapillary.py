@@ -119,7 +119,8 @@ class MapillaryClient:
         best = None
         for item in data if isinstance(data, list) else []:
             image = _parse(item, lat, lon)
-            if image is not None and image.distance_m <= radius_m and (best is None or image.distance_m < best.distance_m):
+            if image is not None and image.distance_m <= radius_m \
+                    and (best is None or image.distance_m < best.distance_m):
                 best = image
         return best
 
@@ -149,6 +150,8 @@ class MapillaryClient:
 
 
 def _parse(item: object, lat: float, lon: float) -> MapillaryImage | None:
+    if not isinstance(item, dict):
+        return None
     try:
         x, y = item["computed_geometry"]["coordinates"][:2]
         image_id, url = str(item["id"]), str(item["thumb_1024_url"])

@@ -93,7 +93,8 @@ class RateSummary:
             return None
         return (f"warning: {share:.0%} of the rated images ({self.out_of_domain} of {self.scored}) lie outside the "
                 "survey's domain (less like the survey than 95 % of its images are like each other): their scores "
-                "extrapolate; map them with 'percept map --value out_of_domain' and rate images like them in the survey")
+                "extrapolate; map them with 'percept map --value out_of_domain' and rate images like them in the "
+                "survey")
 
     def warning(self) -> str | None:
         """One line about the zero vectors whose scores were left empty (None when there were none)."""
@@ -170,6 +171,8 @@ def iter_rows(embeddings_dir: str | Path, chunk_size: int = DEFAULT_CHUNK, text_
     Rows with NaN or infinite values are refused; zero rows (image or text) stay zero vectors
     and are counted in ``zero``.
     """
+    if text_dir is not None and method is None:
+        raise ValueError("text vectors are combined with the image vectors by a method: give one")
     zero = ZeroRows() if zero is None else zero
     images = _parts(Path(embeddings_dir), "img")
     texts = _parts(Path(text_dir), "text") if text_dir is not None else None
@@ -182,10 +185,11 @@ def iter_rows(embeddings_dir: str | Path, chunk_size: int = DEFAULT_CHUNK, text_
         for start in range(0, len(reader), chunk_size):
             stop = min(start + chunk_size, len(reader))
             vectors, empty = reader.read(start, stop)
-            zero.add(empty, lambda row: reader.describe(start + row))
-            if text_rows is not None:
+            zero.add(empty, lambda row, reader=reader, start=start: reader.describe(start + row))
+            if text_rows is not None and method is not None:
                 texts, empty_texts = text_rows(done + start, done + stop)
-                zero.add(np.setdiff1d(empty_texts, empty), lambda row: f"the text vector of {names[start + row]}")
+                zero.add(np.setdiff1d(empty_texts, empty),
+                         lambda row, names=names, start=start: f"the text vector of {names[start + row]}")
                 empty = np.union1d(empty, empty_texts)
                 vectors = combine(vectors, texts, method)
             vectors = l2_normalise(vectors)
@@ -339,7 +343,7 @@ def _checked(chunks: Iterator[Chunk], dim: int) -> Iterator[Chunk]:
 
 def estimate_chunk(estimator: Estimator, chunk: Chunk, include_self: bool) -> Estimates:
     """Estimates of a chunk; zero vectors, which have no direction, get empty scores (NaN), sd and similarity."""
-    usable = chunk.vectors.any(axis=1)
+    usable = np.asarray(chunk.vectors.any(axis=1))
     if usable.all():
         return estimator.estimate(chunk.vectors, chunk.names, include_self)
     out = Estimates.empty(len(usable), len(estimator.categories), estimator.in_survey(chunk.names), estimator.level)

@@ -26,16 +26,16 @@ def select_images(images: Iterable[CoverageImage], selection: Selection) -> list
     """Images (each id once) that pass the filters; with a spacing, walk each sequence in capture order
     and keep an image only when it lies at least ``spacing_m`` from the last one kept.
     Result in sequence, then capture order."""
-    unique = {}
+    unique: dict[str, CoverageImage] = {}
     for image in images:
         if (selection.bbox.contains(image.lon, image.lat)
                 and (selection.since_ms is None or image.captured_at >= selection.since_ms)
                 and (selection.panoramas or not image.is_pano)):
             unique.setdefault(image.id, image)
-    sequences = defaultdict(list)
+    sequences: defaultdict[str, list[CoverageImage]] = defaultdict(list)
     for image in unique.values():
         sequences[image.sequence or f"\0{image.id}"].append(image)
-    chosen = []
+    chosen: list[CoverageImage] = []
     for key in sorted(sequences):
         walk = sorted(sequences[key], key=lambda image: (image.captured_at, image.id))
         chosen.extend(space_out(walk, selection.spacing_m) if selection.spacing_m else walk)

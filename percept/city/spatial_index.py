@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy.spatial import cKDTree
 
 from percept.errors import PerceptError
@@ -14,7 +15,7 @@ EARTH_RADIUS_M = 6_371_008.8
 MIN_DISTANCE_M = 1.0
 
 
-def unit_xyz(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+def unit_xyz(lon: ArrayLike, lat: ArrayLike) -> np.ndarray:
     """Points on the unit sphere for longitudes and latitudes in degrees."""
     lon, lat = np.radians(np.asarray(lon, dtype=np.float64)), np.radians(np.asarray(lat, dtype=np.float64))
     cos_lat = np.cos(lat)
@@ -80,9 +81,9 @@ class SpatialIndex:
         return inside
 
 
-def great_circle_m(lat: float, lon: float, lats: np.ndarray, lons: np.ndarray) -> np.ndarray:
+def great_circle_m(lat: float, lon: float, lats: ArrayLike, lons: ArrayLike) -> np.ndarray:
     """Haversine distance in metres from one point to many."""
-    phi1, phi2 = np.radians(lat), np.radians(lats)
-    dphi, dlmb = phi2 - phi1, np.radians(lons - lon)
+    phi1, phi2 = np.radians(lat), np.radians(np.asarray(lats, dtype=np.float64))
+    dphi, dlmb = phi2 - phi1, np.radians(np.asarray(lons, dtype=np.float64) - lon)
     a = np.sin(dphi / 2) ** 2 + np.cos(phi1) * np.cos(phi2) * np.sin(dlmb / 2) ** 2
     return 2.0 * EARTH_RADIUS_M * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))

@@ -185,9 +185,10 @@ def pick(candidates: Candidates, options: SuggestOptions, picked_one: Callable[[
         return float(np.sum(weight[demand] * np.maximum(cur[demand] - distance, 0.0)))
 
     tiebreak = np.random.default_rng(options.seed).permutation(n)
-    heap = [(-gain(p), int(tiebreak[p]), p) for p in np.flatnonzero(state.allowed_mask())]
+    heap = [(-gain(p), int(tiebreak[p]), p) for p in map(int, np.flatnonzero(state.allowed_mask()))]
     heapq.heapify(heap)
-    picked, represents = [], []
+    picked: list[int] = []
+    represents: list[int] = []
     short = None
     while len(picked) < options.count:
         if not heap:

@@ -151,7 +151,7 @@ def suggest_images(model: ExportedModel, embeddings_dir: str | Path, out: str | 
         raise PerceptError(f"{embeddings_dir} holds no images outside the survey to suggest")
     where = locations.lookup(kept_names) if locations is not None else None
     cells = None
-    if resolution is not None:
+    if resolution is not None and where is not None:
         cells = cell_numbers(where["lon"].to_numpy(np.float64), where["lat"].to_numpy(np.float64), resolution)
     candidates = assess(kept_names, estimates, vectors, survey_panoramas(model), cells, options.duplicate_similarity)
     with tqdm(total=options.count, unit="img", disable=quiet, desc="picking") as progress:
@@ -235,8 +235,9 @@ def read_suggestions(path: str | Path) -> pd.DataFrame:
             bad |= (numbers < low) | (numbers > high)
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
+            scale = "" if low is None else f" from {low} to {high}"
             raise PerceptError(f"suggestions file {path}: row {row + 1} ({out['image'].iloc[row]!r}) holds "
-                               f"{values.iloc[row]!r} for {column}, not a number{'' if low is None else f' from {low} to {high}'}: "
+                               f"{values.iloc[row]!r} for {column}, not a number{scale}: "
                                "fix the file or re-run 'percept suggest'")
         out[column] = numbers.astype(np.float64)
     if out["rank"].isna().all():

@@ -53,7 +53,7 @@ def describe_target(conninfo: str) -> str:
         params = conninfo_to_dict(conninfo)
     except Exception:  # noqa: BLE001 - an unparsable string is reported when connecting
         return "the --db database"
-    where = params.get("host") or "local socket"
+    where = str(params.get("host") or "local socket")
     if params.get("port"):
         where += f":{params['port']}"
     user = f"{params['user']}@" if params.get("user") else ""

@@ -90,7 +90,7 @@ def _filter_conditions(filters: ExportFilters):
     """The WHERE conditions of the filters (consent apart)."""
     from psycopg import sql
 
-    conditions = [sql.SQL("r.rating IS NOT NULL")]
+    conditions: list[sql.Composable] = [sql.SQL("r.rating IS NOT NULL")]
     if filters.adults_only:
         conditions.append(sql.SQL("sv.age >= {}").format(sql.Literal(ADULT_AGE)))
     if filters.since:
@@ -112,7 +112,7 @@ def image_totals_sql(filters: ExportFilters):
     """Per rated image and category: image id, url, lon, lat, category id, ratings and their sum."""
     from psycopg import sql
 
-    unrated = sql.SQL("")
+    unrated: sql.Composable = sql.SQL("")
     if filters.include_unrated:  # images the city and enabled filters keep, with no kept rating: a null category
         unrated = sql.SQL(""" UNION ALL SELECT i.image_id, NULL, 0, 0 FROM image i
 WHERE NOT EXISTS (SELECT 1 FROM kept k WHERE k.image_id = i.image_id) AND {}""").format(_image_conditions(filters))
@@ -128,7 +128,7 @@ def _image_conditions(filters: ExportFilters):
     """The filters' conditions on images alone (enabled, city): TRUE when there are none."""
     from psycopg import sql
 
-    conditions = [sql.SQL("TRUE")]
+    conditions: list[sql.Composable] = [sql.SQL("TRUE")]
     if filters.enabled_only:
         conditions.append(sql.SQL("i.enabled"))
     if filters.city is not None:

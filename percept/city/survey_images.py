@@ -112,7 +112,8 @@ def add_images(conninfo: str, images: list[NewImage], city: str | None = None, a
     with session as cursor:
         present = existing(cursor, images)
         new = [image for image in images if image.url not in present]
-        added = insert(cursor, new, city) if apply else [(None, image) for image in new]
+        added: list[tuple[int | None, NewImage]] = [*insert(cursor, new, city)] if apply \
+            else [(None, image) for image in new]
     return AddResult(target, apply, added, [present[image.url] for image in images if image.url in present])
 
 
@@ -150,8 +151,9 @@ def write_transaction(conninfo: str, target: str) -> Iterator:
                 raise PerceptError(f"the database user may not add images to {target} ({brief_error(exc)}): grant it "
                                    "SELECT on image and rating and INSERT on image and image_geo") from None
             except psycopg.errors.UniqueViolation as exc:
-                raise PerceptError(f"adding the images to {target} failed, nothing was added: {brief_error(exc).rstrip('.')}: "
-                                   "another image already has that system path (check --path-prefix)") from None
+                raise PerceptError(f"adding the images to {target} failed, nothing was added: "
+                                   f"{brief_error(exc).rstrip('.')}: another image already has that system path "
+                                   "(check --path-prefix)") from None
             except psycopg.Error as exc:
                 raise PerceptError(f"adding the images to {target} failed, nothing was added: "
                                    f"{mask_password(brief_error(exc), conninfo)}") from None

@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from percept.data.filters import age_band_label, in_netherlands
@@ -80,8 +81,8 @@ class Coarsening:
     def describe(self) -> str:
         kept = (f"their first {self.postcode_chars} character(s)" if self.postcode_chars
                 else "none of their characters")
-        return (f"ages as bands ({', '.join(age_band(low) for low, _ in ADULT_AGE_BANDS)}; "
-                f"{age_band(MINOR_AGE_BAND[0])} for raters under 18), postcodes cut to {kept}, income left out")
+        return (f"ages as bands ({', '.join(age_band_label(low, high) for low, high in ADULT_AGE_BANDS)}; "
+                f"{age_band_label(*MINOR_AGE_BAND)} for raters under 18), postcodes cut to {kept}, income left out")
 
 
 def age_band(age: int | None) -> str | None:
@@ -112,7 +113,7 @@ class Privacy:
     def columns(self) -> tuple[str, ...]:
         return FULL_COLUMNS if self.coarsening is None else COARSE_COLUMNS
 
-    def row_shaper(self):
+    def row_shaper(self) -> Callable[[tuple], tuple]:
         """A function turning a database row (``SOURCE_COLUMNS``) into the written row (``columns``);
         each person's pseudonym is computed once."""
         known: dict[int, str] = {}

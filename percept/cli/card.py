@@ -24,5 +24,8 @@ def run(args) -> int:
     if model.card is None:
         raise PerceptError(f"{args.model} holds no model card (exported by an older version or another tool): "
                            "re-export it with 'percept evaluate --export' or 'clip_retrieval_knn --export'")
-    print(json.dumps(model.card, indent=2) if args.json else card_markdown(model.card), end="" if not args.json else "\n")
+    if args.json:
+        print(json.dumps(model.card, indent=2))
+    else:
+        print(card_markdown(model.card), end="")
     return 0

@@ -1,12 +1,14 @@
 """What every command-line tool shares: one-line errors with exit status 2, a quiet end when the reader of
-stdout goes away, and argument types."""
+stdout goes away, the library's log messages as notes on stderr, and argument types."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from percept.errors import PerceptError
 
@@ -17,9 +19,11 @@ CLOSED_PIPE = 141
 
 def report_errors(main: Callable[[], int | None]) -> int:
     """Run ``main``; turn a PerceptError into one ``error:`` line on stderr and exit status 2, and end
-    quietly with status 141 when stdout is closed early (``percept evaluate ... | head -1``)."""
+    quietly with status 141 when stdout is closed early (``percept evaluate ... | head -1``). The library's
+    log messages show on stderr meanwhile (:func:`library_messages`)."""
     try:
-        status = int(main() or 0)
+        with library_messages():
+            status = int(main() or 0)
         sys.stdout.flush()  # a closed pipe shows here rather than at exit, where it could not be caught
         return status
     except BrokenPipeError:
@@ -33,6 +37,35 @@ def report_errors(main: Callable[[], int | None]) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+class StderrNotes(logging.Handler):
+    """Log records as the tools print their own notes: the message alone on stderr, a warning (or worse) after
+    ``warning:`` (its level's name). The stream is looked up at each record, so a replaced stderr gets them."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            prefix = f"{record.levelname.lower()}: " if record.levelno >= logging.WARNING else ""
+            print(prefix + record.getMessage(), file=sys.stderr)
+        except Exception:  # noqa: BLE001 - logging reports its own failures
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def library_messages(logger_name: str = "percept") -> Iterator[None]:
+    """While a command runs: the package's notes (INFO) and warnings on stderr through :class:`StderrNotes`,
+    and nowhere else; the logger's settings are restored afterwards."""
+    logger = logging.getLogger(logger_name)
+    handler, level, propagate = StderrNotes(), logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
 
 
 def _stdout_reader_gone() -> bool:
@@ -123,7 +156,8 @@ def k_list(text: str) -> list[int]:
     try:
         values = [int(part) for part in text.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"K must be a positive whole number or a comma list of them, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"K must be a positive whole number or a comma list of them, got {text!r}") from None
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"K must be at least 1, got {text!r}")
     return values

@@ -50,7 +50,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--extra-assertions", action="store_true",
                         help="Run additional assertions for testing purposes.")
     parser.add_argument("--export", metavar="FILENAME",
-                        help="Instead of running KNN, export numpy arrays with CLIP vectors and scores to the given file.")
+                        help="Instead of running KNN, export numpy arrays with CLIP vectors and scores to the given "
+                             "file.")
     return parser
 
 

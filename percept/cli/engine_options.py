@@ -9,7 +9,8 @@ from percept.model.devices import DEVICES
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser, workers_help: str, device: bool = False) -> None:
-    """``--engine``, ``--ray-address``, ``--workers`` (meaning ``workers_help`` locally) and, for rating, ``--device``."""
+    """``--engine``, ``--ray-address``, ``--workers`` (meaning ``workers_help`` locally) and, for rating,
+    ``--device``."""
     add = parser.add_argument
     add("--engine", choices=ENGINES, default="local",
         help="where batches run: this machine (default) or a Ray cluster")

@@ -38,7 +38,8 @@ def register(subparsers) -> None:
     parser.add_argument("--repeats", type=positive_int, default=1, metavar="R",
                         help="repeat the K-fold split R times with fresh shuffles (default 1)")
     parser.add_argument("--stratified", action="store_true", help="balance int(score) over the folds")
-    parser.add_argument("--random-seed", type=int, default=0, metavar="INT", help="seed of the fold shuffles (default 0)")
+    parser.add_argument("--random-seed", type=int, default=0, metavar="INT",
+                        help="seed of the fold shuffles (default 0)")
     add_hidden_alias(parser, "--seed", dest="random_seed", type=int)
     parser.add_argument("--group-by", default=None, metavar="none|image|location|block:METRES|column:NAME",
                         help="keep groups of samples in one fold so nothing leaks from training to test: image "
@@ -106,12 +107,13 @@ def run(args: argparse.Namespace) -> int:
     group_by = parse_group_by(args.group_by) if args.group_by else default_group_by(bool(args.demographics))
     log = (lambda message: None) if args.quiet else print
     selection = data_selection(args)
-    if group_by.kind == "column":
-        selection = dataclasses.replace(selection, properties=(group_by.column,))
+    column = group_by.column if group_by.kind == "column" else None
+    if column is not None:
+        selection = dataclasses.replace(selection, properties=(column,))
     dataset = load_dataset(selection, log)
     check_missing(dataset.missing, args.allow_missing)
-    if group_by.kind == "column":
-        group_by = group_by.with_values(dataset.properties(group_by.column))
+    if column is not None:
+        group_by = group_by.with_values(dataset.properties(column))
     plan = CVPlan(args.cv, args.repeats, args.stratified, group_by, args.random_seed)
     results = cross_validate(dataset.vectors, dataset.samples, args.k, plan, args.normalization_method,
                              baselines=not args.no_baselines, progress=progress_bar(args.quiet, "category"),

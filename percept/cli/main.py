@@ -17,7 +17,8 @@ SUBCOMMANDS = ("sample", "encode", "evaluate", "card", "predict", "rate", "promp
 
 def build_parser(argv: list[str] | None = None) -> ArgumentParser:
     """The parser, with only the subcommand ``argv`` names (all of them when it names none)."""
-    parser = ArgumentParser(prog="percept", description="Model how people perceive streets from Percept survey ratings.")
+    parser = ArgumentParser(prog="percept",
+                            description="Model how people perceive streets from Percept survey ratings.")
     add_version_argument(parser)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
     for name in _needed(argv or []):

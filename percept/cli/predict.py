@@ -9,7 +9,7 @@ from pathlib import Path
 
 from percept.cli.common import add_hidden_alias, add_interval_argument, positive_int, positive_number
 from percept.data.decode import ImageLimits, open_image
-from percept.data.vector_checks import refuse_unusable
+from percept.data.vector_checks import Where, refuse_unusable
 from percept.errors import PerceptError
 from percept.model.estimates import Estimates, Estimator
 from percept.model.io import ExportedModel, load_model
@@ -67,10 +67,11 @@ def clip_model_name(model: ExportedModel, option: str | None) -> str:
     if recorded and option and option != recorded:
         raise PerceptError(f"the model was built with CLIP model {recorded!r}, not {option!r}: "
                            "drop --clip-model or give the model's own")
-    if not (option or recorded):
+    name = option or recorded
+    if not name:
         raise PerceptError("this model file records no CLIP model (a bare <category>_vecs/_scores file): "
                            "give --clip-model NAME, the model its vectors came from")
-    return option or recorded
+    return name
 
 
 def run(args) -> int:
@@ -83,11 +84,16 @@ def run(args) -> int:
     for start in range(0, len(args.images), BATCH):
         paths = args.images[start:start + BATCH]
         vectors = encode_pil_images(encoder, [open_image(p, limits) for p in paths])
-        refuse_unusable(vectors, lambda row: f"the vector of image {paths[row]}", ENCODER_FAILED)
+        refuse_unusable(vectors, image_vectors(paths), ENCODER_FAILED)
         found = estimator.estimate(l2_normalise(vectors))
         rows += [image_record(path, found, i, scorer.categories) for i, path in enumerate(paths)]
     print_scores(rows, scorer.categories, estimator.level, "json" if args.json else "csv" if args.csv else "table")
     return 0
+
+
+def image_vectors(paths: list[str]) -> Where:
+    """Names the vector of each of ``paths`` for a message."""
+    return lambda row: f"the vector of image {paths[row]}"
 
 
 def image_record(path: str, found: Estimates, row: int, categories: list[str]) -> dict:

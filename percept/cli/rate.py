@@ -94,8 +94,8 @@ def run(args) -> int:
               f"{summary.out_of_domain} out of domain", file=sys.stderr)
         if summary.level is None:
             print("no prediction intervals: the model holds no calibration (re-export it with "
-                  "'percept evaluate --export')" if model.calibration is None else "no prediction intervals (--interval 0)",
-                  file=sys.stderr)
+                  "'percept evaluate --export')" if model.calibration is None
+                  else "no prediction intervals (--interval 0)", file=sys.stderr)
     return 0
 
 

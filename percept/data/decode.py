@@ -59,7 +59,7 @@ class ImageUnsupported(ImageError):
 class ImageHeader:
     """What an image's header declares."""
 
-    format: str
+    format: str | None  # Pillow's name for it
     width: int
     height: int
     mode: str
@@ -101,12 +101,12 @@ def _far_too_large(name: str, limits: ImageLimits) -> ImageTooLarge:
                          f"{limits.max_pixels / 1e6:g} megapixels are read; scale it down first")
 
 
-def _source(source: Source, limits: ImageLimits, name: str):
+def _source(source: Source, limits: ImageLimits, name: str) -> BinaryIO:
     """A file object for ``source`` after the byte checks."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         check_bytes(len(source), limits, name)
         return io.BytesIO(source)
-    if hasattr(source, "read"):
+    if not isinstance(source, (str, os.PathLike)):  # a file object
         check_bytes(source.seek(0, io.SEEK_END), limits, name)
         source.seek(0)
         return source
@@ -121,7 +121,7 @@ def _source(source: Source, limits: ImageLimits, name: str):
         raise ImageError(f"cannot open {name}: {exc.strerror or exc}") from None
 
 
-def _open(handle, limits: ImageLimits, name: str) -> Image.Image:
+def _open(handle: BinaryIO, limits: ImageLimits, name: str) -> Image.Image:
     """Open (parse the header only) and check the declared size."""
     try:
         image = Image.open(handle, formats=FORMATS)

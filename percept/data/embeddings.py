@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from percept.atomic import atomic_path
-from percept.data.vector_checks import check_rows, refuse_nonfinite
+from percept.data.vector_checks import Where, check_rows, refuse_nonfinite
 from percept.errors import PerceptError
 
 if TYPE_CHECKING:
@@ -131,7 +131,11 @@ def read_embeddings(root: str | Path, kind: str = "img", metadata: bool = True) 
     """
     root = Path(root)
     column = KINDS[kind]
-    vectors, frames, files, zero, names = [], [], [], [], []
+    vectors: list[np.ndarray] = []
+    frames: list[pyarrow.Table] = []
+    files: list[tuple[Path, int]] = []
+    zero: list[np.ndarray] = []
+    names: list[str] = []
     for vec_path, meta_path in required_parts(root, kind):
         part_vectors = _load_npy(vec_path)
         if metadata:
@@ -159,11 +163,11 @@ def read_embeddings(root: str | Path, kind: str = "img", metadata: bool = True) 
     return Embeddings([str(name) for name in names], stacked, table, files, np.concatenate(zero))
 
 
-def _row_label(path: Path, names: list):
+def _row_label(path: Path, names: list[str]) -> Where:
     return lambda row: f"{path} row {row} ({names[row]})"
 
 
-def read_names(path: Path, column: str) -> list:
+def read_names(path: Path, column: str) -> list[str]:
     """A metadata file's naming column, read without pyarrow where :mod:`.parquet_names` can."""
     from percept.data.parquet_names import Unsupported, read_string_column
 
@@ -173,10 +177,11 @@ def read_names(path: Path, column: str) -> list:
         except (Unsupported, IndexError, KeyError, ValueError, UnicodeDecodeError):
             pass  # pyarrow reads it, or says what is wrong
         else:
-            if None in names:
+            present = [name for name in names if name is not None]
+            if len(present) < len(names):
                 raise PerceptError(f"metadata file {path}: row {names.index(None)} has no {column}: "
                                    "re-encode the images")
-            return names
+            return present
     return read_metadata(path, column, names_only=True).column(0).to_pylist()
 
 

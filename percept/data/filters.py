@@ -70,7 +70,7 @@ def parse_region(text: str | None) -> str | None:
     return text
 
 
-def in_netherlands(country, postcode) -> bool:
+def in_netherlands(country: object, postcode: object) -> bool:
     """The original tool's NL rule: country matches its pattern (at the start) or a Dutch postcode."""
     return ((isinstance(country, str) and NL_COUNTRY.match(country) is not None)
             or (isinstance(postcode, str) and NL_POSTCODE.match(postcode) is not None))

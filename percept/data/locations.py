@@ -9,6 +9,7 @@ features whose properties carry the same name, angle and sequence keys.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -89,7 +90,7 @@ def read_locations(path: str | Path) -> Locations:
     return Locations(_validate(frame, path), str(path))
 
 
-def _pick(columns, keys: tuple[str, ...]) -> str | None:
+def _pick(columns: Iterable[str], keys: tuple[str, ...]) -> str | None:
     lower = {str(c).lower(): c for c in columns}
     return next((lower[k] for k in keys if k in lower), None)
 
@@ -120,7 +121,7 @@ def _from_geojson(path: Path) -> pd.DataFrame:
         props = props if isinstance(props, dict) else {}
         name = _pick(props, NAME_KEYS)
         point = isinstance(geometry, dict) and geometry.get("type") == "Point"
-        coords = geometry.get("coordinates") if point else None
+        coords = geometry.get("coordinates") if point and isinstance(geometry, dict) else None
         if name is None or not isinstance(coords, list) or len(coords) < 2:
             raise PerceptError(f"locations GeoJSON {path}: feature {number} needs a Point geometry and an image "
                                f"name property ({', '.join(NAME_KEYS)})")
@@ -132,11 +133,11 @@ def _from_geojson(path: Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["name", "lon", "lat", "angle", "sequence"])
 
 
-def _is_number(value) -> bool:
+def _is_number(value: object) -> bool:
     return type(value) is int or type(value) is float
 
 
-def _is_identifier(value) -> bool:
+def _is_identifier(value: object) -> bool:
     return type(value) is str or type(value) is int
 
 

@@ -8,11 +8,15 @@ given, else from the survey's ``count_<category>`` properties where it has them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from percept.categories import CATEGORIES, CATEGORY_IDS
 from percept.data.survey import Survey
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: The share of a category's rated images that may be missing before a study refuses to run.
 MISSING_LIMIT = 0.05
@@ -64,7 +68,7 @@ class MissingImages:
                     "dropped_ratings": d.dropped_ratings} for c, d in self.by_category.items()}
 
 
-def missing_images(survey: Survey, matched: list[int | None], ratings=None) -> MissingImages:
+def missing_images(survey: Survey, matched: list[int | None], ratings: pd.DataFrame | None = None) -> MissingImages:
     """What each category loses from survey features that no embedding row matched.
 
     ``matched``: the survey feature of each embedding row (None for none); ``ratings``: the
@@ -77,7 +81,7 @@ def missing_images(survey: Survey, matched: list[int | None], ratings=None) -> M
     first = None
     if len(lost):
         first = str(survey.features[int(lost[0])].get("url", "")).rsplit("/", 1)[-1]
-    counts = {}
+    counts: dict[str, Dropped] = {}
     for category in CATEGORIES:
         key = f"average_{category}"
         rated = [f for f in features if survey.features[f].get(key) is not None]
@@ -87,7 +91,7 @@ def missing_images(survey: Survey, matched: list[int | None], ratings=None) -> M
 
 
 def _ratings(survey: Survey, category: str, rated: list[int], dropped: list[int],
-             ratings) -> tuple[int | None, int | None]:
+             ratings: pd.DataFrame | None) -> tuple[int | None, int | None]:
     """(ratings of the rated images, ratings of the dropped ones), or (None, None) when unknown."""
     if ratings is not None:
         frame = ratings[ratings["category_id"] == CATEGORY_IDS[category]]
@@ -95,7 +99,8 @@ def _ratings(survey: Survey, category: str, rated: list[int], dropped: list[int]
         return len(frame), int(frame["image_id"].isin(lost_ids).sum())
     key = f"count_{category}"
     values = [survey.features[f].get(key) for f in rated]
-    if not values or any(type(v) is not int for v in values):
+    counts = [v for v in values if type(v) is int]
+    if not values or len(counts) < len(values):
         return None, None
     lost = {int(f) for f in dropped}
-    return sum(values), sum(v for f, v in zip(rated, values) if int(f) in lost)
+    return sum(counts), sum(v for f, v in zip(rated, counts) if int(f) in lost)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,6 +24,11 @@ OPTIONAL = 1
 
 class Unsupported(Exception):
     """The file uses a Parquet feature this reader does not handle."""
+
+
+#: A decoded Thrift struct: {field id: value}. The values' types are those Parquet's schema gives each field,
+#: which this reader does not encode (a bool, int, float, bytes, list or struct).
+ThriftStruct = dict[int, Any]
 
 
 class _Thrift:
@@ -48,7 +54,7 @@ class _Thrift:
         n = self.varint()
         return (n >> 1) ^ -(n & 1)
 
-    def value(self, kind: int):
+    def value(self, kind: int) -> Any:
         if kind in (1, 2):
             return kind == 1
         if kind == 3:
@@ -77,8 +83,9 @@ class _Thrift:
             return self.struct()
         raise Unsupported(f"thrift type {kind}")
 
-    def struct(self) -> dict:
-        fields, last = {}, 0
+    def struct(self) -> ThriftStruct:
+        fields: ThriftStruct = {}
+        last = 0
         while True:
             header = self.byte()
             if header == 0:
@@ -133,8 +140,9 @@ def _plain_strings(data: bytes, count: int) -> list[str]:
     return out
 
 
-def read_string_column(path: str | Path, column: str) -> list[str]:
-    """The values of ``column`` (a required or optional byte-array column), in row order."""
+def read_string_column(path: str | Path, column: str) -> list[str | None]:
+    """The values of ``column`` (a required or optional byte-array column), in row order (None where
+    an optional column has no value)."""
     data = Path(path).read_bytes()
     if data[:4] != b"PAR1" or data[-4:] != b"PAR1":
         raise Unsupported("not a parquet file")
@@ -151,7 +159,7 @@ def read_string_column(path: str | Path, column: str) -> list[str]:
     if leaves[index].get(1) != BYTE_ARRAY:
         raise Unsupported("not a byte-array column")
     optional = leaves[index].get(3) == OPTIONAL
-    values: list = []
+    values: list[str | None] = []
     for group in meta.get(4, []):
         chunk = group[1][index]
         if 1 in chunk:
@@ -162,14 +170,15 @@ def read_string_column(path: str | Path, column: str) -> list[str]:
     return values
 
 
-def _read_chunk(data: bytes, info: dict, optional: bool) -> list:
+def _read_chunk(data: bytes, info: ThriftStruct, optional: bool) -> list[str | None]:
     codec = info.get(4, UNCOMPRESSED)
     if codec not in (UNCOMPRESSED, SNAPPY):
         raise Unsupported(f"codec {codec}")
     expand = snappy_decompress if codec == SNAPPY else bytes
     pos = info.get(11) or info[9]
     end = pos + info[7]
-    remaining, dictionary, out = info[5], None, []
+    remaining, dictionary = info[5], None
+    out: list[str | None] = []
     while remaining > 0 and pos < end:
         reader = _Thrift(data, pos)
         header = reader.struct()
@@ -207,7 +216,7 @@ def _read_chunk(data: bytes, info: dict, optional: bool) -> list:
         if encoding == PLAIN:
             strings = _plain_strings(values, present)
         elif encoding in (PLAIN_DICTIONARY, RLE_DICTIONARY) and dictionary is not None:
-            indices = _hybrid(values, 1, len(values), values[0], present) if present else []
+            indices = _hybrid(values, 1, len(values), values[0], present) if present else np.empty(0, np.int64)
             strings = [dictionary[i] for i in indices]
         else:
             raise Unsupported(f"encoding {encoding}")

@@ -11,8 +11,11 @@ Parquet files also keep the model card's id and the intervals' level (:data:`MET
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
+from typing import TextIO
 
 import numpy as np
 import pandas as pd
@@ -60,14 +63,15 @@ class RatedWriter:
 
     def __init__(self, kind: str, path: Path, metadata: dict):
         self.kind, self.path, self.metadata = kind, path, metadata
-        self.handle = self.parquet = None
+        self.handle: TextIO | None = None
+        self.parquet: pq.ParquetWriter | None = None
         self.first = True
 
-    def __enter__(self):
+    def __enter__(self) -> Callable[[pd.DataFrame], None]:
         if self.kind in ("csv", "geojson"):
-            self.handle = open(self.path, "w", encoding="utf-8", newline="")
+            self.handle = handle = open(self.path, "w", encoding="utf-8", newline="")
             if self.kind == "geojson":
-                self.handle.write(f'{{"type": "FeatureCollection", "{METADATA_KEY}": {json.dumps(self.metadata)}, '
+                handle.write(f'{{"type": "FeatureCollection", "{METADATA_KEY}": {json.dumps(self.metadata)}, '
                                   '"features": [\n')
         return self.write
 
@@ -75,7 +79,7 @@ class RatedWriter:
         if table.empty:
             return
         if self.kind == "csv":
-            table.to_csv(self.handle, header=self.first, index=False)
+            table.to_csv(self._text(), header=self.first, index=False)
         elif self.kind == "geojson":
             self._geojson(table)
         else:
@@ -90,7 +94,13 @@ class RatedWriter:
                      for key, value in record.items()}
             geometry = None if np.isnan(lon) else {"type": "Point", "coordinates": [float(lon), float(lat)]}
             lines.append(json.dumps({"type": "Feature", "geometry": geometry, "properties": clean}))
-        self.handle.write(("" if self.first else ",\n") + ",\n".join(lines))
+        self._text().write(("" if self.first else ",\n") + ",\n".join(lines))
+
+    def _text(self) -> TextIO:
+        """The open CSV or GeoJSON file (only inside the ``with`` block)."""
+        if self.handle is None:
+            raise RuntimeError("a rated file is written inside its with block")
+        return self.handle
 
     def _parquet(self, table: pd.DataFrame) -> None:
         arrow = pa.Table.from_pandas(table, preserve_index=False)
@@ -105,14 +115,14 @@ class RatedWriter:
             self.parquet = pq.ParquetWriter(arrow_path(self.path), schema)
         self.parquet.write_table(arrow.cast(self.parquet.schema))
 
-    def __exit__(self, exc_type, exc, tb):
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         if self.handle is not None:
             if self.kind == "geojson" and exc_type is None:
                 self.handle.write("\n]}\n")
             self.handle.close()
         if self.parquet is not None:
             self.parquet.close()
-        return False
 
 
 def _wkb_points(lon: pd.Series, lat: pd.Series) -> list[bytes | None]:
@@ -211,7 +221,7 @@ def _with_lonlat(table: pd.DataFrame) -> pd.DataFrame:
     return table.assign(lon=[p[0] for p in points], lat=[p[1] for p in points])
 
 
-def _wkb_point(value) -> tuple[float, float]:
+def _wkb_point(value: object) -> tuple[float, float]:
     """(x, y) of a 2D WKB Point (either byte order); NaN for missing or other geometries."""
     if not isinstance(value, (bytes, bytearray)) or len(value) < 21:
         return np.nan, np.nan
@@ -223,10 +233,10 @@ def _wkb_point(value) -> tuple[float, float]:
     return float(x), float(y)
 
 
-def _uncertainty_columns(table: pd.DataFrame, categories: list[str]) -> dict:
+def _uncertainty_columns(table: pd.DataFrame, categories: list[str]) -> dict[str, np.ndarray]:
     """The sd, interval bounds, best similarity, dissimilarity and flags of a rated file, where it has them
     (files rated before lack them)."""
-    found = {}
+    found: dict[str, np.ndarray] = {}
     for name in ("sd", "lo", "hi"):
         per_category = _per_category(table, [f"{c}_{name}" for c in categories])
         if per_category is not None:
@@ -248,7 +258,7 @@ def _per_category(table: pd.DataFrame, columns: list[str]) -> np.ndarray | None:
                             if column in table.columns else np.full(len(table), np.nan) for column in columns])
 
 
-def _flag(value) -> bool:
+def _flag(value: object) -> bool:
     """A true/false cell as written to CSV, Parquet or GeoJSON."""
     if isinstance(value, str):
         return value.strip().lower() in ("true", "1")

@@ -90,7 +90,8 @@ def age_bounds(ages: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         if not isinstance(text, str):
             continue
         band = (int(text), int(text)) if text.isdigit() else parse_age_band(text)
-        low[row], high[row] = band
+        if band is not None:  # the column was checked when read: every text is an age or a band
+            low[row], high[row] = band
     return low, high
 
 
@@ -145,6 +146,11 @@ def _in_region(ratings: pd.DataFrame, region: str) -> pd.Series:
     return in_nl if region == "NL" else ~in_nl
 
 
+def _band_order(band: str) -> tuple[int, int]:
+    """An age band's place in a list: by its youngest, then its oldest age."""
+    return parse_age_band(band) or (0, 0)
+
+
 def _in_age_range(ages: pd.Series, age_range: tuple[int, int], log: Callable[[str], None]) -> pd.Series:
     low, high = age_bounds(ages)
     first, last = age_range
@@ -152,7 +158,7 @@ def _in_age_range(ages: pd.Series, age_range: tuple[int, int], log: Callable[[st
     straddling = (low <= last) & (high >= first) & ~inside
     if straddling.any():
         counts = pd.Series(ages.to_numpy()[straddling]).value_counts()
-        listed = ", ".join(f"{band}: {counts[band]}" for band in sorted(counts.index, key=parse_age_band))
+        listed = ", ".join(f"{band}: {counts[band]}" for band in sorted(counts.index, key=_band_order))
         log(f"note: --age {first},{last} left out {int(straddling.sum())} ratings in age bands that straddle "
             f"an end of the range ({listed}); a band is kept only when it lies within the range")
     return pd.Series(inside, index=ages.index)

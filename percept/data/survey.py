@@ -8,16 +8,28 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import types
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, cast
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from percept.categories import CATEGORIES, SCORE_RANGE
 from percept.errors import PerceptError
 from percept.memory import release_free_memory
+
+if TYPE_CHECKING:
+    import mmap
+
+    import msgspec
+
+    class _KeptProperties(msgspec.Struct):
+        """A feature's kept properties (the class is built at run time, for the properties kept)."""
+
+        url: object
 
 #: The properties the KNN needs from each feature (environmental keys aside).
 CORE_PROPERTIES = frozenset({"image_id", "url", *(f"average_{c}" for c in CATEGORIES),
@@ -64,9 +76,11 @@ def parse_survey(data: object, source: str = "survey", keep: frozenset[str] | No
     urls = [props.get("url") if isinstance(props, dict) else None for props in properties]
     by_name, lonlat = _index(urls, [feature.get("geometry") if isinstance(feature, dict) else None
                                     for feature in features], source)
+    # every feature has its properties now: _index refused the first without a 'url' among them
+    records = [props for props in properties if isinstance(props, dict)]
     if keep is not None:
-        properties = [{k: props[k] for k in keep if k in props} for props in properties]
-    return Survey(properties, by_name, len(features) - len(by_name), source, lonlat)
+        records = [{k: props[k] for k in keep if k in props} for props in records]
+    return Survey(records, by_name, len(features) - len(by_name), source, lonlat)
 
 
 def _index(urls: list, geometries: list, source: str) -> tuple[dict[str, int], np.ndarray]:
@@ -115,28 +129,29 @@ def load_survey(path: str | Path, keep: frozenset[str] | None = None) -> Survey:
     return survey
 
 
-def _read(handle, source: str, keep: frozenset[str] | None) -> Survey:
+def _read(handle: BinaryIO, source: str, keep: frozenset[str] | None) -> Survey:
     """Decode an open survey file, mapped into memory rather than copied."""
     import mmap
 
     with (mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) if os.fstat(handle.fileno()).st_size
           else contextlib.nullcontext(b"")) as raw:
-        collection = _decode_kept(raw, keep) if keep is not None else None
-        if collection is not None:
-            return _survey_from_kept(collection, source)
+        features = _decode_kept(raw, keep) if keep is not None else None
+        if features is not None:
+            return _survey_from_kept(features, source)
         import orjson
 
         try:
             with memoryview(raw) as view:
                 data = orjson.loads(view)
         except orjson.JSONDecodeError as exc:
-            raise PerceptError(f"survey GeoJSON {source} is not valid JSON ({exc}): fix or re-export the file") from None
+            raise PerceptError(f"survey GeoJSON {source} is not valid JSON ({exc}): "
+                               "fix or re-export the file") from None
     return parse_survey(data, source, keep)
 
 
-def _decode_kept(raw, keep: frozenset[str]):
-    """The FeatureCollection with only the properties in ``keep`` decoded (others are skipped unread; one
-    that is absent reads as null). None when the file is not shaped as a survey expects: the full
+def _decode_kept(raw: bytes | mmap.mmap, keep: frozenset[str]) -> list[_KeptFeature] | None:
+    """The FeatureCollection's features with only the properties in ``keep`` decoded (others are skipped
+    unread; one that is absent reads as null). None when the file is not shaped as a survey expects: the full
     decoder then reports what is wrong."""
     import msgspec
 
@@ -144,31 +159,44 @@ def _decode_kept(raw, keep: frozenset[str]):
         collection = _kept_decoder(keep).decode(raw)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
-    if collection.type != "FeatureCollection" or collection.features is None:
+    if collection.type != "FeatureCollection":
         return None
-    return collection
+    return collection.features
 
 
-def _survey_from_kept(collection, source: str) -> Survey:
-    """:func:`parse_survey` for a collection from :func:`_decode_kept` (same checks, no per-feature dicts walk)."""
+def _survey_from_kept(features: list[_KeptFeature], source: str) -> Survey:
+    """:func:`parse_survey` for the features from :func:`_decode_kept` (same checks, no per-feature dicts walk)."""
     import msgspec
 
-    features = collection.features
     properties = [feature.properties for feature in features]
     by_name, lonlat = _index([None if props is None else props.url for props in properties],
                              [feature.geometry for feature in features], source)
-    return Survey([msgspec.structs.asdict(props) for props in properties], by_name, len(features) - len(by_name),
-                  source, lonlat)
+    # every feature has its properties now: _index refused the first without a 'url' among them
+    records = [msgspec.structs.asdict(props) for props in properties if props is not None]
+    return Survey(records, by_name, len(features) - len(by_name), source, lonlat)
+
+
+class _KeptFeature(Protocol):
+    properties: _KeptProperties | None
+    geometry: object
+
+
+class _KeptCollection(Protocol):
+    """What :func:`_kept_decoder` decodes (its classes are built at run time, for the properties kept)."""
+
+    type: object
+    features: list[_KeptFeature] | None
 
 
 @functools.cache
-def _kept_decoder(keep: frozenset[str]):
+def _kept_decoder(keep: frozenset[str]) -> msgspec.json.Decoder[_KeptCollection]:
     import msgspec
 
     properties = msgspec.defstruct("Properties", [(name, Any, None) for name in sorted(keep)])
-    feature = msgspec.defstruct("Feature", [("properties", Optional[properties], None), ("geometry", Any, None)])
-    collection = msgspec.defstruct("Collection", [("type", Any, None), ("features", Optional[list[feature]], None)])
-    return msgspec.json.Decoder(collection)
+    feature = msgspec.defstruct("Feature", [("properties", properties | None, None), ("geometry", Any, None)])
+    features = types.GenericAlias(list, (feature,))  # list[feature], for a class made at run time
+    collection = msgspec.defstruct("Collection", [("type", Any, None), ("features", features | None, None)])
+    return msgspec.json.Decoder(cast("type[_KeptCollection]", collection))
 
 
 @dataclass(frozen=True)
@@ -208,8 +236,8 @@ def average_samples(names: list[str], survey: Survey,
     ``matches``: :func:`match_features` of ``names``, when already computed.
     """
     matched, unmatched = matches or match_features(names, survey)
-    rows = {c: [] for c in CATEGORIES}
-    scores = {c: [] for c in CATEGORIES}
+    rows: dict[str, list[int]] = {c: [] for c in CATEGORIES}
+    scores: dict[str, list[float]] = {c: [] for c in CATEGORIES}
     keys = [(c, f"average_{c}") for c in CATEGORIES]
     low, high = SCORE_RANGE
     for row, feature in enumerate(matched):
@@ -233,6 +261,6 @@ def _bad_average(survey: Survey, feature: int, category: str, value: object) -> 
                         "so fix the survey GeoJSON")
 
 
-def to_samples(rows, scores) -> Samples:
+def to_samples(rows: ArrayLike, scores: ArrayLike) -> Samples:
     """Samples from row indices and scores (int64 and float64 arrays)."""
     return Samples(np.asarray(rows, dtype=np.int64), np.asarray(scores, dtype=np.float64))

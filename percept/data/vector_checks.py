@@ -56,9 +56,10 @@ def _chunk_flags(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         unsigned, mask, infinity = _BITS[size]
         magnitude = (np.ascontiguousarray(rows).view(unsigned) & unsigned(mask)).max(axis=1, initial=0)
         return magnitude >= infinity, magnitude == 0
+    zero = ~np.asarray(rows.any(axis=1))
     if kind in "fc":
-        return ~np.isfinite(rows).all(axis=1), ~rows.any(axis=1)
-    return np.zeros(len(rows), dtype=bool), ~rows.any(axis=1)
+        return ~np.asarray(np.isfinite(rows).all(axis=1)), zero
+    return np.zeros(len(rows), dtype=bool), zero
 
 
 def _joined(parts: list[np.ndarray]) -> np.ndarray:

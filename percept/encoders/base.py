@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 
 def unit_rows(vectors: np.ndarray) -> np.ndarray:
@@ -32,7 +36,7 @@ class Encoder:
     runtime: str = "torch"
     transform: Callable
 
-    def preprocess(self, image) -> "torch.Tensor":  # noqa: F821 - torch is imported lazily
+    def preprocess(self, image) -> torch.Tensor:
         """One PIL image → CHW float tensor ready for :meth:`encode_image_batch`."""
         return self.transform(image)
 

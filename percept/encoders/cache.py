@@ -13,12 +13,16 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal, overload
 
 import numpy as np
 import pyarrow.parquet as pq
 
 from percept.atomic import atomic_write_text
 from percept.data.embeddings import arrow_path
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 FORMAT = 1
 MANIFEST_NAMES = {"img": "percept_img_manifest.json", "text": "percept_text_manifest.json"}
@@ -80,6 +84,14 @@ def write_manifest(folder: str | Path, manifest: ImageManifest | TextManifest) -
     atomic_write_text(manifest_path(folder, kind), json.dumps(data, separators=(",", ":")) + "\n")
 
 
+@overload
+def read_manifest(folder: str | Path, kind: Literal["img"]) -> ImageManifest | None: ...
+
+
+@overload
+def read_manifest(folder: str | Path, kind: Literal["text"]) -> TextManifest | None: ...
+
+
 def read_manifest(folder: str | Path, kind: str) -> ImageManifest | TextManifest | None:
     """The folder's manifest, or None when it is missing, unreadable or of another format."""
     try:
@@ -94,7 +106,8 @@ def read_manifest(folder: str | Path, kind: str) -> ImageManifest | TextManifest
         return None
 
 
-def mismatch(manifest, model: str, weights_id: str, precision: str, runtime: str) -> str | None:
+def mismatch(manifest: ImageManifest | TextManifest, model: str, weights_id: str, precision: str,
+             runtime: str) -> str | None:
     """Why a cache made under ``manifest`` cannot serve ``model`` with ``weights_id`` encoded in ``precision``
     on ``runtime`` (None: it can)."""
     if manifest.model != model:
@@ -109,7 +122,7 @@ def mismatch(manifest, model: str, weights_id: str, precision: str, runtime: str
     return None
 
 
-def read_part(folder: str | Path, kind: str, part: int, rows: int):
+def read_part(folder: str | Path, kind: str, part: int, rows: int) -> tuple[np.ndarray, pd.DataFrame] | None:
     """Vectors and metadata of one part if both exist and hold ``rows`` rows, else None."""
     folder = Path(folder)
     vectors_path = folder / f"{kind}_emb" / f"{kind}_emb_{part}.npy"

@@ -8,11 +8,12 @@ matches the images and the model; otherwise it encodes again.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from percept.data.embeddings import Embeddings, has_embeddings, read_embeddings
 from percept.data.images import find_images
@@ -22,10 +23,12 @@ from percept.errors import PerceptError
 
 WEIGHTS_ID = "external:clip-retrieval"
 
+logger = logging.getLogger(__name__)
+
 
 def encode_images_external(images_dir, out_dir, model_name: str, other_args: str | None, *,
                            skip_cache: bool = False, read_only: bool = False,
-                           log: Callable[[str], None] = print) -> Embeddings:
+                           log: Callable[[str], None] = logger.info) -> Embeddings:
     """Embeddings of the images under ``images_dir`` from clip-retrieval, reusing a matching cache."""
     images = find_images(images_dir)
     if not images:

@@ -35,9 +35,10 @@ def resolve(model: str, repo: str, pretrained: str | None) -> HfWeights:
         if not folder.is_dir():
             raise PerceptError(f"--pretrained for {model} must be {FOLDER}, not a file")
     else:
-        folder = hub_snapshot(repo)
-        if folder is None:
+        snapshot = hub_snapshot(repo)
+        if snapshot is None:
             raise missing_weights(model, f"Hugging Face repository {repo}", FOLDER)
+        folder = snapshot
     files = [p for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES]
     if not files or not (folder / "config.json").is_file():
         raise missing_weights(model, f"config.json and model.safetensors in {folder}", FOLDER)
@@ -58,14 +59,19 @@ class ResizeCrop:
         return F.center_crop(image, list(self.crop))
 
 
-def _transform(folder: Path) -> PixelTransform:
+def _transform(folder: Path) -> tuple[PixelTransform, tuple[int, int]]:
+    """The model's image transform and the (height, width) of its crop."""
     from transformers import CLIPImageProcessor
 
     processor = CLIPImageProcessor.from_pretrained(folder, local_files_only=True)
-    size = int(processor.size.get("shortest_edge") or processor.size.get("height"))
-    crop = processor.crop_size or {"height": size, "width": size}
-    crop = (int(crop["height"]), int(crop["width"]))
-    return PixelTransform(ResizeCrop(size, crop), processor.image_mean, processor.image_std, max(size, *crop))
+    sizes = processor.size or {}
+    size = sizes.get("shortest_edge") or sizes.get("height")
+    if size is None:
+        raise ValueError("its preprocessor_config.json names no image size")
+    crop_size = processor.crop_size or {"height": size, "width": size}
+    crop = (int(crop_size["height"]), int(crop_size["width"]))
+    steps = ResizeCrop(int(size), crop)
+    return PixelTransform(steps, processor.image_mean, processor.image_std, max(int(size), *crop)), crop
 
 
 def _features(output):
@@ -103,14 +109,16 @@ class HfClipEncoder(Encoder):
         self.precision, self.runtime = precision, runtime
         try:
             model = CLIPModel.from_pretrained(weights.folder, local_files_only=True)
-            self.transform = _transform(weights.folder)
+            self.transform, crop = _transform(weights.folder)
             self.tokenizer = AutoTokenizer.from_pretrained(weights.folder, local_files_only=True)
         except (OSError, ValueError) as exc:
             raise PerceptError(f"cannot load {name} from {weights.folder} ({exc})") from None
         self.model = model.eval().to(self.device, dtype=model_dtype(precision, runtime))
-        self.tower = ImageTower(_image_features(self.model), self.transform, self.transform.steps.crop, precision,
-                                runtime, self.device)
-        self.dim = int(model.config.projection_dim)
+        self.tower = ImageTower(_image_features(self.model), self.transform, crop, precision, runtime, self.device)
+        dim = model.config.projection_dim
+        if dim is None:
+            raise PerceptError(f"cannot load {name} from {weights.folder} (its config.json names no projection_dim)")
+        self.dim = int(dim)
 
     def encode_image_batch(self, batch):
         return unit_rows(self.tower(batch))

@@ -11,9 +11,11 @@ import contextlib
 import logging
 import os
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from difflib import get_close_matches
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from percept.encoders.base import Encoder, unit_rows
 from percept.encoders.pixels import split_transform
@@ -26,6 +28,9 @@ from percept.encoders.weights import (
     missing_weights,
 )
 from percept.errors import PerceptError
+
+if TYPE_CHECKING:
+    import torch
 
 #: OpenAI's model names (as clip-retrieval and OpenAI's clip take them) → open_clip architectures.
 OPENAI_NAMES = {
@@ -154,7 +159,7 @@ class OpenClipEncoder(Encoder):
         self.tower = ImageTower(self.model.visual, self.transform, tuple(size) if isinstance(size, (tuple, list))
                                 else (size, size), precision, runtime, self.device)
         self.dim = int(open_clip.get_model_config(weights.arch)["embed_dim"])
-        self._tokenizer = None
+        self._tokenizer: Callable[[list[str]], torch.Tensor] | None = None
 
     def encode_image_batch(self, batch):
         return unit_rows(self.tower(batch))
@@ -165,9 +170,10 @@ class OpenClipEncoder(Encoder):
 
         if self._tokenizer is None:
             self._tokenizer = open_clip.get_tokenizer(self.arch)
+        tokenize = self._tokenizer
         chunks = []
         with text_context(self.precision, self.runtime, self.device):
             for start in range(0, len(texts), TEXT_BATCH):
-                tokens = self._tokenizer(texts[start:start + TEXT_BATCH]).to(self.device)
+                tokens = tokenize(texts[start:start + TEXT_BATCH]).to(self.device)
                 chunks.append(self.model.encode_text(tokens).float().cpu().numpy())
         return unit_rows(np.concatenate(chunks)) if chunks else np.zeros((0, self.dim), np.float32)

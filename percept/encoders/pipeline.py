@@ -15,14 +15,16 @@ the size limits are refused before decoding). Unreadable or refused images are s
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -53,19 +55,26 @@ MAX_WORKERS = 16
 #: How much lower decoding workers run than the model on the CPU (os.nice steps).
 DECODE_NICENESS = 10
 
+logger = logging.getLogger(__name__)
+
+Manifest = TypeVar("Manifest", ImageManifest, TextManifest)
+#: A part the cache keeps whole: its vectors, its metadata and its unreadable images ({key: reason}).
+KeptPart = tuple[np.ndarray, pd.DataFrame, dict[str, str]]
+
 
 class _Log:
-    """Progress notes on stderr unless quiet; warnings always."""
+    """Progress notes (INFO) unless quiet, and warnings always, to this module's logger (the command-line tools
+    show them on stderr)."""
 
     def __init__(self, quiet: bool):
         self.quiet = quiet
 
     def note(self, message: str) -> None:
         if not self.quiet:
-            print(message, file=sys.stderr)
+            logger.info(message)
 
     def warn(self, message: str) -> None:
-        print(f"warning: {message}", file=sys.stderr)
+        logger.warning(message)
 
 
 class LazyEncoder:
@@ -85,7 +94,8 @@ class LazyEncoder:
 ImageStream = Callable[[LazyEncoder, list[Path]], Iterator[tuple[np.ndarray | None, str | None]]]
 
 
-def _usable(manifest, kind: str, out: Path, resolved: ResolvedModel, log: _Log):
+def _usable(manifest: Manifest | None, kind: str, out: Path, resolved: ResolvedModel,
+            log: _Log) -> Manifest | None:
     """The folder's manifest if it may serve this model; otherwise None, saying why."""
     if manifest is None:
         if has_embeddings(out, kind):
@@ -148,9 +158,12 @@ def _encode_stream(get_encoder, paths: list[Path], batch_size: int, num_workers:
     encoder = get_encoder()
     workers = default_workers(len(paths), batch_size) if num_workers is None else num_workers
     on_cpu = not encoder.device.startswith("cuda")
-    loader = DataLoader(_ImageDataset(paths, encoder.transform), batch_size=batch_size, num_workers=workers,
-                        collate_fn=stack_readable, pin_memory=not on_cpu, prefetch_factor=4 if workers else None,
-                        worker_init_fn=_yield_to_the_model if on_cpu and workers else None)
+    dataset = _ImageDataset(paths, encoder.transform)
+    loader: DataLoader[tuple] = DataLoader(
+        # any object with __len__ and __getitem__ is a map-style dataset; torch's stub asks for its Dataset class
+        dataset,  # type: ignore[arg-type]
+        batch_size=batch_size, num_workers=workers, collate_fn=stack_readable, pin_memory=not on_cpu,
+        prefetch_factor=4 if workers else None, worker_init_fn=_yield_to_the_model if on_cpu and workers else None)
     batches = iter(loader)  # starts the workers (and torch's SIGCHLD handler)
     _ignore_child_signals()
     with tqdm(total=len(paths), unit="img", desc=f"encoding with {encoder.name}", disable=quiet,
@@ -185,10 +198,13 @@ def encode_image_paths(encoder: Encoder, paths: list, *, batch_size: int = 64, n
     return np.asarray(rows, dtype=np.float32).reshape(len(rows), encoder.dim), failed
 
 
-def _reusable(old: ImageManifest | None, plan: ImageManifest, out: Path):
+def _reusable(old: ImageManifest | None, plan: ImageManifest,
+              out: Path) -> tuple[dict[int, KeptPart], dict[str, np.ndarray], dict[str, str]]:
     """From an old manifest: parts identical to planned ones (kept whole), rows of unchanged
     images (by key), and unchanged images known to be unreadable."""
-    kept, pool, known_failed = {}, {}, {}
+    kept: dict[int, KeptPart] = {}
+    pool: dict[str, np.ndarray] = {}
+    known_failed: dict[str, str] = {}
     if old is None:
         return kept, pool, known_failed
     current = dict(zip(plan.keys, zip(plan.sizes, plan.mtimes_ns)))
@@ -199,7 +215,7 @@ def _reusable(old: ImageManifest | None, plan: ImageManifest, out: Path):
         if loaded is None:
             continue
         if part < plan.part_count and old.stamps(part) == plan.stamps(part):
-            kept[part] = loaded
+            kept[part] = (*loaded, old.done[part])
             continue
         for row, key in enumerate(rows):
             if current.get(key) == before[key]:
@@ -219,9 +235,9 @@ class ImageJob:
     resolved: ResolvedModel
     plan: ImageManifest
     old: ImageManifest | None
-    kept: dict
-    pool: dict
-    known_failed: dict
+    kept: dict[int, KeptPart]
+    pool: dict[str, np.ndarray]
+    known_failed: dict[str, str]
     read_only: bool
 
     @cached_property
@@ -252,7 +268,7 @@ def plan_images(images_dir, out_dir, model_name: str, *, pretrained: str | None 
     if job.todo:  # before the cache is touched: images to encode need torch
         require("clip", "torch", f"encoding with {resolved.name}")
     if not read_only:
-        plan.done = {part: old.done[part] for part in kept}
+        plan.done = {part: done for part, (_, _, done) in kept.items()}
         write_manifest(out, plan)
         for part in part_indices(out, "img"):
             if part not in kept:
@@ -264,11 +280,13 @@ def write_images(job: ImageJob, stream, lazy: LazyEncoder, log: _Log) -> Embeddi
     """Fill every part from the cache or ``stream`` (the vectors of ``job.todo`` in order), writing each
     part and the manifest as it completes."""
     plan, out, read_only = job.plan, job.out, job.read_only
-    vectors, frames, failures = [], [], {}
+    vectors: list[np.ndarray] = []
+    frames: list[pd.DataFrame] = []
+    failures: dict[str, str] = {}
     for part in range(plan.part_count):
         if part in job.kept:
-            part_vectors, metadata = job.kept[part]
-            failures.update(job.old.done[part])
+            part_vectors, metadata, done = job.kept[part]
+            failures.update(done)
         else:
             part_vectors, metadata, failed = _build_part(job, part, stream, lazy)
             failures.update(failed)
@@ -283,7 +301,7 @@ def write_images(job: ImageJob, stream, lazy: LazyEncoder, log: _Log) -> Embeddi
         plan.complete = True
         write_manifest(out, plan)
         _write_failed_list(out, job.images_dir, failures)
-    reused = len(job.pool) + sum(len(rows) for rows, _ in job.kept.values())
+    reused = len(job.pool) + sum(len(rows) for rows, _, _ in job.kept.values())
     log.note(f"{len(job.images)} images, {len(job.todo)} encoded, {reused} from the cache"
              + ("" if read_only else f": {out}"))
     _report_failures(failures, len(job.images), out, job.images_dir, read_only, log)
@@ -371,9 +389,9 @@ def encode_texts(names: list[str], texts: list[str], out_dir, model_name: str, *
                         precision=resolved.precision, runtime=resolved.runtime)
     metadata = pd.DataFrame({"caption": list(texts), "image_name": list(names)})
     old = None if skip_cache else _usable(read_manifest(out, "text"), "text", out, resolved, log)
-    pool = {}
+    pool: dict[str, np.ndarray] = {}
     loaded = read_part(out, "text", 0, len(old.names)) if old is not None and old.complete else None
-    if loaded is not None:
+    if old is not None and loaded is not None:
         if (old.names, old.digests) == (plan.names, plan.digests):
             return Embeddings(list(texts), loaded[0], _table(metadata))
         pool = dict(zip(old.digests, loaded[0]))
@@ -400,7 +418,7 @@ def _encode_text_chunks(lazy: LazyEncoder, missing: dict[str, str], quiet: bool)
 
     encoder = lazy.get()
     digests, texts = list(missing), list(missing.values())
-    found = {}
+    found: dict[str, np.ndarray] = {}
     with tqdm(total=len(texts), unit="text", desc=f"encoding with {encoder.name}", disable=quiet,
               file=sys.stderr) as bar:
         for start in range(0, len(texts), TEXT_CHUNK):

@@ -6,8 +6,8 @@ model, so a valid cache can be recognised cheaply.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from percept.encoders import builtin
 from percept.encoders.base import Encoder
@@ -96,9 +96,9 @@ def resolve_model(name: str, pretrained: str | None = None, precision: str = "au
             name, weights, device, **_settings_for(device, settings)), precision, runtime)
     from percept.encoders import hf_backend
 
-    weights = hf_backend.resolve(name, parsed.arch, pretrained)
-    return ResolvedModel(name, weights.weights_id, lambda device: hf_backend.HfClipEncoder(
-        name, weights, device, **_settings_for(device, settings)), precision, runtime)
+    hf_weights = hf_backend.resolve(name, parsed.arch, pretrained)
+    return ResolvedModel(name, hf_weights.weights_id, lambda device: hf_backend.HfClipEncoder(
+        name, hf_weights, device, **_settings_for(device, settings)), precision, runtime)
 
 
 def _settings_for(device: str | None, settings: dict) -> dict:

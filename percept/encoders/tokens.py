@@ -7,8 +7,8 @@ window. Only the tokenizer is loaded (never the model), and never from the netwo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 

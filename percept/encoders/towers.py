@@ -9,11 +9,17 @@ runs under torch's autocast in it.
 from __future__ import annotations
 
 import contextlib
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from percept.encoders.pixels import PixelTransform, normalised
 from percept.encoders.precision import torch_dtype
+
+if TYPE_CHECKING:
+    import torch
+
+    from percept.encoders.openvino_runtime import CompiledTower
 
 
 def model_dtype(precision: str, runtime: str):
@@ -30,8 +36,8 @@ class ImageTower:
                  device: str):
         self.tower, self.transform, self.size = tower, transform, size
         self.precision, self.runtime, self.device = precision, runtime, device
-        self._compiled = None
-        self._module = None
+        self._compiled: CompiledTower | None = None
+        self._module: torch.nn.Module | None = None
 
     def __call__(self, batch) -> np.ndarray:
         import torch

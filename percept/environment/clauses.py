@@ -35,7 +35,8 @@ class ClauseIndex:
 def split_clauses(prompts: list[str]) -> ClauseIndex:
     """Split each prompt at ``"; "`` and number the distinct clauses."""
     distinct: dict[str, int] = {}
-    ids, starts = [], [0]
+    ids: list[int] = []
+    starts = [0]
     for prompt in prompts:
         if prompt:
             ids.extend(distinct.setdefault(clause, len(distinct)) for clause in prompt.split(SEPARATOR))

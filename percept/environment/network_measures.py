@@ -141,6 +141,8 @@ def edge_measures(index: NetworkIndex, clipped: ClippedEdges, n_buffers: int) ->
 def orientation_entropy(clipped: ClippedEdges, n_buffers: int) -> np.ndarray:
     """osmnx's orientation entropy of the edges' parts in each buffer (0 where none has a bearing):
     each bearing and its reverse fall into 72 half bins merged in pairs centred on 0°, 10°, …"""
+    if clipped.bearing is None:
+        raise ValueError("orientation entropy needs the edges' bearings: clip them with to_lonlat")
     known = ~np.isnan(clipped.bearing)
     bearing = clipped.bearing[known]
     both = np.concatenate([bearing, (bearing - 180.0) % 360.0])

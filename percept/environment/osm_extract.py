@@ -46,8 +46,8 @@ def read_osm_extract(path: str | Path, bounding_box: tuple[float, float, float, 
                            "(e.g. from download.geofabrik.de or extract.bbbike.org)")
     pyrosm = _import_pyrosm()
     try:
-        cut = bounding_box is not None and not read_whole(path)
-        osm = pyrosm.OSM(str(path), bounding_box=list(bounding_box) if cut else None, complete_relations=cut,
+        box = list(bounding_box) if bounding_box is not None and not read_whole(path) else None
+        osm = pyrosm.OSM(str(path), bounding_box=box, complete_relations=box is not None,
                          progress=progress)
         features = _features(osm)
         networks = {name: _network(osm, kind) for name, kind in NETWORK_TYPES.items()}

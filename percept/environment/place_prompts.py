@@ -13,6 +13,7 @@ vector is the model's own bit for bit.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,10 +28,11 @@ from percept.environment.prompts import QuintileReference, build_prompts
 from percept.errors import PerceptError
 
 Log = Callable[[str], None]
+logger = logging.getLogger(__name__)
 
 
 def image_prompts(table: EnvironmentTable, names: list[str], style: int, source: str = "the environment file",
-                  reference: QuintileReference | None = None, log: Log = print) -> list[str]:
+                  reference: QuintileReference | None = None, log: Log = logger.warning) -> list[str]:
     """The prompt of each image in ``names`` (in order) from its place's variables; style 1 ranks them
     against ``reference`` (the survey's), else within the file with a warning."""
     if style == 1 and reference is None:
@@ -44,12 +46,14 @@ def image_prompts(table: EnvironmentTable, names: list[str], style: int, source:
     prompts = prompt_set.prompts
     by_name = dict(zip(table.names, prompts))
     by_stem = {location_stem(n): p for n, p in zip(table.names, prompts)}
-    found, missing = [], []
+    found: list[str] = []
+    missing: list[str] = []
     for name in names:
         prompt = by_name.get(location_key(name), by_stem.get(location_stem(name)))
         if prompt is None:
             missing.append(location_key(name))
-        found.append(prompt)
+        else:
+            found.append(prompt)
     if missing:
         raise PerceptError(f"{len(missing)} of {len(names)} images have no environmental variables in {source} "
                            f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}): compute them with "
@@ -66,7 +70,7 @@ def text_dir_for(embeddings_dir: str | Path, style: int) -> Path:
 def place_text_embeddings(environment_file: str | Path, embeddings_dir: str | Path, names: list[str],
                           clip_model: str, style: int, *, pretrained: str | None = None, quiet: bool = False,
                           prompt_encoding: str = "whole", reference: QuintileReference | None = None,
-                          log: Log = print) -> Path:
+                          log: Log = logger.warning) -> Path:
     """Encode each image's environmental prompt (rows in ``names`` order) with ``clip_model`` as the model was
     trained (whole prompts, or the mean of their clauses; style 1 ranked against the survey's ``reference``);
     return the folder of text embeddings."""

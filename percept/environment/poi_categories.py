@@ -6,12 +6,14 @@ Its sub-type, for the entropy, is its first non-empty tag value among ``SUB_TYPE
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import pandas as pd
 
 SUB_TYPE_KEYS = ("amenity", "shop", "leisure", "landuse", "natural", "public_transport")
 
-CATEGORY_TAGS: dict[str, dict[str, frozenset[str] | bool]] = {
+CATEGORY_TAGS: dict[str, dict[str, frozenset[str] | Literal[True]]] = {
     "greenspace": {
         "leisure": frozenset({"garden", "fitness_station", "common", "dog_park", "greenfield", "grassland", "heath",
                               "nature_reserve", "park"}),
@@ -55,13 +57,14 @@ CATEGORY_NAMES = tuple(CATEGORY_TAGS)
 
 def tag_filter() -> dict[str, list[str] | bool]:
     """Every tag any category matches, merged per key: what to read from an extract."""
-    merged: dict[str, set[str] | bool] = {}
+    merged: dict[str, set[str] | Literal[True]] = {}
     for tags in CATEGORY_TAGS.values():
         for key, values in tags.items():
-            if values is True or merged.get(key) is True:
+            current = merged.get(key, set())
+            if values is True or current is True:
                 merged[key] = True
             else:
-                merged[key] = merged.get(key, set()) | values
+                merged[key] = current | values
     return {key: True if values is True else sorted(values) for key, values in merged.items()}
 
 

@@ -93,6 +93,7 @@ def build_prompts(features: list[dict], style: int, reference: QuintileReference
     table = _collect(features)
     keys = tuple(ENV_KEYS[k] for k in np.unique(table.key_ids))
     unranked: tuple[str, ...] = ()
+    phrases: list[str | None]
     if style == 0:
         phrases = [f"{KEY_TEXTS[k]} is {v}" for k, v in zip(table.key_ids.tolist(), table.raw)]
     else:
@@ -145,7 +146,7 @@ def _usable(value, key: str, number: int, props: dict) -> bool:
     if value is None:
         return False
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        return bool(np.isfinite(value))
+        return bool(np.isfinite(float(value)))
     name = image_name(props.get("url", "")) or "no url"
     raise PerceptError(f"survey feature {number} ({name}): environmental key {key!r} holds "
                        f"{value!r} ({kind.__name__}), not a number: fix the survey GeoJSON so that "

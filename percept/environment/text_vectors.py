@@ -145,8 +145,8 @@ def _external_distinct_vectors(encoding: EncodingOptions, names: list[str], text
 
 def _rows_by_caption(found: Embeddings, texts: list[str]) -> np.ndarray | None:
     row_of = {caption.removesuffix("\n"): row for row, caption in enumerate(found.names)}
-    rows = [row_of.get(text) for text in texts]
-    if any(row is None for row in rows):
+    rows = [row_of[text] for text in texts if text in row_of]
+    if len(rows) < len(texts):
         return None
     return np.asarray(found.vectors[rows], dtype=np.float64)
 

@@ -26,6 +26,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from percept.categories import SCORE_RANGE
 from percept.errors import PerceptError
@@ -53,11 +54,12 @@ def check_level(level: float) -> float:
     """An interval level: 0 (no intervals) or strictly between 0 and 1."""
     level = float(level)
     if not (level == 0 or 0 < level < 1):
-        raise PerceptError(f"--interval takes a coverage level between 0 and 1 (e.g. 0.9), or 0 for none; got {level:g}")
+        raise PerceptError(f"--interval takes a coverage level between 0 and 1 (e.g. 0.9), or 0 for none; "
+                           f"got {level:g}")
     return level
 
 
-def scale(sd, dissimilarity, beta: float) -> np.ndarray:
+def scale(sd: ArrayLike, dissimilarity: ArrayLike, beta: float) -> np.ndarray:
     """How hard each prediction is: the neighbours' spread plus ``beta`` times the dissimilarity."""
     sd = np.asarray(sd, dtype=np.float64)
     far = np.nan_to_num(np.asarray(dissimilarity, dtype=np.float64), nan=0.0)
@@ -74,7 +76,8 @@ def fit_beta(sd: np.ndarray, dissimilarity: np.ndarray) -> float:
     return float(beta) if np.isfinite(beta) else 0.0
 
 
-def nonconformity(observed, predicted, sd, dissimilarity, beta: float) -> np.ndarray:
+def nonconformity(observed: ArrayLike, predicted: ArrayLike, sd: ArrayLike, dissimilarity: ArrayLike,
+                  beta: float) -> np.ndarray:
     """Absolute errors over their scale (0 for no error, inf for an error at zero scale)."""
     error = np.abs(np.asarray(observed, dtype=np.float64) - np.asarray(predicted, dtype=np.float64))
     size = scale(sd, dissimilarity, beta)
@@ -83,17 +86,18 @@ def nonconformity(observed, predicted, sd, dissimilarity, beta: float) -> np.nda
     return np.where(np.isnan(score), np.inf, score)
 
 
-def calibrate(observed, predicted, sd, dissimilarity) -> Calibration:
+def calibrate(observed: ArrayLike, predicted: ArrayLike, sd: ArrayLike, dissimilarity: ArrayLike) -> Calibration:
     """A category's calibration from out-of-fold predictions with their spread and dissimilarity."""
     predicted = np.asarray(predicted, dtype=np.float64)
     usable = np.isfinite(predicted)
-    sd, dissimilarity = np.asarray(sd)[usable], np.asarray(dissimilarity)[usable]
-    beta = fit_beta(sd, dissimilarity)
-    scores = nonconformity(np.asarray(observed)[usable], predicted[usable], sd, dissimilarity, beta)
+    spread, far = np.asarray(sd)[usable], np.asarray(dissimilarity)[usable]
+    beta = fit_beta(spread, far)
+    scores = nonconformity(np.asarray(observed)[usable], predicted[usable], spread, far, beta)
     return Calibration(np.sort(scores), beta)
 
 
-def interval(predicted, sd, dissimilarity, calibration: Calibration, level: float) -> tuple[np.ndarray, np.ndarray]:
+def interval(predicted: ArrayLike, sd: ArrayLike, dissimilarity: ArrayLike, calibration: Calibration,
+             level: float) -> tuple[np.ndarray, np.ndarray]:
     """The ``level`` prediction interval of each prediction, clipped to the rating scale (NaN where unknown)."""
     predicted = np.asarray(predicted, dtype=np.float64)
     half = calibration.quantile(level) * scale(sd, dissimilarity, calibration.beta)

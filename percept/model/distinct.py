@@ -7,6 +7,8 @@ the tie rule (the earlier training sample first) decides between them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 #: 2^64 / golden ratio: multiples of it spread over all 64 bits (Fibonacci hashing).
@@ -28,7 +30,7 @@ def row_keys(rows: np.ndarray) -> np.ndarray:
         return mixed.sum(axis=1, dtype=np.uint64)
 
 
-def distinct_vectors(keys: np.ndarray, exact) -> tuple[np.ndarray, np.ndarray]:
+def distinct_vectors(keys: np.ndarray, exact: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Group rows into distinct vectors: (first row of each distinct vector, distinct vector of each row).
 
     ``keys`` holds one value per row that equal rows share (a hash, or the row's norm); rows with

@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from percept.data.locations import panorama_id
 from percept.model.knn import KNNRegressor, l2_normalise
@@ -52,13 +53,13 @@ class DistinctImages:
         return int(self.group.max()) + 1 if len(self.group) else 0
 
 
-def chord_distance(similarity) -> np.ndarray:
+def chord_distance(similarity: ArrayLike) -> np.ndarray:
     """The distance between unit vectors at cosine ``similarity``: ``sqrt(2 - 2 s)`` (NaN stays NaN)."""
     similarity = np.asarray(similarity, dtype=np.float64)
     return np.sqrt(np.maximum(2.0 - 2.0 * similarity, 0.0))
 
 
-def dissimilarity(best_similarity, mean_distance: float | None) -> np.ndarray:
+def dissimilarity(best_similarity: ArrayLike, mean_distance: float | None) -> np.ndarray:
     """Distance to the nearest survey vector over the survey's mean nearest-other distance (NaN if unknown)."""
     best_similarity = np.asarray(best_similarity, dtype=np.float64)
     if mean_distance is None or not np.isfinite(mean_distance) or mean_distance <= 0:
@@ -87,7 +88,8 @@ def distinct_images(vectors: Mapping[str, np.ndarray],
     for category, block in vectors.items():
         block = np.ascontiguousarray(block, dtype=np.float64)
         names = (images or {}).get(category)
-        named = names is not None and len(names) == len(block)
+        if names is not None and len(names) != len(block):
+            names = None  # the wrong number of names: grouped by content only
         for i, row in enumerate(block):
             digest = hashlib.blake2b(row.tobytes(), digest_size=16).digest()
             node = key_of.get(digest)
@@ -95,7 +97,7 @@ def distinct_images(vectors: Mapping[str, np.ndarray],
                 node = key_of[digest] = len(rows)
                 rows.append(row)
                 parent.append(node)
-            if named:
+            if names is not None:
                 other = panorama_of.setdefault(panorama_id(names[i]), node)
                 a, b = root(node), root(other)
                 if a != b:

@@ -69,9 +69,9 @@ def neighbour_statistics(found: Neighbours, counts: np.ndarray, scores: np.ndarr
     for count in np.unique(counts):
         if count == 0:
             continue
-        rows = np.flatnonzero(counts == count)
-        if len(rows) == len(counts):
-            rows = slice(None)  # every row: views, not copies
+        matching = np.flatnonzero(counts == count)
+        # every row: a slice, so that the reads below are views, not copies
+        rows: np.ndarray | slice = slice(None) if len(matching) == len(counts) else matching
         weights = neighbour_weights(found.similarity[rows, :count], weighting)
         values = scores[found.index[rows, :count]]
         mean[rows] = np.sum(weights * values, axis=1)
@@ -193,7 +193,7 @@ class Estimator:
             self._interval(out, rows, column, first)
         self._domain(out, rows, found, counts)
 
-    def _interval(self, out: Estimates, rows, column: int, nearest: np.ndarray | None) -> None:
+    def _interval(self, out: Estimates, rows: np.ndarray | slice, column: int, nearest: np.ndarray | None) -> None:
         """The interval of one category's predictions at ``rows``; ``nearest``: each query's best
         similarity to that category's samples."""
         category = self.categories[column]

@@ -31,6 +31,7 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeGuard
 
 import numpy as np
 
@@ -38,6 +39,7 @@ from percept.errors import PerceptError
 from percept.model import kernels
 from percept.model.screens import (
     U32,
+    Float32Screen,
     TileScreen,
     absolute_error,
     column_screen,
@@ -46,7 +48,8 @@ from percept.model.screens import (
     query_norms,
     stored_screen,
 )
-from percept.model.unit_rows import UnitRows
+from percept.model.shared_settings import ONE_BLAS_THREAD
+from percept.model.unit_rows import Rows, UnitRows
 
 #: Columns per group of the K-th value bound (its selection runs over columns / GROUP_WIDTH group maxima).
 GROUP_WIDTH = 32
@@ -63,14 +66,14 @@ TILE = 16
 REFINE_RANGE = 2.0 ** 15
 
 
-def rows64(source, rows: np.ndarray) -> np.ndarray:
+def rows64(source: Rows, rows: np.ndarray) -> np.ndarray:
     """Float64 rows ``rows`` (any shape of indices) of an array or :class:`UnitRows`."""
     if isinstance(source, UnitRows):
         return source[rows]
     return np.asarray(source[rows], dtype=np.float64)
 
 
-def exact32(source) -> bool:
+def exact32(source: Rows) -> TypeGuard[UnitRows]:
     """Whether ``source`` stores its rows in a type float32 holds exactly (float16 or float32 UnitRows)."""
     return isinstance(source, UnitRows) and source.raw.dtype in (np.float16, np.float32)
 
@@ -82,7 +85,7 @@ def stored32(source: UnitRows, rows: np.ndarray) -> np.ndarray:
     return out
 
 
-def rows32(source, rows: np.ndarray, chunk: int = 256) -> np.ndarray:
+def rows32(source: Rows, rows: np.ndarray, chunk: int = 256) -> np.ndarray:
     """The float32 rounding of float64 rows ``rows``, converted a chunk at a time (bounded memory)."""
     if isinstance(source, UnitRows):
         return source.float32(rows)
@@ -124,7 +127,7 @@ class SearchSpace:
     rounding of the distinct vectors, in order) when given.
     """
 
-    def __init__(self, source, vector_rows: np.ndarray, sample_vectors: list[np.ndarray],
+    def __init__(self, source: Rows, vector_rows: np.ndarray, sample_vectors: list[np.ndarray],
                  vectors32: np.ndarray | None = None):
         vector_rows = np.asarray(vector_rows, dtype=np.int64)
         n_vectors = len(vector_rows)
@@ -136,7 +139,8 @@ class SearchSpace:
         self.source = source
         self.dim = int(source.shape[1])
         self.column_rows = vector_rows[order]  # source row of each column
-        self.norms = None  # float64 norm of each column's stored row (1 for zero rows), when re-ranking reads those
+        # the float64 norm of each column's stored row (1 for zero rows), when re-ranking reads those rows
+        self.norms: np.ndarray | None = None
         if exact32(source):  # stored rows: scaled to unit length in float32 for the screen, re-ranked from storage
             norms = source.norms_of(self.column_rows)
             self.norms = np.where(norms > 0, norms, 1.0)  # zero rows stay zero
@@ -152,7 +156,8 @@ class SearchSpace:
         if not np.isfinite(self.screen.vector_norm):  # a NaN or infinite element makes its row's length so
             raise PerceptError("the training vectors contain NaN or infinite values: re-encode the images")
         self.rerank_matrix, self.rerank_rows = self._rerank_rows(source, vectors32)
-        self.refine16, self.refine_residual = None, 0.0
+        self.refine16: np.ndarray | None = None
+        self.refine_residual = 0.0
         if isinstance(self.screen, TileScreen) and vectors32 is not None and self.rerank_matrix.itemsize > 2 \
                 and self.screen.vector_norm < REFINE_RANGE:
             self.refine16, self.refine_residual = float16_copies(vectors32)
@@ -164,16 +169,16 @@ class SearchSpace:
         self._local = threading.local()
         self._groups: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
-    def _rerank_rows(self, source, vectors32: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    def _rerank_rows(self, source: Rows, vectors32: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
         """The rows re-ranking reads and, unless they are the columns in order, the row of each column.
 
         Stored float16 or float32 rows are read where they are (then divided by their norms); float16 and
         float32 arrays of unit rows through the columns' float32 copy, which holds them exactly; float64
         arrays where they are; other sources give a float64 copy of their (unit) columns.
         """
-        if self.norms is not None:
+        if self.norms is not None and isinstance(source, UnitRows):
             return np.ascontiguousarray(source.raw), self.column_rows
-        if isinstance(source, np.ndarray) and source.dtype in (np.float16, np.float32):
+        if isinstance(source, np.ndarray) and source.dtype in (np.float16, np.float32) and vectors32 is not None:
             return vectors32, None
         if isinstance(source, np.ndarray) and source.dtype == np.float64 and source.flags.c_contiguous:
             return source, self.column_rows
@@ -259,7 +264,7 @@ def _groups(space: SearchSpace, width: int) -> tuple[np.ndarray, np.ndarray, np.
     return widths, groups, np.concatenate([[0], np.cumsum(groups)]).astype(np.int64)
 
 
-def search(space: SearchSpace, queries, k: int, rows: np.ndarray | None = None, block: int = 1024,
+def search(space: SearchSpace, queries: Rows, k: int, rows: np.ndarray | None = None, block: int = 1024,
            threads: int = THREADS) -> list[Found]:
     """The ``min(k, samples)`` nearest samples of each query, for each category of ``space``.
 
@@ -296,13 +301,12 @@ def search(space: SearchSpace, queries, k: int, rows: np.ndarray | None = None, 
     return found
 
 
-def _one_blas_thread_each(screen):
-    """While search threads run a float32 screen's products: one BLAS thread each (the tiles use no BLAS)."""
+def _one_blas_thread_each(screen: Float32Screen | TileScreen) -> contextlib.AbstractContextManager[None]:
+    """While search threads run a float32 screen's products: one BLAS thread each (the tiles use no BLAS),
+    restored when the last search running on several threads ends."""
     if not screen.uses_blas:
         return contextlib.nullcontext()
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(1, user_api="blas")
+    return ONE_BLAS_THREAD.held()
 
 
 @functools.cache

@@ -22,6 +22,7 @@ import json
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -72,7 +73,7 @@ class ExportedModel:
     domain_threshold: float | None = None  # the recorded one, else computed from the vectors
     mean_distance: float | None = None  # likewise
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.settings is not None:
             if self.domain_threshold is None:
                 self.domain_threshold = self.settings.domain_threshold
@@ -116,7 +117,7 @@ def save_model(path: str | Path, vectors: dict[str, np.ndarray], scores: dict[st
         arrays[CARD_KEY] = _json_bytes(card)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:
-            np.savez_compressed(handle, **arrays)
+            np.savez_compressed(handle, **arrays)  # type: ignore[arg-type]  # numpy's stub lets **arrays fill allow_pickle
 
 
 def load_model(path: str | Path) -> ExportedModel:
@@ -134,20 +135,21 @@ def load_model(path: str | Path) -> ExportedModel:
             vectors[category], scores[category] = _category_arrays(path, category, arrays)
     if not vectors:
         raise PerceptError(f"{path} holds no <category>_vecs/<category>_scores arrays: is it a Percept model?")
-    settings = images = card = None
+    settings: ModelSettings | None = None
+    recorded_images: object = None
+    card: object = None
     try:
         if SETTINGS_KEY in arrays:
-            settings = ModelSettings(**_from_json_bytes(arrays[SETTINGS_KEY]))
+            settings = ModelSettings(**_json_object(arrays[SETTINGS_KEY]))
         if IMAGES_KEY in arrays:
-            images = _from_json_bytes(arrays[IMAGES_KEY])
+            recorded_images = _from_json_bytes(arrays[IMAGES_KEY])
         if CARD_KEY in arrays:
             card = _from_json_bytes(arrays[CARD_KEY])
     except (ValueError, TypeError) as exc:
         raise PerceptError(f"{path}: unreadable model settings ({exc}): re-export the model") from None
     if settings is not None:
         _check_settings(path, settings)
-    if images is not None:
-        _check_images(path, images)
+    images = None if recorded_images is None else _checked_images(path, recorded_images)
     calibration = _calibration(path, arrays, settings, list(vectors))
     return ExportedModel(vectors, scores, settings, images, calibration, card if isinstance(card, dict) else None)
 
@@ -162,7 +164,8 @@ def _calibration(path: Path, arrays: dict, settings: ModelSettings | None,
         if scores is None:
             continue
         beta = betas.get(category)
-        if scores.ndim != 1 or scores.dtype.kind != "f" or np.isnan(scores).any() or type(beta) not in (float, int):
+        if scores.ndim != 1 or scores.dtype.kind != "f" or np.isnan(scores).any() or isinstance(beta, bool) \
+                or not isinstance(beta, (float, int)):
             raise PerceptError(f"{path}: the interval calibration of {category} is damaged: re-export the model")
         found[category] = Calibration(np.sort(scores), float(beta))
     return found or None
@@ -206,19 +209,34 @@ def _check_settings(path: Path, settings: ModelSettings) -> None:
         raise PerceptError(f"{path}: the model setting 'k' is {settings.k}, not a positive number: re-export the model")
 
 
-def _check_images(path: Path, images) -> None:
+def _checked_images(path: Path, images: object) -> dict[str, list[str]]:
     """The recorded survey images: a mapping of each category to a list of image names."""
-    valid = isinstance(images, dict) and all(
-        isinstance(names, list) and all(type(n) is str for n in names) for names in images.values())
-    if not valid:
+    if not _image_names(images):
         raise PerceptError(f"{path}: {IMAGES_KEY} must map each category to a list of image names: "
                            "re-export the model")
+    return images
 
 
-def _json_bytes(value) -> np.ndarray:
+def _image_names(images: object) -> TypeGuard[dict[str, list[str]]]:
+    return isinstance(images, dict) and all(
+        isinstance(names, list) and all(type(n) is str for n in names) for names in images.values())
+
+
+def _json_bytes(value: object) -> np.ndarray:
     """JSON as a uint8 array, so every array in the file stays numeric."""
     return np.frombuffer(json.dumps(value, sort_keys=True).encode("utf-8"), dtype=np.uint8)
 
 
-def _from_json_bytes(array: np.ndarray):
-    return json.loads(array.astype(np.uint8).tobytes())
+def _from_json_bytes(array: np.ndarray) -> object:
+    """The JSON value a uint8 array holds (its type is the caller's to check)."""
+    value: object = json.loads(array.astype(np.uint8).tobytes())
+    return value
+
+
+def _json_object(array: np.ndarray) -> dict[str, Any]:
+    """The JSON object a uint8 array holds (TypeError for any other JSON value); its values' types are the
+    caller's to check."""
+    value = _from_json_bytes(array)
+    if not isinstance(value, dict):
+        raise TypeError(f"a JSON {type(value).__name__}, not an object")
+    return value

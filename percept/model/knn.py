@@ -11,13 +11,15 @@ computed once per distinct vector, and ties go to the earlier training sample.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from percept.errors import PerceptError
 from percept.model.distinct import distinct_vectors, row_keys
 from percept.model.exact_search import SearchSpace, exact32, rows32, rows64, search, stored32
-from percept.model.unit_rows import UnitRows
+from percept.model.unit_rows import Rows, UnitRows
 from percept.model.weighting import (
     DEFAULT_WEIGHTING,
     check_weighting,
@@ -33,7 +35,7 @@ DEFAULT_BLOCK = 256
 RERANK_MARGIN = 8
 
 
-def l2_normalise(vectors: np.ndarray, dtype=np.float64) -> np.ndarray:
+def l2_normalise(vectors: ArrayLike, dtype: DTypeLike = np.float64) -> np.ndarray:
     """Rows scaled to unit length in float64 (zero rows stay zero), returned as ``dtype``."""
     out = np.asarray(UnitRows(np.asarray(vectors)))
     return out if np.dtype(dtype) == np.float64 else out.astype(dtype)
@@ -47,7 +49,7 @@ class Neighbours:
     similarity: np.ndarray  # (m, K) float64 cosine similarities
 
 
-def sample_space(vectors, rows: np.ndarray) -> SearchSpace:
+def sample_space(vectors: Rows, rows: np.ndarray) -> SearchSpace:
     """A search space whose samples are ``vectors[rows[j]]`` (an array or UnitRows), equal vectors merged."""
     distinct, sample_row = used_rows(np.asarray(rows, dtype=np.int64).ravel(), len(vectors))
     if exact32(vectors):
@@ -85,7 +87,7 @@ class KNNRegressor:
         self.weighting = check_weighting(weighting)
         self.block_size = int(block_size)
 
-    def fit(self, vectors, scores: np.ndarray, rows: np.ndarray | None = None) -> KNNRegressor:
+    def fit(self, vectors: Rows, scores: np.ndarray, rows: np.ndarray | None = None) -> KNNRegressor:
         vectors = vectors if isinstance(vectors, UnitRows) else np.asarray(vectors)
         scores = np.asarray(scores, dtype=np.float64)
         rows = np.arange(len(vectors)) if rows is None else np.asarray(rows, dtype=np.int64)
@@ -101,7 +103,7 @@ class KNNRegressor:
     def n_samples(self) -> int:
         return len(self.scores_)
 
-    def kneighbors(self, queries, k: int | None = None, rows: np.ndarray | None = None) -> Neighbours:
+    def kneighbors(self, queries: Rows, k: int | None = None, rows: np.ndarray | None = None) -> Neighbours:
         """The ``min(k, n_samples)`` nearest training samples of each query vector (``queries[rows]`` if given)."""
         k = self.k if k is None else int(k)
         if not isinstance(queries, UnitRows):
@@ -112,12 +114,12 @@ class KNNRegressor:
         found = search(self.space_, queries, k, rows=rows, block=self.block_size)[0]
         return Neighbours(found.index, found.similarity)
 
-    def predict(self, queries, k: int | None = None) -> np.ndarray:
+    def predict(self, queries: Rows, k: int | None = None) -> np.ndarray:
         """Predicted score of each query vector."""
         k = self.k if k is None else k
         return self.predict_many(queries, [k])[k]
 
-    def predict_many(self, queries, ks: list[int]) -> dict[int, np.ndarray]:
+    def predict_many(self, queries: Rows, ks: list[int]) -> dict[int, np.ndarray]:
         """Predictions for several K from one neighbour search with the largest K."""
         found = self.kneighbors(queries, max(ks))
         return {k: self.predict_from(found, k) for k in ks}
@@ -127,7 +129,17 @@ class KNNRegressor:
         return weighted_mean(found, self.scores_, k, self.weighting)
 
 
-def weighted_mean(found: Neighbours, scores: np.ndarray, k: int, weighting: str) -> np.ndarray:
+class Nearest(Protocol):
+    """The K nearest samples of each query, most similar first: :class:`Neighbours`, or lists like them."""
+
+    @property
+    def index(self) -> np.ndarray: ...
+
+    @property
+    def similarity(self) -> np.ndarray: ...
+
+
+def weighted_mean(found: Nearest, scores: np.ndarray, k: int, weighting: str) -> np.ndarray:
     """Each query's weighted mean of ``scores`` over its first K neighbours (most similar first)."""
     k = min(k, found.index.shape[1])
     weights = neighbour_weights(found.similarity[:, :k], weighting)

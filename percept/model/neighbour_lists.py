@@ -20,9 +20,10 @@ import numpy as np
 
 from percept.model.exact_search import search
 from percept.model.knn import KNNRegressor, sample_space
+from percept.model.unit_rows import Rows
 
 
-def list_length(k_max: int, folds: int) -> int:
+def list_length(k_max: int, folds: float) -> int:
     """Samples kept per list for searches up to ``k_max`` neighbours.
 
     A share (folds - 1) / folds of a list lies in a fold's training part; the length
@@ -55,7 +56,7 @@ class FoldNeighbours:
     searched: np.ndarray  # (queries,) True where the list was too short and KNNRegressor searched
 
 
-def neighbour_lists(vectors, rows: np.ndarray, length: int) -> NeighbourLists:
+def neighbour_lists(vectors: Rows, rows: np.ndarray, length: int) -> NeighbourLists:
     """Lists of the ``length`` nearest samples of every distinct row in ``rows`` (samples: ``vectors[rows]``)."""
     rows = np.asarray(rows, dtype=np.int64)
     distinct, vector_of = np.unique(rows, return_inverse=True)
@@ -63,7 +64,7 @@ def neighbour_lists(vectors, rows: np.ndarray, length: int) -> NeighbourLists:
     return NeighbourLists(vector_of.ravel(), distinct, found.index, found.similarity)
 
 
-def fold_neighbours(lists: NeighbourLists, vectors, rows: np.ndarray, train: np.ndarray,
+def fold_neighbours(lists: NeighbourLists, vectors: Rows, rows: np.ndarray, train: np.ndarray,
                     query_vectors: np.ndarray, k: int) -> FoldNeighbours:
     """The ``min(k, len(train))`` nearest training samples of each query distinct vector.
 

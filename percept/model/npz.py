@@ -16,6 +16,7 @@ import struct
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from isal import isal_zlib
@@ -47,7 +48,7 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
         return {name: array for part in pool.map(read, shares) for name, array in part.items()}
 
 
-def _member_bytes(handle, info: zipfile.ZipInfo) -> bytes:
+def _member_bytes(handle: BinaryIO, info: zipfile.ZipInfo) -> bytes:
     """A member's uncompressed bytes, checked against its size and CRC-32."""
     handle.seek(info.header_offset)
     header = handle.read(_LOCAL_HEADER.size)
@@ -65,7 +66,7 @@ def _member_bytes(handle, info: zipfile.ZipInfo) -> bytes:
     elif info.compress_type == zipfile.ZIP_DEFLATED:
         try:
             data = isal_zlib.decompress(packed, -15, info.file_size or 1)
-        except isal_zlib.error as exc:
+        except isal_zlib.error as exc:  # type: ignore[misc]  # isal's stub declares error an instance, not a class
             raise zipfile.BadZipFile(f"{info.filename}: {exc}") from None
     else:
         raise zipfile.BadZipFile(f"{info.filename}: compression method {info.compress_type} is not supported")

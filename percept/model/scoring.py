@@ -80,7 +80,8 @@ def _rows_equal(array: np.ndarray, kept: np.ndarray, pos: np.ndarray, chunk: int
 
 def _distinct_rows_by_bytes(arrays: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
     seen: dict[bytes, int] = {}
-    kept, positions = [], []
+    kept: list[np.ndarray] = []
+    positions: list[np.ndarray] = []
     for array in arrays:
         where = np.empty(len(array), dtype=np.int64)
         for i, row in enumerate(array):

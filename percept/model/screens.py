@@ -156,13 +156,15 @@ class TileScreen:
     tile_maxima = True
     uses_blas = False
 
-    def similarities(self, q64: np.ndarray, out: np.ndarray, maxima: np.ndarray) -> np.ndarray:
+    def similarities(self, q64: np.ndarray, out: np.ndarray, maxima: np.ndarray | None = None) -> np.ndarray:
         """Writes the queries' similarities with every column to ``out`` and the largest of each tile of 16
-        columns to ``maxima`` (queries x tiles); returns each query's error bound.
+        columns to ``maxima`` (queries x tiles, required); returns each query's error bound.
 
         Queries with an element of ``TILE_RANGE`` or more get similarity 0 and an infinite bound: every
         column is then a candidate, and the float64 re-ranking alone decides.
         """
+        if maxima is None:
+            raise ValueError("the tile screen writes each tile's maxima: pass their buffer")
         q64 = np.ascontiguousarray(q64, dtype=np.float64)
         norms, residuals, norms64, largest = (np.empty(len(q64)) for _ in range(4))
         self._tiles.screen(q64, self.packed, out, norms, residuals, maxima, norms64, largest)

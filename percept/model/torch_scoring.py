@@ -6,12 +6,13 @@ query keeps its float32-best candidates per category; when a vector outside them
 among the K best (its float32 similarity lies within the float32 error bound of the K-th best),
 the query is searched again with twice the candidates. Candidates are re-ranked in float64 and
 their samples ordered by float64 similarity, ties by training order. Weighted means are the CPU
-path's own code. TF32 is switched off for the float32 pass, whose error bound the rules assume.
+path's own code. The float32 pass runs in full IEEE float32 (no TF32 or bfloat16), whose error bound the
+rules assume; the process's own precision settings are restored after it.
 """
 
 from __future__ import annotations
 
-import contextlib
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,6 +20,14 @@ from percept.model.io import ExportedModel
 from percept.model.knn import RERANK_MARGIN, Neighbours
 from percept.model.scoring import MultiScorer
 from percept.model.screens import float32_error
+from percept.model.shared_settings import IEEE_FLOAT32
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+#: Categories sharing one set of distinct vectors: their positions on the device (None for all of them) and
+#: each category with its members (sample positions of each vector, -1 padded) on the device.
+VectorGroup = tuple["Tensor | None", list[tuple[str, "Tensor"]]]
 
 #: Queries per block on the device: bounds the float32 block to BLOCK x distinct training vectors.
 DEVICE_BLOCK = 8192
@@ -41,15 +50,11 @@ class TorchScorer(MultiScorer):
         self._v32 = self._v64.float()
         self._groups = self._vector_groups()
 
-    def _vector_groups(self):
-        """Categories grouped by their set of distinct vectors: one candidate search per group.
-
-        Each group: (its vectors' positions on the device, or None for all of them,
-        [(category, its members on the device)]).
-        """
+    def _vector_groups(self) -> list[VectorGroup]:
+        """Categories grouped by their set of distinct vectors: one candidate search per group."""
         import torch
 
-        groups: dict[bytes, tuple] = {}
+        groups: dict[bytes, VectorGroup] = {}
         for category, group in self._cats.items():
             every = len(group.vectors) == self.n_vectors
             key = b"all" if every else group.vectors.tobytes()
@@ -63,15 +68,16 @@ class TorchScorer(MultiScorer):
         import torch
 
         queries = torch.from_numpy(np.ascontiguousarray(block, dtype=np.float64)).to(self.device)
-        with _ieee_float32(torch):
+        with IEEE_FLOAT32.held():
             approx = queries.float() @ self._v32.T
-        found = {}
+        found: dict[str, Neighbours] = {}
         for positions, members in self._groups:
             own = approx if positions is None else approx[:, positions]
             found.update(self._group_neighbours(queries, own, positions, members))
         return {category: found[category] for category in self.categories}
 
-    def _group_neighbours(self, queries, approx, positions, members) -> dict[str, Neighbours]:
+    def _group_neighbours(self, queries: Tensor, approx: Tensor, positions: Tensor | None,
+                          members: list[tuple[str, Tensor]]) -> dict[str, Neighbours]:
         """Neighbours of every query in the categories sharing the vectors whose float32 similarities
         are the columns of ``approx`` (K read now: a copy of the scorer may search more)."""
         import torch
@@ -97,7 +103,7 @@ class TorchScorer(MultiScorer):
             rows, width = rows[~sure], min(2 * width, n_local)
         return {c: Neighbours(index[c].cpu().numpy(), sims[c].cpu().numpy()) for c, _, _, _ in categories}
 
-    def _exact(self, queries, vectors):
+    def _exact(self, queries: Tensor, vectors: Tensor) -> Tensor:
         """Float64 similarity of each query with its candidate vectors (positions in the distinct vectors)."""
         import torch
 
@@ -108,7 +114,7 @@ class TorchScorer(MultiScorer):
         return exact
 
 
-def _nearest_samples(members, cand, exact, k: int):
+def _nearest_samples(members: Tensor, cand: Tensor, exact: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """The K most similar samples of candidate vectors, ties by sample position (as the CPU path)."""
     import torch
 
@@ -120,15 +126,3 @@ def _nearest_samples(members, cand, exact, k: int):
     order = order.gather(1, torch.argsort(-sample_sims.gather(1, order), dim=1, stable=True))[:, :k]
     return samples.gather(1, order), sample_sims.gather(1, order)
 
-
-@contextlib.contextmanager
-def _ieee_float32(torch):
-    """Full float32 matrix products on CUDA (no TF32), restoring the setting afterwards."""
-    settings = torch.backends.cuda.matmul
-    name, value = ("fp32_precision", "ieee") if hasattr(settings, "fp32_precision") else ("allow_tf32", False)
-    before = getattr(settings, name)
-    setattr(settings, name, value)
-    try:
-        yield
-    finally:
-        setattr(settings, name, before)

@@ -8,7 +8,10 @@ rounding for the similarity search without a float64 copy of the whole matrix.
 
 from __future__ import annotations
 
+from typing import TypeAlias
+
 import numpy as np
+from numpy.typing import DTypeLike
 
 from percept.model.kernels import gather_float32, sums_of_squares
 
@@ -37,6 +40,10 @@ def _scale(part: np.ndarray, norms: np.ndarray) -> np.ndarray:
     divisors[divisors == 0] = 1.0  # zero rows stay zero
     part /= divisors[..., None]
     return part
+
+
+#: Rows (or, after the first, columns) of an array: a position, a slice, positions or a mask.
+RowIndex: TypeAlias = int | np.integer | slice | np.ndarray | list[int]
 
 
 class UnitRows:
@@ -74,7 +81,7 @@ class UnitRows:
             self._norms[part] = row_norms(self.raw[part])
         return self._norms[rows]
 
-    def stored64(self, rows) -> np.ndarray:
+    def stored64(self, rows: np.ndarray | slice) -> np.ndarray:
         """Float64 copies of the stored rows ``rows`` (not normalised); their norms are kept on the way."""
         flat = np.asarray(rows).reshape(-1) if not isinstance(rows, slice) else np.arange(len(self.raw))[rows]
         if self.raw.dtype == np.float16:  # through float32, which is exact and much faster, straight from storage
@@ -89,7 +96,7 @@ class UnitRows:
             self._norms[flat[fresh]] = row_norms(part.reshape(-1, part.shape[-1])[fresh])
         return part
 
-    def __getitem__(self, index) -> np.ndarray:
+    def __getitem__(self, index: RowIndex | tuple[RowIndex, ...]) -> np.ndarray:
         """Float64 unit rows; an integer array, slice or mask selects rows (an int gives one row)."""
         if isinstance(index, (int, np.integer)):
             return self[np.array([index])][0]
@@ -99,7 +106,7 @@ class UnitRows:
         part = self.stored64(rows)
         return _scale(part, self._norms[rows])
 
-    def __array__(self, dtype=None, copy=None):
+    def __array__(self, dtype: DTypeLike | None = None, copy: bool | None = None) -> np.ndarray:
         out = np.empty(self.raw.shape)
         for start in range(0, len(self.raw), CHUNK):
             out[start:start + CHUNK] = self[start:start + CHUNK]
@@ -112,3 +119,7 @@ class UnitRows:
         for start in range(0, len(rows), CHUNK):
             out[start:start + CHUNK] = self[rows[start:start + CHUNK]]
         return out
+
+
+#: What searches and models read rows from: float64 rows of an array, or unit rows of stored vectors.
+Rows: TypeAlias = np.ndarray | UnitRows

@@ -35,6 +35,7 @@ from percept.model.neighbour_lists import (
     list_length,
     neighbour_lists,
 )
+from percept.model.unit_rows import Rows
 from percept.model.weighting import DEFAULT_WEIGHTING, check_weighting
 from percept.study.folds import GroupBy, sample_groups
 from percept.study.holdout import regression_metrics
@@ -99,8 +100,8 @@ class CategoryResult:
     rows: list[ModelScores]
     observed: np.ndarray
     predicted: dict[int, np.ndarray]
-    folds: np.ndarray | None = None
-    sample_rows: np.ndarray | None = None
+    folds: np.ndarray
+    sample_rows: np.ndarray
 
     @property
     def knn(self) -> list[ModelScores]:
@@ -108,7 +109,7 @@ class CategoryResult:
 
     @property
     def best_k(self) -> int:
-        return next(r.k for r in self.knn if r.best)
+        return next(r.k for r in self.knn if r.best and r.k is not None)
 
     def baseline(self, model: str) -> ModelScores | None:
         return next((r for r in self.rows if r.model == model), None)
@@ -259,7 +260,7 @@ def ridge_loo(x: np.ndarray, y: np.ndarray, alphas=RIDGE_ALPHAS, gram: np.ndarra
 # ---------------------------------------------------------------- cross-validation
 
 
-def cross_validate(vectors: np.ndarray, samples: dict[str, Samples], ks: list[int], plan: CVPlan,
+def cross_validate(vectors: Rows, samples: dict[str, Samples], ks: list[int], plan: CVPlan,
                    weighting: str = DEFAULT_WEIGHTING, baselines: bool = True,
                    progress: Callable[[list], Iterable] = iter,
                    lonlat: np.ndarray | None = None) -> list[CategoryResult]:
@@ -277,7 +278,8 @@ def cross_validate(vectors: np.ndarray, samples: dict[str, Samples], ks: list[in
     if not categories:
         raise PerceptError("no category has samples to cross-validate")
     folds = {c: repeat_folds(samples[c], plan, lonlat) for c in categories}
-    results, lists = {}, []
+    results: dict[str, CategoryResult] = {}
+    lists: list[tuple[np.ndarray, NeighbourLists]] = []
     for family in progress(_families(categories, samples, folds)):
         shared = _lists_for(lists, vectors, samples[family[0]].rows, max(ks), plan.folds)
         results.update(_run_family(vectors, shared, family, samples, folds[family[0]], ks, plan, weighting,
@@ -319,7 +321,7 @@ def _run_family(vectors, lists, family, samples, repeats, ks, plan, weighting,
     ridge_rows = {c: ModelScores("ridge", None) for c in family}
     predicted = {c: {k: np.full((plan.repeats, len(rows)), np.nan) for k in ks} for c in family}
     for repeat, fold_of in enumerate(repeats):
-        grams = _fold_grams(vectors, rows, fold_of, plan.folds) if baselines else None
+        grams = _fold_grams(vectors, rows, fold_of, plan.folds) if baselines else []
         for fold in range(plan.folds):
             test = np.flatnonzero(fold_of == fold)
             train = np.flatnonzero(fold_of != fold)

@@ -8,10 +8,12 @@ samples (vector row and score). What to load is one typed :class:`DataSelection`
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -30,12 +32,13 @@ from percept.data.vector_checks import refuse_zero
 from percept.encoders.options import EncodingOptions
 from percept.environment.options import EnvironmentOptions
 from percept.errors import PerceptError
-from percept.model.unit_rows import UnitRows, row_norms
+from percept.model.unit_rows import Rows, UnitRows, row_norms
 
 if TYPE_CHECKING:
     import pandas as pd
 
 Log = Callable[[str], None]
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -81,8 +84,9 @@ class Dataset:
         return self.feature_properties[name]
 
 
-def load_dataset(selection: DataSelection, log: Log = print) -> Dataset:
-    """Load survey, vectors, samples and (optionally) environmental vectors as ``selection`` says."""
+def load_dataset(selection: DataSelection, log: Log = logger.info) -> Dataset:
+    """Load survey, vectors, samples and (optionally) environmental vectors as ``selection`` says; ``log``
+    gets the notes (this module's logger by default)."""
     with ThreadPoolExecutor(1) as pool:  # cached embeddings are read while the survey is decoded
         cached = None if selection.encoding.images_dir else pool.submit(_read_cached, selection.encoding)
         survey = load_survey(selection.geojson,
@@ -103,8 +107,9 @@ def load_dataset(selection: DataSelection, log: Log = print) -> Dataset:
         log(f"skipped {len(unmatched)} embedding rows with no survey feature (first: {unmatched[0]})")
     names = [n for n, k in zip(embeddings.names, keep) if k]
     features = [m for m in matched if m is not None]
-    lonlat = survey.lonlat[features]
+    lonlat = None if survey.lonlat is None else survey.lonlat[features]
     properties = {name: feature_values(survey, features, name) for name in selection.properties}
+    vectors: Rows
     if keep.all():
         vectors = UnitRows(embeddings.vectors, norms)
     else:
@@ -153,9 +158,9 @@ def _read_cached(options: EncodingOptions) -> tuple[Embeddings, np.ndarray]:
 def obtain_embeddings(options: EncodingOptions, log: Log) -> Embeddings:
     """Encode ``options.images_dir`` into the embeddings folder, or reuse a valid cache there."""
     folder = options.embeddings_folder
+    if options.images_dir is None or not Path(options.images_dir).is_dir():
+        raise PerceptError(f"--images-dir {options.images_dir} is not a folder of images")
     images = Path(options.images_dir)
-    if not images.is_dir():
-        raise PerceptError(f"--images-dir {images} is not a folder of images")
     if options.uses_external_encoder():
         from percept.encoders.clip_retrieval import encode_images_external
 

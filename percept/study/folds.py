@@ -106,8 +106,10 @@ def sample_groups(group_by: GroupBy, rows: np.ndarray, lonlat: np.ndarray | None
     points = _sample_points(group_by, rows, lonlat)
     if group_by.kind == "location":
         keys = np.round(points, LOCATION_DECIMALS)
-    else:
+    elif group_by.metres is not None:
         keys = block_keys(points, group_by.metres)
+    else:
+        raise ValueError("grouping by block needs the blocks' size in metres")
     return np.unique(keys, axis=0, return_inverse=True)[1].ravel()
 
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from percept.errors import PerceptError
 from percept.read_ahead import read_ahead
+
+if TYPE_CHECKING:
+    from percept.model.unit_rows import Rows
 
 SCORE_BINS = (1, 2, 3, 4, 5)
 
@@ -24,7 +28,7 @@ class Split:
 
     def describe_counts(self) -> tuple[str, str]:
         """The train and test counts as the results log writes them (``a+b+c+d+e`` when stratified)."""
-        if self.train_counts is None:
+        if self.train_counts is None or self.test_counts is None:
             return str(len(self.train)), str(len(self.test))
         return "+".join(map(str, self.train_counts)), "+".join(map(str, self.test_counts))
 
@@ -93,7 +97,7 @@ class HoldoutResult:
     predicted: np.ndarray
 
 
-def holdout_evaluation(vectors: np.ndarray, samples: dict, ks: list[int], fraction: float = 0.8,
+def holdout_evaluation(vectors: Rows, samples: dict, ks: list[int], fraction: float = 0.8,
                        rng: random.Random | None = None, stratified: bool = False,
                        weighting: str = "softmax10**", warn=lambda message: None,
                        check: bool = False, progress=iter) -> list[HoldoutResult]:

@@ -93,7 +93,8 @@ class PointValues:
         column = rated.categories.index(category)
         pick = lambda table: None if table is None else np.asarray(table, dtype=np.float64)[:, column]
         ood = None if rated.out_of_domain is None else np.asarray(rated.out_of_domain, dtype=bool)
-        return cls(category, pick(rated.scores), pick(rated.sd), pick(rated.lo), pick(rated.hi), ood)
+        scores = np.asarray(rated.scores, dtype=np.float64)[:, column]
+        return cls(category, scores, pick(rated.sd), pick(rated.lo), pick(rated.hi), ood)
 
     def width(self) -> np.ndarray | None:
         """The interval widths ``hi - lo`` (NaN where unknown); None when the file has no bounds."""

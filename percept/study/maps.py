@@ -9,7 +9,8 @@ are hidden (drawn as a light outline, without their value); cells where more tha
 the images lie outside the survey's domain are greyed and hatched. :func:`render` draws them with a
 colour-blind-safe sequential palette on the value's colour range, a colour bar, a north arrow that
 covers no cell and, beneath the map, a scale bar, a key to the greyed and outlined cells, the CRS
-and the basemap's attribution; :func:`save_figure` writes PNG, SVG or PDF. :func:`layer_geojson` gives the cells as GeoJSON.
+and the basemap's attribution; :func:`save_figure` writes PNG, SVG or PDF. :func:`layer_geojson` gives the cells
+as GeoJSON.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ OWN_RANGE, DATA_RANGE = "own", "data"
 OUTSIDE_FILL, OUTSIDE_EDGE, OUTSIDE_HATCH = "#c4c4c4", "#7a7a7a", "////"
 SPARSE_EDGE = "#9a9a9a"
 #: How images suggested for rating are drawn over the cells: white discs with black rims show on any palette.
-SUGGESTION_STYLE = {"marker": "o", "s": 22, "facecolors": "white", "edgecolors": "black", "linewidths": 1.0}
+SUGGESTION_MARKER, SUGGESTION_AREA = "o", 22
+SUGGESTION_FACE, SUGGESTION_EDGE, SUGGESTION_EDGE_WIDTH = "white", "black", 1.0
 
 
 @dataclass(frozen=True)
@@ -156,7 +158,8 @@ def map_crs(places, options: MapOptions) -> CRS:
         return options.crs
     if places.crs.is_projected:
         return places.crs
-    lon, lat = to_lonlat(*places.centroids(), places.crs)
+    x, y = places.centroids()
+    lon, lat = to_lonlat(x, y, places.crs)
     return utm_crs(float(np.mean(lon)), float(np.mean(lat)))
 
 
@@ -211,6 +214,8 @@ def _cells(places, options: MapOptions, crs: CRS) -> tuple[list[np.ndarray], lis
     if options.grid == "h3":
         from percept.study.h3grid import aggregate_h3
 
+        if options.h3_resolution is None:
+            raise PerceptError("an H3 map needs a resolution: give --grid h3:RES (RES from 0 to 15)")
         lon, lat = to_lonlat(cx, cy, places.crs)
         cells = aggregate_h3(lon, lat, places.values, options.h3_resolution)
         to_map = Transformer.from_crs(WGS84, crs, always_xy=True)
@@ -262,7 +267,7 @@ def layer_geojson(layer: MapLayer, model_card: str | None = None) -> dict:
     features = [{"type": "Feature", "properties": props,
                  "geometry": {"type": "Polygon", "coordinates": [_transform(to_out, ring).round(decimals).tolist()]}}
                 for ring, props in zip(layer.shapes, layer.properties)]
-    collection = {"type": "FeatureCollection", "value": layer.spec.name}
+    collection: dict[str, object] = {"type": "FeatureCollection", "value": layer.spec.name}
     if model_card:
         collection["percept"] = {"model_card": model_card}
     if not layer.geojson_crs.is_geographic:
@@ -367,7 +372,8 @@ def render(layer: MapLayer, options: MapOptions, basemap: list[np.ndarray] | Non
     ax.set_title(title or spec.title, fontsize=13, loc="left", gid="title")
     fig.tight_layout()
     if len(points):
-        ax.scatter(points[:, 0], points[:, 1], gid="suggestions", zorder=4, **SUGGESTION_STYLE)
+        ax.scatter(points[:, 0], points[:, 1], gid="suggestions", zorder=4, marker=SUGGESTION_MARKER, s=SUGGESTION_AREA,
+                   facecolors=SUGGESTION_FACE, edgecolors=SUGGESTION_EDGE, linewidths=SUGGESTION_EDGE_WIDTH)
     add_north_arrow(ax, layer.crs, np.vstack([cell_boxes(layer.shapes + layer.hidden_shapes),
                                               np.hstack([points, points])]))
     lines = [("crs-note", f"{layer.note}. {_crs_label(layer.crs)}")]
@@ -407,9 +413,9 @@ def suggestion_key(count: int) -> list:
 
     if not count:
         return []
-    style = {"marker": SUGGESTION_STYLE["marker"], "markerfacecolor": SUGGESTION_STYLE["facecolors"],
-             "markeredgecolor": SUGGESTION_STYLE["edgecolors"], "markeredgewidth": SUGGESTION_STYLE["linewidths"]}
-    return [Line2D([], [], linestyle="none", markersize=6, label=f"suggested for rating ({count} images)", **style)]
+    return [Line2D([], [], linestyle="none", markersize=6, label=f"suggested for rating ({count} images)",
+                   marker=SUGGESTION_MARKER, markerfacecolor=SUGGESTION_FACE, markeredgecolor=SUGGESTION_EDGE,
+                   markeredgewidth=SUGGESTION_EDGE_WIDTH)]
 
 
 def _crs_label(crs: CRS) -> str:

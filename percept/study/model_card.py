@@ -82,7 +82,8 @@ def card_markdown(card: dict) -> str:
              f"Made by percept {card['software']['version']} with the CLIP model "
              f"`{card['encoder']['clip_model']}` (weights: {card['encoder']['weights_id'] or 'not recorded'}).", "",
              "## Inputs (SHA-256)", ""]
-    lines += [f"- {name}: `{value['path']}` {value['sha256'] or '(no files)'}" for name, value in card["inputs"].items()]
+    lines += [f"- {name}: `{value['path']}` {value['sha256'] or '(no files)'}"
+              for name, value in card["inputs"].items()]
     active = {k: v for k, v in card["filters"].items() if v not in (None, [], "")}
     lines += ["", "## Filters", "", ", ".join(f"{k}: {v}" for k, v in active.items()) if active else "none", "",
               "## Data per category", "", "| category | samples | images | dropped images | dropped ratings |",
@@ -106,7 +107,8 @@ def card_markdown(card: dict) -> str:
                   f"Calibrated on out-of-fold predictions, {calibration['folds']} folds grouped by "
                   f"{calibration['group_by']} (seed {calibration['seed']}). Coverage of the "
                   f"{calibration['level']:.0%} intervals on the folds (each fold calibrated on the others):", "",
-                  "| category | coverage | in the domain | outside it | mean width |", "| --- | --- | --- | --- | --- |"]
+                  "| category | coverage | in the domain | outside it | mean width |",
+                  "| --- | --- | --- | --- | --- |"]
         for category, row in calibration["coverage"].items():
             lines.append(f"| {category} | {_share(row['coverage'])} | {_share(row['coverage_in_domain'])} "
                          f"(n={row['samples_in_domain']}) | {_share(row['coverage_out_of_domain'])} "

@@ -32,6 +32,7 @@ from percept.data.survey import Samples
 from percept.errors import PerceptError
 from percept.model.knn import weighted_mean
 from percept.model.neighbour_lists import NeighbourLists, fold_neighbours, list_length, neighbour_lists
+from percept.model.unit_rows import Rows
 from percept.model.weighting import DEFAULT_WEIGHTING, check_weighting
 from percept.study.bootstrap import DEFAULT_LEVEL, DEFAULT_RESAMPLES, bootstrap_intervals
 from percept.study.crossval import CVPlan, assign_folds, sample_folds
@@ -225,7 +226,7 @@ def inner_folds_of(samples: Samples, groups: np.ndarray | None, train: np.ndarra
 # ---------------------------------------------------------------- nested cross-validation
 
 
-def nested_cross_validate(vectors: np.ndarray, samples: dict[str, Samples], ks: list[int], plan: CVPlan,
+def nested_cross_validate(vectors: Rows, samples: dict[str, Samples], ks: list[int], plan: CVPlan,
                           weighting: str = DEFAULT_WEIGHTING, lonlat: np.ndarray | None = None,
                           inner_folds: int | None = None, *, resamples: int = DEFAULT_RESAMPLES,
                           progress: Callable[[list], Iterable] = iter) -> list[NestedResult]:

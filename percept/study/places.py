@@ -38,16 +38,16 @@ class Places:
     counts: np.ndarray | None = None
 
     def centroids(self) -> tuple[np.ndarray, np.ndarray]:
-        if self.polygons is None:
+        if self.x is not None and self.y is not None:
             return self.x, self.y
-        centres = np.array([ring[:-1].mean(axis=0) if len(ring) > 1 else ring[0] for ring in self.polygons])
+        centres = np.array([ring[:-1].mean(axis=0) if len(ring) > 1 else ring[0] for ring in self.polygons or []])
         return centres[:, 0], centres[:, 1]
 
     def coordinates(self) -> np.ndarray:
         """(n, 2) every coordinate pair (points, or all polygon corners)."""
-        if self.polygons is None:
+        if self.x is not None and self.y is not None:
             return np.column_stack([self.x, self.y])
-        return np.concatenate(self.polygons)
+        return np.concatenate(self.polygons or [])
 
 
 def score_keys(category: str, value: str | None) -> list[str]:
@@ -148,21 +148,24 @@ def _read_geojson(path: Path, category: str, value: str | None, input_crs: CRS |
         named = ((data.get("crs") or {}).get("properties") or {}).get("name")
         crs = parse_crs(named, f"{path}'s crs member") if named else WGS84
     keys = score_keys(category, value)
-    points, polygons, values, counts = [], [], [], []
+    points: list[list[float]] = []
+    polygons: list[np.ndarray] = []
+    values: list[float] = []
+    counts: list[float] = []
     for feature in data["features"]:
         props = (feature.get("properties") if isinstance(feature, dict) else None) or {}
         geometry = (feature.get("geometry") if isinstance(feature, dict) else None) or {}
         key = next((k for k in keys if props.get(k) is not None), None)
         if key is None:
             continue
-        kind, coords = geometry.get("type"), geometry.get("coordinates")
+        kind, coords = geometry.get("type"), geometry.get("coordinates", [])
         try:
             if kind == "Point":
                 points.append([float(coords[0]), float(coords[1])])
             elif kind == "Polygon":
-                polygons.append(np.asarray(coords[0], dtype=float)[:, :2])
+                polygons.append(np.asarray(coords[0], dtype=np.float64)[:, :2])
             elif kind == "MultiPolygon":
-                polygons.append(np.asarray(max(coords, key=lambda p: len(p[0]))[0], dtype=float)[:, :2])
+                polygons.append(np.asarray(max(coords, key=lambda p: len(p[0]))[0], dtype=np.float64)[:, :2])
             else:
                 continue
             values.append(float(props[key]))
@@ -175,9 +178,9 @@ def _read_geojson(path: Path, category: str, value: str | None, input_crs: CRS |
     if not values:
         raise PerceptError(f"--rated {path} has no Point or Polygon feature with a score property "
                            f"({' or '.join(keys)}); name it with --value")
-    counts = np.asarray(counts, dtype=float)
-    counts = None if np.isnan(counts).any() else counts.astype(np.int64)
+    numbers = np.asarray(counts, dtype=np.float64)
     if points:
-        xy = np.asarray(points, dtype=float)
+        xy = np.asarray(points, dtype=np.float64)
         return Places(crs, np.asarray(values), xy[:, 0], xy[:, 1])
-    return Places(crs, np.asarray(values), polygons=polygons, counts=counts)
+    return Places(crs, np.asarray(values), polygons=polygons,
+                  counts=None if np.isnan(numbers).any() else numbers.astype(np.int64))

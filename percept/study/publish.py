@@ -55,7 +55,8 @@ def evaluated_k(results: list[CategoryResult]) -> int:
     totals: dict[int, float] = {}
     for result in results:
         for row in result.knn:
-            totals[row.k] = totals.get(row.k, 0.0) + np.nan_to_num(row.mean("mse"), nan=np.inf)
+            if row.k is not None:  # every KNN row has its K
+                totals[row.k] = totals.get(row.k, 0.0) + np.nan_to_num(row.mean("mse"), nan=np.inf)
     return min(totals, key=lambda k: (totals[k], k))
 
 
@@ -151,7 +152,8 @@ def _weights_id(selection: DataSelection | None) -> str | None:
 def _card(dataset: Dataset, recipe: ModelRecipe, settings: ModelSettings, samples: dict,
           calibrated: CalibrationResult | None, domain, arrays_sha: str) -> dict:
     selection = dataset.selection
-    inputs, filters = {}, {}
+    inputs: dict[str, dict[str, str | None]] = {}
+    filters: dict[str, object] = {}
     if selection is not None:
         inputs["survey"] = {"path": str(selection.geojson), "sha256": file_digest(selection.geojson)}
         if selection.demographics:

@@ -168,9 +168,10 @@ def category_reliability(images: np.ndarray, raters: np.ndarray | None, ratings:
     components = table.components(np.ones((1, table.n_images)))[0]
     offsets = [GroupOffset(group, estimate, int(n_ratings), int(n_images)) for group, estimate, n_ratings, n_images
                in zip(table.groups, estimates[4:], table.group_ratings, table.group_images)]
+    alpha, icc2k, icc21, ceiling = estimates[:4]
     return CategoryReliability(category, table.n_ratings, table.n_images, table.n_repeated, table.n_raters,
                                table.harmonic_count, VarianceComponents(*(float(v) for v in components)),
-                               *estimates[:4], offsets)
+                               alpha, icc2k, icc21, ceiling, offsets)
 
 
 def survey_reliability(ratings: pd.DataFrame, rater_column: str | None = "session_id",

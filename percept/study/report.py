@@ -21,6 +21,7 @@ import html
 import io
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -56,19 +57,17 @@ def _number(value: float) -> float | None:
 def fold_counts(results: list[CategoryResult]) -> tuple[int, int]:
     """(folds per repeat, repeats) of the cross-validation behind ``results``."""
     first = results[0]
-    if first.folds is None:
-        return len(first.rows[0].folds["mse"]), 1
     return int(first.folds.max()) + 1, int(first.folds.shape[0])
 
 
-def report_data(results: list[CategoryResult], settings: dict, groups: list[GroupMatrix] = (),
+def report_data(results: list[CategoryResult], settings: dict, groups: Sequence[GroupMatrix] = (),
                 created: str = "") -> dict:
     """Everything the report holds, as JSON-ready data (NaN becomes null)."""
     categories = []
     for result in results:
         rows = []
         for row in result.rows:
-            entry = {"model": row.model, "k": row.k, "best": row.best, "metrics": {
+            entry: dict[str, object] = {"model": row.model, "k": row.k, "best": row.best, "metrics": {
                 m: {"mean": _number(row.mean(m)), "std": _number(row.std(m)),
                     "folds": [_number(v) for v in row.folds[m]]} for m in METRICS}}
             if row.alphas:
@@ -90,9 +89,9 @@ def _group_data(g: GroupMatrix) -> dict:
             "mse_std": grid(g.std("mse"))}
 
 
-def csv_rows(results: list[CategoryResult]) -> list[list]:
+def csv_rows(results: list[CategoryResult]) -> list[list[object]]:
     """Header, then one row per category and model."""
-    header = ["category", "model", "k", "best", "samples", "folds"]
+    header: list[object] = ["category", "model", "k", "best", "samples", "folds"]
     header += [f"{m}_{s}" for m in METRICS for s in ("mean", "std")]
     rows = [header]
     for result in results:
@@ -108,8 +107,7 @@ def oof_frame(results: list[CategoryResult], names: list[str] | None = None) -> 
     frames = []
     for result in results:
         n = result.n_samples
-        image = [image_name(names[r]) for r in result.sample_rows] \
-            if names is not None and result.sample_rows is not None else [""] * n
+        image = [image_name(names[r]) for r in result.sample_rows] if names is not None else [""] * n
         for k, predicted in result.predicted.items():
             for repeat, values in enumerate(np.atleast_2d(predicted)):
                 frames.append(pd.DataFrame({
@@ -162,9 +160,9 @@ def results_table(results: list[CategoryResult]) -> str:
     lines = [f"<table class='results'><tr>{head}</tr>"]
     for result in results:
         for row in result.rows:
-            cells = [result.category, row.model + (" (best K)" if row.best else ""),
+            shown = [result.category, row.model + (" (best K)" if row.best else ""),
                      "" if row.k is None else row.k, result.n_samples, len(row.folds["mse"])]
-            cells = "".join(f"<td>{html.escape(str(c))}</td>" for c in cells)
+            cells = "".join(f"<td>{html.escape(str(c))}</td>" for c in shown)
             cells += "".join(f"<td>{_pm(row.mean(m), row.std(m))}</td>" for m in METRICS)
             mark = " class='best'" if row.best else ""
             lines.append(f"<tr{mark}>{cells}</tr>")
@@ -198,8 +196,8 @@ STYLE = ("body{font-family:sans-serif;margin:2em auto;max-width:1200px;line-heig
          "figcaption{font-size:0.92em;color:#333;max-width:60em}.meta,.note{color:#555}")
 
 
-def html_page(data: dict, results: list[CategoryResult], groups: list[GroupMatrix],
-              figures: list[tuple[str, dict[str, bytes], str]], sections: list[ReportSection] = ()) -> str:
+def html_page(data: dict, results: list[CategoryResult], groups: Sequence[GroupMatrix],
+              figures: list[tuple[str, dict[str, bytes], str]], sections: Sequence[ReportSection] = ()) -> str:
     """The report page; ``figures`` are (file stem, {"png": ..., "svg": ...}, caption)."""
     title = html.escape(data["title"])
     parts = [(f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{title}</title>"
@@ -224,8 +222,8 @@ def html_page(data: dict, results: list[CategoryResult], groups: list[GroupMatri
 
 
 def write_report(folder: str | Path, results: list[CategoryResult], settings: dict,
-                 groups: list[GroupMatrix] = (), names: list[str] | None = None,
-                 sections: list[ReportSection] = ()) -> list[Path]:
+                 groups: Sequence[GroupMatrix] = (), names: list[str] | None = None,
+                 sections: Sequence[ReportSection] = ()) -> list[Path]:
     """Write every report file into ``folder``; return their paths. ``names``: image name of each vector row;
     ``sections``: further sections (page and ``report.json``)."""
     folder = Path(folder)

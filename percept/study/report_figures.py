@@ -60,8 +60,8 @@ def metrics_figure(results: list[CategoryResult], folds: int, repeats: int):
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 8))
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     caption = (f"Cross-validated error and agreement of the KNN model against K, per category. Points: mean over "
-               f"{folds_phrase(folds, repeats)}; error bars: ± 1 standard deviation over {folds * repeats} folds. Dashed "
-               "and dotted lines: the ridge linear probe and the training-mean baseline on the same folds. "
+               f"{folds_phrase(folds, repeats)}; error bars: ± 1 standard deviation over {folds * repeats} folds. "
+               "Dashed and dotted lines: the ridge linear probe and the training-mean baseline on the same folds. "
                "Stars: the best K (lowest mean MSE). Scores are on the survey's 1–5 scale.")
     return fig, caption
 

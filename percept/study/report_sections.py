@@ -26,7 +26,8 @@ class ReportSection:
 
     def html(self) -> str:
         head = "".join(f"<th>{html.escape(h)}</th>" for h in self.header)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(_text(v))}</td>" for v in row) + "</tr>" for row in self.rows)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(_text(v))}</td>" for v in row) + "</tr>"
+                       for row in self.rows)
         table = f"<table class='results'><tr>{head}</tr>{body}</table>" if self.rows else ""
         return f"<h2 id='{self.key}'>{html.escape(self.title)}</h2><p>{html.escape(self.lead)}</p>{table}"
 
@@ -114,7 +115,8 @@ def folds_section(results: list, values=None, column: str | None = None) -> Repo
         for repeat, fold_of in enumerate(result.folds):
             for fold in range(n_folds):
                 members = fold_of == fold
-                held = "" if values is None else ", ".join(sorted({str(v) for v in values[result.sample_rows[members]]}))
+                held = "" if values is None else ", ".join(
+                    sorted({str(v) for v in values[result.sample_rows[members]]}))
                 number = repeat * n_folds + fold
                 entry = {"category": result.category, "repeat": repeat + 1, "fold": fold + 1, "held_out": held,
                          "samples": int(members.sum()), "k": best.k, "mse": best.folds["mse"][number],
@@ -157,7 +159,8 @@ def nested_section(nested: list) -> ReportSection:
         data[result.category] = {"mse": result.pooled["mse"], "mse_ci": list(result.intervals["mse"]),
                                  "r2": result.pooled["r2"], "r2_ci": list(result.intervals["r2"]),
                                  "outer_mse": result.outer_mse.tolist(), "outer_r2": result.outer_r2.tolist(),
-                                 "chosen_k": result.chosen_k.tolist(), "k_counts": {str(k): n for k, n in counts.items()},
+                                 "chosen_k": result.chosen_k.tolist(),
+                                 "k_counts": {str(k): n for k, n in counts.items()},
                                  "edge_chosen": result.edge_chosen, "edge_majority": result.edge_majority}
     lead = ("K chosen inside each outer training part by an inner cross-validation, then scored on the outer test "
             "fold: the honest score of choosing K this way (ordinary cross-validation reports the best K on the "

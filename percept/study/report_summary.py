@@ -47,7 +47,7 @@ def category_summary(result: CategoryResult) -> str:
     """A few sentences: the best K, its error, and how KNN compares with each baseline."""
     best = next(r for r in result.knn if r.best)
     folds = len(best.folds["mse"])
-    ks = [r.k for r in result.knn]
+    ks = [r.k for r in result.knn if r.k is not None]  # every KNN row has its K
     edge = ""
     if len(ks) > 1 and best.k in (min(ks), max(ks)):
         edge = f" (the {'largest' if best.k == max(ks) else 'smallest'} K tried, so a K beyond it may do better)"

@@ -17,7 +17,7 @@ from percept.study.nested import metric_intervals, pooled_metrics
 def score_intervals(results: list[CategoryResult], plan: CVPlan,
                     lonlat: np.ndarray | None = None) -> dict[str, dict[int, dict]]:
     """Per category and K: pooled ``mse`` and ``r2`` with their 95 % intervals ``mse_ci`` and ``r2_ci``."""
-    out = {}
+    out: dict[str, dict[int, dict]] = {}
     for result in results:
         groups = sample_groups(plan.group_by, result.sample_rows, lonlat)
         out[result.category] = {}

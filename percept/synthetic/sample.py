@@ -12,6 +12,7 @@ disorder; sunshine) and set the true scores through the latent model of
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -231,9 +232,9 @@ class Canvas:
         for v in range(VARIANTS):
             self.pen.rectangle([0, v * band, SIZE, (v + 1) * band + 1], fill=self.fill("sky", v))
         for _ in range(rng.integers(0, 3) if sunny else rng.integers(5, 9)):
-            u, v = rng.uniform(0, SIZE), rng.uniform(0, self.street.horizon * 0.7)
+            cx, cy = rng.uniform(0, SIZE), rng.uniform(0, self.street.horizon * 0.7)
             rx, ry = rng.uniform(15, 45), rng.uniform(6, 14)
-            self.pen.ellipse([u - rx, v - ry, u + rx, v + ry], fill=self.fill("cloud"))
+            self.pen.ellipse([cx - rx, cy - ry, cx + rx, cy + ry], fill=self.fill("cloud"))
 
     def ground(self) -> None:
         """Pavements, verges, road, cycle lanes and the dashed centre line."""
@@ -291,7 +292,7 @@ class Canvas:
     def objects(self, rng: np.random.Generator) -> None:
         """Trees, cars, people, lamps and litter, drawn from far to near."""
         st, p, far = self.street, self.street.p, self.street.far
-        items = []
+        items: list[tuple[float, Callable[..., None], tuple[float, ...]]] = []
         for side, sign in enumerate(SIGN):
             tree_x = sign * (st.road + (st.verge[side] / 2 if st.verge[side] else 0.6))
             items += [(z, self._tree, (tree_x,)) for z in rng.uniform(6, 0.8 * far, rng.binomial(5, p["green"]))]

@@ -1,4 +1,5 @@
-"""Simulated survey pieces shared by the sample generators (``percept.synthetic.sample``, ``percept.synthetic.vectors``).
+"""Simulated survey pieces shared by the sample generators (``percept.synthetic.sample``,
+``percept.synthetic.vectors``).
 
 Latent model. Every image has ten scene features in [0, 1] (``FEATURES``: green pixel
 share, sky share, pavement share, cycle-lane share, cars, people, shop fronts, street
@@ -134,8 +135,8 @@ def place_images(n_images: int, rng: np.random.Generator,
             names.append(f"{pano_ids[p]}_x{direction}.jpg")
             pano.append(p)
             angles.append((heading[p] + 90.0 * direction) % 360.0)
-    pano = np.array(pano)
-    return Places(names, pano, lon[pano], lat[pano], np.round(angles, 1), sequence[pano], n_panos)
+    pano_of = np.array(pano)
+    return Places(names, pano_of, lon[pano_of], lat[pano_of], np.round(angles, 1), sequence[pano_of], n_panos)
 
 
 def _drive(n_panos: int, rng: np.random.Generator, lon_range: tuple[float, float], lat_range: tuple[float, float]):

@@ -204,16 +204,17 @@ class UploadGate:
                 self.held += head.amount
                 head.granted.set_result(None)
 
-    def _droppable(self, keep: Ticket | None) -> list[Ticket]:
-        return [t for t in self.receiving if t is not keep and t.listening_since is not None]
+    def _droppable(self, keep: Ticket | None) -> list[tuple[float, Ticket]]:
+        """The receiving uploads waiting for their next bytes (but ``keep``), each with since when."""
+        return [(t.listening_since, t) for t in self.receiving if t is not keep and t.listening_since is not None]
 
     def _drop_idlest(self, keep: Ticket | None) -> bool:
         """Drop the receiving upload silent longest, if silent at least ``idle_drop``; whether one was."""
         now = self.clock()
-        idle = [t for t in self._droppable(keep) if now - t.listening_since >= self.idle_drop]
+        idle = [(since, t) for since, t in self._droppable(keep) if now - since >= self.idle_drop]
         if not idle:
             return False
-        min(idle, key=lambda t: t.listening_since)._drop()
+        min(idle, key=lambda waiting: waiting[0])[1]._drop()
         return True
 
     def _serve_again_when_one_is_silent(self, head: Waiter) -> None:
@@ -223,5 +224,5 @@ class UploadGate:
             self._timer = None
         candidates = self._droppable(head.ticket)
         if candidates:
-            due = min(t.listening_since for t in candidates) + self.idle_drop - self.clock()
+            due = min(since for since, _ in candidates) + self.idle_drop - self.clock()
             self._timer = asyncio.get_running_loop().call_later(max(due, 0.01), self._serve)

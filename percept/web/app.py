@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,6 @@ from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from pydantic import BaseModel
 
-from percept.categories import CATEGORIES
 from percept.city.mapillary import MapillaryClient, MapillaryError
 from percept.city.spatial_index import SpatialIndex
 from percept.data.decode import ImageError, ImageLimits, ImageTooLarge, ImageUnsupported
@@ -34,7 +33,7 @@ from percept.web.decoding import BoundedDecoder
 from percept.web.docs import redoc_page, swagger_ui_page
 from percept.web.hosts import HostCheck, HostPolicy
 from percept.web.images import ImageFolder, thumbnail_jpeg
-from percept.web.markers import group_markers, thin_evenly
+from percept.web.markers import Markers, group_markers, thin_evenly
 from percept.web.neighbour_shares import distance_shares, vector_weights
 from percept.web.security import SecurityHeaders, image_sources, page_policy
 from percept.web.upload import BodyPace, MissingField, UploadRefused, read_upload
@@ -44,7 +43,16 @@ STATIC = Path(__file__).resolve().parent / "static"
 RETRY_AFTER_S = 2
 
 Encode = Callable[[list[Image.Image]], np.ndarray]
-Category = Enum("Category", {name: name for name in CATEGORIES}, type=str)
+
+
+class Category(StrEnum):
+    """A perception category, as the routes take it (the members are :data:`percept.categories.CATEGORIES`)."""
+
+    walkability = "walkability"
+    bikeability = "bikeability"
+    pleasantness = "pleasantness"
+    greenness = "greenness"
+    safety = "safety"
 
 
 @dataclass
@@ -94,7 +102,7 @@ class ValidationProblem(BaseModel):
     detail: list[dict[str, Any]] | str
 
 
-ERRORS: dict[int, dict] = {
+ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": Problem, "description": "The request cannot be used (a corrupt image, a category this "
                                            "server has no scores for, an empty box)"},
     404: {"model": Problem, "description": "No such survey image"},
@@ -115,7 +123,7 @@ UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-dat
                              "description": "a JPEG, PNG, WebP, BMP, TIFF or GIF image"}}}}}}}
 
 
-def errors(*statuses: int) -> dict[int, dict]:
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI responses for these error statuses (and 421, which any route may answer)."""
     return {status: ERRORS[status] for status in (*statuses, 421)}
 
@@ -144,15 +152,19 @@ def create_app(state: AppState) -> FastAPI:
 
     app = FastAPI(title="Percept KNN", description="Score street images in five perception categories.",
                   version="1", docs_url=None, redoc_url=None, lifespan=lifespan)
-    index = SpatialIndex(state.rated.lon, state.rated.lat) if state.rated is not None else None
-    markers = group_markers(state.rated.names, state.rated.lon, state.rated.lat) if state.rated is not None else None
-    marker_index = None if markers is None else (
-        index if len(markers) == len(state.rated.lon) else SpatialIndex(markers.lon, markers.lat))
+    rated = state.rated
+    index = markers = marker_index = None
+    if rated is not None:
+        index = SpatialIndex(rated.lon, rated.lat)
+        markers = group_markers(rated.names, rated.lon, rated.lat)
+        marker_index = index if len(markers) == len(rated.lon) else SpatialIndex(markers.lon, markers.lat)
     encode_lock = threading.Lock()
 
     def score_picture(picture: Image.Image) -> tuple[np.ndarray, dict]:
         """The unit vector of a decoded image, and its scores with their uncertainty as JSON fields (run by
         the decoder's threads)."""
+        if state.encode is None:  # the routes answer 503 before they decode
+            raise HTTPException(503, "this server has no image encoder")
         with encode_lock:
             raw = state.encode([picture])
         try:
@@ -162,8 +174,8 @@ def create_app(state: AppState) -> FastAPI:
         vector = l2_normalise(raw)
         found = state.estimator.estimate(vector)
         categories = state.scorer.categories
-        interval = None if found.level is None else {
-            "level": found.level, "lo": scores_dict(found.lo[0], categories), "hi": scores_dict(found.hi[0], categories)}
+        interval = None if found.level is None else {"level": found.level, "lo": scores_dict(found.lo[0], categories),
+                                                     "hi": scores_dict(found.hi[0], categories)}
         return vector, {"scores": scores_dict(found.scores[0], categories),
                         "sd": scores_dict(found.sd[0], categories), "interval": interval,
                         "best_similarity": number(found.best_similarity[0]),
@@ -184,19 +196,20 @@ def create_app(state: AppState) -> FastAPI:
                             "weights": {c: round(weights[c].get(item.vector, 0.0), 6) for c in weights}})
         return similar
 
-    def number(value) -> float | None:
+    def number(value: float | None) -> float | None:
         return None if value is None or np.isnan(value) else round(float(value), 6)
 
     def scores_dict(values: np.ndarray, categories: list[str]) -> dict[str, float | None]:
         return {c: number(v) for c, v in zip(categories, values)}
 
-    def rated_uncertainty(i: int, column: int | None = None) -> dict:
+    def rated_uncertainty(rated: RatedPoints, i: int, column: int | None = None) -> dict[str, object]:
         """What a rated file records about point ``i``'s uncertainty (sd and interval of one category or all)."""
-        rated, extra = state.rated, {}
+        extra: dict[str, object] = {}
         for name in ("sd", "lo", "hi"):
             values = getattr(rated, name)
             if values is not None:
-                extra[name] = number(values[i, column]) if column is not None else scores_dict(values[i], rated.categories)
+                extra[name] = number(values[i, column]) if column is not None \
+                    else scores_dict(values[i], rated.categories)
         if rated.lo is not None and rated.metadata.get("interval_level") is not None:
             extra["level"] = float(rated.metadata["interval_level"])  # recorded by percept rate (not in CSV files)
         for name in ("best_similarity", "dissimilarity"):
@@ -208,7 +221,7 @@ def create_app(state: AppState) -> FastAPI:
         return extra
 
     def check_category(category: Category | None) -> None:
-        known = state.rated.categories if state.rated is not None else state.scorer.categories
+        known = rated.categories if rated is not None else state.scorer.categories
         if category is not None and category.value not in known:
             raise HTTPException(400, f"this server has no {category.value} scores: use one of {', '.join(known)}")
 
@@ -236,7 +249,7 @@ def create_app(state: AppState) -> FastAPI:
     def health() -> dict:
         """Liveness and what this server can do."""
         return {"status": "ok", "categories": state.scorer.categories, "k": state.scorer.k,
-                "rated_points": 0 if state.rated is None else len(state.rated.lon),
+                "rated_points": 0 if rated is None else len(rated.lon),
                 "encoder": state.encode is not None, "model": state.model_name,
                 "mapillary": state.mapillary is not None}
 
@@ -244,10 +257,9 @@ def create_app(state: AppState) -> FastAPI:
     def config() -> dict:
         """Settings the page needs: categories, tiles, the rated area, the model and limits."""
         bounds = None
-        if state.rated is not None and len(state.rated.lon):
-            rated = state.rated
+        if rated is not None and len(rated.lon):
             bounds = [float(rated.lon.min()), float(rated.lat.min()), float(rated.lon.max()), float(rated.lat.max())]
-        return {"categories": state.rated.categories if state.rated is not None else state.scorer.categories,
+        return {"categories": rated.categories if rated is not None else state.scorer.categories,
                 "tile_url": options.tile_url, "tile_attribution": options.tile_attribution, "bounds": bounds,
                 "default_radius": options.default_radius_m, "max_radius": options.max_radius_m,
                 "max_upload_bytes": options.max_upload_bytes, "mapillary": state.mapillary is not None,
@@ -306,33 +318,32 @@ def create_app(state: AppState) -> FastAPI:
         """Modelled scores at a point: inverse-distance weighted over rated images within ``radius`` metres; each
         listed image carries its ``weight``, its share of those weights."""
         check_category(category)
-        answer = {"lat": lat, "lon": lon, "radius": radius, "count": 0, "shown": 0, "scores": None, "points": [],
-                  "message": None, "mapillary": None}
         found = index.within(lat, lon, radius) if index is not None else None
-        if found is not None and len(found.index):
-            rated = state.rated
-            answer["count"] = int(len(found.index))
-            answer["scores"] = scores_dict(found.weighted(rated.scores), rated.categories)
+        count, scores, points, message, mapillary = 0, None, [], None, None
+        if found is not None and rated is not None and len(found.index):
+            count = int(len(found.index))
+            scores = scores_dict(found.weighted(rated.scores), rated.categories)
             shares = distance_shares(found.weight)
-            answer["points"] = [{"image": str(rated.names[i]), "lat": float(rated.lat[i]), "lon": float(rated.lon[i]),
-                                 "distance_m": round(float(d), 2), "weight": round(float(w), 6),
-                                 "scores": scores_dict(rated.scores[i], rated.categories), **rated_uncertainty(i)}
-                                for i, d, w in zip(found.index[:options.listed_points], found.distance, shares)]
-            answer["shown"] = len(answer["points"])
+            points = [{"image": str(rated.names[i]), "lat": float(rated.lat[i]), "lon": float(rated.lon[i]),
+                       "distance_m": round(float(d), 2), "weight": round(float(w), 6),
+                       "scores": scores_dict(rated.scores[i], rated.categories), **rated_uncertainty(rated, i)}
+                      for i, d, w in zip(found.index[:options.listed_points], found.distance, shares)]
         else:
-            answer["message"] = f"no imagery within {radius:g} m"
+            message = f"no imagery within {radius:g} m"
             if state.mapillary is not None:
-                answer["mapillary"] = mapillary_near(lat, lon, radius)
-        if category is not None and answer["scores"] is not None:
-            answer["category"], answer["value"] = category.value, answer["scores"][category.value]
+                mapillary = mapillary_near(state.mapillary, lat, lon, radius)
+        answer: dict[str, object] = {"lat": lat, "lon": lon, "radius": radius, "count": count, "shown": len(points),
+                                     "scores": scores, "points": points, "message": message, "mapillary": mapillary}
+        if category is not None and scores is not None:
+            answer["category"], answer["value"] = category.value, scores[category.value]
         return answer
 
-    def mapillary_near(lat: float, lon: float, radius: float) -> dict:
+    def mapillary_near(client: MapillaryClient, lat: float, lon: float, radius: float) -> dict[str, object]:
         try:
-            found = state.mapillary.nearest_image(lat, lon, radius)
+            found = client.nearest_image(lat, lon, radius)
             if found is None:
                 return {"found": False, "message": f"no Mapillary image within {radius:g} m"}
-            data = state.mapillary.thumbnail(found)
+            data = client.thumbnail(found)
         except MapillaryError as exc:
             return {"found": False, "message": str(exc)}
         if state.encode is None:
@@ -356,27 +367,25 @@ def create_app(state: AppState) -> FastAPI:
         check_category(category)
         if west > east or south > north:
             raise HTTPException(400, "the box needs west <= east and south <= north")
-        if marker_index is None:
+        if rated is None or markers is None or marker_index is None:
             return {"type": "FeatureCollection", "features": [], "total": 0, "shown": 0, "category": None}
-        rated = state.rated
         column = rated.categories.index(category.value) if category else 0
         inside = marker_index.in_box(west, south, east, north, len(marker_index))
-        features = [marker_feature(m, column) for m in thin_evenly(inside, limit)]
+        features = [marker_feature(rated, markers, m, column) for m in thin_evenly(inside, limit)]
         return {"type": "FeatureCollection", "features": features, "category": rated.categories[column],
                 "total": len(inside), "shown": len(features)}
 
-    def marker_feature(marker: int, column: int) -> dict:
+    def marker_feature(rated: RatedPoints, markers: Markers, marker: int, column: int) -> dict[str, object]:
         """One marker: its rated image (or the crops of one panorama, and their mean) with what the rated
         file records about their uncertainty."""
-        rated = state.rated
         rows = markers.rows(marker)
         values = rated.scores[rows, column]
-        crops = [{"image": str(rated.names[r]), "value": number(v), **rated_uncertainty(r, column)}
+        crops = [{"image": str(rated.names[r]), "value": number(v), **rated_uncertainty(rated, r, column)}
                  for r, v in zip(rows, values)]
         properties = {"image": markers.keys[marker], "value": None if np.isnan(values).all() else
                       float(np.nanmean(values))}
         if len(rows) == 1:
-            properties.update(rated_uncertainty(rows[0], column))
+            properties.update(rated_uncertainty(rated, rows[0], column))
         return {"type": "Feature",
                 "geometry": {"type": "Point", "coordinates": [float(markers.lon[marker]), float(markers.lat[marker])]},
                 "properties": {**properties, "crops": crops}}

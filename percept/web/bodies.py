@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import mmap
+from typing import BinaryIO
 
 #: The buffer of the readers decoders see (Pillow reads some headers one byte at a time).
 READ_BUFFER = 64 * 1024
@@ -63,16 +64,16 @@ class MappedBody:
         size = max(capacity, 1)
         self.map = mmap.mmap(-1, size, flags=MAP_FLAGS) if MAP_FLAGS is not None else mmap.mmap(-1, size)
         self.size = 0
-        self.readers: list[io.BufferedReader] = []
+        self.readers: list[BinaryIO] = []
 
-    def append(self, data: bytes) -> None:
+    def append(self, data: bytes | memoryview) -> None:
         end = self.size + len(data)
         if end > len(self.map):
             raise ValueError(f"{end} bytes do not fit in {len(self.map)}")
         self.map[self.size:end] = data
         self.size = end
 
-    def open(self) -> io.BufferedReader:
+    def open(self) -> BinaryIO:
         """A new seekable, buffered file over the bytes appended so far."""
         with memoryview(self.map) as whole:
             reader = io.BufferedReader(ViewReader(whole[:self.size]), READ_BUFFER)

@@ -31,4 +31,5 @@ def redoc_page(title: str, openapi_url: str) -> HTMLResponse:
     """Redoc reading ``openapi_url``."""
     return docs_page(
         title, "<style>body { margin: 0; padding: 0; }</style>\n",
-        f'<redoc spec-url="{escape(openapi_url)}"></redoc>\n<script src="{VENDOR}/redoc/redoc.standalone.js"></script>\n')
+        f'<redoc spec-url="{escape(openapi_url)}"></redoc>\n'
+        f'<script src="{VENDOR}/redoc/redoc.standalone.js"></script>\n')

@@ -54,7 +54,8 @@ def group_markers(names, lon: np.ndarray, lat: np.ndarray) -> Markers:
     order = np.argsort(first_row, kind="stable")
     starts = np.flatnonzero(np.diff(first_row[order])) + 1
     first = order[np.concatenate([[0], starts]).astype(np.int64)] if len(names) else order
-    bounds = np.append(np.concatenate([[0], starts]), len(names)).astype(np.int64) if len(names) else np.zeros(1, np.int64)
+    bounds = np.append(np.concatenate([[0], starts]), len(names)).astype(np.int64) if len(names) \
+        else np.zeros(1, np.int64)
     keys = names[first].astype(object)
     for marker in np.flatnonzero(np.diff(bounds) > 1):
         keys[marker] = panoramas[int(first[marker])]

@@ -18,14 +18,15 @@ refused with 408 when its place is given to another upload because it stopped se
 from __future__ import annotations
 
 import asyncio
-import io
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, BinaryIO
 
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
+from starlette.types import Message, Receive
 
 from percept.web.admission import Busy, Dropped, Ticket, UploadGate
 from percept.web.bodies import MappedBody
@@ -60,7 +61,7 @@ class Upload:
     def size(self) -> int:
         return self.body.size
 
-    def open(self) -> io.BufferedReader:
+    def open(self) -> BinaryIO:
         """A new seekable, buffered file over the field's bytes."""
         return self.body.open()
 
@@ -172,7 +173,7 @@ class FormField:
         self._keeping = False
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
-        if not self._keeping:
+        if not self._keeping or self.body is None:
             return
         if self.body.size + (end - start) > self.max_bytes:
             raise too_large(self.max_bytes)
@@ -199,7 +200,7 @@ def busy() -> UploadRefused:
     return UploadRefused(503, "this server is busy with other uploads: send the image again in a moment")
 
 
-async def next_message(receive: Callable[[], Awaitable[dict]], wait: float, ticket: Ticket | None) -> dict:
+async def next_message(receive: Receive, wait: float, ticket: Ticket | None) -> Message:
     """The next ASGI message within ``wait`` seconds (408 after that, or once ``ticket`` is dropped)."""
     if wait <= 0:
         raise TimeoutError
@@ -209,7 +210,8 @@ async def next_message(receive: Callable[[], Awaitable[dict]], wait: float, tick
     else:
         ticket.listen()
         try:
-            await asyncio.wait({pending, ticket.dropped}, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+            either: set[asyncio.Future[Any]] = {pending, ticket.dropped}  # the message, or the ticket's drop
+            await asyncio.wait(either, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
         finally:
             ticket.heard()
     if ticket is not None and ticket.dropped.done():

@@ -1,0 +1,16 @@
+"""Types of the compiled kernels (``_kernels.c``)."""
+
+import numpy as np
+
+def gather_float32(stored: np.ndarray, rows: np.ndarray, out: np.ndarray, /) -> None: ...
+def sums_of_squares(stored: np.ndarray, out: np.ndarray, /) -> None: ...
+def select_neighbours(*, values: np.ndarray, queries: np.ndarray, eps: np.ndarray, matrix: np.ndarray,
+                      block_starts: np.ndarray, block_stops: np.ndarray, block_patterns: np.ndarray,
+                      widths: np.ndarray, groups: np.ndarray, group_offsets: np.ndarray, ks: np.ndarray,
+                      starts: np.ndarray, counts: np.ndarray, samples: np.ndarray, sample_offsets: np.ndarray,
+                      index: tuple[np.ndarray, ...], similarity: tuple[np.ndarray, ...],
+                      matrix_rows: np.ndarray | None = None, divisors: np.ndarray | None = None,
+                      refine: np.ndarray | None = None, refine_eps: np.ndarray | None = None,
+                      tile_maxima: np.ndarray | None = None, tile_patterns: np.ndarray | None = None) -> None: ...
+def vector_extensions(enabled: bool | None = None, /) -> bool: ...
+def vector_path() -> str: ...
