@@ -32,6 +32,7 @@ from percept.data.embeddings import (
     required_parts,
 )
 from percept.data.locations import Locations, location_key, panorama_id
+from percept.data.npy import read_header
 from percept.data.rated_points import RatedWriter, output_kind
 from percept.data.vector_checks import check_rows, refuse_nonfinite
 from percept.environment.combining import combine
@@ -117,9 +118,7 @@ class PartReader:
         self.names = names
         with open(path, "rb") as handle:
             try:
-                version = np.lib.format.read_magic(handle)
-                header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                          else np.lib.format.read_array_header_2_0)(handle)
+                header = read_header(handle)
             except ValueError as exc:
                 raise PerceptError(f"cannot read embeddings file {path} ({exc}): re-encode the images") from None
             self.offset = handle.tell()

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from percept.atomic import atomic_path
+from percept.data import npy
 from percept.data.vector_checks import Where, check_rows, refuse_nonfinite
 from percept.errors import PerceptError
 
@@ -187,7 +188,7 @@ def read_names(path: Path, column: str) -> list[str]:
 
 def _load_npy(path: Path) -> np.ndarray:
     try:
-        array = np.load(path, allow_pickle=False)
+        array = npy.load(path)
     except (OSError, ValueError) as exc:
         raise PerceptError(f"cannot read embeddings file {path} ({exc}): re-encode the images") from None
     if array.ndim != 2:

@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from percept.atomic import atomic_write_text
+from percept.data import npy
 from percept.data.embeddings import arrow_path
 
 if TYPE_CHECKING:
@@ -128,7 +129,7 @@ def read_part(folder: str | Path, kind: str, part: int, rows: int) -> tuple[np.n
     vectors_path = folder / f"{kind}_emb" / f"{kind}_emb_{part}.npy"
     metadata_path = folder / "metadata" / f"metadata_{part}.parquet"
     try:
-        vectors = np.load(vectors_path, allow_pickle=False)
+        vectors = npy.load(vectors_path)
         metadata = pq.read_table(arrow_path(metadata_path)).to_pandas()
     except Exception:  # noqa: BLE001 - a missing or damaged part is simply not reused
         return None

@@ -21,8 +21,11 @@ from typing import BinaryIO
 import numpy as np
 from isal import isal_zlib
 
+from percept.data.npy import read_header
+
 #: Threads inflating a file's members at once.
 LOAD_THREADS = max(1, min(4, os.cpu_count() or 1))
+
 
 _LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature ... file name length, extra field length
 _LOCAL_SIGNATURE = b"PK\x03\x04"
@@ -78,13 +81,10 @@ def _member_bytes(handle: BinaryIO, info: zipfile.ZipInfo) -> bytes:
 def _array(data: bytes, name: str) -> np.ndarray:
     """The array an ``.npy`` image holds (no pickled objects): read-only, sharing ``data``'s memory."""
     stream = io.BytesIO(data)
-    version = np.lib.format.read_magic(stream)
-    if version == (1, 0):
-        shape, fortran, dtype = np.lib.format.read_array_header_1_0(stream)
-    elif version == (2, 0):
-        shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream)
-    else:
-        raise ValueError(f"{name}: .npy format version {version} is not supported")
+    try:
+        shape, fortran, dtype = read_header(stream)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
     if dtype.hasobject:
         raise ValueError(f"{name}: holds Python objects, which are not read")
     count = int(np.prod(shape, dtype=np.int64))
