@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Iterator
 
 from percept.errors import PerceptError
+from percept.model.conformal import check_level
 
 USAGE_ERROR = 2
 #: Exit status of a program whose output pipe closed early (killed by SIGPIPE, as the shell reports it).
@@ -133,15 +134,12 @@ def positive_int(text: str) -> int:
 
 
 def interval_level(text: str) -> float:
-    """A prediction interval's level: 0 (none) or a number strictly between 0 and 1."""
+    """A prediction interval's level, by the model's rule (:func:`percept.model.conformal.check_level`)."""
     try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not (value == 0 or 0 < value < 1):
+        return check_level(float(text))
+    except (ValueError, PerceptError):
         raise argparse.ArgumentTypeError(f"expected a coverage level between 0 and 1 (e.g. 0.9), or 0 for none, "
-                                         f"got {text!r}")
-    return value
+                                         f"got {text!r}") from None
 
 
 def add_interval_argument(parser) -> None:

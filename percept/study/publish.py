@@ -16,7 +16,7 @@ import numpy as np
 
 from percept.atomic import atomic_write_text
 from percept.data.missing import MISSING_LIMIT, MissingImages
-from percept.data.survey import image_name
+from percept.data.survey import Samples, image_name
 from percept.encoders.cache import read_manifest
 from percept.errors import PerceptError
 from percept.model.conformal import DEFAULT_LEVEL
@@ -98,12 +98,11 @@ def assemble_model(dataset: Dataset, recipe: ModelRecipe,
                    progress: Callable[[list], Iterable] = iter) -> Published:
     """The model of ``recipe`` on ``dataset``, in memory, with its card and calibration."""
     selection = dataset.selection
-    samples = {c: s for c, s in dataset.samples.items() if len(s)}
+    samples = _with_samples(dataset)
     if not samples:
         raise PerceptError("no category has any sample to export: relax the filters or check the survey")
-    vectors = {c: np.asarray(dataset.vectors[s.rows], dtype=np.float64) for c, s in samples.items()}
+    vectors, images = _sample_arrays(dataset, samples)
     scores = {c: s.scores for c, s in samples.items()}
-    images = {c: [image_name(dataset.names[r]) for r in s.rows] for c, s in samples.items()}
     domain = survey_domain(vectors, images)
     calibrated = None
     if recipe.calibration is not None:
@@ -129,11 +128,22 @@ def calibrate_dataset(dataset: Dataset, k: int, weighting: str, plan: CVPlan, do
                       progress: Callable[[list], Iterable] = iter) -> CalibrationResult:
     """The interval calibration of a dataset's model with ``k`` and ``weighting`` on ``plan``'s grouped folds
     (``domain``: the survey's, computed when not given)."""
-    samples = {c: s for c, s in dataset.samples.items() if len(s)}
+    samples = _with_samples(dataset)
     if domain is None:
-        domain = survey_domain({c: np.asarray(dataset.vectors[s.rows], dtype=np.float64) for c, s in samples.items()},
-                               {c: [image_name(dataset.names[r]) for r in s.rows] for c, s in samples.items()})
+        domain = survey_domain(*_sample_arrays(dataset, samples))
     return calibrate_model(dataset.vectors, samples, k, weighting, plan, domain, dataset.lonlat, progress=progress)
+
+
+def _with_samples(dataset: Dataset) -> dict[str, Samples]:
+    """The categories that have samples."""
+    return {c: s for c, s in dataset.samples.items() if len(s)}
+
+
+def _sample_arrays(dataset: Dataset, samples: dict[str, Samples]) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:
+    """Per category, the samples' float64 vectors and their survey images' names."""
+    vectors = {c: np.asarray(dataset.vectors[s.rows], dtype=np.float64) for c, s in samples.items()}
+    images = {c: [image_name(dataset.names[r]) for r in s.rows] for c, s in samples.items()}
+    return vectors, images
 
 
 def card_path(path: str | Path) -> Path:
