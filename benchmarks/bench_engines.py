@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
         local = encode_once(images, Path(scratch) / "out", args.model, pretrained, args.batch_size, EngineOptions())
         print(f"  local engine:          {local:8.1f} images/s")
         start = time.perf_counter()
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
         print(f"  (local Ray cluster started in {time.perf_counter() - start:.1f} s, not counted below)")
         try:
             rates = {}
