@@ -1,4 +1,5 @@
-"""Shared fixtures: the reference survey and a runner for the command-line tools."""
+"""Shared fixtures: the reference survey, a runner for the command-line tools, and the session's one local Ray
+cluster (``ray_cluster``, started on first use)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from ray_fixtures import ray_cluster  # noqa: F401 - one session fixture for every module
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = Path(__file__).resolve().parent / "reference"

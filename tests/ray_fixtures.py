@@ -11,7 +11,8 @@ OBJECT_STORE_BYTES = 200 * 1024**2
 def ray_cluster() -> str:
     """Start the cluster once (on first use) and shut it down at the end; yields its address."""
     ray = pytest.importorskip("ray")
-    ray.init(address="local", num_cpus=2, object_store_memory=OBJECT_STORE_BYTES, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, object_store_memory=OBJECT_STORE_BYTES, include_dashboard=False,
+             log_to_driver=False)
     try:
         yield ray.get_runtime_context().gcs_address
     finally:

@@ -17,7 +17,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
-from ray_fixtures import ray_cluster  # noqa: F401 - the session fixture
 from test_rating import city, model_path  # noqa: F401 - fixtures
 
 from percept.categories import CATEGORIES
@@ -48,7 +47,7 @@ def _files(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def test_ray_embeddings_are_byte_identical_to_local(ray_cluster, tmp_path):  # noqa: F811
+def test_ray_embeddings_are_byte_identical_to_local(ray_cluster, tmp_path):
     images = _images(tmp_path / "images", 23)
     (images / "broken.jpg").write_bytes(b"not an image")
     local = encode_images(images, tmp_path / "local", MODEL, EngineOptions(), part_size=5, quiet=True)
@@ -62,7 +61,7 @@ def test_ray_embeddings_are_byte_identical_to_local(ray_cluster, tmp_path):  # n
     assert "broken.jpg" in written["failed_images.txt"].decode()
 
 
-def test_separate_read_stage_gives_the_same_vectors(ray_cluster, tmp_path):  # noqa: F811
+def test_separate_read_stage_gives_the_same_vectors(ray_cluster, tmp_path):
     """GPU clusters decode in Ray tasks and hand pixels to the encoding actors: the same vectors."""
     images = _images(tmp_path / "images", 9)
     local = pipeline.encode_images(images, tmp_path / "local", MODEL, part_size=4, quiet=True)
@@ -95,7 +94,7 @@ def _large_images(folder: Path, numbers) -> None:
         Image.fromarray(np.broadcast_to(pixels, (3000, 4000, 3)).astype(np.uint8)).save(folder / f"i{number:02d}.jpg")
 
 
-def test_killed_ray_encode_resumes_writing_only_the_missing_parts(ray_cluster, tmp_path, caplog):  # noqa: F811
+def test_killed_ray_encode_resumes_writing_only_the_missing_parts(ray_cluster, tmp_path, caplog):
     """The driver is killed as soon as the first part is written (the second part's images are large,
     so they are still being decoded, and parts are written in order). The rerun keeps the written
     parts as they are and writes only the missing ones."""

@@ -1,5 +1,5 @@
-"""What every command-line tool shares: one-line errors with exit status 2, a quiet end when the reader of
-stdout goes away, the library's log messages as notes on stderr, and argument types."""
+"""What every command-line tool shares: one-line errors (exit status 2, or 1 for a run left incomplete), a
+quiet end when the reader of stdout goes away, the library's log messages as notes on stderr, and argument types."""
 
 from __future__ import annotations
 
@@ -19,9 +19,10 @@ CLOSED_PIPE = 141
 
 
 def report_errors(main: Callable[[], int | None]) -> int:
-    """Run ``main``; turn a PerceptError into one ``error:`` line on stderr and exit status 2, and end
-    quietly with status 141 when stdout is closed early (``percept evaluate ... | head -1``). The library's
-    log messages show on stderr meanwhile (:func:`library_messages`)."""
+    """Run ``main``; turn a PerceptError into one ``error:`` line on stderr and its exit status (2; 1 for a run
+    left incomplete, :class:`percept.errors.IncompleteRun`), and end quietly with status 141 when stdout is
+    closed early (``percept evaluate ... | head -1``). The library's log messages show on stderr meanwhile
+    (:func:`library_messages`)."""
     try:
         with library_messages():
             status = int(main() or 0)
@@ -34,7 +35,7 @@ def report_errors(main: Callable[[], int | None]) -> int:
         return CLOSED_PIPE
     except PerceptError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return USAGE_ERROR
+        return exc.exit_status
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

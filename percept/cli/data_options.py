@@ -43,6 +43,9 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
         help="go on when more than 5 %% of a category's rated survey images have no embedding (failed downloads); "
              "the dropped images and ratings are always reported")
     add("--skip-cache", action="store_true", help="Do not look for or read any cached data.")
+    add("--skip-missing", action="store_true",
+        help="Go on without images that cannot be reached (gone since they were listed, no permission), with a "
+             "warning, instead of failing with exit status 1; the next run reads them again (built-in encoder)")
     add("--read-only", action="store_true", help="Do not write any data to disk (cache or otherwise).")
     add("--quiet", "-q", action="store_true", help="Reduce output to minimum.")
     add("--gender", metavar="GENDER,...", help="Comma-separated list of genders to include")
@@ -62,7 +65,7 @@ def data_selection(args: argparse.Namespace) -> DataSelection:
         clip_model=args.clip_model, images_dir=_path(args.images_dir), embeddings_dir=_path(args.embeddings_dir),
         encoder=args.encoder, pretrained=args.pretrained, other_clip_retrieval_args=args.other_clip_retrieval_args,
         precision=args.precision,
-        skip_cache=args.skip_cache, read_only=args.read_only, quiet=args.quiet)
+        skip_cache=args.skip_cache, read_only=args.read_only, quiet=args.quiet, skip_missing=args.skip_missing)
     return DataSelection(Path(args.geojson), encoding, demographics, filters,
                          environment if args.environmental else None)
 

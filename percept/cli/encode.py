@@ -39,6 +39,7 @@ def register(subparsers) -> None:
     parser.add_argument("--part-size", type=positive_int, default=100_000,
                         help="images per embeddings part (default 100000)")
     parser.add_argument("--skip-cache", action="store_true", help="encode everything again, ignoring the cache")
+    add_skip_missing_argument(parser)
     parser.add_argument("--read-only", action="store_true", help="encode in memory and write nothing")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     parser.set_defaults(run=run)
@@ -52,6 +53,14 @@ def add_precision_argument(parser) -> None:
                              "fp32 ones to cosine 0.999, and a cache is never mixed across precisions")
 
 
+def add_skip_missing_argument(parser) -> None:
+    """``--skip-missing``, for every command that encodes images."""
+    parser.add_argument("--skip-missing", action="store_true",
+                        help="go on without images that cannot be reached (gone since they were listed, storage "
+                             "not mounted on a node, no permission), with a warning, instead of failing with exit "
+                             "status 1 once the rest is encoded; either way the next run reads them again")
+
+
 def run(args) -> int:
     output = args.output or default_embeddings_dir(args.clip_model)
     engine = engine_options(args)
@@ -60,9 +69,10 @@ def run(args) -> int:
     if args.encoder == "clip-retrieval":
         from percept.encoders.clip_retrieval import encode_images_external
 
-        if args.pretrained or args.precision != "auto":
-            flag = "--pretrained" if args.pretrained else "--precision"
-            raise PerceptError(f"{flag} applies to the built-in encoder, not to clip-retrieval")
+        given = [flag for flag, used in (("--pretrained", args.pretrained), ("--precision", args.precision != "auto"),
+                                         ("--skip-missing", args.skip_missing)) if used]
+        if given:
+            raise PerceptError(f"{given[0]} applies to the built-in encoder, not to clip-retrieval")
         say = stderr_messages(args.quiet)
         embeddings = encode_images_external(args.images, output, args.clip_model, args.other_clip_retrieval_args,
                                             skip_cache=args.skip_cache, read_only=args.read_only, log=say)
@@ -72,7 +82,7 @@ def run(args) -> int:
         embeddings = encode_images(args.images, output, args.clip_model, engine, pretrained=args.pretrained,
                                    batch_size=args.batch_size, part_size=args.part_size,
                                    skip_cache=args.skip_cache, read_only=args.read_only, quiet=args.quiet,
-                                   precision=args.precision)
+                                   precision=args.precision, skip_missing=args.skip_missing)
     if not args.quiet:
         where = "in memory only (--read-only)" if args.read_only else f"in {output}"
         print(f"{len(embeddings.names)} vectors of dimension {embeddings.vectors.shape[1]} {where}", file=sys.stderr)

@@ -6,7 +6,7 @@ import sys
 
 from percept.city.rating import DEFAULT_CHUNK, check_rateable, embedding_names
 from percept.cli.common import add_hidden_alias, add_interval_argument, positive_int
-from percept.cli.encode import add_precision_argument
+from percept.cli.encode import add_precision_argument, add_skip_missing_argument
 from percept.cli.engine_options import add_engine_arguments, engine_options
 from percept.cli.predict import clip_model_name
 from percept.data.embeddings import default_embeddings_dir
@@ -46,6 +46,7 @@ def register(subparsers) -> None:
     add_precision_argument(parser)
     parser.add_argument("--cache", metavar="DIR", help="embeddings cache for --images "
                                                        "(default: embeddings-<model name>)")
+    add_skip_missing_argument(parser)
     parser.add_argument("-k", type=positive_int, help="neighbours (default: the model's K)")
     add_hidden_alias(parser, "--k", dest="k", type=positive_int)
     parser.add_argument("--include-self", action="store_true",
@@ -75,7 +76,7 @@ def run(args) -> int:
             name = clip_model_name(model, args.clip_model)
             embeddings = args.cache or default_embeddings_dir(name)
             engines.encode_images(args.images, embeddings, name, engine, pretrained=args.pretrained, quiet=args.quiet,
-                                  precision=args.precision)
+                                  precision=args.precision, skip_missing=args.skip_missing)
         text_dir = args.text_embeddings
         if args.environment:
             text_dir = environment_text_dir(model, args, embeddings)

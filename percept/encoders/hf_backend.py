@@ -46,7 +46,10 @@ def resolve(model: str, repo: str, pretrained: str | None) -> HfWeights:
 
 
 class ResizeCrop:
-    """PIL image → the model's own resize (shorter side to ``size``, bicubic) and centre crop; picklable."""
+    """PIL image → the model's own resize (shorter side to ``size``, bicubic) and centre crop; picklable. It does
+    the same to (..., 3, H, W) uint8 tensors (torchvision's resize antialiases them as PIL does)."""
+
+    takes_tensors = True
 
     def __init__(self, size: int, crop: tuple[int, int]):
         self.size, self.crop = size, crop
@@ -72,6 +75,15 @@ def _transform(folder: Path) -> tuple[PixelTransform, tuple[int, int]]:
     crop = (int(crop_size["height"]), int(crop_size["width"]))
     steps = ResizeCrop(int(size), crop)
     return PixelTransform(steps, processor.image_mean, processor.image_std, max(int(size), *crop)), crop
+
+
+def image_transform(name: str, weights: HfWeights) -> PixelTransform:
+    """The model's image transform read from its preprocessor settings alone (its weights stay on disk)."""
+    offline()
+    try:
+        return _transform(weights.folder)[0]
+    except (OSError, ValueError) as exc:
+        raise PerceptError(f"cannot read the preprocessing settings of {name} from {weights.folder} ({exc})") from None
 
 
 def _features(output):

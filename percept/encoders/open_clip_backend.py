@@ -114,6 +114,20 @@ def _is_torchscript(path: Path) -> bool:
         return any(name.endswith("constants.pkl") for name in archive.namelist())
 
 
+def image_transform(weights: OpenClipWeights):
+    """The model's image transform as the built model has it, from open_clip's settings alone: the architecture's
+    image size and the weights' mean, std, interpolation and resize mode (the model itself is not built)."""
+    import open_clip
+
+    size = open_clip.get_model_config(weights.arch)["vision_cfg"].get("image_size", 224)
+    if weights.checkpoint is not None and _is_torchscript(weights.checkpoint):
+        return split_transform(open_clip.image_transform(size, is_train=False))
+    cfg = open_clip.get_pretrained_cfg(weights.arch, weights.tag) if weights.tag else {}
+    return split_transform(open_clip.image_transform(
+        size, is_train=False, mean=cfg.get("mean"), std=cfg.get("std"), interpolation=cfg.get("interpolation"),
+        resize_mode=cfg.get("resize_mode")))
+
+
 @contextlib.contextmanager
 def _quiet_random_init(active: bool):
     """Silence open_clip's warning that an untrained model was asked for (``--pretrained random``)."""

@@ -18,7 +18,8 @@ class EncodingOptions:
 
     ``encoder``: ``builtin``, ``clip-retrieval`` (the external command, as the original tool
     calls it) or ``auto`` (clip-retrieval when it is on PATH). ``precision``: the built-in encoder's
-    arithmetic (:mod:`percept.encoders.precision`).
+    arithmetic (:mod:`percept.encoders.precision`). ``skip_missing``: the built-in encoder goes on without
+    images it cannot reach (a warning) instead of failing the run once the rest is encoded.
     """
 
     clip_model: str
@@ -31,6 +32,7 @@ class EncodingOptions:
     read_only: bool = False
     quiet: bool = False
     precision: str = "auto"
+    skip_missing: bool = False
 
     def __post_init__(self):
         if self.encoder not in ENCODERS:

@@ -4,13 +4,18 @@ Images: found as clip-retrieval finds them, decoded (JPEG files at the size the 
 preprocessed by DataLoader workers (or by the stream an engine passes in) while this process encodes
 the batch before, in the precision and runtime ``--precision`` settles (:mod:`percept.encoders.precision`:
 float16 on CUDA, bfloat16 on CPUs that multiply it natively), stored as L2-normalised float16 rows in
-parts of ``part_size`` inputs. Each part is
+parts of ``part_size`` inputs. On CUDA the workers' batches are loaded onto the device ahead on a second
+stream, and JPEG files are decoded there (:mod:`percept.encoders.device_feed`). Each part is
 written atomically and recorded in the manifest as it completes, so a killed run resumes after
 its last complete part. Rows of unchanged images are reused from the cache; only new or changed
 images are encoded.
 Images are read by :func:`percept.encoders.stages.read_image` (upright 8-bit RGB; images over
 the size limits are refused before decoding). Unreadable or refused images are skipped, listed in
-``failed_images.txt`` and counted at the end.
+``failed_images.txt`` and counted at the end; the verdict is kept while the file is unchanged.
+Images that cannot be reached (gone since they were listed, storage not mounted, no permission) are
+never given a verdict: the rest is encoded and written, the parts that lack them are recorded as
+partial, and the run ends with :class:`percept.errors.IncompleteRun` (``skip_missing``: a warning);
+the next run reads them again. Every engine's stream goes through this one path.
 """
 
 from __future__ import annotations
@@ -36,7 +41,9 @@ from percept.data.images import EXTENSIONS, ImageFile, find_images
 from percept.encoders import Encoder, ResolvedModel, resolve_model
 from percept.encoders.cache import (
     ImageManifest,
+    PartialPart,
     TextManifest,
+    Verdict,
     mismatch,
     part_indices,
     read_manifest,
@@ -45,8 +52,9 @@ from percept.encoders.cache import (
     text_digest,
     write_manifest,
 )
-from percept.encoders.stages import encode_readable, read_image, stack_readable
-from percept.errors import PerceptError
+from percept.encoders.device_feed import feed_for
+from percept.encoders.stages import Unreachable, encode_readable
+from percept.errors import IncompleteRun, PerceptError
 from percept.extras import require
 
 FAILED_LIST = "failed_images.txt"
@@ -58,8 +66,8 @@ DECODE_NICENESS = 10
 logger = logging.getLogger(__name__)
 
 Manifest = TypeVar("Manifest", ImageManifest, TextManifest)
-#: A part the cache keeps whole: its vectors, its metadata and its unreadable images ({key: reason}).
-KeptPart = tuple[np.ndarray, pd.DataFrame, dict[str, str]]
+#: A part the cache keeps whole: its vectors, its metadata and its unreadable images ({key: verdict}).
+KeptPart = tuple[np.ndarray, pd.DataFrame, dict[str, Verdict]]
 
 
 class _Log:
@@ -90,7 +98,8 @@ class LazyEncoder:
         return self._encoder
 
 
-#: Given the encoder and the image paths, yields ``(vector, None)`` or ``(None, reason)`` per path, in order.
+#: Given the encoder and the image paths, yields ``(vector, None)`` or ``(None, reason)`` per path, in order
+#: (the reason an :class:`~percept.encoders.stages.Unreachable` where the file could not be reached).
 ImageStream = Callable[[LazyEncoder, list[Path]], Iterator[tuple[np.ndarray | None, str | None]]]
 
 
@@ -112,17 +121,18 @@ def _usable(manifest: Manifest | None, kind: str, out: Path, resolved: ResolvedM
 
 
 class _ImageDataset:
-    """Decode (upright 8-bit RGB, size limits checked first) and preprocess one image; an unreadable
-    or oversized one yields its error instead of a tensor."""
+    """``(index, *read(path))``: by default :func:`read_image` (decode upright 8-bit RGB, size limits checked
+    first, and preprocess; an unreadable or oversized image yields its error instead of a tensor), or what the
+    encoder's device feed reads (:mod:`percept.encoders.device_feed`)."""
 
-    def __init__(self, paths: list[Path], transform):
-        self.paths, self.transform = paths, transform
+    def __init__(self, paths: list[Path], read):
+        self.paths, self.read = paths, read
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int):
-        return (index, *read_image(self.paths[index], self.transform))
+        return (index, *self.read(self.paths[index]))
 
 
 def default_workers(count: int, batch_size: int) -> int:
@@ -158,17 +168,18 @@ def _encode_stream(get_encoder, paths: list[Path], batch_size: int, num_workers:
     encoder = get_encoder()
     workers = default_workers(len(paths), batch_size) if num_workers is None else num_workers
     on_cpu = not encoder.device.startswith("cuda")
-    dataset = _ImageDataset(paths, encoder.transform)
+    feed = feed_for(encoder)
+    dataset = _ImageDataset(paths, feed.read)
     loader: DataLoader[tuple] = DataLoader(
         # any object with __len__ and __getitem__ is a map-style dataset; torch's stub asks for its Dataset class
         dataset,  # type: ignore[arg-type]
-        batch_size=batch_size, num_workers=workers, collate_fn=stack_readable, pin_memory=not on_cpu,
+        batch_size=batch_size, num_workers=workers, collate_fn=feed.collate, pin_memory=not on_cpu,
         prefetch_factor=4 if workers else None, worker_init_fn=_yield_to_the_model if on_cpu and workers else None)
     batches = iter(loader)  # starts the workers (and torch's SIGCHLD handler)
     _ignore_child_signals()
     with tqdm(total=len(paths), unit="img", desc=f"encoding with {encoder.name}", disable=quiet,
               file=sys.stderr) as bar:
-        for positions, batch, failed in batches:
+        for positions, batch, failed in feed.batches(batches):
             vectors = encode_readable(encoder, positions, batch)
             bar.update(len(positions) + len(failed))
             for index in sorted([*positions, *failed]):
@@ -199,29 +210,32 @@ def encode_image_paths(encoder: Encoder, paths: list, *, batch_size: int = 64, n
 
 
 def _reusable(old: ImageManifest | None, plan: ImageManifest,
-              out: Path) -> tuple[dict[int, KeptPart], dict[str, np.ndarray], dict[str, str]]:
-    """From an old manifest: parts identical to planned ones (kept whole), rows of unchanged
-    images (by key), and unchanged images known to be unreadable."""
+              out: Path) -> tuple[dict[int, KeptPart], dict[str, np.ndarray], dict[str, Verdict]]:
+    """From an old manifest: complete parts identical to planned ones whose verdicts all still hold (kept
+    whole), rows of unchanged images (by key, from complete and partial parts), and the verdicts that still
+    hold (their file unchanged since)."""
     kept: dict[int, KeptPart] = {}
     pool: dict[str, np.ndarray] = {}
-    known_failed: dict[str, str] = {}
+    known_failed: dict[str, Verdict] = {}
     if old is None:
         return kept, pool, known_failed
     current = dict(zip(plan.keys, zip(plan.sizes, plan.mtimes_ns)))
     before = dict(zip(old.keys, zip(old.sizes, old.mtimes_ns)))
-    for part in sorted(old.done):
+    for part in sorted({*old.done, *old.partial}):
         rows = old.row_keys(part)
         loaded = read_part(out, "img", part, len(rows))
         if loaded is None:
             continue
-        if part < plan.part_count and old.stamps(part) == plan.stamps(part):
+        holding = {key: verdict for key, verdict in old.unreadable(part).items()
+                   if key in current and verdict.holds_for(*current[key])}
+        if (part in old.done and part < plan.part_count and old.stamps(part) == plan.stamps(part)
+                and len(holding) == len(old.done[part])):
             kept[part] = (*loaded, old.done[part])
             continue
         for row, key in enumerate(rows):
             if current.get(key) == before[key]:
                 pool[key] = loaded[0][row]
-        known_failed.update({key: reason for key, reason in old.done[part].items()
-                             if current.get(key) == before[key]})
+        known_failed.update(holding)
     return kept, pool, known_failed
 
 
@@ -237,7 +251,7 @@ class ImageJob:
     old: ImageManifest | None
     kept: dict[int, KeptPart]
     pool: dict[str, np.ndarray]
-    known_failed: dict[str, str]
+    known_failed: dict[str, Verdict]
     read_only: bool
 
     @cached_property
@@ -276,35 +290,42 @@ def plan_images(images_dir, out_dir, model_name: str, *, pretrained: str | None 
     return job
 
 
-def write_images(job: ImageJob, stream, lazy: LazyEncoder, log: _Log) -> Embeddings:
+def write_images(job: ImageJob, stream, lazy: LazyEncoder, log: _Log, skip_missing: bool = False) -> Embeddings:
     """Fill every part from the cache or ``stream`` (the vectors of ``job.todo`` in order), writing each
-    part and the manifest as it completes."""
+    part and the manifest as it completes; then raise :class:`IncompleteRun` if images could not be reached
+    (``skip_missing``: warn instead)."""
     plan, out, read_only = job.plan, job.out, job.read_only
     vectors: list[np.ndarray] = []
     frames: list[pd.DataFrame] = []
-    failures: dict[str, str] = {}
+    unreadable: dict[str, Verdict] = {}
+    unreached: dict[str, str] = {}
     for part in range(plan.part_count):
         if part in job.kept:
-            part_vectors, metadata, done = job.kept[part]
-            failures.update(done)
+            part_vectors, metadata, verdicts = job.kept[part]
+            unreadable.update(verdicts)
         else:
-            part_vectors, metadata, failed = _build_part(job, part, stream, lazy)
-            failures.update(failed)
+            part_vectors, metadata, verdicts, missing = _build_part(job, part, stream, lazy)
+            unreadable.update(verdicts)
+            unreached.update(missing)
             if not read_only:
                 write_part(out, "img", part, part_vectors, metadata)
-                plan.done[part] = failed
+                if missing:
+                    plan.partial[part] = PartialPart(verdicts, sorted(missing))
+                else:
+                    plan.done[part] = verdicts
                 write_manifest(out, plan)
         vectors.append(part_vectors)
         frames.append(metadata)
     stream.close()
     if not read_only:
-        plan.complete = True
+        plan.complete = not unreached
         write_manifest(out, plan)
-        _write_failed_list(out, job.images_dir, failures)
+        _write_failed_list(out, job.images_dir, {**{k: v.reason for k, v in unreadable.items()}, **unreached})
     reused = len(job.pool) + sum(len(rows) for rows, _, _ in job.kept.values())
     log.note(f"{len(job.images)} images, {len(job.todo)} encoded, {reused} from the cache"
              + ("" if read_only else f": {out}"))
-    _report_failures(failures, len(job.images), out, job.images_dir, read_only, log)
+    _report_failures(unreadable, len(job.images), out, job.images_dir, read_only, log)
+    _report_unreached(unreached, len(job.images), job.images_dir, skip_missing, read_only, log)
     metadata = pd.concat(frames, ignore_index=True)
     if metadata.empty:
         raise PerceptError(f"none of the {len(job.images)} images in {job.images_dir} could be read")
@@ -314,9 +335,12 @@ def write_images(job: ImageJob, stream, lazy: LazyEncoder, log: _Log) -> Embeddi
 def encode_images(images_dir, out_dir, model_name: str, *, pretrained: str | None = None, batch_size: int = 64,
                   num_workers: int | None = None, part_size: int = 100_000, skip_cache: bool = False,
                   read_only: bool = False, quiet: bool = False, stream: ImageStream | None = None,
-                  precision: str = "auto", device: str | None = None) -> Embeddings:
+                  precision: str = "auto", device: str | None = None, skip_missing: bool = False) -> Embeddings:
     """Embeddings of every image under ``images_dir``, reusing and updating the cache in ``out_dir``
     (clip-retrieval layout and manifest; with ``read_only`` nothing is written).
+
+    Images that cannot be reached end the run with :class:`percept.errors.IncompleteRun` once everything
+    else is written (``skip_missing``: a warning instead); the next run reads them again either way.
 
     ``precision``: auto, fp32, bf16 or fp16, settled for ``device``, where the images are encoded (None:
     CUDA where present, else the CPU); a cache made in another precision or runtime is encoded anew.
@@ -330,28 +354,31 @@ def encode_images(images_dir, out_dir, model_name: str, *, pretrained: str | Non
                       skip_cache=skip_cache, read_only=read_only, log=log, precision=precision, device=device)
     lazy = LazyEncoder(job.resolved, None if stream is None else "cpu")
     stream = stream or local_stream(batch_size, num_workers, quiet)
-    return write_images(job, stream(lazy, [f.path for f in job.todo]), lazy, log)
+    return write_images(job, stream(lazy, [f.path for f in job.todo]), lazy, log, skip_missing)
 
 
 def _build_part(job: ImageJob, part: int, stream, lazy: LazyEncoder):
-    """One part's float16 rows, metadata and unreadable images, from the cache or the encoder."""
-    rows, paths, failed = [], [], {}
+    """One part's float16 rows, metadata, unreadable images ({key: verdict}) and images that could not be
+    reached ({key: reason}), from the cache or the encoder."""
+    rows, paths, unreadable, unreached = [], [], {}, {}
     for i in job.plan.part_range(part):
         key = job.plan.keys[i]
         if key in job.pool:
             vector, reason = job.pool[key], None
         elif key in job.known_failed:
-            vector, reason = None, job.known_failed[key]
+            vector, reason = None, job.known_failed[key].reason
         else:
             vector, reason = next(stream)
-        if vector is None:
-            failed[key] = reason
-        else:
+        if vector is not None:
             rows.append(vector)
             paths.append(str(job.images[i].path))
+        elif isinstance(reason, Unreachable):
+            unreached[key] = str(reason)
+        else:
+            unreadable[key] = job.plan.verdict(i, str(reason))
     dim = len(rows[0]) if rows else lazy.get().dim
     matrix = np.asarray(rows, dtype=np.float16).reshape(len(rows), dim)
-    return matrix, pd.DataFrame({"image_path": paths}), failed
+    return matrix, pd.DataFrame({"image_path": paths}), unreadable, unreached
 
 
 def _write_failed_list(out: Path, images_dir, failures: dict[str, str]) -> None:
@@ -363,12 +390,34 @@ def _write_failed_list(out: Path, images_dir, failures: dict[str, str]) -> None:
         path.unlink(missing_ok=True)
 
 
+def _first_names(keys, images_dir, count: int = 5) -> str:
+    """The first ``count`` of ``keys`` as paths under ``images_dir``, and ``...`` when there are more."""
+    names = sorted(keys)
+    return (", ".join(str(Path(images_dir) / key) for key in names[:count])
+            + (", ..." if len(names) > count else ""))
+
+
 def _report_failures(failures: dict, total: int, out: Path, images_dir, read_only: bool, log: _Log) -> None:
     if not failures:
         return
-    where = (", ".join(str(Path(images_dir) / key) for key in sorted(failures)[:5])
-             + (", ..." if len(failures) > 5 else "")) if read_only else f"listed in {out / FAILED_LIST}"
+    where = _first_names(failures, images_dir) if read_only else f"listed in {out / FAILED_LIST}"
     log.warn(f"{len(failures)} of {total} images could not be read and were skipped ({where})")
+
+
+def _report_unreached(unreached: dict[str, str], total: int, images_dir, skip_missing: bool, read_only: bool,
+                      log: _Log) -> None:
+    """Fail the run over images that could not be reached (or, with ``skip_missing``, warn), in one line."""
+    if not unreached:
+        return
+    first, *others = sorted(unreached)
+    what = (f"{len(unreached)} of {total} images could not be reached: {unreached[first]}"
+            + (f"; also {_first_names(others, images_dir, 4)}" if others else ""))
+    if skip_missing:
+        log.warn(f"{what}: left out for now; the next run reads them again")
+        return
+    again = "run the same command again" + ("" if read_only else ", which encodes only what is left")
+    raise IncompleteRun(f"{what}: restore them (on a cluster, on storage every node mounts at the same path) and "
+                        f"{again}, or add --skip-missing to go on without them")
 
 
 # --------------------------------------------------------------------------- texts

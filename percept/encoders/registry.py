@@ -1,7 +1,9 @@
 """Model names in clip-retrieval's convention, and one factory that resolves weights and builds encoders.
 
 Parsing needs no torch; resolving finds the weights (and their identity) without building the
-model, so a valid cache can be recognised cheaply.
+model, so a valid cache can be recognised cheaply. A resolved model also gives its image transform
+alone (:meth:`ResolvedModel.load_transform`), read from its settings without loading its weights: what
+a process that only prepares images for workers (the Ray engine's driver) needs.
 """
 
 from __future__ import annotations
@@ -36,18 +38,26 @@ class ModelName:
 
 @dataclass(frozen=True)
 class ResolvedModel:
-    """A model whose weights were found: its identity, the precision and runtime it encodes in, and how to
-    build it on a device."""
+    """A model whose weights were found: its identity, the precision and runtime it encodes in, how to
+    build it on a device, and how to build its image transform alone."""
 
     name: str
     weights_id: str
     build: Callable[[str | None], Encoder]
+    transform_only: Callable[[], Callable]
     precision: str = "fp32"
     runtime: str = "torch"
 
     def load(self, device: str | None = None) -> Encoder:
         require("clip", "torch", f"encoding with {self.name}")
         return self.build(device)
+
+    def load_transform(self) -> Callable:
+        """The :attr:`Encoder.transform` the loaded model would have (the same pixels for every image), built from
+        the model's preprocessing settings (image size, resize and crop, mean and std, draft size) without its
+        weights."""
+        require("clip", "torch", f"preparing images for {self.name}")
+        return self.transform_only()
 
 
 def parse_model_name(name: str) -> ModelName:
@@ -82,6 +92,7 @@ def resolve_model(name: str, pretrained: str | None = None, precision: str = "au
             raise PerceptError(f"{name} is built in and computes in float64: leave out --precision {precision} "
                                "(or give auto)")
         return ResolvedModel(name, builtin.weights_id(parsed.arch), lambda device: builtin.BuiltinEncoder(parsed.arch),
+                             lambda: builtin.SquareTransform(builtin.CONFIGS[parsed.arch].image_size),
                              builtin.BuiltinEncoder.precision, builtin.BuiltinEncoder.runtime)
     for module in ("torch", "open_clip" if parsed.backend == "open_clip" else "transformers"):
         require("clip", module, f"the CLIP model {name}")
@@ -93,12 +104,14 @@ def resolve_model(name: str, pretrained: str | None = None, precision: str = "au
 
         weights = open_clip_backend.resolve(name, parsed.arch, parsed.tag, pretrained)
         return ResolvedModel(name, weights.weights_id, lambda device: open_clip_backend.OpenClipEncoder(
-            name, weights, device, **_settings_for(device, settings)), precision, runtime)
+            name, weights, device, **_settings_for(device, settings)),
+            lambda: open_clip_backend.image_transform(weights), precision, runtime)
     from percept.encoders import hf_backend
 
     hf_weights = hf_backend.resolve(name, parsed.arch, pretrained)
     return ResolvedModel(name, hf_weights.weights_id, lambda device: hf_backend.HfClipEncoder(
-        name, hf_weights, device, **_settings_for(device, settings)), precision, runtime)
+        name, hf_weights, device, **_settings_for(device, settings)),
+        lambda: hf_backend.image_transform(name, hf_weights), precision, runtime)
 
 
 def _settings_for(device: str | None, settings: dict) -> dict:

@@ -7,6 +7,11 @@ Decoding at the size needed: a transform with a ``draft_size`` (the smallest sid
 needs) has JPEG files decoded by libjpeg at the smallest of the scales 1/8, 1/4, 1/2 and 1 that
 keeps both sides at or above it; the model's own resize and crop then run on a quarter or less
 of the pixels (a 640x480 photograph for a 224-pixel model: 320x240).
+
+Two kinds of failure: a file that was read but cannot be decoded is *unreadable*, a verdict on the
+file itself; a file the operating system could not hand over (absent, a folder on its path gone, no
+permission, an I/O error) *cannot be reached*, a fault of where it is stored, never of the file
+(:class:`Unreachable`).
 """
 
 from __future__ import annotations
@@ -41,16 +46,38 @@ def open_drafted(path: str | Path, draft_size: int | None):
                          "use an intact copy") from None
 
 
+class Unreachable(str):
+    """The reason an image file could not be reached (the operating system refused it: absent, no
+    permission, an I/O error): a fault of where it is stored, so it is never kept as the file's verdict."""
+
+
+def system_error(exc: BaseException) -> OSError | None:
+    """The operating system's error (an OSError with an error number) behind ``exc``, if any.
+
+    Decoders report damaged data as exceptions of their own or as OSErrors without a number; reading
+    a file that is gone, forbidden or on failing storage raises an OSError with one, which the image
+    readers pass on as the context of their own error.
+    """
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno is not None:
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def read_image(path: str | Path, transform):
     """Decode (with :func:`open_drafted`: upright 8-bit RGB, size limits checked first, JPEG files at the
     transform's ``draft_size`` where it has one) and preprocess one image: ``(tensor, None)``, or
-    ``(None, reason)`` when it cannot be read."""
+    ``(None, reason)`` when it cannot be read; the reason is an :class:`Unreachable` when the file
+    could not be reached."""
     try:
         return transform(open_drafted(path, getattr(transform, "draft_size", None))), None
-    except ImageError as exc:
-        return None, str(exc)
-    except Exception as exc:  # noqa: BLE001 - any preprocessing failure skips the image, never the run
-        return None, f"{type(exc).__name__}: {exc}"
+    except Exception as exc:  # noqa: BLE001 - any failure skips the image, never the run
+        refused = system_error(exc)
+        if refused is not None:
+            return None, Unreachable(f"image {path} cannot be reached ({refused.strerror or refused})")
+        return None, str(exc) if isinstance(exc, ImageError) else f"{type(exc).__name__}: {exc}"
 
 
 def stack_readable(items):

@@ -30,7 +30,9 @@ def model_dtype(precision: str, runtime: str):
 
 
 class ImageTower:
-    """Features of batches of 8-bit pixels (or floats from 0 to 255) from ``tower`` (normalised pixels → features)."""
+    """Features of batches of 8-bit pixels from ``tower`` (normalised pixels → features). With torch the pixels
+    go to the device as 8-bit (a quarter of float32's bytes) and are normalised there, in the model's first step;
+    pixels already on the device (:mod:`percept.encoders.device_feed`) are used where they are."""
 
     def __init__(self, tower, transform: PixelTransform, size: tuple[int, int], precision: str, runtime: str,
                  device: str):
@@ -47,10 +49,7 @@ class ImageTower:
                 from percept.encoders.openvino_runtime import CompiledTower
 
                 self._compiled = CompiledTower(self._normalised(torch.float32), self.size, self.precision)
-            if batch.dtype != torch.uint8:  # pixels from 0 to 255 as floats (the Ray engine's)
-                batch = batch.round().clamp(0, 255).to(torch.uint8)
-            pixels = batch.numpy()
-            return self._compiled(pixels)
+            return self._compiled(batch.numpy())
         if self._module is None:
             self._module = self._normalised(torch_dtype(self.precision))
         with torch.inference_mode():

@@ -1,9 +1,14 @@
 """Encoding on Ray (Ray Data): the image paths become a dataset; with GPUs, Ray tasks decode and
-preprocess the images in parallel across the cluster's CPUs and one actor per GPU encodes;
+preprocess the images in parallel across the cluster's CPUs (8-bit pixels, normalised on the GPU; the
+driver builds the model's transform from its settings, without its weights) and one actor per GPU encodes;
 without, ``workers`` CPU actors each read and encode their batches. Every actor loads the
 encoder once. Vectors stream back in order to this process, which writes the clip-retrieval
 parts and manifest exactly as the local engine does (the same function), so finished parts are
-skipped when a run is repeated after a lost worker or a killed driver.
+skipped when a run is repeated after a lost worker or a killed driver, and images a worker cannot
+reach fail the run as they do locally.
+
+A worker resolves a relative path against its own node's folder: every path is made absolute here
+first, and every node must see the images and weights before any work starts.
 """
 
 from __future__ import annotations
@@ -14,9 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from percept.encoders import pipeline
-from percept.encoders.stages import encode_readable, pixel_shape, read_image, stack_readable
+from percept.encoders.open_clip_backend import RANDOM
+from percept.encoders.pixels import PixelTransform
+from percept.encoders.stages import Unreachable, encode_readable, pixel_shape, read_image, stack_readable
 from percept.engines.options import EngineOptions
 from percept.engines.ray_cluster import Actors, plan_actors, ray_module, session
+from percept.engines.ray_paths import absolute, require_visible
 
 #: Images each read task decodes at once (GPU clusters).
 READ_BATCH = 32
@@ -24,16 +32,35 @@ READ_BATCH = 32
 MAX_BLOCKS = 2000
 
 
+def failure_columns(reasons: list[str | None]) -> dict:
+    """Why each image was not read, as columns a Ray dataset carries: the reason ("" where read) and whether
+    the file could not be reached (:class:`~percept.encoders.stages.Unreachable`)."""
+    return {"reason": np.array([reason or "" for reason in reasons], dtype=object),
+            "unreached": np.array([isinstance(reason, Unreachable) for reason in reasons], dtype=bool)}
+
+
+def failure_of(reason: str, unreached: bool) -> str | None:
+    """The reason :func:`failure_columns` stored (None where the image was read)."""
+    return None if not reason else Unreachable(reason) if unreached else str(reason)
+
+
+def pixel_dtype(transform):
+    """The dtype of the pixels ``transform`` makes: 8-bit for the CLIP models (which normalise them on their
+    device; a quarter of float32's bytes to ship), float32 for the built-in ones."""
+    return np.uint8 if isinstance(transform, PixelTransform) else np.float32
+
+
 def read_pixels(batch: dict, transform, shape: tuple[int, ...]) -> dict:
-    """Ray task: decode and preprocess a batch of images (zeros and a reason where one cannot be read)."""
-    pixels = np.zeros((len(batch["path"]), *shape), dtype=np.float32)
+    """Ray task: decode and preprocess a batch of images (zeros and a reason where one cannot be read), in
+    :func:`pixel_dtype`."""
+    pixels = np.zeros((len(batch["path"]), *shape), dtype=pixel_dtype(transform))
     reasons = []
     for row, path in enumerate(batch["path"]):
         tensor, reason = read_image(path, transform)
         if tensor is not None:
             pixels[row] = tensor.numpy()
-        reasons.append(reason or "")
-    return {"position": batch["position"], "pixels": pixels, "reason": np.array(reasons, dtype=object)}
+        reasons.append(reason)
+    return {"position": batch["position"], "pixels": pixels, **failure_columns(reasons)}
 
 
 class EncodeBatches:
@@ -55,12 +82,13 @@ class EncodeBatches:
             readable = batch["reason"] == ""
             done = [p for p, ok in zip(positions, readable) if ok]
             stacked = torch.from_numpy(batch["pixels"][readable]) if done else None
-            failed = {p: str(r) for p, r, ok in zip(positions, batch["reason"], readable) if not ok}
+            failed = {p: failure_of(r, u) for p, r, u, ok in zip(positions, batch["reason"], batch["unreached"],
+                                                                  readable) if not ok}
         vectors = encode_readable(self.encoder, done, stacked)
         blank = np.zeros(self.encoder.dim, dtype=np.float32)
         return {"position": np.array(positions, dtype=np.int64),
                 "vector": np.stack([vectors.get(p, blank) for p in positions]),
-                "reason": np.array([failed.get(p, "") for p in positions], dtype=object)}
+                **failure_columns([failed.get(p) for p in positions])}
 
 
 def image_stream(actors: Actors, batch_size: int = 64, quiet: bool = True) -> pipeline.ImageStream:
@@ -89,7 +117,7 @@ def _encoded_rows(lazy: pipeline.LazyEncoder, paths: list[Path], actors: Actors,
               for start in range(0, len(paths), rows)]
     data = ray.data.from_arrow(blocks)
     if not actors.read_in_actor:
-        transform = lazy.get().transform
+        transform = lazy.resolved.load_transform()  # the model's settings only: no weights on the driver
         data = data.map_batches(read_pixels, fn_args=(transform, pixel_shape(transform)), batch_size=READ_BATCH,
                                 batch_format="numpy", num_cpus=1)
     # One batch at a time per actor, handed out in order: vectors come back in order anyway, and a slow
@@ -102,18 +130,33 @@ def _encoded_rows(lazy: pipeline.LazyEncoder, paths: list[Path], actors: Actors,
               f"({actors.describe()})", disable=quiet, file=sys.stderr) as bar:
         # Each block as soon as it arrives (prefetching would hold one back until the next is in).
         for batch in data.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0):
-            for position, vector, reason in zip(batch["position"], batch["vector"], batch["reason"]):
+            for position, vector, reason, unreached in zip(batch["position"], batch["vector"], batch["reason"],
+                                                           batch["unreached"]):
                 if position != expected:
                     raise RuntimeError(f"Ray delivered image {position} where {expected} was due")
                 expected += 1
-                yield (None, str(reason)) if reason else (vector, None)
+                yield (None, failure_of(reason, unreached)) if reason else (vector, None)
             bar.update(len(batch["position"]))
 
 
 def encode_images(images_dir, out_dir, model_name: str, options: EngineOptions, *, batch_size: int = 64,
                   quiet: bool = False, **encoding):
-    """:func:`percept.encoders.pipeline.encode_images` with the images encoded on Ray."""
+    """:func:`percept.encoders.pipeline.encode_images` with the images encoded on Ray: the paths made absolute
+    here, and checked on every node before any work starts."""
+    images_dir, out_dir = absolute(images_dir), absolute(out_dir)
+    if encoding.get("pretrained") not in (None, RANDOM):
+        encoding["pretrained"] = str(absolute(encoding["pretrained"]))
     with session(options.ray_address, quiet):
+        require_visible(read_by_workers(images_dir, encoding.get("pretrained")))
         stream = image_stream(plan_actors(options.workers, options.device), batch_size, quiet)
         return pipeline.encode_images(images_dir, out_dir, model_name, batch_size=batch_size, quiet=quiet,
                                       stream=stream, **encoding)
+
+
+def read_by_workers(images_dir: Path, pretrained: str | None) -> dict[str, str | Path]:
+    """The paths the workers read (the images folder, ``--pretrained`` weights) that this machine sees; one it
+    does not see fails here with its own message."""
+    named: dict[str, str | Path] = {"images folder": images_dir}
+    if pretrained not in (None, RANDOM):
+        named["weights"] = Path(pretrained)
+    return {what: path for what, path in named.items() if Path(path).exists()}

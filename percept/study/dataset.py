@@ -169,4 +169,5 @@ def obtain_embeddings(options: EncodingOptions, log: Log) -> Embeddings:
     from percept.encoders.pipeline import encode_images
 
     return encode_images(images, folder, options.clip_model, pretrained=options.pretrained, precision=options.precision,
-                         skip_cache=options.skip_cache, read_only=options.read_only, quiet=options.quiet)
+                         skip_cache=options.skip_cache, read_only=options.read_only, quiet=options.quiet,
+                         skip_missing=options.skip_missing)
