@@ -1,11 +1,18 @@
 """GPU figures (run by ``benchmarks/gpu.sh``): encoding and rating throughput on one CUDA device.
 
-Encoding: images/s end to end from JPEG files (decode and preprocess in DataLoader workers, encode
-in half precision) for open_clip ViT-B-32 and ViT-H-14-378-quickgelu with random weights (the cost
-of trained ones) at batch 256. Rating: vectors/s of the torch scorer for 1,000,000 unit vectors
-against a 20,000-image model (the synthetic survey, K=40, 1024 dimensions), then ``percept rate
---device cuda`` end to end on the same vectors stored as embedding parts; the first 20,000
-vectors are also scored on the CPU and the largest score difference printed (goal <= 1e-5).
+Encoding: images/s end to end from JPEG files for open_clip ViT-B-32 and ViT-H-14-378-quickgelu with
+random weights (the cost of trained ones) at batch 256, through the local engine's feed (DataLoader workers
+read the files; on CUDA the JPEG files are decoded on the GPU with nvJPEG, resized and cropped there, the
+8-bit pixels normalised by the model, batches prefetched on a second stream) in ``--precision auto``
+(float16 on CUDA). Beside each, the limit the device's own matrix products set: the products of the
+model's MLP shapes for a batch, timed in the same precision, divided by the FLOPs one image costs
+(counted by torch); and the goals (ViT-B-32 >= 3,000 images/s, ViT-H-14-378 >= 60 % of its limit).
+Rating: vectors/s of the device estimator (float16 rows as stored, copied ahead and normalised on the device,
+the float16 screen, float64 re-ranking, the statistics on the device) for 1,000,000 vectors against a
+20,000-image model (the synthetic survey, K=40, 1024 dimensions), beside the rate the device's float16 products
+of the screen's shapes alone allow, and the goal (>= 1,000,000 vectors/s); the first 20,000 vectors are also
+scored on the CPU (largest score difference, goal <= 1e-9; neighbours compared). Then ``percept rate --device
+cuda`` end to end on the same vectors stored as embedding parts.
 
 Everything is generated here (scenes, survey, vectors); nothing is downloaded.
 
@@ -60,26 +67,79 @@ def make_jpegs(folder: Path, count: int) -> list[Path]:
     return sorted(folder.glob("*.jpg"))[:count]
 
 
-def encode_throughput(model: str, paths: list[Path], batch_size: int) -> None:
+#: What each model's encoding should reach on one H100-class GPU: images/s, or a share of its product limit.
+ENCODING_GOALS = {"open_clip:ViT-B-32": ("images/s", 3_000.0),
+                  "open_clip:ViT-H-14-378-quickgelu": ("share of the limit", 0.60)}
+
+
+def _per_second(rate: float) -> str:
+    """A rate in whole units from 10 up, in two significant digits below (the CPU's smoke runs)."""
+    return f"{rate:,.0f}" if rate >= 10 else f"{rate:.2g}"
+
+
+def _synchronize(device: str) -> None:
     import torch
 
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
+
+
+def product_gflops(shape, batch: int, device: str, precision: str, repeats: int = 5) -> float:
+    """GFLOP/s of ``device``'s products of a batch's MLP shapes (tokens x width by width x 4 width, and back) in
+    ``precision``, best of ``repeats`` runs of at least 50 ms each: the most the model's own layers can run at."""
+    import torch
+
+    from percept.encoders.precision import torch_dtype
+
+    rows, width = shape.tokens * batch, shape.width
+    made = lambda *size: torch.randn(*size, device=device, dtype=torch_dtype(precision))
+    a, up, hidden, down = made(rows, width), made(width, 4 * width), made(rows, 4 * width), made(4 * width, width)
+
+    def timed(times: int) -> float:
+        _synchronize(device)
+        began = time.perf_counter()
+        for _ in range(times):
+            a @ up, hidden @ down
+        _synchronize(device)
+        return time.perf_counter() - began
+
+    times = max(1, round(0.05 / timed(1)))  # the first run also warms up
+    best = min(timed(times) for _ in range(repeats)) / times
+    return 2 * 2 * rows * width * 4 * width / best / 1e9
+
+
+def encode_throughput(model: str, paths: list[Path], batch_size: int) -> None:
+    """Images/s end to end from ``paths`` (after a warm-up), beside the device's product limit and the goal."""
+    import torch
+
+    from benchmarks.encoding_limits import tower_shape
     from percept.encoders import load_encoder
+    from percept.encoders.device_feed import feed_for
     from percept.encoders.pipeline import default_workers, encode_image_paths
 
     start = time.perf_counter()
     encoder = load_encoder(model, "random")
     load = time.perf_counter() - start
     encode_image_paths(encoder, paths[:2 * batch_size], batch_size=batch_size)  # warm-up: CUDA kernels, workers
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
+    _synchronize(encoder.device)
     start = time.perf_counter()
     vectors, failed = encode_image_paths(encoder, paths, batch_size=batch_size)
     seconds = time.perf_counter() - start
     assert not failed and len(vectors) == len(paths)
-    precision = str(getattr(encoder, "dtype", "float32")).replace("torch.", "")
-    print(f"  encode {model:<34} {encoder.device} {precision:<8} batch {batch_size}, "
-          f"{default_workers(len(paths), batch_size)} decoding workers: {len(paths):,} images in {seconds:.1f} s = "
-          f"{len(paths) / seconds:,.0f} images/s (model built in {load:.1f} s)", flush=True)
+    rate = len(paths) / seconds
+    with torch.device(encoder.device):  # the tower's FLOPs counted on an image made on its device
+        shape = tower_shape(encoder.model.visual)
+    limit = product_gflops(shape, batch_size, encoder.device, encoder.precision) * 1e9 / shape.flops
+    print(f"  encode {model:<34} {encoder.device} {encoder.precision} batch {batch_size}, "
+          f"{default_workers(len(paths), batch_size)} DataLoader workers, {feed_for(encoder).describe}: "
+          f"{len(paths):,} images in {seconds:.1f} s = {_per_second(rate)} images/s (model built in {load:.1f} s)",
+          flush=True)
+    kind, goal = ENCODING_GOALS[model]
+    reached = rate >= (goal if kind == "images/s" else goal * limit)
+    wanted = f"{goal:,.0f} images/s" if kind == "images/s" else f"{goal:.0%} of the limit"
+    print(f"    limit: {encoder.precision} products of its shapes on the {encoder.device}, "
+          f"{shape.flops / 1e9:.1f} GFLOP an image: {_per_second(limit)} images/s, {rate / limit:.0%} of it reached. "
+          f"Goal on one H100-class GPU: {wanted} ({'met' if reached else 'not met'} here)", flush=True)
 
 
 def rating_model(folder: Path, model_images: int, dim: int) -> Path:
@@ -111,44 +171,85 @@ def query_chunks(count: int, dim: int, seed: int = 1):
         yield start, rows.astype(np.float16)
 
 
-def rating_throughput(model_path: Path, count: int, dim: int, device: str, folder: Path, model_images: int) -> None:
+#: What rating should reach on one H100-class GPU, in vectors/s.
+RATING_GOAL = 1_000_000
+
+
+def screen_limit(estimator, device: str, repeats: int = 5) -> tuple[float, float]:
+    """Vectors/s (and TFLOP/s) of the device's screen products alone: blocks of random float16 query rows by
+    the model's distinct vectors, in the screen's own call, best of ``repeats`` runs of at least 50 ms."""
     import torch
 
+    screen = estimator.scorer.screen
+    rows = estimator.scorer.block_rows
+    queries = torch.randn(rows, screen.dim, device=device).to(screen.dtype)
+
+    def timed(times: int) -> float:
+        _synchronize(device)
+        began = time.perf_counter()
+        with screen.held():
+            for _ in range(times):
+                screen.products(queries)
+        _synchronize(device)
+        return time.perf_counter() - began
+
+    times = max(1, round(0.05 / timed(1)))  # the first run also warms up
+    best = min(timed(times) for _ in range(repeats)) / times
+    return rows / best, 2 * rows * len(screen.columns) * screen.dim / best / 1e12
+
+
+def rating_throughput(model_path: Path, count: int, dim: int, device: str, folder: Path, model_images: int) -> None:
+    from percept.city.rating import Chunk
     from percept.data.embeddings import write_part
+    from percept.model.estimates import Estimator
     from percept.model.io import load_model
     from percept.model.knn import l2_normalise
     from percept.model.scoring import MultiScorer
-    from percept.model.torch_scoring import TorchScorer
+    from percept.model.torch_estimates import DeviceEstimator
 
     model = load_model(model_path)
-    scorer = TorchScorer(model, device=device)
-    scorer.predict(l2_normalise(next(query_chunks(CHUNK, dim, seed=9))[1]))  # warm-up
-    seconds, first = 0.0, None
-    for _, rows in query_chunks(count, dim):
-        queries = l2_normalise(rows)
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        began = time.perf_counter()
-        scores = scorer.predict(queries)
-        seconds += time.perf_counter() - began
-        if first is None:
-            first = (queries[:CPU_CHECK], scores[:CPU_CHECK])
-    print(f"  rate (torch scorer on {device}): {count:,} vectors x {dim} against the {model_images:,}-image model "
-          f"(K=40): {seconds:.1f} s = {count / seconds:,.0f} vectors/s", flush=True)
+    estimator = DeviceEstimator(model, device=device)
+    chunks = []  # made before the clock starts: 2 bytes an element, as read from storage
+    for start, rows in query_chunks(count, dim):
+        names = [f"q_{i}.jpg" for i in range(start, start + len(rows))]
+        chunks.append(Chunk(names, np.ones(len(rows), dtype=np.int64), names, rows))
+    list(estimator.estimate_chunks(chunks[:1], include_self=False, stored=True))  # warm-up
+    _synchronize(device)
     began = time.perf_counter()
-    cpu = MultiScorer(model).predict(first[0])
+    results = [estimates for _, estimates in estimator.estimate_chunks(chunks, include_self=False, stored=True)]
+    seconds = time.perf_counter() - began
+    rate = count / seconds
+    limit, tflops = screen_limit(estimator, device)
+    precision = estimator.scorer.screen.precision.name
+    print(f"  rate (device estimator on {device}, {precision} screen): {count:,} float16 vectors x {dim} against "
+          f"the {model_images:,}-image model ({estimator.scorer.n_vectors:,} distinct vectors, K=40), statistics "
+          f"included: {seconds:.2f} s = {_per_second(rate)} vectors/s", flush=True)
+    print(f"    limit: the screen's {precision} products alone ({estimator.scorer.block_rows:,} x {dim} by "
+          f"{dim} x {estimator.scorer.n_vectors:,}): {_per_second(limit)} vectors/s ({tflops:.3g} TFLOP/s), "
+          f"{rate / limit:.0%} of it reached. Goal on one H100-class GPU: {RATING_GOAL:,} vectors/s "
+          f"({'met' if rate >= RATING_GOAL else 'not met'} here)", flush=True)
+
+    first = chunks[0]
+    check = min(CPU_CHECK, len(first.names))
+    unit = l2_normalise(first.vectors[:check])
+    began = time.perf_counter()
+    cpu = Estimator(model).estimate(unit, first.names[:check])
     cpu_seconds = time.perf_counter() - began
-    print(f"  rate (numpy scorer on the CPU, first {len(cpu):,}): {len(cpu) / cpu_seconds:,.0f} vectors/s; "
-          f"largest |{device} - CPU| score difference {np.abs(cpu - first[1]).max():.2e} (goal <= 1e-5)", flush=True)
+    same = all(np.array_equal(got.index, want.index) for got, want in
+               zip(estimator.scorer.neighbours(unit).values(), MultiScorer(model).neighbours(unit).values()))
+    difference = np.abs(cpu.scores - results[0].scores[:check]).max()
+    print(f"  rate (numpy estimator on the CPU, first {check:,}): {_per_second(check / cpu_seconds)} vectors/s; "
+          f"largest |{device} - CPU| score difference {difference:.2e} (goal <= 1e-9); neighbours "
+          f"{'identical' if same else 'DIFFERENT'}", flush=True)
 
     embeddings = folder / f"queries-{count}x{dim}"
     if not (embeddings / "img_emb" / f"img_emb_{(count - 1) // PART_SIZE}.npy").exists():
         shutil.rmtree(embeddings, ignore_errors=True)
-        rows = [r for _, r in query_chunks(count, dim)]
-        stacked = np.concatenate(rows)
+        stacked = np.concatenate([chunk.vectors for chunk in chunks])
         for part, start in enumerate(range(0, count, PART_SIZE)):
             names = [f"q_{i}.jpg" for i in range(start, min(start + PART_SIZE, count))]
             write_part(embeddings, "img", part, stacked[start:start + PART_SIZE], pd.DataFrame({"image_path": names}))
+    del chunks, results
     out = folder / "rated.parquet"
     began = time.perf_counter()
     from percept.cli.main import main as percept
@@ -157,7 +258,7 @@ def rating_throughput(model_path: Path, count: int, dim: int, device: str, folde
                     "--device", device, "--chunk-size", str(CHUNK), "-q"]) == 0
     seconds = time.perf_counter() - began
     print(f"  percept rate --device {device} end to end (read float16 parts, score, write Parquet): "
-          f"{count / seconds:,.0f} vectors/s", flush=True)
+          f"{_per_second(count / seconds)} vectors/s", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
