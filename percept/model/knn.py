@@ -31,7 +31,7 @@ from percept.model.weighting import (
 #: search thread is free, so a core slowed by its neighbours on a shared machine holds up less of the search.
 DEFAULT_BLOCK = 256
 #: Candidates a device scorer (:mod:`percept.model.torch_scoring`) keeps beyond K before it checks,
-#: with the float32 error bound, whether vectors outside them could still be neighbours.
+#: with the screen's error bound, whether vectors outside them could still be neighbours.
 RERANK_MARGIN = 8
 
 
