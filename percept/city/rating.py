@@ -1,8 +1,9 @@
 """Rate every image of a city: stream embedding parts in bounded chunks through a model into a file.
 
 Rows are read from each part's ``.npy`` file a chunk at a time (never the whole part), scored
-with :class:`~percept.model.estimates.Estimator` (here, on the CPU or a GPU, or by an engine's
-workers) and appended to the output, so memory does not grow with the number of images. Outputs
+with :class:`~percept.model.estimates.Estimator` (here, on the CPU or a GPU) and appended to the
+output, so memory does not grow with the number of images. An engine's workers rate ranges of rows
+(work units, :mod:`percept.city.rating_plan`) the same way into parts of the output. Outputs
 by extension: ``.csv``, ``.parquet`` (GeoParquet when locations are given) and ``.geojson`` (needs
 locations).
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -24,20 +26,12 @@ import pandas as pd
 from tqdm import tqdm
 
 from percept.atomic import atomic_path
-from percept.data.embeddings import (
-    KINDS,
-    REENCODE,
-    check_row_counts,
-    read_metadata,
-    required_parts,
-)
+from percept.city.rating_plan import EmbeddingPart, RatingInputs, VectorFile, embedding_parts, part_names, rating_inputs
 from percept.data.locations import Locations, location_key, panorama_id
-from percept.data.npy import read_header
 from percept.data.rated_points import RatedWriter, output_kind
-from percept.data.vector_checks import check_rows, refuse_nonfinite
 from percept.environment.combining import combine
 from percept.errors import PerceptError
-from percept.model.devices import make_scorer
+from percept.model.devices import make_estimator as make_device_estimator
 from percept.model.estimates import Estimates, Estimator, interval_level
 from percept.model.io import ExportedModel
 from percept.model.knn import l2_normalise
@@ -58,22 +52,26 @@ class Chunk:
     vectors: np.ndarray
 
 
-#: Estimates chunks in order: yields (chunk, its estimates) for each chunk it is given.
-ChunkEstimator = Callable[[Iterator[Chunk]], Iterator[tuple[Chunk, Estimates]]]
-
-
 @dataclass
 class ZeroRows:
-    """Embedding rows found to be zero vectors: how many, and where the first one is."""
+    """Embedding rows found to be zero vectors: how many, and which comes first (``first_row`` over all rows)."""
 
     count: int = 0
     first: str | None = None
+    first_row: int | None = None
 
-    def add(self, rows: np.ndarray, where) -> None:
-        """Count ``rows`` (positions); ``where(row)`` names a row."""
-        if len(rows) and self.first is None:
-            self.first = where(int(rows[0]))
+    def add(self, rows: np.ndarray, where, base: int = 0) -> None:
+        """Count ``rows`` (positions from row ``base`` over all rows); ``where(row)`` names a row."""
+        if len(rows) and (self.first_row is None or base + int(rows.min()) < self.first_row):
+            self.first_row = base + int(rows.min())
+            self.first = where(int(rows.min()))
         self.count += len(rows)
+
+    def merge(self, other: ZeroRows) -> None:
+        """Count the zero rows ``other`` found too."""
+        if other.first_row is not None and (self.first_row is None or other.first_row < self.first_row):
+            self.first, self.first_row = other.first, other.first_row
+        self.count += other.count
 
 
 @dataclass
@@ -106,60 +104,137 @@ class RateSummary:
         return (f"warning: {what} (first: {self.zero.first}) with no direction to compare, so "
                 f"{'their' if count > 1 else 'its'} scores are left empty: re-encode those images")
 
+    def add(self, other: RateSummary) -> None:
+        """Count ``other`` (the summary of the rows after these) in."""
+        self.rows += other.rows
+        self.without_location += other.without_location
+        self.zero.merge(other.zero)
+        self.in_survey += other.in_survey
+        self.out_of_domain += other.out_of_domain
+        self.scored += other.scored
+        self.level = other.level if other.rows else self.level
 
-class PartReader:
-    """Reads row ranges of one ``.npy`` part with plain file reads (nothing mapped, nothing cached).
+    def counts(self) -> dict:
+        """The counts as JSON values (the output path left out)."""
+        return {"rows": self.rows, "without_location": self.without_location, "zero": vars(self.zero),
+                "in_survey": self.in_survey, "out_of_domain": self.out_of_domain, "scored": self.scored,
+                "level": self.level}
 
-    ``names`` (one per row) name rows in messages.
-    """
+    @classmethod
+    def from_counts(cls, counts: dict, out: Path) -> RateSummary:
+        """The summary :meth:`counts` describes, of the file ``out``."""
+        return cls(**{**counts, "zero": ZeroRows(**counts["zero"])}, out=out)
 
-    def __init__(self, path: Path, names: list[str]):
-        self.path = path
-        self.names = names
-        with open(path, "rb") as handle:
-            try:
-                header = read_header(handle)
-            except ValueError as exc:
-                raise PerceptError(f"cannot read embeddings file {path} ({exc}): re-encode the images") from None
-            self.offset = handle.tell()
-        self.shape, fortran, self.dtype = header
-        if len(self.shape) != 2 or fortran or self.dtype.kind not in "fiu":
-            raise PerceptError(f"{path} does not hold rows of numeric vectors: re-encode the images")
 
-    def __len__(self) -> int:
-        return self.shape[0]
+#: Opens a part: its reader and names.
+PartOpener = Callable[[EmbeddingPart], tuple[VectorFile, list[str]]]
+
+
+def open_part(part: EmbeddingPart) -> tuple[VectorFile, list[str]]:
+    """The reader of a part and the names of its rows (read and checked)."""
+    return VectorFile(part.vectors), part_names(part)
+
+
+class PartRows:
+    """Rows of a list of parts by their position over all of them; each part is opened with ``opener`` when
+    first read."""
+
+    def __init__(self, parts: list[EmbeddingPart], opener: PartOpener = open_part):
+        self.parts, self.opener = parts, opener
+        self.bounds = np.array([part.first for part in parts] + [parts[-1].stop if parts else 0])
+        self.opened: dict[int, tuple[VectorFile, list[str]]] = {}
+
+    def open(self, number: int) -> tuple[VectorFile, list[str]]:
+        """The reader and names of part ``number``."""
+        if number not in self.opened:
+            self.opened[number] = self.opener(self.parts[number])
+        return self.opened[number]
+
+    def names(self, start: int, stop: int) -> list[str]:
+        """The names of rows ``start:stop``."""
+        return [name for number, low, high in self.spans(start, stop) for name in self.open(number)[1][low:high]]
 
     def read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-        """Rows ``start:stop`` and the positions (within them) of the zero rows; refuses NaN or infinite rows."""
-        row_bytes = self.shape[1] * self.dtype.itemsize
-        with open(self.path, "rb") as handle:
-            handle.seek(self.offset + start * row_bytes)
-            rows = np.fromfile(handle, dtype=self.dtype, count=(stop - start) * self.shape[1])
-        if len(rows) != (stop - start) * self.shape[1]:
-            raise PerceptError(f"{self.path} is truncated: re-encode the images")
-        rows = rows.reshape(stop - start, self.shape[1])
-        check = check_rows(rows)
-        refuse_nonfinite(check, lambda row: self.describe(start + row), REENCODE)
-        return rows, check.zero
+        """Rows ``start:stop`` (as stored) and the positions, within them, of the zero rows."""
+        pieces, zero = [], []
+        for number, low, high in self.spans(start, stop):
+            reader, names = self.open(number)
+            rows, empty = reader.read(low, high, partial(describe, reader, names))
+            pieces.append(rows)
+            zero.append(empty + self.parts[number].first + low - start)
+        return np.concatenate(pieces), np.concatenate(zero)
 
-    def describe(self, row: int) -> str:
-        """``FILE row R (NAME)``."""
-        return f"{self.path} row {row} ({self.names[row]})"
+    def spans(self, start: int, stop: int) -> Iterator[tuple[int, int, int]]:
+        """(part number, first row, end row) within each part that rows ``start:stop`` touch."""
+        for number in range(max(0, int(np.searchsorted(self.bounds, start, "right")) - 1), len(self.parts)):
+            part = self.parts[number]
+            if part.first >= stop:
+                return
+            low, high = max(start, part.first), min(stop, part.stop)
+            if low < high:
+                yield number, low - part.first, high - part.first
 
 
-def _parts(root: Path, kind: str) -> list[tuple[PartReader, list[str]]]:
-    parts = []
-    for vec_path, meta_path in required_parts(root, kind):
-        names = [str(n) for n in read_metadata(meta_path, KINDS[kind], names_only=True).column(0).to_pylist()]
-        reader = PartReader(vec_path, names)
-        check_row_counts(vec_path, len(reader), meta_path, len(names))
-        parts.append((reader, names))
-    return parts
+def describe(reader: VectorFile, names: list[str], row: int, offset: int = 0) -> str:
+    """``FILE row R (NAME)`` of row ``offset + row`` of a part."""
+    return f"{reader.path} row {offset + row} ({names[offset + row]})"
+
+
+def text_vector_of(names: list[str], offset: int, row: int) -> str:
+    """``the text vector of NAME`` of row ``offset + row`` of a part."""
+    return f"the text vector of {names[offset + row]}"
+
+
+class RowRange:
+    """Rows ``start:stop`` of a run's inputs, read as the whole run reads them: in blocks of at most
+    ``chunk_size`` rows within a part, each checked, combined with its text row and made unit length.
+    ``opener`` opens the parts (a worker rating many ranges keeps the last few open)."""
+
+    def __init__(self, inputs: RatingInputs, start: int, stop: int, opener: PartOpener = open_part):
+        self.inputs, self.start, self.stop = inputs, start, stop
+        self.images = PartRows(inputs.images, opener)
+        self.texts = PartRows(inputs.texts, opener) if inputs.texts is not None else None
+
+    @property
+    def stored_rows_suffice(self) -> bool:
+        """Whether each rated item is one embedding row as stored (no panoramas averaged, no texts combined), so
+        a device estimator may take the rows as read and normalise them itself."""
+        return not self.inputs.panoramic and self.texts is None
+
+    def rows(self, zero: ZeroRows, stored: bool = False) -> Iterator[tuple[list[str], np.ndarray]]:
+        """(names, unit float64 vectors) of each block; NaN or infinite rows are refused, zero rows (image or
+        text) stay zero and are counted in ``zero``. ``stored`` (only where :attr:`stored_rows_suffice`): the
+        rows as stored instead (float16 as encoded), neither widened nor normalised."""
+        size = self.inputs.chunk_size
+        for number, low, high in self.images.spans(self.start, self.stop):
+            reader, names = self.images.open(number)
+            first = self.inputs.images[number].first
+            for start in range(low, high, size):
+                stop = min(start + size, high)
+                vectors, empty = reader.read(start, stop, partial(describe, reader, names))
+                zero.add(empty, partial(describe, reader, names, offset=start), first + start)
+                if not stored:
+                    if self.texts is not None and self.inputs.method is not None:
+                        texts, empty_texts = self.texts.read(first + start, first + stop)
+                        zero.add(np.setdiff1d(empty_texts, empty), partial(text_vector_of, names, start),
+                                 first + start)
+                        empty = np.union1d(empty, empty_texts)
+                        vectors = combine(vectors, texts, self.inputs.method)
+                    vectors = l2_normalise(vectors)
+                    vectors[empty] = 0.0
+                yield names[start:stop], vectors
+
+    def chunks(self, zero: ZeroRows, stored: bool = False) -> Iterator[Chunk]:
+        """The chunks of these rows: single rows (as stored with ``stored``), or their panoramas averaged."""
+        if self.inputs.panoramic:
+            names = self.images.names(self.start, self.stop)
+            return panoramic_chunks(self.rows(zero), names, self.inputs.chunk_size)
+        return single_chunks(self.rows(zero, stored))
 
 
 def embedding_names(embeddings_dir: str | Path) -> list[str]:
     """The image name of every embedding row, in row order."""
-    return [name for _, names in _parts(Path(embeddings_dir), "img") for name in names]
+    return [name for part in embedding_parts(embeddings_dir, "img") for name in part_names(part)]
 
 
 def iter_rows(embeddings_dir: str | Path, chunk_size: int = DEFAULT_CHUNK, text_dir: str | Path | None = None,
@@ -170,48 +245,8 @@ def iter_rows(embeddings_dir: str | Path, chunk_size: int = DEFAULT_CHUNK, text_
     Rows with NaN or infinite values are refused; zero rows (image or text) stay zero vectors
     and are counted in ``zero``.
     """
-    if text_dir is not None and method is None:
-        raise ValueError("text vectors are combined with the image vectors by a method: give one")
-    zero = ZeroRows() if zero is None else zero
-    images = _parts(Path(embeddings_dir), "img")
-    texts = _parts(Path(text_dir), "text") if text_dir is not None else None
-    if texts is not None and sum(len(r) for r, _ in texts) != sum(len(r) for r, _ in images):
-        raise PerceptError(f"{text_dir} holds {sum(len(r) for r, _ in texts)} text vectors for "
-                           f"{sum(len(r) for r, _ in images)} images: every image needs its prompt vector")
-    text_rows = _global_reader(texts) if texts is not None else None
-    done = 0
-    for reader, names in images:
-        for start in range(0, len(reader), chunk_size):
-            stop = min(start + chunk_size, len(reader))
-            vectors, empty = reader.read(start, stop)
-            zero.add(empty, lambda row, reader=reader, start=start: reader.describe(start + row))
-            if text_rows is not None and method is not None:
-                texts, empty_texts = text_rows(done + start, done + stop)
-                zero.add(np.setdiff1d(empty_texts, empty),
-                         lambda row, names=names, start=start: f"the text vector of {names[start + row]}")
-                empty = np.union1d(empty, empty_texts)
-                vectors = combine(vectors, texts, method)
-            vectors = l2_normalise(vectors)
-            vectors[empty] = 0.0
-            yield names[start:stop], vectors
-        done += len(reader)
-
-
-def _global_reader(parts: list[tuple[PartReader, list[str]]]):
-    """Reads rows by their position over all parts: (rows, positions of zero rows within them)."""
-    bounds = np.cumsum([0] + [len(r) for r, _ in parts])
-
-    def read(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-        pieces, zero = [], []
-        for number, (reader, _) in enumerate(parts):
-            low, high = max(start, bounds[number]), min(stop, bounds[number + 1])
-            if low < high:
-                rows, empty = reader.read(low - bounds[number], high - bounds[number])
-                pieces.append(rows)
-                zero.append(empty + (low - start))
-        return np.concatenate(pieces), np.concatenate(zero)
-
-    return read
+    inputs = rating_inputs(embeddings_dir, text_dir, method, chunk_size, panoramic=False)
+    yield from RowRange(inputs, 0, inputs.total).rows(ZeroRows() if zero is None else zero)
 
 
 def single_chunks(rows: Iterator[tuple[list[str], np.ndarray]]) -> Iterator[Chunk]:
@@ -271,64 +306,95 @@ def check_rateable(model: ExportedModel, text_dir: str | Path | None) -> str | N
 def make_estimator(model: ExportedModel, k: int | None = None, average_panoramic: bool = False,
                    device: str = "cpu", threads: int | None = None, interval: float | None = None) -> Estimator:
     """The estimator rating uses: survey images matched by file name (or panorama id), scoring on
-    ``device`` (``auto``, ``cpu`` with ``threads`` threads, or ``cuda``), intervals at level ``interval``
-    (None: the default where the model is calibrated; 0: none)."""
-    return Estimator(model, k=k, image_key=panorama_id if average_panoramic else location_key,
-                     scorer=make_scorer(model, k=k, device=device, threads=threads), interval=interval)
+    ``device`` (``auto``, ``cpu`` with ``threads`` threads, or ``cuda``: the whole estimate on the GPU),
+    intervals at level ``interval`` (None: the default where the model is calibrated; 0: none)."""
+    return make_device_estimator(model, k=k, device=device, threads=threads, interval=interval,
+                                 image_key=panorama_id if average_panoramic else location_key)
+
+
+def check_request(model: ExportedModel, out: str | Path, located: bool, chunk_size: int,
+                  text_dir: str | Path | None) -> tuple[str | None, str]:
+    """The combining method (:func:`check_rateable`) and the output's kind of a rating run; refuses a chunk
+    size below 1 and an output the extension or missing locations rule out."""
+    if chunk_size < 1:
+        raise PerceptError(f"the chunk size must be a positive number of rows, got {chunk_size}")
+    return check_rateable(model, text_dir), output_kind(out, located)
+
+
+def read_inputs(embeddings_dir: str | Path, text_dir: str | Path | None, method: str | None, chunk_size: int,
+                panoramic: bool) -> RatingInputs:
+    """:func:`~percept.city.rating_plan.rating_inputs`, refusing a folder without rows."""
+    inputs = rating_inputs(embeddings_dir, text_dir, method, chunk_size, panoramic)
+    if inputs.total == 0:
+        raise PerceptError(f"{embeddings_dir} holds no embedding rows: nothing to rate")
+    return inputs
+
+
+def rating_metadata(model: ExportedModel, interval: float | None) -> dict:
+    """What a rated file records: the model card's id and the intervals' level."""
+    return {"model_card": model.card.get("id") if model.card else None,
+            "interval_level": interval_level(model, interval)}
 
 
 def rate(model: ExportedModel, embeddings_dir: str | Path, out: str | Path, *, locations: Locations | None = None,
          average_panoramic: bool = False, chunk_size: int = DEFAULT_CHUNK, k: int | None = None,
          text_dir: str | Path | None = None, include_self: bool = False, device: str = "cpu",
-         threads: int | None = None, interval: float | None = None, estimate_chunks: ChunkEstimator | None = None,
-         quiet: bool = False) -> RateSummary:
+         threads: int | None = None, interval: float | None = None, quiet: bool = False) -> RateSummary:
     """Score every embedding row (or panorama) in all five categories and write them to ``out``.
 
     Rows named after survey images of the model are scored without their own samples unless ``include_self``.
-    Scoring runs here on ``device`` with ``threads`` threads, or in ``estimate_chunks`` (an engine's
-    workers, which must estimate as :func:`estimate_chunk` does); chunks and output are the same either way.
+    Scoring runs here on ``device`` with ``threads`` threads; an engine's workers rate work units
+    (:mod:`percept.city.rating_plan`) with :func:`rate_rows` and make the same chunks and file.
     ``interval`` is the level of the prediction intervals (:func:`make_estimator`).
     """
-    if chunk_size < 1:
-        raise PerceptError(f"the chunk size must be a positive number of rows, got {chunk_size}")
-    method = check_rateable(model, text_dir)
-    kind = output_kind(out, locations is not None)
-    if estimate_chunks is None:
-        estimator = make_estimator(model, k, average_panoramic, device, threads, interval)
-        # each chunk is scored on a thread while the one before is written
-        estimate_chunks = lambda chunks: read_ahead((c, estimate_chunk(estimator, c, include_self)) for c in chunks)
-    parts = _parts(Path(embeddings_dir), "img")
-    total = sum(len(reader) for reader, _ in parts)
-    if total == 0:
-        raise PerceptError(f"{embeddings_dir} holds no embedding rows: nothing to rate")
-    zero = ZeroRows()
-    rows = iter_rows(embeddings_dir, chunk_size, text_dir, method, zero)
-    if average_panoramic:
-        chunks = panoramic_chunks(rows, [n for _, names in parts for n in names], chunk_size)
+    method, kind = check_request(model, out, locations is not None, chunk_size, text_dir)
+    estimator = make_estimator(model, k, average_panoramic, device, threads, interval)
+    inputs = read_inputs(embeddings_dir, text_dir, method, chunk_size, average_panoramic)
+    with atomic_path(out) as tmp, RatedWriter(kind, tmp, rating_metadata(model, interval)) as write, \
+            tqdm(total=inputs.total, unit="img", disable=quiet, desc="rating") as progress:
+        summary = rate_rows(RowRange(inputs, 0, inputs.total), estimator, include_self, locations, write,
+                            progress.update)
+    summary.out = Path(out)
+    return summary
+
+
+def rate_rows(rows: RowRange, estimator: Estimator, include_self: bool, locations: Locations | None,
+              write: Callable[[pd.DataFrame], None], progress: Callable[[int], object] | None = None) -> RateSummary:
+    """Score the chunks of ``rows`` and ``write`` their tables in order; ``progress(n)`` after every chunk of
+    ``n`` embedding rows. Returns their summary (its ``out`` left empty)."""
+    summary = RateSummary(0, 0, Path())
+    # a device estimator (percept.model.torch_estimates) streams chunks itself, overlapping its copies, and
+    # takes rows as stored where they suffice
+    stream = getattr(estimator, "estimate_chunks", None)
+    stored = stream is not None and rows.stored_rows_suffice
+    chunks = read_ahead(_checked(rows.chunks(summary.zero, stored), estimator.model.dim))
+    # the next chunk is read while this one is scored, and scored while the one before is written
+    if stream is not None:
+        estimated = stream(chunks, include_self, stored)
     else:
-        chunks = single_chunks(rows)
-    del parts
-    written = unlocated = in_survey = out_of_domain = scored = 0
-    level = None
-    metadata = {"model_card": model.card.get("id") if model.card else None,
-                "interval_level": interval_level(model, interval)}
-    with atomic_path(out) as tmp, RatedWriter(kind, tmp, metadata) as write, \
-            tqdm(total=total, unit="img", disable=quiet, desc="rating") as progress:
-        # the next chunk is read while this one is scored
-        for chunk, estimates in estimate_chunks(read_ahead(_checked(chunks, model.dim))):
-            table = _table(chunk, model.categories, estimates, average_panoramic)
-            in_survey += int(estimates.in_survey.sum())
-            out_of_domain += int(estimates.out_of_domain.sum())
-            scored += int(np.isfinite(estimates.best_similarity).sum())
-            level = estimates.level
-            if locations is not None:
-                where = locations.lookup(chunk.names, chunk.first_crop)
-                table = pd.concat([table, where], axis=1)
-                unlocated += int(where["lon"].isna().sum())
-            write(table)
-            written += len(table)
-            progress.update(int(chunk.crops.sum()))
-    return RateSummary(written, unlocated, Path(out), zero, in_survey, out_of_domain, scored, level)
+        estimated = read_ahead((c, estimate_chunk(estimator, c, include_self)) for c in chunks)
+    for chunk, estimates in estimated:
+        table, unlocated = rated_table(chunk, estimator.categories, estimates, rows.inputs.panoramic, locations)
+        summary.in_survey += int(estimates.in_survey.sum())
+        summary.out_of_domain += int(estimates.out_of_domain.sum())
+        summary.scored += int(np.isfinite(estimates.best_similarity).sum())
+        summary.level = estimates.level
+        summary.without_location += unlocated
+        write(table)
+        summary.rows += len(table)
+        if progress is not None:
+            progress(int(chunk.crops.sum()))
+    return summary
+
+
+def first_table(rows: RowRange, categories: list[str], level: float | None,
+                locations: Locations | None) -> pd.DataFrame:
+    """The first chunk's table of ``rows`` with empty estimates: the columns and types every chunk's table has
+    (what a rated file's header and schema are made of), without scoring."""
+    chunk = next(iter(rows.chunks(ZeroRows())))
+    size = len(chunk.names)
+    estimates = Estimates.empty(size, len(categories), np.zeros(size, dtype=bool), level)
+    return rated_table(chunk, categories, estimates, rows.inputs.panoramic, locations)[0]
 
 
 def _checked(chunks: Iterator[Chunk], dim: int) -> Iterator[Chunk]:
@@ -352,7 +418,10 @@ def estimate_chunk(estimator: Estimator, chunk: Chunk, include_self: bool) -> Es
     return out
 
 
-def _table(chunk: Chunk, categories: list[str], estimates: Estimates, panoramic: bool) -> pd.DataFrame:
+def rated_table(chunk: Chunk, categories: list[str], estimates: Estimates, panoramic: bool,
+                locations: Locations | None) -> tuple[pd.DataFrame, int]:
+    """A chunk's rows as written (with lon/lat, angle and sequence where ``locations`` are given), and how many
+    of them have no location."""
     table = pd.DataFrame({"image": chunk.names})
     if panoramic:
         table["crops"] = chunk.crops
@@ -368,4 +437,7 @@ def _table(chunk: Chunk, categories: list[str], estimates: Estimates, panoramic:
     table["dissimilarity"] = estimates.dissimilarity
     table["out_of_domain"] = estimates.out_of_domain
     table["in_survey"] = estimates.in_survey
-    return table
+    if locations is None:
+        return table, 0
+    where = locations.lookup(chunk.names, chunk.first_crop)
+    return pd.concat([table, where], axis=1), int(where["lon"].isna().sum())

@@ -11,6 +11,7 @@ Parquet files also keep the model card's id and the intervals' level (:data:`MET
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ import pyarrow.parquet as pq
 
 from percept.categories import CATEGORIES
 from percept.data.embeddings import arrow_path
+from percept.data.parquet_concat import join_parquet
 from percept.errors import PerceptError
 
 #: Where rated files keep their metadata (the model card's id, the intervals' level).
@@ -59,10 +61,17 @@ def output_kind(path: str | Path, located: bool) -> str:
 class RatedWriter:
     """Context manager giving a ``write(table)`` function that appends chunks to a file of one kind;
     ``metadata`` (JSON) goes into the file where its format has room: a GeoJSON member and Parquet
-    schema metadata, both under :data:`METADATA_KEY`."""
+    schema metadata, both under :data:`METADATA_KEY`.
 
-    def __init__(self, kind: str, path: Path, metadata: dict):
+    With ``part``, the file is one part of a rated file that :func:`join_parts` puts together: a CSV
+    part has no header, a GeoJSON part holds only its features, and a Parquet part is written with
+    ``schema`` (:func:`rated_schema` of the whole file's first chunk), so that the parts joined are
+    byte for byte the file one writer makes of the same chunks.
+    """
+
+    def __init__(self, kind: str, path: Path, metadata: dict, *, part: bool = False, schema: pa.Schema | None = None):
         self.kind, self.path, self.metadata = kind, path, metadata
+        self.part, self.schema = part, schema
         self.handle: TextIO | None = None
         self.parquet: pq.ParquetWriter | None = None
         self.first = True
@@ -70,16 +79,17 @@ class RatedWriter:
     def __enter__(self) -> Callable[[pd.DataFrame], None]:
         if self.kind in ("csv", "geojson"):
             self.handle = handle = open(self.path, "w", encoding="utf-8", newline="")
-            if self.kind == "geojson":
-                handle.write(f'{{"type": "FeatureCollection", "{METADATA_KEY}": {json.dumps(self.metadata)}, '
-                                  '"features": [\n')
+            if self.kind == "geojson" and not self.part:
+                handle.write(_geojson_head(self.metadata))
+        elif self.schema is not None:
+            self.parquet = pq.ParquetWriter(arrow_path(self.path), self.schema)
         return self.write
 
     def write(self, table: pd.DataFrame) -> None:
         if table.empty:
             return
         if self.kind == "csv":
-            table.to_csv(self._text(), header=self.first, index=False)
+            table.to_csv(self._text(), header=self.first and not self.part, index=False)
         elif self.kind == "geojson":
             self._geojson(table)
         else:
@@ -103,26 +113,76 @@ class RatedWriter:
         return self.handle
 
     def _parquet(self, table: pd.DataFrame) -> None:
-        arrow = pa.Table.from_pandas(table, preserve_index=False)
-        if self.kind == "geoparquet":
-            arrow = arrow.append_column("geometry", pa.array(_wkb_points(table["lon"], table["lat"]),
-                                                             type=pa.binary()))
+        arrow = _arrow_table(self.kind, table)
         if self.parquet is None:
-            schema = arrow.schema
-            schema = schema.with_metadata({**(schema.metadata or {}), METADATA_KEY.encode(): json.dumps(self.metadata)})
-            if self.kind == "geoparquet":
-                schema = schema.with_metadata({**(schema.metadata or {}), b"geo": json.dumps(GEO_METADATA).encode()})
+            schema = _with_metadata(self.kind, arrow.schema, self.metadata)
             self.parquet = pq.ParquetWriter(arrow_path(self.path), schema)
         self.parquet.write_table(arrow.cast(self.parquet.schema))
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         if self.handle is not None:
-            if self.kind == "geojson" and exc_type is None:
-                self.handle.write("\n]}\n")
+            if self.kind == "geojson" and exc_type is None and not self.part:
+                self.handle.write(GEOJSON_TAIL)
             self.handle.close()
         if self.parquet is not None:
             self.parquet.close()
+
+
+#: What ends a rated GeoJSON file.
+GEOJSON_TAIL = "\n]}\n"
+
+
+def _geojson_head(metadata: dict) -> str:
+    """What starts a rated GeoJSON file: the collection, its metadata and the opening of its features."""
+    return f'{{"type": "FeatureCollection", "{METADATA_KEY}": {json.dumps(metadata)}, "features": [\n'
+
+
+def _arrow_table(kind: str, table: pd.DataFrame) -> pa.Table:
+    """A chunk as Arrow, with a WKB ``geometry`` column for GeoParquet."""
+    arrow = pa.Table.from_pandas(table, preserve_index=False)
+    if kind == "geoparquet":
+        arrow = arrow.append_column("geometry", pa.array(_wkb_points(table["lon"], table["lat"]), type=pa.binary()))
+    return arrow
+
+
+def _with_metadata(kind: str, schema: pa.Schema, metadata: dict) -> pa.Schema:
+    """``schema`` carrying the rating's metadata (and GeoParquet's ``geo`` member)."""
+    schema = schema.with_metadata({**(schema.metadata or {}), METADATA_KEY.encode(): json.dumps(metadata)})
+    if kind == "geoparquet":
+        schema = schema.with_metadata({**(schema.metadata or {}), b"geo": json.dumps(GEO_METADATA).encode()})
+    return schema
+
+
+def rated_schema(kind: str, first: pd.DataFrame, metadata: dict) -> pa.Schema | None:
+    """The schema a Parquet or GeoParquet file gets whose first chunk is ``first`` (None for other kinds)."""
+    if kind not in ("parquet", "geoparquet"):
+        return None
+    return _with_metadata(kind, _arrow_table(kind, first).schema, metadata)
+
+
+def join_parts(kind: str, parts: list[Path], out: Path, metadata: dict, first: pd.DataFrame) -> None:
+    """Write the parts (:class:`RatedWriter` with ``part``), in order, to ``out`` as one rated file: the file
+    one writer would have made of their chunks. ``first`` is the whole file's first chunk (its columns make
+    the CSV header). Parquet parts are joined without decoding them (:mod:`percept.data.parquet_concat`)."""
+    with open(out, "wb") as handle:
+        if kind in ("parquet", "geoparquet"):
+            join_parquet(parts, handle)
+            return
+        if kind == "csv":
+            handle.write(first.iloc[:0].to_csv(index=False).encode("utf-8"))
+        else:
+            handle.write(_geojson_head(metadata).encode("utf-8"))
+        separator = b""
+        for part in parts:
+            if not part.stat().st_size:
+                continue
+            handle.write(separator)
+            with open(part, "rb") as source:
+                shutil.copyfileobj(source, handle, 1 << 22)
+            separator = b",\n" if kind == "geojson" else b""
+        if kind == "geojson":
+            handle.write(GEOJSON_TAIL.encode("utf-8"))
 
 
 def _wkb_points(lon: pd.Series, lat: pd.Series) -> list[bytes | None]:

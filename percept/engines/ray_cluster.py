@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from dataclasses import dataclass
 
 from percept.errors import PerceptError
@@ -22,15 +23,15 @@ def ray_module():
 
 @contextlib.contextmanager
 def session(address: str | None = None, quiet: bool = False):
-    """Connect to the cluster at ``address`` (None: ``$RAY_ADDRESS``, else start a local one) unless this
-    process is connected already, and leave afterwards; errors a worker raised for the user come back
-    as the one-line PerceptError they are."""
+    """Connect to the cluster at ``address`` (None: ``$RAY_ADDRESS``, else start a local one, never one that a
+    ``ray start`` on this machine left behind) unless this process is connected already, and leave afterwards;
+    errors a worker raised for the user come back as the one-line PerceptError they are."""
     ray = ray_module()
     started = not ray.is_initialized()
     if started:
         try:
-            ray.init(address=address, include_dashboard=False, log_to_driver=not quiet,
-                     logging_level=logging.WARNING if quiet else logging.INFO)
+            ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False,
+                     log_to_driver=not quiet, logging_level=logging.WARNING if quiet else logging.INFO)
         except (ConnectionError, ValueError, RuntimeError) as exc:
             where = f"the Ray cluster at {address}" if address else "a Ray cluster"
             raise PerceptError(f"cannot connect to {where} ({exc}): start one with 'ray start --head', or "
