@@ -250,7 +250,7 @@ def test_worker_failures_are_the_local_one_line_errors(ray_cluster, tmp_path, ca
                          "--workers", "2"]) == 2
     on_ray = capsys.readouterr().err
     assert local.startswith("error: ") and local.count("\n") == 1 and "img_emb_3.npy row 5" in local
-    assert on_ray.splitlines()[-1] == local.strip() and "Traceback" not in on_ray
+    assert on_ray.splitlines()[-1] == local.strip() and "Traceback" not in on_ray, on_ray
     assert not (tmp_path / "ray.csv").exists() and _leftovers(tmp_path) == []
     with pytest.raises(PerceptError, match="the Ray cluster has 2 CPUs"):
         rate(load_model(model), folder, tmp_path / "x.csv", EngineOptions("ray", workers=3, device="cpu"), quiet=True)
