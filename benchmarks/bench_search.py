@@ -3,8 +3,9 @@
 The compiled kernels (the AMX tile screen where the CPU has it, and the float32 screen; the vector and the
 portable build of the selection) and the pure path (numpy, used without the C extensions or with
 ``PERCEPT_PURE=1``), each best of two, set against the bare products of the same shapes that bound them (a
-float32 product: the float32 screen's arithmetic; a float64 product). Every implementation gives the same
-neighbours and the same similarity bits; the check runs here too.
+float32 product: the float32 screen's arithmetic; a float64 product; with torch, a bfloat16 product with float32
+sums: the tile screen's arithmetic). Every implementation gives the same neighbours and the same similarity bits;
+the check runs here too.
 
     python -m benchmarks.bench_search [--vectors N] [--queries M] [--dim D] [--k K]
 """
@@ -28,6 +29,19 @@ def best_time(run, repeats: int = REPEATS) -> tuple[float, object]:
         result = run()
         best = min(best, time.perf_counter() - start)
     return best, result
+
+
+def bfloat16_seconds(queries: np.ndarray, vectors: np.ndarray) -> float | None:
+    """The best time of the bare bfloat16 product of these shapes (float32 sums; torch, oneDNN: AMX where present),
+    or None without torch."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    q = torch.from_numpy(queries.astype(np.float32)).to(torch.bfloat16)
+    columns = torch.from_numpy(vectors.astype(np.float32)).to(torch.bfloat16).T.contiguous()
+    q @ columns  # warm-up
+    return best_time(lambda: q @ columns)[0]
 
 
 def unit_rows(rng, rows: int, dim: int) -> np.ndarray:
@@ -73,6 +87,9 @@ def main(argv: list[str] | None = None) -> None:
     for label, (a, b) in (("float32", (q32, v32)), ("float64", (queries, vectors))):
         seconds, _ = best_time(lambda a=a, b=b: a @ b.T)
         print(f"  bare {label} product of the same shapes: {seconds:6.2f} s")
+    bfloat16 = bfloat16_seconds(queries, vectors)
+    if bfloat16 is not None:
+        print(f"  bare bfloat16 product of the same shapes: {bfloat16:6.2f} s (the tile screen's arithmetic)")
     reference = None
     previous = kernels.use_compiled(), screens.use_tiles(), kernels.vector_extensions()
     try:

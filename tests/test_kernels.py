@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from test_exact_search import brute_force
 
-from percept.model import kernels
+from percept.model import kernels, screens
 from percept.model.exact_search import SearchSpace
 from percept.model.knn import KNNRegressor, l2_normalise
 from percept.model.unit_rows import UnitRows, row_norms
@@ -329,6 +329,48 @@ def test_selection_equals_the_pure_path_on_the_same_tables(c_kernels):
         for c in range(2):
             np.testing.assert_array_equal(c_call["index"][c], pure_call["index"][c])
             same_bits(c_call["similarity"][c], pure_call["similarity"][c])
+
+
+@pytest.mark.parametrize("tiles", [False, True])
+def test_selection_keeps_every_neighbour_of_adversarial_screens(c_kernels, tiles):
+    """Screen values off their similarities by all but 1 % of the bound, against the answer: each category's true
+    neighbours pushed down, every other vector up. The C re-ranks each category's best candidates first, then takes
+    only the vectors that could still reach their K-th, re-screened from float16 copies, and still keeps every
+    neighbour: the same neighbours and bits as the pure path, which re-ranks every candidate in float64."""
+    rng = np.random.default_rng(11)
+    space = two_category_space(rng, n=900, dim=40)
+    queries = l2_normalise(rng.normal(size=(30, 40)))
+    k = 20
+    columns = np.asarray(space.source)[space.column_rows]
+    exact = queries @ columns.T
+    eps = np.full(len(queries), 0.02)
+    neighbour = np.zeros(exact.shape, dtype=bool)
+    for category in space.categories:  # each category's K best columns by float64 similarity (ties included)
+        mine = category.counts > 0
+        kth = -np.sort(-np.where(mine, exact, -np.inf), axis=1)[:, k - 1]
+        neighbour |= mine & (exact >= kth[:, None])
+    values = (exact + np.where(neighbour, -0.99, 0.99) * eps[:, None]).astype(np.float32)
+    copies, residual = screens.float16_copies(columns.astype(np.float32))
+    norms = screens.query_norms(queries)
+    vector_norm = float(np.linalg.norm(columns, axis=1).max()) * (1 + 2.0 ** -23)
+    refine_eps = (screens.absolute_error(40, norms, vector_norm) +
+                  screens.float16_error(40, norms * (1 + 2.0 ** -24), vector_norm, residual))
+    c_call = dict(selection_call(space, queries, k, tiles), values=values, eps=eps, refine=copies,
+                  refine_eps=refine_eps)
+    if tiles:
+        padded = np.pad(values, ((0, 0), (0, -len(columns) % 16)), constant_values=-np.inf)
+        c_call["tile_maxima"] = np.ascontiguousarray(padded.reshape(len(queries), -1, 16).max(axis=2))
+    pure_call = dict(selection_call(space, queries, k), values=values, eps=eps)
+    c_kernels.select_neighbours(**c_call)
+    with running("pure"):
+        kernels.select_neighbours(**pure_call)
+    for c in range(2):
+        np.testing.assert_array_equal(c_call["index"][c], pure_call["index"][c])
+        same_bits(c_call["similarity"][c], pure_call["similarity"][c])
+    for c, category in enumerate(space.categories):  # and they are the brute force's
+        samples = np.repeat(np.arange(len(columns)), category.counts)[np.argsort(category.samples)]
+        index, _ = brute_force(columns, samples, queries, k)
+        np.testing.assert_array_equal(c_call["index"][c], index)
 
 
 FUZZ = """

@@ -8,7 +8,15 @@ from test_exact_search import brute_force, hard_sums
 
 from percept.model import kernels, screens
 from percept.model.knn import KNNRegressor, l2_normalise
-from percept.model.screens import Float32Screen, TileScreen, absolute_error, column_screen, gamma, use_tiles
+from percept.model.screens import (
+    Float32Screen,
+    TileScreen,
+    absolute_error,
+    aligned_empty,
+    column_screen,
+    gamma,
+    use_tiles,
+)
 
 pytestmark = pytest.mark.amx
 
@@ -36,12 +44,19 @@ def packed_columns(stored: np.ndarray, rows: np.ndarray,
     return packed, residuals, lengths
 
 
-def screened(queries: np.ndarray, columns32: np.ndarray):
+def output(rows: int, n: int, aligned: bool) -> np.ndarray:
+    """A float32 (rows, n) buffer starting on a 64-byte boundary, or 16 bytes past one."""
+    if aligned:
+        return aligned_empty((rows, n), np.float32)
+    return aligned_empty(rows * n + 4, np.float32)[4:].reshape(rows, n)
+
+
+def screened(queries: np.ndarray, columns32: np.ndarray, aligned: bool = False):
     """(out, query norms, query residuals, column residuals, tile maxima, float64 norms, largest elements) of the
-    raw kernels."""
+    raw kernels, written to an output buffer on a 64-byte boundary or off one."""
     n = len(columns32)
     packed, column_residuals, _ = packed_columns(columns32, np.arange(n), np.ones(n, np.float32))
-    out = np.empty((len(queries), len(columns32)), dtype=np.float32)
+    out = output(len(queries), n, aligned)
     norms, residuals = np.empty(len(queries)), np.empty(len(queries))
     maxima = np.empty((len(queries), -(-len(columns32) // 16)), dtype=np.float32)
     norms64, largest = np.empty(len(queries)), np.empty(len(queries))
@@ -49,13 +64,16 @@ def screened(queries: np.ndarray, columns32: np.ndarray):
     return out, norms, residuals, column_residuals, maxima, norms64, largest
 
 
-@pytest.mark.parametrize("rows, n, dim", [(1, 1, 1), (15, 17, 31), (16, 32, 32), (33, 600, 70), (40, 530, 1030)])
-def test_screen_sums_the_bfloat16_products(rows, n, dim):
-    """Every shape (tile borders, dimensions not a multiple of 32): the bfloat16 products, summed in float32."""
+@pytest.mark.parametrize("aligned", [True, False])
+@pytest.mark.parametrize("rows, n, dim", [(1, 1, 1), (15, 17, 31), (16, 32, 32), (33, 600, 70), (40, 530, 1030),
+                                          (35, 80, 64)])
+def test_screen_sums_the_bfloat16_products(rows, n, dim, aligned):
+    """Every shape (tile borders, dimensions not a multiple of 32; whole tiles streamed to an aligned output, or
+    stored to one off a cache line): the bfloat16 products, summed in float32."""
     rng = np.random.default_rng(dim)
     queries = rng.normal(size=(rows, dim))
     columns32 = rng.normal(size=(n, dim)).astype(np.float32)
-    out, norms, residuals, column_residuals, maxima, norms64, largest = screened(queries, columns32)
+    out, norms, residuals, column_residuals, maxima, norms64, largest = screened(queries, columns32, aligned)
     q32 = queries.astype(np.float32).astype(np.float64)
     bq, bx = bfloat16(queries.astype(np.float32)), bfloat16(columns32)
     exact = bq @ bx.T
@@ -67,6 +85,29 @@ def test_screen_sums_the_bfloat16_products(rows, n, dim):
     np.testing.assert_array_equal(largest, np.abs(queries).max(axis=1))
     padded = np.pad(out, ((0, 0), (0, -n % 16)), constant_values=-np.inf)  # the last tile: its own columns only
     np.testing.assert_array_equal(maxima, padded.reshape(rows, -1, 16).max(axis=2))
+
+
+def test_screen_buffers_start_on_a_tile_row():
+    """The packed columns and the search's similarity buffers start on a 64-byte boundary, as the tile loads and
+    the streamed stores want them; aligned_empty gives the shape and type asked for."""
+    rng = np.random.default_rng(10)
+    vectors = l2_normalise(rng.normal(size=(300, 40)))
+    space = KNNRegressor(5).fit(vectors, np.ones(300)).space_
+    values, _ = space.buffers(7)
+    assert space.screen.packed.ctypes.data % 64 == 0 and values.ctypes.data % 64 == 0
+    for shape in (1, 17, (3, 5), (2, 3, 4)):
+        array = aligned_empty(shape, np.float32)
+        assert array.ctypes.data % 64 == 0 and array.flags.c_contiguous
+        assert array.shape == np.empty(shape).shape and array.dtype == np.float32
+
+
+def test_streamed_and_stored_tiles_hold_the_same_bits():
+    """Whole tiles streamed to an aligned output and tiles stored to an unaligned one: the same values and maxima."""
+    rng = np.random.default_rng(9)
+    queries, columns32 = rng.normal(size=(48, 96)), rng.normal(size=(160, 96)).astype(np.float32)
+    streamed, stored = screened(queries, columns32, aligned=True), screened(queries, columns32, aligned=False)
+    np.testing.assert_array_equal(streamed[0].view(np.uint32), stored[0].view(np.uint32))
+    np.testing.assert_array_equal(streamed[4].view(np.uint32), stored[4].view(np.uint32))
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32])

@@ -7,10 +7,12 @@
  *     for the arrays a SearchSpace lays out, given by keyword (see SELECT_ARGUMENTS). Every table is checked
  *     before the work starts (types, shapes, index ranges, samples per column, K against the samples), and a
  *     query whose screen values leave fewer than K samples past the cut (a NaN, or maxima that are not the
- *     values') is refused: never memory that was not written. With float16 copies of the columns (refine), the
- *     candidates are re-screened from them in float32 before the K-th value tightens the cut; with the screen's
- *     maxima of tiles of 16 columns (tile_maxima, and the categories each tile serves in tile_patterns), those
- *     are the groups of the first bound, and tiles below a cut are not read.
+ *     values') is refused: never memory that was not written. With float16 copies of the columns (refine), each
+ *     category's best candidates get float64 similarities first, and the others are taken only where they could
+ *     still reach the K-th of those, re-screened from the copies in float32, and kept only where that value could
+ *     (refine_and_keep); with the screen's maxima of tiles of 16 columns (tile_maxima, and the categories each
+ *     tile serves in tile_patterns), those are the groups of the first bound, and tiles below a cut are not read.
+ *     Each category's neighbours are then ranked without branches.
  * vector_extensions(enabled=None): whether the AVX2/AVX-512 builds of the loops and the F16C conversions are
  *     used; False forces the portable code (tests compare both), True restores what the CPU supports. Returns
  *     the previous setting. vector_path(): which is in use ("avx512", "avx2" or "portable").
@@ -259,7 +261,7 @@ static void float16_dots_f16c(const float *q, const uint16_t *rows, Py_ssize_t d
 {
     for (Py_ssize_t i = 0; i < count; i++) {
         const uint16_t *x = rows + columns[i] * dim;
-        const char *next = (const char *)(rows + columns[i + 1 < count ? i + 1 : i] * dim);
+        const char *next = (const char *)(rows + columns[i + 2 < count ? i + 2 : count - 1] * dim);
         __m256 lane[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
         Py_ssize_t k = 0;
         for (; k + 32 <= dim; k += 32) {
@@ -338,30 +340,42 @@ static inline float key_value(uint32_t key)
     return value;
 }
 
-/* How many of keys[0:n] are at least `least`, each counted weights[i] times (once each without weights). */
-ALWAYS_INLINE int64_t weight_at_least(const uint32_t *keys, const int64_t *weights, Py_ssize_t n, uint32_t least)
+/* Keys counted at once in 32-bit lanes (then added to the 64-bit total). */
+#define STRETCH ((Py_ssize_t)1 << 30)
+
+/* How many of keys[0:n] are at least `least`. */
+ALWAYS_INLINE int64_t count_at_least(const uint32_t *keys, Py_ssize_t n, uint32_t least)
 {
     int64_t total = 0;
-    if (weights)
-        for (Py_ssize_t i = 0; i < n; i++)
-            total += keys[i] >= least ? weights[i] : 0;
-    else
-        for (Py_ssize_t i = 0; i < n; i++)
-            total += keys[i] >= least;
+    for (Py_ssize_t start = 0; start < n; start += STRETCH) {
+        Py_ssize_t stop = n - start < STRETCH ? n : start + STRETCH;
+        uint32_t part = 0;
+        for (Py_ssize_t i = start; i < stop; i++)
+            part += keys[i] >= least;
+        total += part;
+    }
     return total;
 }
 
-/* The k-th largest of the values whose order keys are keys[0:n], value i counted weights[i] times (once each
- * without weights); -infinity when they count fewer than k. The key is decided a bit at a time, from the top:
- * 32 counting passes, without the branches a quickselect mispredicts. */
-ALWAYS_INLINE float kth_largest_key(const uint32_t *keys, const int64_t *weights, Py_ssize_t n, int64_t k)
+/* The k-th largest of the values whose order keys are keys[0:n]; -infinity when there are fewer than k. The key
+ * is decided a bit at a time, from the top: counting passes, without the branches a quickselect mispredicts; the
+ * leading bits that all keys share are the answer's, and need no pass. */
+ALWAYS_INLINE float kth_largest_key(const uint32_t *keys, Py_ssize_t n, int64_t k)
 {
-    if (k < 1 || weight_at_least(keys, weights, n, 0) < k)
+    if (k < 1 || n < k)
         return -INFINITY;
-    uint32_t found = 0;
-    for (int bit = 31; bit >= 0; bit--) {
+    uint32_t all = 0xffffffffu, any = 0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        all &= keys[i], any |= keys[i];
+    int bit = 31;
+    while (bit >= 0 && !(((all ^ any) >> bit) & 1))
+        bit--;
+    if (bit < 0)
+        return key_value(all); /* every key the same */
+    uint32_t found = bit == 31 ? 0 : all & ~((2u << bit) - 1); /* the shared leading bits */
+    for (; bit >= 0; bit--) {
         uint32_t candidate = found | (1u << bit);
-        if (weight_at_least(keys, weights, n, candidate) >= k)
+        if (count_at_least(keys, n, candidate) >= k)
             found = candidate;
     }
     return key_value(found);
@@ -380,6 +394,22 @@ ALWAYS_INLINE void strided_maxima(const float *values, Py_ssize_t n, Py_ssize_t 
     }
     for (Py_ssize_t j = width * groups; j < n; j++)
         maxima[j - width * groups] = values[j] > maxima[j - width * groups] ? values[j] : maxima[j - width * groups];
+}
+
+/* The smallest float at or above x: a float v is at least it exactly when (double)v >= x. */
+static inline float float_at_least(double x)
+{
+    float f = (float)x;
+    if ((double)f < x)
+        f = nextafterf(f, INFINITY);
+    return f;
+}
+
+/* The largest float below x (a float v is at most it exactly when (double)v < x), or infinity for x infinite: no
+ * bound. */
+static inline float float_below(double x)
+{
+    return x == INFINITY ? INFINITY : nextafterf(float_at_least(x), -INFINITY);
 }
 
 /* Whether any of values[0:SCAN] is at least `low`. One build per instruction set, each kept out of line: inlined
@@ -408,54 +438,6 @@ ALWAYS_INLINE int any_at_least(const float *values, float low, int path)
         return any_at_least_avx2(values, low);
 #endif
     return any_at_least_portable(values, low);
-}
-
-/* Appends (column, value) for each column j in [first, last) with values[j] >= low to columns and kept_values
- * from position `kept` (without branches); returns the new count. */
-ALWAYS_INLINE Py_ssize_t append_at_least(const float *values, Py_ssize_t first, Py_ssize_t last, double low,
-                                         int64_t *columns, float *kept_values, Py_ssize_t kept)
-{
-    for (Py_ssize_t j = first; j < last; j++) {
-        columns[kept] = j, kept_values[kept] = values[j];
-        kept += (double)values[j] >= low;
-    }
-    return kept;
-}
-
-/* append_at_least over [start, stop), skipping at once runs of SCAN values all below the float32 rounding of
- * `low` (rounded down). */
-ALWAYS_INLINE Py_ssize_t collect_at_least(const float *values, Py_ssize_t start, Py_ssize_t stop, double low,
-                                          int64_t *columns, float *kept_values, Py_ssize_t kept, int path)
-{
-    float low32 = (float)low;
-    if ((double)low32 > low)
-        low32 = nextafterf(low32, -INFINITY);
-    Py_ssize_t j = start;
-    for (; j + SCAN <= stop; j += SCAN)
-        if (any_at_least(values + j, low32, path))
-            kept = append_at_least(values, j, j + SCAN, low, columns, kept_values, kept);
-    return append_at_least(values, j, stop, low, columns, kept_values, kept);
-}
-
-/* append_at_least over [start, stop) through the screen's tiles of TILE columns: a tile whose maximum is below
- * `low` is skipped. */
-#define TILE 16
-ALWAYS_INLINE Py_ssize_t collect_in_tiles(const float *values, const float *tile_maxima, Py_ssize_t start,
-                                          Py_ssize_t stop, double low, int64_t *columns, float *kept_values,
-                                          Py_ssize_t kept)
-{
-    /* the tiles to read are scattered over a row that is no longer in cache: ask for all of them first, so
-     * their loads overlap instead of waiting one after another */
-    for (Py_ssize_t t = start / TILE; t * TILE < stop; t++)
-        if ((double)tile_maxima[t] >= low)
-            PREFETCH(values + t * TILE);
-    for (Py_ssize_t t = start / TILE; t * TILE < stop; t++) {
-        if ((double)tile_maxima[t] < low)
-            continue;
-        Py_ssize_t first = t * TILE > start ? t * TILE : start, last = (t + 1) * TILE < stop ? (t + 1) * TILE : stop;
-        kept = append_at_least(values, first, last, low, columns, kept_values, kept);
-    }
-    return kept;
 }
 
 /* A neighbour found: its similarity and training sample. */
@@ -509,6 +491,37 @@ static void order_first(Found *f, Py_ssize_t n, Py_ssize_t k)
             found_swap(f, j, j - 1);
 }
 
+/* Order keys of doubles, as order_key for floats; -0 counts as +0 (they tie in the similarity order). */
+static inline uint64_t order_key64(double value)
+{
+    uint64_t bits;
+    value += 0.0; /* -0 becomes +0 */
+    memcpy(&bits, &value, sizeof bits);
+    return bits & 0x8000000000000000u ? ~bits : bits | 0x8000000000000000u;
+}
+
+/* Samples ordered by rank up to this many (the counting is quadratic), by order_first beyond. */
+#define RANKED 256
+
+/* The first k of count samples (similarity order keys, samples, similarities) by (similarity descending, sample
+ * ascending), into index and similarity: each one's rank is how many come before it, counted without branches (a
+ * sort mispredicts most of its comparisons); samples of equal similarity, rare, are then counted one by one.
+ * Position breaks the ties of repeated samples, so the ranks are a permutation whatever the tables hold. */
+ALWAYS_INLINE void first_by_rank(const uint64_t *keys, const int64_t *samples, const double *sims, Py_ssize_t count,
+                                 int64_t k, int64_t *index, double *similarity)
+{
+    for (Py_ssize_t i = 0; i < count; i++) {
+        Py_ssize_t above = 0, equal = 0;
+        for (Py_ssize_t j = 0; j < count; j++)
+            above += keys[j] > keys[i], equal += keys[j] == keys[i];
+        if (equal > 1)
+            for (Py_ssize_t j = 0; j < count; j++)
+                above += keys[j] == keys[i] && (samples[j] < samples[i] || (samples[j] == samples[i] && j < i));
+        if (above < k)
+            index[above] = samples[i], similarity[above] = sims[i];
+    }
+}
+
 /* The search space as select_neighbours reads it. */
 typedef struct {
     Py_ssize_t n, dim, n_blocks, n_categories;
@@ -525,6 +538,10 @@ typedef struct {
     const uint16_t *refine; /* (n, dim) float16 copies of the columns that re-screen the candidates, or NULL */
     Py_ssize_t tiles;              /* the screen's tiles of 16 columns, when it gave their maxima */
     const int64_t *tile_patterns;  /* (tiles): the categories whose columns hold all of the tile (0 for none) */
+    const int64_t *tile_lists;     /* category c's tiles: tile_lists[tile_list_offsets[c]:tile_list_offsets[c + 1]] */
+    const int64_t *tile_list_offsets;
+    const uint64_t *several;       /* (n): bit c set where category c has several samples on the column */
+    uint64_t searched;             /* bit c set where category c is searched (K > 0) */
 } Space;
 
 /* One block of queries: the screen's values, its tile maxima (or NULL), the queries, their bounds, and where
@@ -539,32 +556,41 @@ typedef struct {
 
 /* Scratch for one row. */
 typedef struct {
-    uint32_t *keys;   /* n + 1: order keys of the values one selection reads */
-    int64_t *weights; /* n + 1: samples of each candidate */
-    int64_t *columns; /* n: candidate columns */
-    float *values;    /* n: their float32 values */
-    uint64_t *needed; /* n: bit c set when category c keeps the candidate */
-    double *sims;     /* n */
-    int64_t *rows;    /* n: re-ranking rows of the kept candidates */
-    float *maxima;    /* n: group maxima */
-    Found *found;     /* most samples of one category */
-    float *row;       /* dim: a float16 row converted */
-    float *refined;   /* n: the candidates' values re-screened from the float16 copies */
-    float *q32;       /* dim: the query in float32 */
+    uint32_t *keys;     /* n + most: order keys of the values one selection reads (a candidate's once per sample) */
+    int64_t *columns;   /* n: candidate columns */
+    float *values;      /* n: their float32 values */
+    uint64_t *pattern;  /* n: the categories of the candidate's block */
+    uint64_t *member;   /* n: those it could be a neighbour of */
+    uint64_t *several;  /* n: those of its categories with several samples on its column */
+    uint64_t *needed;   /* n: bit c set when category c keeps the candidate */
+    int64_t *listed;    /* n: candidates (positions) of one step */
+    double *sims;       /* n: float64 similarities of the listed candidates */
+    double *exact;      /* n: each candidate's float64 similarity, where exact_yet */
+    uint8_t *exact_yet; /* n */
+    int64_t *pending;   /* n: candidates whose float64 similarity is computed next */
+    int64_t *rows;      /* n: columns or re-ranking rows of the listed candidates */
+    float *maxima;      /* n: group maxima */
+    Found *found;       /* most samples of one category */
+    uint64_t *found_keys; /* most: their similarities' order keys */
+    int64_t *found_samples; /* most */
+    double *found_sims; /* most */
+    float *row;         /* dim: a float16 row converted */
+    float *refined;     /* n: the candidates' values re-screened from the float16 copies */
+    float *q32;         /* dim: the query in float32 */
+    int64_t *span_first, *span_last; /* tiles + blocks: the columns of each tile (within a block) to read */
+    float *span_low, *span_high; /* tiles + blocks: the bounds its values must lie between */
+    int64_t *span_pattern; /* tiles + blocks: its block's categories */
+    int64_t *tile_lists, *tile_list_offsets; /* each category's tiles (Space) */
+    uint64_t *column_several; /* n: the categories with several samples on each column (Space) */
+    char *base;         /* the allocation that holds them all */
 } Scratch;
 
-/* One query: each category's K nearest samples into index[c] and similarity[c] (row `r`). Returns -1, or the
- * first category for which fewer than K samples passed the cut (values that are not a screen's: a NaN, or tile
- * maxima above the values). */
-ALWAYS_INLINE Py_ssize_t select_row(const Space *sp, const float *values, const float *tile_maxima, const double *q,
-                                    double eps, double refine_eps, Scratch *w, int64_t *const *index,
-                                    double *const *similarity, Py_ssize_t r, int path)
+/* Step 1: each category's cut, the K-th largest maximum of its groups of columns minus 2 eps (K groups hold K
+ * distinct vectors, so K samples, at or above that maximum). The groups are the screen's tiles of 16 columns that
+ * lie within the category's columns, when the screen gave their maxima; else strided groups within each block. */
+ALWAYS_INLINE void first_cuts(const Space *sp, const float *values, const float *tile_maxima, double eps, Scratch *w,
+                              float *top, double *cut)
 {
-    double cut[64];
-    /* 1. A lower bound on each category's K-th largest value: the K-th largest maximum of its groups of
-     *    columns (K groups hold K distinct vectors, so K samples, at or above it). The groups are the screen's
-     *    tiles of 16 columns that lie within the category's columns, when the screen gave their maxima; else
-     *    strided groups within each block of columns. */
     if (!tile_maxima)
         for (Py_ssize_t b = 0; b < sp->n_blocks; b++)
             strided_maxima(values + sp->block_starts[b], sp->block_stops[b] - sp->block_starts[b], sp->widths[b],
@@ -572,13 +598,14 @@ ALWAYS_INLINE Py_ssize_t select_row(const Space *sp, const float *values, const 
     for (Py_ssize_t c = 0; c < sp->n_categories; c++) {
         int64_t k = sp->ks[c];
         Py_ssize_t chunks = 0;
-        cut[c] = INFINITY;
+        top[c] = INFINITY, cut[c] = INFINITY;
         if (k == 0)
             continue;
         if (tile_maxima) {
-            for (Py_ssize_t t = 0; t < sp->tiles; t++)
-                if ((sp->tile_patterns[t] >> c) & 1)
-                    w->keys[chunks++] = order_key(tile_maxima[t]);
+            const int64_t *tiles = sp->tile_lists + sp->tile_list_offsets[c];
+            chunks = sp->tile_list_offsets[c + 1] - sp->tile_list_offsets[c];
+            for (Py_ssize_t i = 0; i < chunks; i++)
+                w->keys[i] = order_key(tile_maxima[tiles[i]]);
         } else {
             for (Py_ssize_t b = 0; b < sp->n_blocks; b++)
                 if ((sp->block_patterns[b] >> c) & 1) {
@@ -587,77 +614,333 @@ ALWAYS_INLINE Py_ssize_t select_row(const Space *sp, const float *values, const 
                         w->keys[chunks++] = order_key(w->maxima[sp->group_offsets[b] + g]);
                 }
         }
-        cut[c] = (double)kth_largest_key(w->keys, NULL, chunks, k) - 2 * eps;
+        top[c] = kth_largest_key(w->keys, chunks, k);
+        cut[c] = (double)top[c] - 2 * eps;
     }
-    /* 2. Candidates: every value at or above the lowest cut of its block's categories (tiles whose maximum is
-     *    below it are passed over unread). */
-    Py_ssize_t kept = 0;
-    for (Py_ssize_t b = 0; b < sp->n_blocks; b++) {
-        double low = INFINITY;
-        for (Py_ssize_t c = 0; c < sp->n_categories; c++)
-            if (((sp->block_patterns[b] >> c) & 1) && cut[c] < low)
-                low = cut[c];
-        if (low == INFINITY)
-            continue;
-        if (tile_maxima)
-            kept = collect_in_tiles(values, tile_maxima, sp->block_starts[b], sp->block_stops[b], low, w->columns,
-                                    w->values, kept);
-        else
-            kept = collect_at_least(values, sp->block_starts[b], sp->block_stops[b], low, w->columns, w->values, kept,
-                                    path);
+}
+
+/* The lowest of bound[c] over block b's categories (infinity when none of them is searched). */
+ALWAYS_INLINE double block_bound(const Space *sp, Py_ssize_t b, const double *bound)
+{
+    double low = INFINITY;
+    for (Py_ssize_t c = 0; c < sp->n_categories; c++)
+        if (((sp->block_patterns[b] >> c) & 1) && bound[c] < low)
+            low = bound[c];
+    return low;
+}
+
+/* Appends (column, value, pattern) for each column j in [first, last) with low <= values[j] <= high (without
+ * branches); returns the new count. */
+ALWAYS_INLINE Py_ssize_t append_between(const float *values, Py_ssize_t first, Py_ssize_t last, float low, float high,
+                                        int64_t pattern, Scratch *w, Py_ssize_t kept)
+{
+    for (Py_ssize_t j = first; j < last; j++) {
+        w->columns[kept] = j, w->values[kept] = values[j], w->pattern[kept] = (uint64_t)pattern;
+        kept += (values[j] >= low) & (values[j] <= high);
     }
-    /* 3. Each category's candidates are those at or above its cut; their exact K-th value tightens the cut (by
-     *    the re-screened values and their bound, where the columns have float16 copies). */
-    const float *ranked = w->values;
-    if (sp->refine) {
-        for (Py_ssize_t k = 0; k < sp->dim; k++)
-            w->q32[k] = (float)q[k];
-        float16_dots(w->q32, sp->refine, sp->dim, w->columns, kept, w->refined, path);
-        ranked = w->refined, eps = refine_eps;
-    }
-    for (Py_ssize_t i = 0; i < kept; i++)
-        w->needed[i] = 0;
-    for (Py_ssize_t c = 0; c < sp->n_categories; c++) {
-        if (sp->ks[c] == 0)
-            continue;
-        const int64_t *counts = sp->counts + c * sp->n;
-        Py_ssize_t mine = 0;
-        for (Py_ssize_t i = 0; i < kept; i++)
-            if (counts[w->columns[i]] > 0 && (double)w->values[i] >= cut[c])
-                w->keys[mine] = order_key(ranked[i]), w->weights[mine++] = counts[w->columns[i]];
-        double tight = (double)kth_largest_key(w->keys, w->weights, mine, sp->ks[c]) - 2 * eps;
-        for (Py_ssize_t i = 0; i < kept; i++)
-            if (counts[w->columns[i]] > 0 && (double)w->values[i] >= cut[c] && (double)ranked[i] >= tight)
-                w->needed[i] |= (uint64_t)1 << c;
-    }
-    /* 4. Float64 similarities of the candidates any category keeps. */
-    Py_ssize_t needed = 0;
-    for (Py_ssize_t i = 0; i < kept; i++)
-        if (w->needed[i])
-            w->rows[needed++] = sp->matrix_rows ? sp->matrix_rows[w->columns[i]] : w->columns[i];
-    query_dots(q, sp->matrix, sp->itemsize, sp->dim, w->rows, needed, w->row, w->sims, path);
-    for (Py_ssize_t i = kept - 1, at = needed - 1; i >= 0; i--) /* spread back to the candidates' places */
-        if (w->needed[i]) {
-            double sim = w->sims[at--];
-            w->sims[i] = sp->divisors ? sim / sp->divisors[w->columns[i]] : sim;
+    return kept;
+}
+
+#ifdef X86_64
+/* append_between over one tile's columns [first, last) (at most 16) with AVX-512: compared at once, the ones kept
+ * packed together and stored whole (w's arrays hold 16 values to spare past n). */
+TARGET(AVX512_FEATURES)
+static NOINLINE Py_ssize_t append_tile_avx512(const float *values, Py_ssize_t first, Py_ssize_t last, float low,
+                                              float high, int64_t pattern, Scratch *w, Py_ssize_t kept)
+{
+    __mmask16 inside = (__mmask16)((1u << (last - first)) - 1);
+    __m512 v = _mm512_maskz_loadu_ps(inside, values + first);
+    __mmask16 keep = _mm512_mask_cmp_ps_mask(inside, v, _mm512_set1_ps(low), _CMP_GE_OQ);
+    keep = _mm512_mask_cmp_ps_mask(keep, v, _mm512_set1_ps(high), _CMP_LE_OQ);
+    __m512i low_columns = _mm512_add_epi64(_mm512_set1_epi64(first), _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7));
+    __m512i high_columns = _mm512_add_epi64(low_columns, _mm512_set1_epi64(8));
+    int low_count = 0, count = 0;
+    for (int l = 0; l < 16; l++)
+        low_count += l < 8 && ((keep >> l) & 1), count += (keep >> l) & 1;
+    _mm512_storeu_ps(w->values + kept, _mm512_maskz_compress_ps(keep, v));
+    _mm512_storeu_si512(w->columns + kept, _mm512_maskz_compress_epi64((__mmask8)keep, low_columns));
+    _mm512_storeu_si512(w->columns + kept + low_count,
+                        _mm512_maskz_compress_epi64((__mmask8)(keep >> 8), high_columns));
+    _mm512_storeu_si512(w->pattern + kept, _mm512_set1_epi64(pattern));
+    _mm512_storeu_si512(w->pattern + kept + 8, _mm512_set1_epi64(pattern));
+    return kept + count;
+}
+#endif
+
+/* Columns per tile of the AMX screen, whose row maxima it gives. */
+#define TILE 16
+
+#ifdef X86_64
+/* Lists the tiles t of columns [start, stop) whose maximum is at least `low` as spans (their columns within the
+ * range, with the bounds and pattern), asking for their values: sixteen tiles compared at once with AVX-512.
+ * Returns the new number of spans. */
+TARGET(AVX512_FEATURES ",bmi")
+static NOINLINE Py_ssize_t list_spans_avx512(const float *values, const float *tile_maxima, Py_ssize_t start,
+                                             Py_ssize_t stop, float low, float high, int64_t pattern, Scratch *w,
+                                             Py_ssize_t spans)
+{
+    Py_ssize_t last_tile = (stop - 1) / TILE;
+    for (Py_ssize_t base = start / TILE; base <= last_tile; base += 16) {
+        Py_ssize_t count = last_tile - base + 1;
+        __mmask16 inside = count >= 16 ? 0xffff : (__mmask16)((1u << count) - 1);
+        unsigned passed = _mm512_mask_cmp_ps_mask(inside, _mm512_maskz_loadu_ps(inside, tile_maxima + base),
+                                                  _mm512_set1_ps(low), _CMP_GE_OQ);
+        for (; passed; passed &= passed - 1) {
+            Py_ssize_t t = base + (Py_ssize_t)_tzcnt_u32(passed);
+            Py_ssize_t first = t * TILE > start ? t * TILE : start;
+            Py_ssize_t last = (t + 1) * TILE < stop ? (t + 1) * TILE : stop;
+            PREFETCH(values + first);
+            PREFETCH(values + last - 1);
+            w->span_first[spans] = first, w->span_last[spans] = last, w->span_low[spans] = low;
+            w->span_high[spans] = high, w->span_pattern[spans++] = pattern;
         }
-    /* 5. Each category's first K samples by (similarity descending, sample ascending). */
+    }
+    return spans;
+}
+#endif
+
+/* Step 2: appends to the candidates from position `kept` every value at or above the lowest bound low[c] of its
+ * block's categories and below the lowest below[c] (those at or above it were taken before; infinite: no bound),
+ * with its block's pattern; returns the new count. Through the screen's tiles of TILE columns, when it gave their
+ * maxima: a tile whose maximum is below the block's low is passed over unread, and the tiles to read, scattered
+ * over a row that is no longer in cache, are listed and asked for first, so that their loads overlap instead of
+ * waiting one after another. Else runs of SCAN values all below low are skipped at once. */
+ALWAYS_INLINE Py_ssize_t collect(const Space *sp, const float *values, const float *tile_maxima, const double *low,
+                                 const double *below, Scratch *w, Py_ssize_t kept, int path)
+{
+    Py_ssize_t spans = 0;
+    for (Py_ssize_t b = 0; b < sp->n_blocks; b++) {
+        double from = block_bound(sp, b, low);
+        float low32 = float_at_least(from), high32 = float_below(block_bound(sp, b, below));
+        if (from == INFINITY || low32 > high32)
+            continue;
+        Py_ssize_t start = sp->block_starts[b], stop = sp->block_stops[b];
+        if (!tile_maxima) {
+            Py_ssize_t j = start;
+            for (; j + SCAN <= stop; j += SCAN)
+                if (any_at_least(values + j, low32, path))
+                    kept = append_between(values, j, j + SCAN, low32, high32, sp->block_patterns[b], w, kept);
+            kept = append_between(values, j, stop, low32, high32, sp->block_patterns[b], w, kept);
+            continue;
+        }
+#ifdef X86_64
+        if (path == AVX512) {
+            spans = list_spans_avx512(values, tile_maxima, start, stop, low32, high32, sp->block_patterns[b], w, spans);
+            continue;
+        }
+#endif
+        for (Py_ssize_t t = start / TILE; t * TILE < stop; t++)
+            if (tile_maxima[t] >= low32) {
+                Py_ssize_t first = t * TILE > start ? t * TILE : start;
+                Py_ssize_t last = (t + 1) * TILE < stop ? (t + 1) * TILE : stop;
+                PREFETCH(values + first);
+                PREFETCH(values + last - 1);
+                w->span_first[spans] = first, w->span_last[spans] = last, w->span_low[spans] = low32;
+                w->span_high[spans] = high32, w->span_pattern[spans++] = sp->block_patterns[b];
+            }
+    }
+#ifdef X86_64
+    if (path == AVX512) {
+        for (Py_ssize_t s = 0; s < spans; s++)
+            kept = append_tile_avx512(values, w->span_first[s], w->span_last[s], w->span_low[s], w->span_high[s],
+                                      w->span_pattern[s], w, kept);
+        return kept;
+    }
+#endif
+    for (Py_ssize_t s = 0; s < spans; s++)
+        kept = append_between(values, w->span_first[s], w->span_last[s], w->span_low[s], w->span_high[s],
+                              w->span_pattern[s], w, kept);
+    return kept;
+}
+
+/* The k-th largest of ranked[i] over the candidates of category c (bit c of member[i]), each counted once per
+ * sample of category c. */
+ALWAYS_INLINE float kth_of_category(const Space *sp, Scratch *w, const float *ranked, Py_ssize_t kept, Py_ssize_t c)
+{
+    const int64_t *counts = sp->counts + c * sp->n;
+    Py_ssize_t mine = 0;
+    for (Py_ssize_t i = 0; i < kept; i++) { /* without branches but for columns with several samples */
+        uint32_t key = order_key(ranked[i]);
+        uint64_t in = (w->member[i] >> c) & 1;
+        w->keys[mine] = key;
+        mine += (Py_ssize_t)in;
+        if ((w->several[i] >> c) & in)
+            for (int64_t s = 1; s < counts[w->columns[i]]; s++)
+                w->keys[mine++] = key;
+    }
+    return kth_largest_key(w->keys, mine, sp->ks[c]);
+}
+
+/* The categories of `pattern` (a candidate's block) whose bound its value reaches: bit c set where bit c of
+ * pattern is and value >= bound[c]. */
+ALWAYS_INLINE uint64_t reached(const Space *sp, uint64_t pattern, float value, const double *bound)
+{
+    uint64_t bits = 0;
+    for (Py_ssize_t c = 0; c < sp->n_categories; c++)
+        bits |= ((pattern >> c) & (uint64_t)((double)value >= bound[c])) << c;
+    return bits;
+}
+
+/* Each candidate from `first` on: the categories of its block (searched ones) whose bound it reaches, and of those,
+ * the ones with several samples on its column. */
+ALWAYS_INLINE void categorise(const Space *sp, Scratch *w, Py_ssize_t first, Py_ssize_t kept, const double *bound)
+{
+    for (Py_ssize_t i = first; i < kept; i++) {
+        w->member[i] = reached(sp, w->pattern[i], w->values[i], bound) & sp->searched;
+        w->several[i] = sp->several[w->columns[i]] & w->member[i];
+    }
+}
+
+/* The largest float at or below x. */
+static inline float float_at_most(double x)
+{
+    float f = (float)x;
+    if ((double)f > x)
+        f = nextafterf(f, -INFINITY);
+    return f;
+}
+
+/* Float64 similarities of candidates [first, kept) into w->exact (divided by their columns' divisors). */
+ALWAYS_INLINE void exact_similarities(const Space *sp, const double *q, Scratch *w, Py_ssize_t first, Py_ssize_t kept,
+                                      int path)
+{
+    for (Py_ssize_t i = first; i < kept; i++)
+        w->rows[i - first] = sp->matrix_rows ? sp->matrix_rows[w->columns[i]] : w->columns[i];
+    query_dots(q, sp->matrix, sp->itemsize, sp->dim, w->rows, kept - first, w->row, w->exact + first, path);
+    for (Py_ssize_t i = first; i < kept; i++) {
+        if (sp->divisors)
+            w->exact[i] /= sp->divisors[w->columns[i]];
+        w->exact_yet[i] = 1;
+    }
+}
+
+/* Steps 2 and 3 with float16 copies of the columns: the candidates, and each category's keeps; returns the number
+ * of candidates. Each category's candidates at or above its K-th group maximum (`top`) come first and get float64
+ * similarities at once (most of them are neighbours); their K-th, L, less eps, shows which others could still be
+ * neighbours: those are taken next and re-screened from the float16 copies, and kept where their re-screened value
+ * reaches L minus refine_eps.
+ *
+ * Why no neighbour is lost: L is at most the K-th largest similarity S (K samples have similarity L or more). A
+ * column left out has screen value v < L - eps, so similarity s < L <= S; a candidate re-screened and not kept has
+ * f < L - refine_eps, so s < L. The first candidates hold K samples of the category: K of its groups have a
+ * maximum at or above top, each through one of its columns. */
+ALWAYS_INLINE Py_ssize_t refine_and_keep(const Space *sp, const float *values, const float *tile_maxima,
+                                         const double *q, const float *top, double eps, double refine_eps, Scratch *w,
+                                         int path)
+{
+    double best[64], reach[64], least[64], none[64], low[64];
+    for (Py_ssize_t c = 0; c < sp->n_categories; c++)
+        best[c] = top[c], none[c] = INFINITY;
+    Py_ssize_t first = collect(sp, values, tile_maxima, best, none, w, 0, path);
+    categorise(sp, w, 0, first, best);
+    exact_similarities(sp, q, w, 0, first, path);
+    for (Py_ssize_t i = 0; i < first; i++)
+        w->refined[i] = float_at_most(w->exact[i]);
+    for (Py_ssize_t c = 0; c < sp->n_categories; c++) {
+        low[c] = sp->ks[c] ? (double)kth_of_category(sp, w, w->refined, first, c) : INFINITY;
+        reach[c] = low[c] - eps;
+        least[c] = reach[c] < best[c] ? reach[c] : best[c];
+    }
+    Py_ssize_t kept = collect(sp, values, tile_maxima, reach, best, w, first, path);
+    for (Py_ssize_t i = first; i < kept; i++)
+        w->exact_yet[i] = 0;
+    for (Py_ssize_t k = 0; k < sp->dim; k++)
+        w->q32[k] = (float)q[k];
+    float16_dots(w->q32, sp->refine, sp->dim, w->columns + first, kept - first, w->refined + first, path);
+    categorise(sp, w, 0, kept, least); /* the categories each candidate could be a neighbour of */
+    for (Py_ssize_t c = 0; c < sp->n_categories; c++)
+        low[c] -= refine_eps;
+    for (Py_ssize_t i = 0; i < kept; i++)
+        w->needed[i] = i < first ? w->member[i] : reached(sp, w->member[i], w->refined[i], low);
+    return kept;
+}
+
+/* Steps 2 and 3 from the screen values alone: the candidates, every value at or above its category's cut; a
+ * candidate of category c is kept when its value reaches the category's K-th screen value (over its candidates)
+ * minus 2 eps. Returns the number of candidates. */
+ALWAYS_INLINE Py_ssize_t keep_screened(const Space *sp, const float *values, const float *tile_maxima,
+                                       const double *cut, double eps, Scratch *w, int path)
+{
+    double tight[64], none[64];
+    for (Py_ssize_t c = 0; c < sp->n_categories; c++)
+        none[c] = INFINITY;
+    Py_ssize_t kept = collect(sp, values, tile_maxima, cut, none, w, 0, path);
+    categorise(sp, w, 0, kept, cut);
+    for (Py_ssize_t i = 0; i < kept; i++)
+        w->exact_yet[i] = 0;
+    for (Py_ssize_t c = 0; c < sp->n_categories; c++)
+        tight[c] = sp->ks[c] ? (double)kth_of_category(sp, w, w->values, kept, c) - 2 * eps : INFINITY;
+    for (Py_ssize_t i = 0; i < kept; i++)
+        w->needed[i] = reached(sp, w->member[i], w->values[i], tight);
+    return kept;
+}
+
+/* One query: each category's K nearest samples into index[c] and similarity[c] (row `r`). Returns -1, or the
+ * first category for which fewer than K samples passed the cut (values that are not a screen's: a NaN, or tile
+ * maxima above the values). */
+ALWAYS_INLINE Py_ssize_t select_row(const Space *sp, const float *values, const float *tile_maxima, const double *q,
+                                    double eps, double refine_eps, Scratch *w, int64_t *const *index,
+                                    double *const *similarity, Py_ssize_t r, int path)
+{
+    float top[64];
+    double cut[64];
+    /* 1. each category's K-th group maximum, and its cut */
+    first_cuts(sp, values, tile_maxima, eps, w, top, cut);
+    /* 2, 3. the candidates, and each category's that could be among its neighbours (by the re-screened values
+     *       and their bound, where the columns have float16 copies) */
+    Py_ssize_t kept = sp->refine ? refine_and_keep(sp, values, tile_maxima, q, top, eps, refine_eps, w, path)
+                                 : keep_screened(sp, values, tile_maxima, cut, eps, w, path);
+    /* 4. float64 similarities of the candidates any category keeps (those that have none yet) */
+    Py_ssize_t needed = 0, missing = 0;
+    for (Py_ssize_t i = 0; i < kept; i++) {
+        w->listed[needed] = i;
+        needed += w->needed[i] != 0;
+    }
+    for (Py_ssize_t m = 0; m < needed; m++) {
+        Py_ssize_t i = w->listed[m];
+        w->pending[missing] = i;
+        missing += !w->exact_yet[i];
+    }
+    for (Py_ssize_t m = 0; m < missing; m++) {
+        Py_ssize_t i = w->pending[m];
+        w->rows[m] = sp->matrix_rows ? sp->matrix_rows[w->columns[i]] : w->columns[i];
+    }
+    query_dots(q, sp->matrix, sp->itemsize, sp->dim, w->rows, missing, w->row, w->sims, path);
+    for (Py_ssize_t m = 0; m < missing; m++) {
+        Py_ssize_t i = w->pending[m];
+        w->exact[i] = sp->divisors ? w->sims[m] / sp->divisors[w->columns[i]] : w->sims[m];
+    }
+    for (Py_ssize_t m = 0; m < needed; m++)
+        w->sims[m] = w->exact[w->listed[m]];
+    /* 5. each category's first K samples by (similarity descending, sample ascending) */
     for (Py_ssize_t c = 0; c < sp->n_categories; c++) {
         int64_t k = sp->ks[c];
         if (k == 0)
             continue;
         const int64_t *starts = sp->starts + c * (sp->n + 1), *samples = sp->samples + sp->sample_offsets[c];
-        Py_ssize_t count = 0;
-        for (Py_ssize_t i = 0; i < kept; i++) {
-            if (!((w->needed[i] >> c) & 1))
-                continue;
-            for (int64_t s = starts[w->columns[i]]; s < starts[w->columns[i] + 1]; s++) {
-                w->found[count].similarity = w->sims[i];
-                w->found[count++].sample = samples[s];
+        Py_ssize_t mine = 0, count = 0;
+        for (Py_ssize_t m = 0; m < needed; m++) {
+            w->rows[mine] = m;
+            mine += (w->needed[w->listed[m]] >> c) & 1;
+        }
+        for (Py_ssize_t e = 0; e < mine; e++) {
+            Py_ssize_t m = w->rows[e];
+            int64_t column = w->columns[w->listed[m]];
+            uint64_t key = order_key64(w->sims[m]);
+            for (int64_t s = starts[column]; s < starts[column + 1]; s++) {
+                w->found_keys[count] = key, w->found_sims[count] = w->sims[m];
+                w->found_samples[count++] = samples[s];
             }
         }
         if (count < k)
             return c;
+        if (count <= RANKED) {
+            first_by_rank(w->found_keys, w->found_samples, w->found_sims, count, k, index[c] + r * k,
+                          similarity[c] + r * k);
+            continue;
+        }
+        for (Py_ssize_t j = 0; j < count; j++)
+            w->found[j].similarity = w->found_sims[j], w->found[j].sample = w->found_samples[j];
         order_first(w->found, count, k);
         for (int64_t j = 0; j < k; j++) {
             index[c][r * k + j] = w->found[j].sample;
@@ -1043,6 +1326,53 @@ static int check_space(Py_buffer **a, Py_ssize_t rows, Py_ssize_t n, Py_ssize_t 
     return 1;
 }
 
+/* Scratch for rows of n columns, dim dimensions, `most` samples of one category, `spans` tiles read and `listed`
+ * tiles over all categories (at most 63 categories): one allocation (w->base), carved into 64-byte aligned arrays. */
+static int allocate_scratch(Scratch *w, Py_ssize_t n, Py_ssize_t dim, Py_ssize_t most, Py_ssize_t spans,
+                            Py_ssize_t listed)
+{
+    size_t columns = (size_t)n + 1, lines = 0;
+#define PART(field, count) (lines += ((count) * sizeof(*w->field) + 63) / 64)
+#define CARVE(field, count) (w->field = (void *)(start + 64 * lines), PART(field, count))
+#define PARTS(EACH)                                                                                           \
+    EACH(keys, columns + (size_t)most), EACH(columns, columns + 16), EACH(values, columns + 16);              \
+    EACH(pattern, columns + 16), EACH(member, columns), EACH(several, columns), EACH(needed, columns);         \
+    EACH(listed, columns), EACH(sims, columns), EACH(rows, columns), EACH(maxima, columns);                     \
+    EACH(exact, columns), EACH(exact_yet, columns), EACH(pending, columns);                                    \
+    EACH(found, (size_t)most), EACH(found_keys, (size_t)most), EACH(found_samples, (size_t)most);             \
+    EACH(found_sims, (size_t)most), EACH(row, (size_t)dim + 1), EACH(refined, columns);                       \
+    EACH(q32, (size_t)dim + 1), EACH(span_first, (size_t)spans + 1), EACH(span_last, (size_t)spans + 1);      \
+    EACH(span_low, (size_t)spans + 1), EACH(span_high, (size_t)spans + 1), EACH(span_pattern, (size_t)spans + 1); \
+    EACH(tile_lists, (size_t)listed + 1), EACH(tile_list_offsets, (size_t)64), EACH(column_several, columns)
+    PARTS(PART);
+    if (!(w->base = malloc(64 * lines + 63))) {
+        PyErr_NoMemory();
+        return 0;
+    }
+    char *start = w->base + (64 - (uintptr_t)w->base % 64) % 64;
+    lines = 0;
+    PARTS(CARVE);
+#undef PARTS
+#undef CARVE
+#undef PART
+    return 1;
+}
+
+/* Each category's tiles (those whose pattern names it), category after category into lists; offsets[c] is where
+ * category c's begin (categories + 1 values). */
+static void list_tiles(const int64_t *patterns, Py_ssize_t tiles, Py_ssize_t categories, int64_t *lists,
+                       int64_t *offsets)
+{
+    Py_ssize_t at = 0;
+    for (Py_ssize_t c = 0; c < categories; c++) {
+        offsets[c] = at;
+        for (Py_ssize_t t = 0; t < tiles; t++)
+            if ((patterns[t] >> c) & 1)
+                lists[at++] = t;
+    }
+    offsets[categories] = at;
+}
+
 static PyObject *select_neighbours(PyObject *self, PyObject *args, PyObject *kwargs)
 {
     PyObject *given[ARGUMENTS] = {NULL};
@@ -1052,7 +1382,7 @@ static PyObject *select_neighbours(PyObject *self, PyObject *args, PyObject *kwa
     Space sp;
     Block block;
     Scratch w;
-    memset(&w, 0, sizeof w);
+    w.base = NULL;
     PyObject *result = NULL;
     if (!parse_keywords(args, kwargs, given))
         return NULL;
@@ -1101,17 +1431,17 @@ static PyObject *select_neighbours(PyObject *self, PyObject *args, PyObject *kwa
         Py_ssize_t held = sp.sample_offsets[c + 1] - sp.sample_offsets[c];
         most = held > most ? held : most;
     }
-    size_t columns = (size_t)n + 1;
-    w.keys = malloc(columns * sizeof(uint32_t)), w.weights = malloc(columns * sizeof(int64_t));
-    w.columns = malloc(columns * sizeof(int64_t)), w.values = malloc(columns * sizeof(float));
-    w.needed = malloc(columns * sizeof(uint64_t)), w.sims = malloc(columns * sizeof(double));
-    w.rows = malloc(columns * sizeof(int64_t)), w.maxima = malloc(columns * sizeof(float));
-    w.found = malloc((size_t)most * sizeof(Found)), w.row = malloc((size_t)(dim + 1) * sizeof(float));
-    w.refined = malloc(columns * sizeof(float)), w.q32 = malloc((size_t)(dim + 1) * sizeof(float));
-    if (!w.keys || !w.weights || !w.columns || !w.values || !w.needed || !w.sims || !w.rows || !w.maxima ||
-        !w.found || !w.row || !w.refined || !w.q32) {
-        PyErr_NoMemory();
+    if (!allocate_scratch(&w, n, dim, most, (n + TILE - 1) / TILE + sp.n_blocks, sp.n_categories * sp.tiles))
         goto done;
+    sp.tile_lists = w.tile_lists, sp.tile_list_offsets = w.tile_list_offsets, sp.several = w.column_several;
+    if (sp.tile_patterns)
+        list_tiles(sp.tile_patterns, sp.tiles, sp.n_categories, w.tile_lists, w.tile_list_offsets);
+    sp.searched = 0;
+    memset(w.column_several, 0, (size_t)n * sizeof(uint64_t));
+    for (Py_ssize_t c = 0; c < sp.n_categories; c++) {
+        sp.searched |= (uint64_t)(sp.ks[c] > 0) << c;
+        for (Py_ssize_t j = 0; j < n; j++)
+            w.column_several[j] |= (uint64_t)(sp.counts[c * n + j] > 1) << c;
     }
     Py_ssize_t failed_row, failed_category = 0;
     int path = vector_path_in_use;
@@ -1125,8 +1455,7 @@ static PyObject *select_neighbours(PyObject *self, PyObject *args, PyObject *kwa
     else
         result = Py_NewRef(Py_None);
 done:
-    free(w.keys), free(w.weights), free(w.columns), free(w.values), free(w.needed), free(w.sims), free(w.rows);
-    free(w.maxima), free(w.found), free(w.row), free(w.refined), free(w.q32);
+    free(w.base);
     release_views(&v);
     return result;
 }

@@ -3,13 +3,17 @@
  * available(): whether this CPU has AMX-BF16 and AVX512-BF16 and the kernel lets this process use the tiles.
  * pack_columns(stored, rows, scales, packed, residuals, lengths): columns x_j = stored[rows[j]] * scales[j]
  *     (float16 or float32 rows, multiplied in float32) rounded to bfloat16 and laid out as TDPBF16PS reads its
- *     second operand: per block of 16 columns and 32 dimensions, 16 rows of 16 column pairs of dimensions
- *     (packed_size(n, dim) values); residuals[j] = |x_j - bfloat16(x_j)| and lengths[j] = |x_j|, in float64.
+ *     second operand: per tile of 16 columns and 32 dimensions, 16 rows of 16 column pairs of dimensions
+ *     (packed_size(n, dim) values; tiles in the order the screen reads them, see tile_at); residuals[j] =
+ *     |x_j - bfloat16(x_j)| and lengths[j] = |x_j|, in float64. The screen runs fastest on a packed array that
+ *     starts on a 64-byte boundary (a tile row).
  * screen(queries, packed, out, norms, residuals, maxima, norms64, largest): out (rows, n) = the float32 sums of
  *     the bfloat16 products of float32(queries) with the packed columns; norms[i] = |float32(q_i)| and
  *     residuals[i] = |float32(q_i) - bfloat16(float32(q_i))|, in float64, for the error bound; maxima[i, J] =
  *     the largest of out[i, 16 J : 16 J + 16], each tile's row maxima, taken while the tile is in cache;
- *     norms64[i] = |q_i| and largest[i] = the largest |q_ik| (NaN when q_i holds a NaN or an infinity).
+ *     norms64[i] = |q_i| and largest[i] = the largest |q_ik| (NaN when q_i holds a NaN or an infinity). When out
+ *     starts on a 64-byte boundary and n is a multiple of 16, whole tiles go to it with streaming stores (past the
+ *     caches, which keep the columns).
  * packed_size(n, dim): the values pack_columns writes.
  *
  * Rounding to bfloat16 is to nearest, ties to even; inputs below 2^-126 become zero (the residual holds them).
@@ -40,12 +44,22 @@
 #define DIMS 32
 #define ROWS 16
 #define TILE (ROWS * DIMS)
-/* Column tiles per chunk of the screen (512 columns: 1 MB of bfloat16 at 1024 dimensions, which stays in cache). */
-#define CHUNK_TILES 32
+/* Column tiles per chunk of the screen (256 columns: 512 KB of bfloat16 at 1024 dimensions, which stays in the
+ * core's second-level cache beside the queries' tiles). */
+#define CHUNK_TILES 16
 
 static Py_ssize_t packed_values(Py_ssize_t n, Py_ssize_t dim)
 {
     return (n + ROWS - 1) / ROWS * ((dim + DIMS - 1) / DIMS) * TILE;
+}
+
+/* Where tile (J, kb) of `tiles` tiles of 16 rows by `blocks` blocks of 32 dimensions starts: in pairs of tiles
+ * (J = 2P, 2P + 1), the two tiles of each block of dimensions side by side (one tile when the last is alone). The
+ * screen reads a pair a block of dimensions at a time: 2 KB in a row, the next pair's right after. */
+static Py_ssize_t tile_at(Py_ssize_t J, Py_ssize_t kb, Py_ssize_t tiles, Py_ssize_t blocks)
+{
+    Py_ssize_t first = J - J % 2, width = first + 1 < tiles ? 2 : 1;
+    return (first * blocks + kb * width + J % 2) * TILE;
 }
 
 #ifdef HAVE_TILES
@@ -98,7 +112,7 @@ static __m512i to_bfloat16(const float *x, Py_ssize_t count, __m512d *residual, 
 }
 
 /* Column j = stored row rows[j] (float16 or float32, converted exactly) times scales[j] in float32, for j < n, into
- * tiles: block J, dimension block kb holds row kk = pair of dimensions (2kk, 2kk + 1) of its 16 columns side by
+ * tiles: tile (J, kb), at tile_at, holds in row kk the pair of dimensions (2kk, 2kk + 1) of its 16 columns side by
  * side (a 16 x 16 transpose of 32-bit pairs). Also each column's residual and float64 length. */
 TILE_TARGET
 static void pack_column_tiles(const void *stored, int half, Py_ssize_t dim, const int64_t *rows, const float *scales,
@@ -107,13 +121,14 @@ static void pack_column_tiles(const void *stored, int half, Py_ssize_t dim, cons
     Py_ssize_t blocks = (dim + DIMS - 1) / DIMS;
     uint32_t tile[ROWS][ROWS] __attribute__((aligned(64)));
     float values[DIMS] __attribute__((aligned(64)));
-    for (Py_ssize_t J = 0; J * ROWS < n; J++) {
+    Py_ssize_t tiles = (n + ROWS - 1) / ROWS;
+    for (Py_ssize_t J = 0; J < tiles; J++) {
         Py_ssize_t width = n - J * ROWS < ROWS ? n - J * ROWS : ROWS;
         __m512d residual[ROWS], squares[ROWS];
         for (int c = 0; c < ROWS; c++)
             residual[c] = squares[c] = _mm512_setzero_pd();
-        uint32_t *out = (uint32_t *)(packed + (size_t)J * blocks * TILE);
-        for (Py_ssize_t kb = 0; kb < blocks; kb++, out += ROWS * ROWS) {
+        for (Py_ssize_t kb = 0; kb < blocks; kb++) {
+            uint32_t *out = (uint32_t *)(packed + tile_at(J, kb, tiles, blocks));
             Py_ssize_t count = dim - kb * DIMS < DIMS ? dim - kb * DIMS : DIMS;
             __mmask16 low = count >= 16 ? 0xffff : (__mmask16)((1u << count) - 1);
             __mmask16 high = count >= 32 ? 0xffff : count <= 16 ? 0 : (__mmask16)((1u << (count - 16)) - 1);
@@ -148,14 +163,14 @@ static void pack_column_tiles(const void *stored, int half, Py_ssize_t dim, cons
     }
 }
 
-/* Float64 query rows into row-major bfloat16 tiles ([I][kb][16][32], zero padded) through their float32
- * roundings, with per row: |float32(q)|, the bfloat16 residual, |q| and the largest |q_k| (NaN when the row holds
- * a NaN or an infinity). */
+/* Float64 query rows into row-major bfloat16 tiles (16 rows of 32 dimensions, zero padded, at tile_at) through
+ * their float32 roundings, with per row: |float32(q)|, the bfloat16 residual, |q| and the largest |q_k| (NaN when
+ * the row holds a NaN or an infinity). */
 TILE_TARGET
 static void pack_query_tiles(const double *q, Py_ssize_t rows, Py_ssize_t dim, uint16_t *a, double *norms,
                              double *residuals, double *norms64, double *largest)
 {
-    Py_ssize_t blocks = (dim + DIMS - 1) / DIMS;
+    Py_ssize_t blocks = (dim + DIMS - 1) / DIMS, tiles = (rows + ROWS - 1) / ROWS;
     float row[DIMS] __attribute__((aligned(64)));
     const __m512d magnitude = _mm512_castsi512_pd(_mm512_set1_epi64(0x7fffffffffffffffLL));
     memset(a, 0, (size_t)packed_values(rows, dim) * sizeof(uint16_t));
@@ -174,7 +189,7 @@ static void pack_query_tiles(const double *q, Py_ssize_t rows, Py_ssize_t dim, u
                 _mm256_store_ps(row + k, _mm512_cvtpd_ps(x));
             }
             __m512i bits = to_bfloat16(row, count, &residual, &squares);
-            _mm512_storeu_si512(a + ((i / ROWS) * blocks + kb) * TILE + (i % ROWS) * DIMS, bits);
+            _mm512_storeu_si512(a + tile_at(i / ROWS, kb, tiles, blocks) + (i % ROWS) * DIMS, bits);
         }
         norms[i] = sqrt(_mm512_reduce_add_pd(squares));
         residuals[i] = sqrt(_mm512_reduce_add_pd(residual));
@@ -194,12 +209,63 @@ static inline void row_maxima(const float *tile, Py_ssize_t stride, Py_ssize_t w
         maxima[r * tiles] = _mm512_mask_reduce_max_ps(mask, _mm512_maskz_loadu_ps(mask, tile + r * stride));
 }
 
-/* A tile into out (rows x n) at tile row I, tile column J: straight when whole, through `edge` at the borders;
- * then its rows' maxima into maxima (rows x tiles). */
+/* Two vectors of partial maxima into one: the largest of lanes i and i + half of each run of 2 half lanes, the
+ * runs of x then those of y (`first` and `second` pick the lanes of the pairs). */
+TILE_TARGET
+static inline __m512 fold(__m512 x, __m512 y, __m512i first, __m512i second)
+{
+    return _mm512_max_ps(_mm512_permutex2var_ps(x, first, y), _mm512_permutex2var_ps(x, second, y));
+}
+
+/* The largest of each of 16 rows of 16 values, in one vector: the rows folded together in four rounds, each
+ * halving the values held per row (15 folds rather than 16 reductions of 4 shuffles each). */
+TILE_TARGET
+static inline __m512 maxima_of_rows(const __m512 *row)
+{
+    const __m512i halves[2] = {_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23),
+                               _mm512_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31)};
+    const __m512i quarters[2] = {_mm512_setr_epi32(0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27),
+                                 _mm512_setr_epi32(4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31)};
+    const __m512i eighths[2] = {_mm512_setr_epi32(0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29),
+                                _mm512_setr_epi32(2, 3, 6, 7, 10, 11, 14, 15, 18, 19, 22, 23, 26, 27, 30, 31)};
+    const __m512i lanes[2] = {_mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30),
+                              _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31)};
+    __m512 eight[8], four[4], two[2];
+    for (int i = 0; i < 8; i++) /* rows 2i, 2i + 1: 8 values each */
+        eight[i] = fold(row[2 * i], row[2 * i + 1], halves[0], halves[1]);
+    for (int i = 0; i < 4; i++) /* rows 4i .. 4i + 3: 4 each */
+        four[i] = fold(eight[2 * i], eight[2 * i + 1], quarters[0], quarters[1]);
+    for (int i = 0; i < 2; i++) /* rows 8i .. 8i + 7: 2 each */
+        two[i] = fold(four[2 * i], four[2 * i + 1], eighths[0], eighths[1]);
+    return fold(two[0], two[1], lanes[0], lanes[1]);
+}
+
+/* A whole tile, stored to `tile` (1 KB, 64-byte aligned), into out at dst (64-byte aligned, rows n apart) with
+ * streaming stores (the block of values is read again only after every tile is written: caching it would push
+ * the columns out), and its rows' maxima into top (rows `tiles` apart). */
+TILE_TARGET
+static inline void stream_tile(const float *tile, float *dst, Py_ssize_t n, float *top, Py_ssize_t tiles)
+{
+    __m512 row[ROWS];
+    float maxima[ROWS] __attribute__((aligned(64)));
+    for (int r = 0; r < ROWS; r++) {
+        row[r] = _mm512_load_ps(tile + r * ROWS);
+        _mm512_stream_ps(dst + r * n, row[r]);
+    }
+    _mm512_store_ps(maxima, maxima_of_rows(row));
+    for (int r = 0; r < ROWS; r++)
+        top[r * tiles] = maxima[r];
+}
+
+/* A tile into out (rows x n) at tile row I, tile column J: streamed when whole and aligned, else straight when
+ * whole, through `edge` at the borders; then its rows' maxima into maxima (rows x tiles). */
 #define STORE(t, I, J)                                                                                         \
     do {                                                                                                        \
         float *dst = out + (I) * ROWS * n + (J) * ROWS, *top = maxima + (I) * ROWS * tiles + (J);               \
-        if (((I) + 1) * ROWS <= rows && ((J) + 1) * ROWS <= n) {                                                \
+        if (((I) + 1) * ROWS <= rows && ((J) + 1) * ROWS <= n && aligned) {                                     \
+            _tile_stored(t, edge, ROWS * sizeof(float));                                                       \
+            stream_tile(edge[0], dst, n, top, tiles);                                                          \
+        } else if (((I) + 1) * ROWS <= rows && ((J) + 1) * ROWS <= n) {                                         \
             _tile_stored(t, dst, n * sizeof(float));                                                           \
             row_maxima(dst, n, ROWS, ROWS, top, tiles);                                                        \
         } else {                                                                                                \
@@ -213,9 +279,10 @@ static inline void row_maxima(const float *tile, Py_ssize_t stride, Py_ssize_t w
     } while (0)
 
 /* out = a . packed: two tile rows of queries by two tile columns of columns at a time (tiles 0-3 accumulate,
- * 4-5 hold queries, 6-7 columns). Columns go in chunks that stay in the core's cache while every pair of query
- * tiles passes them; the output is written a chunk of each row at a time (one pass down all rows per pair of
- * column tiles wrote to a new page at every row, and the stores then took most of the time). */
+ * 4-5 hold queries, 6-7 columns), each pair read as tile_at lays it out. Columns go in chunks that stay in the
+ * core's cache while every pair of query tiles passes them; the output is written a chunk of each row at a time
+ * (one pass down all rows per pair of column tiles wrote to a new page at every row, and the stores then took
+ * most of the time). */
 TILE_TARGET
 static void screen_tiles(const uint16_t *a, Py_ssize_t rows, Py_ssize_t dim, const uint16_t *packed, Py_ssize_t n,
                          float *out, float *maxima)
@@ -226,26 +293,30 @@ static void screen_tiles(const uint16_t *a, Py_ssize_t rows, Py_ssize_t dim, con
     for (int t = 0; t < 8; t++)
         config.rows[t] = ROWS, config.colsb[t] = DIMS * sizeof(uint16_t);
     _tile_loadconfig(&config);
-    float edge[ROWS][ROWS];
+    float edge[ROWS][ROWS] __attribute__((aligned(64)));
+    int aligned = (uintptr_t)out % 64 == 0 && n % ROWS == 0; /* every whole tile's rows start on a cache line */
     for (Py_ssize_t first = 0; first < column_tiles; first += CHUNK_TILES) {
         Py_ssize_t last = first + CHUNK_TILES < column_tiles ? first + CHUNK_TILES : column_tiles;
         for (Py_ssize_t I = 0; I < row_tiles; I += 2) {
             Py_ssize_t I1 = I + 1 < row_tiles ? I + 1 : I; /* an odd last tile is computed twice, stored once */
-            const uint16_t *a0 = a + I * blocks * TILE, *a1 = a + I1 * blocks * TILE;
+            const uint16_t *a0 = a + tile_at(I, 0, row_tiles, blocks), *a1 = a + tile_at(I1, 0, row_tiles, blocks);
+            Py_ssize_t a_step = (I1 != I ? 2 : 1) * TILE; /* from one block of dimensions to the next */
             for (Py_ssize_t J = first; J < last; J += 2) {
                 Py_ssize_t J1 = J + 1 < last ? J + 1 : J;
-                const uint16_t *b0 = packed + J * blocks * TILE, *b1 = packed + J1 * blocks * TILE;
+                const uint16_t *b0 = packed + tile_at(J, 0, column_tiles, blocks);
+                const uint16_t *b1 = packed + tile_at(J1, 0, column_tiles, blocks);
+                Py_ssize_t b_step = (J + 1 < column_tiles ? 2 : 1) * TILE;
                 _tile_zero(0);
                 _tile_zero(1);
                 _tile_zero(2);
                 _tile_zero(3);
                 for (Py_ssize_t kb = 0; kb < blocks; kb++) {
-                    _tile_loadd(4, a0 + kb * TILE, DIMS * sizeof(uint16_t));
-                    _tile_loadd(6, b0 + kb * TILE, DIMS * sizeof(uint16_t));
+                    _tile_loadd(4, a0 + kb * a_step, DIMS * sizeof(uint16_t));
+                    _tile_loadd(6, b0 + kb * b_step, DIMS * sizeof(uint16_t));
                     _tile_dpbf16ps(0, 4, 6);
-                    _tile_loadd(7, b1 + kb * TILE, DIMS * sizeof(uint16_t));
+                    _tile_loadd(7, b1 + kb * b_step, DIMS * sizeof(uint16_t));
                     _tile_dpbf16ps(1, 4, 7);
-                    _tile_loadd(5, a1 + kb * TILE, DIMS * sizeof(uint16_t));
+                    _tile_loadd(5, a1 + kb * a_step, DIMS * sizeof(uint16_t));
                     _tile_dpbf16ps(2, 5, 6);
                     _tile_dpbf16ps(3, 5, 7);
                 }
@@ -259,6 +330,7 @@ static void screen_tiles(const uint16_t *a, Py_ssize_t rows, Py_ssize_t dim, con
             }
         }
     }
+    _mm_sfence(); /* the streamed stores before any that follow */
     _tile_release();
 }
 #endif

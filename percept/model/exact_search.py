@@ -13,7 +13,12 @@ For each block of queries:
 4. The exact K-th screened value over samples (a vector counts once per sample) tightens the cut the
    same way; the candidates left get float64 similarities, expand to their samples, and the first K
    by (similarity descending, sample position ascending) are the neighbours: ties, including equal
-   vectors stored in different rows, go to the earlier training sample.
+   vectors stored in different rows, go to the earlier training sample. Where the columns have float16
+   copies (a bfloat16 screen over float64 vectors), the C selection takes each category's best candidates
+   first and gives them float64 similarities at once; their K-th is a lower bound on the category's K-th
+   similarity, so only the vectors whose screened value could still reach it are taken next, re-screened
+   from the copies in float32 (a far tighter bound), and re-ranked in float64 only where that value could
+   reach it too (the pure path re-ranks every candidate, with the same result).
 
 A search space may hold several categories over one set of distinct vectors (the scorer's five):
 one screen serves them all. Columns are ordered by which categories use them, so each category's
@@ -42,6 +47,7 @@ from percept.model.screens import (
     Float32Screen,
     TileScreen,
     absolute_error,
+    aligned_empty,
     column_screen,
     float16_copies,
     float16_error,
@@ -251,7 +257,7 @@ class SearchSpace:
         held = getattr(self._local, "buffers", None)
         if held is None or held[0].shape[0] < rows:
             tiles = np.empty((rows, -(-self.n_columns // TILE)), np.float32) if self.screen.tile_maxima else None
-            held = self._local.buffers = (np.empty((rows, self.n_columns), dtype=np.float32), tiles)
+            held = self._local.buffers = (aligned_empty((rows, self.n_columns), np.float32), tiles)
         return held[0][:rows], None if held[1] is None else held[1][:rows]
 
 

@@ -110,6 +110,15 @@ def float16_copies(columns32: np.ndarray, chunk: int = 2048) -> tuple[np.ndarray
     return copies, residual
 
 
+def aligned_empty(shape: int | tuple[int, ...], dtype: type | np.dtype, alignment: int = 64) -> np.ndarray:
+    """An uninitialised C-contiguous array whose data starts on an ``alignment``-byte boundary: the tile screen's
+    loads and stores of 64-byte tile rows each touch one cache line then, not two."""
+    size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    raw = np.empty(size + alignment, dtype=np.uint8)
+    start = -raw.ctypes.data % alignment
+    return raw[start:start + size].view(dtype).reshape(shape)
+
+
 NONFINITE_QUERIES = "the query vectors contain NaN or infinite values: re-encode the images"
 
 
@@ -147,7 +156,7 @@ class TileScreen:
     def __init__(self, stored: np.ndarray, rows: np.ndarray, scales: np.ndarray):
         self.dim = stored.shape[1]
         self._tiles = kernels.tiles()
-        self.packed = np.empty(self._tiles.packed_size(len(rows), self.dim), dtype=np.uint16)
+        self.packed = aligned_empty(self._tiles.packed_size(len(rows), self.dim), np.uint16)
         residuals, lengths = np.empty(len(rows)), np.empty(len(rows))
         self._tiles.pack_columns(stored, rows, scales, self.packed, residuals, lengths)
         self.vector_residual = float(residuals.max(initial=0.0))
