@@ -17,12 +17,11 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
+
+from percept.data.thrift_compact import STRUCT, Field, ThriftError, decode, encode
 
 MAGIC = b"PAR1"
-
-# Thrift compact protocol types.
-STOP, TRUE, FALSE, BYTE, I16, I32, I64, DOUBLE, BINARY, LIST, SET, MAP, STRUCT = range(13)
 
 # Field ids of Parquet's footer (parquet.thrift).
 FILE_NUM_ROWS, FILE_ROW_GROUPS, FILE_ENCRYPTION = 3, 4, 8
@@ -35,149 +34,6 @@ META_UNSUPPORTED = {14: "bloom filter"}
 
 class NotJoinable(ValueError):
     """The files cannot be joined by copying their row groups."""
-
-
-@dataclass
-class Field:
-    """One field of a Thrift struct: its id, compact type and value (a nested list of Fields for structs)."""
-
-    id: int
-    kind: int
-    value: Any
-
-
-class _Reader:
-    def __init__(self, data: bytes):
-        self.data, self.pos = data, 0
-
-    def byte(self) -> int:
-        self.pos += 1
-        return self.data[self.pos - 1]
-
-    def varint(self) -> int:
-        shift = result = 0
-        while True:
-            b = self.byte()
-            result |= (b & 0x7F) << shift
-            if b < 0x80:
-                return result
-            shift += 7
-
-    def zigzag(self) -> int:
-        n = self.varint()
-        return (n >> 1) ^ -(n & 1)
-
-    def take(self, size: int) -> bytes:
-        self.pos += size
-        return self.data[self.pos - size:self.pos]
-
-    def value(self, kind: int) -> Any:
-        if kind in (TRUE, FALSE):
-            return kind == TRUE
-        if kind == BYTE:
-            return self.byte()
-        if kind in (I16, I32, I64):
-            return self.zigzag()
-        if kind == DOUBLE:
-            return self.take(8)
-        if kind == BINARY:
-            return self.take(self.varint())
-        if kind in (LIST, SET):
-            header = self.byte()
-            size = header >> 4 if header >> 4 != 15 else self.varint()
-            element = header & 0x0F
-            return element, [self.byte() if element in (TRUE, FALSE) else self.value(element) for _ in range(size)]
-        if kind == MAP:
-            size = self.varint()
-            types = self.byte() if size else 0
-            return types, [(self.value(types >> 4), self.value(types & 0x0F)) for _ in range(size)]
-        if kind == STRUCT:
-            return self.struct()
-        raise NotJoinable(f"unknown Thrift type {kind} in a Parquet footer")
-
-    def struct(self) -> list[Field]:
-        fields: list[Field] = []
-        last = 0
-        while True:
-            header = self.byte()
-            if header == STOP:
-                return fields
-            delta, kind = header >> 4, header & 0x0F
-            last = last + delta if delta else self.zigzag()
-            fields.append(Field(last, kind, self.value(kind)))
-
-
-class _Writer:
-    def __init__(self) -> None:
-        self.out = bytearray()
-
-    def varint(self, n: int) -> None:
-        while n >= 0x80:
-            self.out.append((n & 0x7F) | 0x80)
-            n >>= 7
-        self.out.append(n)
-
-    def zigzag(self, n: int) -> None:
-        self.varint((n << 1) ^ (n >> 63))
-
-    def value(self, kind: int, value: Any) -> None:
-        if kind == BYTE:
-            self.out.append(value)
-        elif kind in (I16, I32, I64):
-            self.zigzag(value)
-        elif kind == DOUBLE:
-            self.out += value
-        elif kind == BINARY:
-            self.varint(len(value))
-            self.out += value
-        elif kind in (LIST, SET):
-            element, items = value
-            if len(items) < 15:
-                self.out.append(len(items) << 4 | element)
-            else:
-                self.out.append(0xF0 | element)
-                self.varint(len(items))
-            for item in items:
-                if element in (TRUE, FALSE):
-                    self.out.append(item)
-                else:
-                    self.value(element, item)
-        elif kind == MAP:
-            types, items = value
-            self.varint(len(items))
-            if items:
-                self.out.append(types)
-            for key, item in items:
-                self.value(types >> 4, key)
-                self.value(types & 0x0F, item)
-        elif kind == STRUCT:
-            self.struct(value)
-
-    def struct(self, fields: list[Field]) -> None:
-        last = 0
-        for field in fields:
-            delta = field.id - last
-            if 0 < delta <= 15:
-                self.out.append(delta << 4 | field.kind)
-            else:
-                self.out.append(field.kind)
-                self.zigzag(field.id)
-            if field.kind not in (TRUE, FALSE):
-                self.value(field.kind, field.value)
-            last = field.id
-        self.out.append(STOP)
-
-
-def encode_footer(fields: list[Field]) -> bytes:
-    """A footer (or any Thrift struct) in the compact protocol."""
-    writer = _Writer()
-    writer.struct(fields)
-    return bytes(writer.out)
-
-
-def decode_footer(data: bytes) -> list[Field]:
-    """A compact-protocol Thrift struct."""
-    return _Reader(data).struct()
 
 
 @dataclass
@@ -202,7 +58,10 @@ def read_layout(path: Path) -> ParquetLayout:
         if tail[4:] != MAGIC or length > size - 12:
             raise NotJoinable(f"{path} is not a Parquet file")
         handle.seek(size - 8 - length)
-        footer = decode_footer(handle.read(length))
+        try:
+            footer = decode(handle.read(length))
+        except (ThriftError, IndexError) as exc:
+            raise NotJoinable(f"{path} has a footer that cannot be read ({exc})") from None
         handle.seek(0)
         if handle.read(4) != MAGIC:
             raise NotJoinable(f"{path} is not a Parquet file")
@@ -283,7 +142,7 @@ def joined_footer(layouts: list[ParquetLayout]) -> bytes:
         elif field.id == FILE_ROW_GROUPS:
             field = Field(field.id, field.kind, (element.value[0] if element else STRUCT, groups))
         footer.append(field)
-    return encode_footer(footer)
+    return encode(footer)
 
 
 def join_parquet(paths: Iterable[Path], out: BinaryIO) -> None:

@@ -9,11 +9,12 @@ raises :class:`Unsupported`, and the caller reads the file with pyarrow instead.
 
 from __future__ import annotations
 
-import struct
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from percept.data.thrift_compact import Reader, ThriftError, plain
 
 BYTE_ARRAY = 6
 PLAIN, PLAIN_DICTIONARY, RLE_DICTIONARY = 0, 2, 8
@@ -26,73 +27,17 @@ class Unsupported(Exception):
     """The file uses a Parquet feature this reader does not handle."""
 
 
-#: A decoded Thrift struct: {field id: value}. The values' types are those Parquet's schema gives each field,
-#: which this reader does not encode (a bool, int, float, bytes, list or struct).
+#: A decoded Thrift struct: {field id: value} (:func:`percept.data.thrift_compact.plain`).
 ThriftStruct = dict[int, Any]
 
 
-class _Thrift:
-    """Thrift compact protocol: structs decode to {field id: value}."""
-
-    def __init__(self, data: bytes, pos: int = 0):
-        self.data, self.pos = data, pos
-
-    def byte(self) -> int:
-        self.pos += 1
-        return self.data[self.pos - 1]
-
-    def varint(self) -> int:
-        shift = result = 0
-        while True:
-            b = self.byte()
-            result |= (b & 0x7F) << shift
-            if b < 0x80:
-                return result
-            shift += 7
-
-    def zigzag(self) -> int:
-        n = self.varint()
-        return (n >> 1) ^ -(n & 1)
-
-    def value(self, kind: int) -> Any:
-        if kind in (1, 2):
-            return kind == 1
-        if kind == 3:
-            return struct.unpack("b", bytes([self.byte()]))[0]
-        if kind in (4, 5, 6):
-            return self.zigzag()
-        if kind == 7:
-            self.pos += 8
-            return struct.unpack("<d", self.data[self.pos - 8:self.pos])[0]
-        if kind == 8:
-            size = self.varint()
-            self.pos += size
-            return bytes(self.data[self.pos - size:self.pos])
-        if kind in (9, 10):
-            header = self.byte()
-            size = header >> 4 if header >> 4 != 15 else self.varint()
-            element = header & 0x0F
-            if element in (1, 2):
-                return [self.byte() == 1 for _ in range(size)]
-            return [self.value(element) for _ in range(size)]
-        if kind == 11:
-            size = self.varint()
-            types = self.byte() if size else 0
-            return {self.value(types >> 4): self.value(types & 0x0F) for _ in range(size)}
-        if kind == 12:
-            return self.struct()
-        raise Unsupported(f"thrift type {kind}")
-
-    def struct(self) -> ThriftStruct:
-        fields: ThriftStruct = {}
-        last = 0
-        while True:
-            header = self.byte()
-            if header == 0:
-                return fields
-            delta, kind = header >> 4, header & 0x0F
-            last = last + delta if delta else self.zigzag()
-            fields[last] = self.value(kind)
+def _struct(data: bytes, pos: int) -> tuple[ThriftStruct, int]:
+    """The Thrift struct at ``data[pos:]`` as plain values, and the position after it."""
+    reader = Reader(data, pos)
+    try:
+        return plain(reader.struct()), reader.pos
+    except ThriftError as exc:
+        raise Unsupported(str(exc)) from None
 
 
 def snappy_decompress(data: bytes) -> bytes:
@@ -109,7 +54,7 @@ def _hybrid(data: bytes, pos: int, end: int, width: int, count: int) -> np.ndarr
     """``count`` values of the RLE / bit-packed hybrid encoding in ``data[pos:end]``."""
     out = np.empty(count, dtype=np.int64)
     done = 0
-    reader = _Thrift(data, pos)
+    reader = Reader(data, pos)
     while done < count and reader.pos < end:
         header = reader.varint()
         if header & 1:
@@ -147,7 +92,7 @@ def read_string_column(path: str | Path, column: str) -> list[str | None]:
     if data[:4] != b"PAR1" or data[-4:] != b"PAR1":
         raise Unsupported("not a parquet file")
     footer = int.from_bytes(data[-8:-4], "little")
-    meta = _Thrift(data, len(data) - 8 - footer).struct()
+    meta, _ = _struct(data, len(data) - 8 - footer)
     schema = meta.get(2, [])
     leaves = [s for s in schema[1:] if not s.get(5)]
     if len(leaves) != len(schema) - 1:
@@ -180,10 +125,9 @@ def _read_chunk(data: bytes, info: ThriftStruct, optional: bool) -> list[str | N
     remaining, dictionary = info[5], None
     out: list[str | None] = []
     while remaining > 0 and pos < end:
-        reader = _Thrift(data, pos)
-        header = reader.struct()
-        pos = reader.pos + header[3]
-        body = data[reader.pos:pos]
+        header, body_start = _struct(data, pos)
+        pos = body_start + header[3]
+        body = data[body_start:pos]
         kind = header[1]
         if kind == DICTIONARY_PAGE:
             dictionary = _plain_strings(expand(body), header[7][1])
