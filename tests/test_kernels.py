@@ -316,6 +316,13 @@ def test_selection_takes_keywords_only(c_kernels):
         c_kernels.select_neighbours(**call, sample=call["samples"])
 
 
+def same_selection(c_call: dict, pure_call: dict) -> None:
+    """Both categories' neighbours and float64 similarities, bit for bit."""
+    for c in range(2):
+        np.testing.assert_array_equal(c_call["index"][c], pure_call["index"][c])
+        same_bits(c_call["similarity"][c], pure_call["similarity"][c])
+
+
 def test_selection_equals_the_pure_path_on_the_same_tables(c_kernels):
     """The same tables through the C (tiles as groups, strided groups) and through numpy: the same bits."""
     rng = np.random.default_rng(5)
@@ -326,9 +333,7 @@ def test_selection_equals_the_pure_path_on_the_same_tables(c_kernels):
         c_kernels.select_neighbours(**c_call)
         with running("pure"):
             kernels.select_neighbours(**pure_call)
-        for c in range(2):
-            np.testing.assert_array_equal(c_call["index"][c], pure_call["index"][c])
-            same_bits(c_call["similarity"][c], pure_call["similarity"][c])
+        same_selection(c_call, pure_call)
 
 
 @pytest.mark.parametrize("tiles", [False, True])
@@ -364,9 +369,7 @@ def test_selection_keeps_every_neighbour_of_adversarial_screens(c_kernels, tiles
     c_kernels.select_neighbours(**c_call)
     with running("pure"):
         kernels.select_neighbours(**pure_call)
-    for c in range(2):
-        np.testing.assert_array_equal(c_call["index"][c], pure_call["index"][c])
-        same_bits(c_call["similarity"][c], pure_call["similarity"][c])
+    same_selection(c_call, pure_call)
     for c, category in enumerate(space.categories):  # and they are the brute force's
         samples = np.repeat(np.arange(len(columns)), category.counts)[np.argsort(category.samples)]
         index, _ = brute_force(columns, samples, queries, k)
