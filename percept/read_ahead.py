@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -12,8 +14,11 @@ T = TypeVar("T")
 _END = object()
 
 
-def read_ahead(items: Iterator[T], depth: int = 1) -> Iterator[T]:
-    """The items of ``items`` in order, at most ``depth`` of them made (or being made) ahead on a thread.
+def read_ahead(items: Iterator[T], depth: int = 1, *,
+               context: Callable[[], AbstractContextManager] = contextlib.nullcontext,
+               name: str = "percept-read-ahead") -> Iterator[T]:
+    """The items of ``items`` in order, at most ``depth`` of them made (or being made) ahead on a thread
+    (called ``name``), which makes them all inside ``context()`` (a CUDA stream, say).
 
     With ``depth=1`` the next item is made while the caller holds the current one, and no further: two
     items are alive at once. An exception raised while making an item is raised here, where that item
@@ -26,17 +31,18 @@ def read_ahead(items: Iterator[T], depth: int = 1) -> Iterator[T]:
 
     def produce() -> None:
         try:
-            while _wait(room, stop):
-                try:
-                    item = next(items)
-                except StopIteration:
-                    ready.put((_END, None))
-                    return
-                ready.put((item, None))
+            with context():
+                while _wait(room, stop):
+                    try:
+                        item = next(items)
+                    except StopIteration:
+                        ready.put((_END, None))
+                        return
+                    ready.put((item, None))
         except BaseException as exc:  # handed to the consumer, which raises it
             ready.put((_END, exc))
 
-    thread = threading.Thread(target=produce, name="percept-read-ahead", daemon=True)
+    thread = threading.Thread(target=produce, name=name, daemon=True)
     thread.start()
     try:
         while True:

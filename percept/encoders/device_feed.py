@@ -10,8 +10,6 @@ model's stream waits for a batch's copy only when it takes that batch.
 from __future__ import annotations
 
 import contextlib
-import queue
-import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -19,10 +17,10 @@ from typing import Any
 
 from percept.encoders.device_decode import collate_for_device, device_decoder, read_for_device
 from percept.encoders.stages import read_image, stack_readable
+from percept.read_ahead import read_ahead
 
 #: Batches loaded on the device ahead of the one the model runs.
 AHEAD = 2
-_END = object()
 
 
 @dataclass(frozen=True)
@@ -115,47 +113,12 @@ def _tensors(value) -> Iterator:
             yield from _tensors(item)
 
 
-class _Failed:
-    def __init__(self, error: BaseException):
-        self.error = error
-
-
 def prefetched(batches: Iterable, load: Callable[[Any], Any], device: str, ahead: int = AHEAD) -> Iterator:
     """``load(batch)`` of each batch in order, computed on a thread up to ``ahead`` batches before the consumer
-    takes them: on CUDA on a second stream, each handed over when its copy is complete on the consumer's stream.
-    An error in ``batches`` or ``load`` is raised to the consumer where that batch was due."""
+    takes them (and one more being loaded): on CUDA on a second stream, each handed over when its copy is
+    complete on the consumer's stream. An error in ``batches`` or ``load`` is raised to the consumer where that
+    batch was due."""
     lane = _Lane(device)
-    ready: queue.Queue = queue.Queue(maxsize=ahead)
-    stop = threading.Event()
-
-    def put(item) -> bool:
-        while not stop.is_set():
-            try:
-                ready.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def fill() -> None:
-        try:
-            with lane.context():
-                for batch in batches:
-                    loaded = load(batch)
-                    if not put((loaded, lane.mark())):
-                        return
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
-            put(_Failed(exc))
-            return
-        put(_END)
-
-    thread = threading.Thread(target=fill, name="percept-prefetch", daemon=True)
-    thread.start()
-    try:
-        while (item := ready.get()) is not _END:
-            if isinstance(item, _Failed):
-                raise item.error
-            yield lane.hand_over(*item)
-    finally:
-        stop.set()
-        thread.join()
+    loaded = ((load(batch), lane.mark()) for batch in batches)
+    for item in read_ahead(loaded, ahead + 1, context=lane.context, name="percept-prefetch"):
+        yield lane.hand_over(*item)
