@@ -213,15 +213,16 @@ class RowRange:
                 stop = min(start + size, high)
                 vectors, empty = reader.read(start, stop, partial(describe, reader, names))
                 zero.add(empty, partial(describe, reader, names, offset=start), first + start)
-                if not stored:
-                    if self.texts is not None and self.inputs.method is not None:
-                        texts, empty_texts = self.texts.read(first + start, first + stop)
-                        zero.add(np.setdiff1d(empty_texts, empty), partial(text_vector_of, names, start),
-                                 first + start)
-                        empty = np.union1d(empty, empty_texts)
-                        vectors = combine(vectors, texts, self.inputs.method)
-                    vectors = l2_normalise(vectors)
-                    vectors[empty] = 0.0
+                if stored:
+                    yield names[start:stop], vectors
+                    continue
+                if self.texts is not None and self.inputs.method is not None:
+                    texts, empty_texts = self.texts.read(first + start, first + stop)
+                    zero.add(np.setdiff1d(empty_texts, empty), partial(text_vector_of, names, start), first + start)
+                    empty = np.union1d(empty, empty_texts)
+                    vectors = combine(vectors, texts, self.inputs.method)
+                vectors = l2_normalise(vectors)
+                vectors[empty] = 0.0
                 yield names[start:stop], vectors
 
     def chunks(self, zero: ZeroRows, stored: bool = False) -> Iterator[Chunk]:
