@@ -362,3 +362,19 @@ def test_a_device_estimator_rates_rows_as_stored_like_the_cpu(tmp_path, panorami
     assert got["image"].tolist() == expected["image"].tolist()
     np.testing.assert_allclose(got[numeric].to_numpy(float), expected[numeric].to_numpy(float), rtol=0, atol=1e-9)
     assert got[numeric].isna().equals(expected[numeric].isna())
+
+
+def test_a_part_finished_after_the_run_was_given_up_leaves_no_folder(tmp_path):
+    """Only the driver makes the parts folder: a worker finishing a part after the run was given up (its folder
+    removed) gets the one-line error and does not bring the folder back."""
+    parts = RatedParts(tmp_path / "rated.csv", "csv", "test")
+    parts.start()
+
+    def rate_after_removal(write) -> rating.RateSummary:
+        parts.remove()
+        write(pd.DataFrame({"image": ["a.jpg"], "walkability": [3.0]}))
+        return rating.RateSummary(1, 0, Path())
+
+    with pytest.raises(PerceptError, match="was given up"):
+        parts.write(0, {"model_card": None, "interval_level": None}, None, rate_after_removal)
+    assert _leftovers(tmp_path) == [] and list(tmp_path.iterdir()) == []

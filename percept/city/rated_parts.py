@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from percept import __version__
-from percept.atomic import atomic_path, atomic_write_text
+from percept.atomic import atomic_path
 from percept.city.rating import RateSummary
 from percept.city.rating_plan import RatingInputs, WorkUnit
 from percept.data.locations import Locations
@@ -36,6 +36,8 @@ from percept.model.io import ExportedModel
 if TYPE_CHECKING:
     import pyarrow as pa
 
+#: Passes over the parts folder when it is removed (each removes what workers added during the one before).
+REMOVE_PASSES = 10
 #: The file suffix of a part of each kind of rated file.
 SUFFIXES = {"csv": ".csv", "parquet": ".parquet", "geoparquet": ".parquet", "geojson": ".geojson"}
 
@@ -77,13 +79,22 @@ class RatedParts:
               rate: Callable[[Callable[[pd.DataFrame], None]], RateSummary]) -> RateSummary:
         """Write unit ``unit``'s part with ``rate(write)`` (``schema``: the whole file's, for Parquet), then
         record its summary."""
+        given_up = PerceptError(f"the rating into {self.out} was given up: its parts folder is gone")
         if not self.folder.is_dir():
-            raise PerceptError(f"the rating into {self.out} was given up: its parts folder is gone")
-        with atomic_path(self.part(unit)) as tmp, \
-                RatedWriter(self.kind, tmp, metadata, part=True, schema=schema) as write:
-            summary = rate(write)
-        summary.out = self.part(unit)
-        atomic_write_text(self.record(unit), json.dumps(summary.counts()))
+            raise given_up
+        # Only the driver makes the folder: a worker still writing after the run was given up (and its folder
+        # removed) fails here rather than leaving a new folder behind.
+        try:
+            with atomic_path(self.part(unit), make_folder=False) as tmp, \
+                    RatedWriter(self.kind, tmp, metadata, part=True, schema=schema) as write:
+                summary = rate(write)
+            summary.out = self.part(unit)
+            with atomic_path(self.record(unit), make_folder=False) as tmp:
+                tmp.write_text(json.dumps(summary.counts()), encoding="utf-8")
+        except FileNotFoundError:
+            if self.folder.is_dir():
+                raise
+            raise given_up from None
         return summary
 
     def join(self, units: list[WorkUnit], metadata: dict, first: pd.DataFrame) -> None:
@@ -92,7 +103,12 @@ class RatedParts:
             join_parts(self.kind, [self.part(unit.number) for unit in units], tmp, metadata, first)
 
     def remove(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
+        """Remove the folder. Workers never make it, so once it is gone it stays gone; a part a worker was still
+        writing when the folder was listed can keep it from going, and is removed on the next pass."""
+        for _ in range(REMOVE_PASSES):
+            shutil.rmtree(self.folder, ignore_errors=True)
+            if not self.folder.exists():
+                return
 
 
 def run_fingerprint(model: ExportedModel, locations: Locations | None, inputs: RatingInputs, units: list[WorkUnit],
