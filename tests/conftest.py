@@ -1,5 +1,5 @@
-"""Shared fixtures: the reference survey, a runner for the command-line tools, and the session's one local Ray
-cluster (``ray_cluster``, started on first use)."""
+"""Shared fixtures: the reference survey, the compiled kernels, a runner for the command-line tools, and the
+session's one local Ray cluster (``ray_cluster``, started on first use)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,12 @@ REFERENCE = Path(__file__).resolve().parent / "reference"
 def reference_dir() -> Path:
     """The original tool's reference outputs and the survey they were made from (read-only)."""
     return REFERENCE
+
+
+@pytest.fixture
+def c_kernels():
+    """The compiled kernels themselves (these tests skip where they were not built)."""
+    return pytest.importorskip("percept.model._kernels")
 
 
 @pytest.fixture

@@ -26,25 +26,36 @@ SPECIAL = np.array([6e-8, -6e-8, 6.1e-5, 65504, -65504, np.inf, -np.inf, np.nan,
 
 @contextlib.contextmanager
 def running(implementation: str):
-    """Kernels of one implementation while the block runs: the compiled ``vector`` or ``portable`` build, or
-    ``pure`` (numpy)."""
-    previous = kernels.use_compiled(implementation != "pure"), kernels.vector_extensions(implementation == "vector")
+    """Kernels of one implementation while the block runs: a compiled build (``avx512``, ``avx2``,
+    ``portable``, or ``vector``: the best the CPU runs), or ``pure`` (numpy)."""
+    previous, build = kernels.use_compiled(implementation != "pure"), None
+    if implementation != "pure" and kernels.built():
+        build = kernels.implementation()
+        if implementation in ("vector", "portable"):
+            kernels.vector_extensions(implementation == "vector")
+        else:
+            kernels.use_build(implementation)
     try:
         yield
     finally:
-        kernels.use_compiled(previous[0])
-        kernels.vector_extensions(previous[1])
+        kernels.use_compiled(previous)
+        if build is not None:
+            kernels.use_build(build)
 
 
 def implementations() -> list[str]:
-    """The implementations this machine runs: pure everywhere; the compiled builds where they were built, the
-    vector one where the CPU has AVX2 (or AVX-512)."""
+    """The implementations this machine runs: pure everywhere; the compiled builds where they were built: the
+    portable one, and the AVX2 and AVX-512 ones where the CPU runs them."""
     found = ["pure"]
     if kernels.built():
         found.append("portable")
-        with running("vector"):
-            if kernels.implementation() != "portable":
-                found.append("vector")
+        with running("portable"):
+            for build in ("avx2", "avx512"):
+                try:
+                    kernels.use_build(build)
+                    found.append(build)
+                except ValueError:
+                    pass
     return found
 
 
@@ -52,12 +63,6 @@ def same_bits(a: np.ndarray, b: np.ndarray) -> None:
     """Equal as stored (0.0 and -0.0 differ, NaN equals the same NaN)."""
     assert a.shape == b.shape and a.dtype == b.dtype
     np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8))
-
-
-@pytest.fixture
-def c_kernels():
-    """The compiled kernels themselves (these tests skip where they were not built)."""
-    return pytest.importorskip("percept.model._kernels")
 
 
 @pytest.mark.parametrize("implementation", ["vector", "portable", "pure"])

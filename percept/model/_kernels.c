@@ -3,6 +3,8 @@
  * gather_float32(stored, rows, out): out[j] = stored[rows[j]] as float32, for float16 or float32 rows
  *     (exact conversions).
  * sums_of_squares(stored, out): out[i] = sum_k stored[i, k]^2 in float64, for float16, float32 or float64 rows.
+ * quotient_rows(source, rows, numerators, divisors): float16 numerators and a divisor per row that rebuild the
+ *     float64 rows source[rows] exactly (quotient rows, see `quotient`), or the first row that has none.
  * select_neighbours(**tables): steps 2 to 4 of percept.model.exact_search (after the screen), a query at a time,
  *     for the arrays a SearchSpace lays out, given by keyword (see SELECT_ARGUMENTS). Every table is checked
  *     before the work starts (types, shapes, index ranges, samples per column, K against the samples), and a
@@ -12,10 +14,12 @@
  *     still reach the K-th of those, re-screened from the copies in float32, and kept only where that value could
  *     (refine_and_keep); with the screen's maxima of tiles of 16 columns (tile_maxima, and the categories each
  *     tile serves in tile_patterns), those are the groups of the first bound, and tiles below a cut are not read.
- *     Each category's neighbours are then ranked without branches.
+ *     Each category's neighbours are then ranked without branches. With row_divisors, the matrix holds quotient
+ *     rows (float16 numerators, the float64 rows rebuilt exactly as they are read).
  * vector_extensions(enabled=None): whether the AVX2/AVX-512 builds of the loops and the F16C conversions are
  *     used; False forces the portable code (tests compare both), True restores what the CPU supports. Returns
- *     the previous setting. vector_path(): which is in use ("avx512", "avx2" or "portable").
+ *     the previous setting. vector_path(name=None): which is in use ("avx512", "avx2" or "portable"); with a
+ *     name, uses that build where the CPU runs it (tests run each) and returns the previous one.
  *
  * Float64 sums run over LANES partial sums added pairwise at the end, each product rounded before it is added
  * (no fused multiply-add): the same bits from the portable and the vector code, on every machine, and from
@@ -296,12 +300,207 @@ static void float16_dots(const float *q, const uint16_t *rows, Py_ssize_t dim, c
     float16_dots_portable(q, rows, dim, columns, count, out);
 }
 
-/* Float64 dot products of one float64 query with the stored rows `rows[0:count]` of float16, float32 or
- * float64 elements (`row`: dim floats of scratch for the portable float16 path). */
-ALWAYS_INLINE void query_dots(const double *q, const void *matrix, int itemsize, Py_ssize_t dim, const int64_t *rows,
-                              Py_ssize_t count, float *row, double *out, int path)
+/* Quotient rows: float64 rows that are float16 numerators divided by a float64 divisor, element by element (unit
+ * rows normalised from float16 embeddings), kept as the numerators and the divisor: a quarter of the bytes, and the
+ * same float64 elements, rebuilt as they are read. Element a / d is rebuilt from y = 1 / d (correctly rounded): q =
+ * a y lies within an ulp of a / d, a - q d is exact (one fused multiply-add), and q + (a - q d) y rounds to a / d
+ * (Markstein's correction). quotient_numerators checks every element of every row it gives, so a row is only ever
+ * rebuilt where that holds. A zero numerator gives +0 where -0 / d is -0: equal in value, and in every sum here
+ * (the partial sums start at +0). */
+ALWAYS_INLINE double quotient(double a, double d, double y)
 {
-    if (itemsize == 8) {
+    double q = a * y;
+    return fma(fma(-q, d, a), y, q);
+}
+
+/* dots_from_float64 for quotient rows: row i is the float16 numerators vectors[rows[i]] over divisors[rows[i]]. */
+ALWAYS_INLINE void dots_from_quotients(const double *q, const uint16_t *vectors, const double *divisors, Py_ssize_t dim,
+                                       const int64_t *rows, Py_ssize_t count, double *out)
+{
+    for (Py_ssize_t i = 0; i < count; i++) {
+        const uint16_t *x = vectors + rows[i] * dim;
+        double d = divisors[rows[i]], y = 1.0 / d;
+        double lane[LANES] = {0};
+        Py_ssize_t k = 0;
+        for (; k + LANES <= dim; k += LANES)
+            for (int l = 0; l < LANES; l++)
+                lane[l] += q[k + l] * quotient((double)half_to_float(x[k + l]), d, y);
+        double sum = lane_total(lane);
+        for (; k < dim; k++)
+            sum += q[k] * quotient((double)half_to_float(x[k]), d, y);
+        out[i] = sum;
+    }
+}
+
+#ifdef X86_64
+/* The same with F16C and fused multiply-adds for the quotients (lane l of a step of 32 is dimension k + l). */
+TARGET(AVX2_FEATURES)
+static void dots_from_quotients_f16c(const double *q, const uint16_t *vectors, const double *divisors, Py_ssize_t dim,
+                                     const int64_t *rows, Py_ssize_t count, double *out)
+{
+    for (Py_ssize_t i = 0; i < count; i++) {
+        const uint16_t *x = vectors + rows[i] * dim;
+        const char *next = (const char *)(vectors + rows[i + 1 < count ? i + 1 : i] * dim);
+        double d = divisors[rows[i]], y = 1.0 / d;
+        __m256d lane[8], dd = _mm256_set1_pd(d), yy = _mm256_set1_pd(y);
+        for (int l = 0; l < 8; l++)
+            lane[l] = _mm256_setzero_pd();
+        Py_ssize_t k = 0;
+        for (; k + 32 <= dim; k += 32) {
+            PREFETCH(next + k * sizeof(uint16_t));
+            for (int part = 0; part < 4; part++) {
+                __m256 wide = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + k + 8 * part)));
+                for (int half = 0; half < 2; half++) {
+                    __m256d a = _mm256_cvtps_pd(half ? _mm256_extractf128_ps(wide, 1) : _mm256_castps256_ps128(wide));
+                    __m256d guess = _mm256_mul_pd(a, yy);
+                    __m256d exact = _mm256_fmadd_pd(_mm256_fnmadd_pd(guess, dd, a), yy, guess);
+                    int l = 2 * part + half;
+                    lane[l] = _mm256_add_pd(lane[l], _mm256_mul_pd(_mm256_loadu_pd(q + k + 4 * l), exact));
+                }
+            }
+        }
+        double sums[LANES];
+        for (int l = 0; l < 8; l++)
+            _mm256_storeu_pd(sums + 4 * l, lane[l]);
+        double sum = lane_total(sums);
+        for (; k < dim; k++)
+            sum += q[k] * quotient((double)half_to_float(x[k]), d, y);
+        out[i] = sum;
+    }
+}
+
+/* The same with AVX-512: eight numerators become eight quotients in one register. */
+TARGET(AVX512_FEATURES)
+static void dots_from_quotients_avx512(const double *q, const uint16_t *vectors, const double *divisors,
+                                       Py_ssize_t dim, const int64_t *rows, Py_ssize_t count, double *out)
+{
+    for (Py_ssize_t i = 0; i < count; i++) {
+        const uint16_t *x = vectors + rows[i] * dim;
+        const char *next = (const char *)(vectors + rows[i + 1 < count ? i + 1 : i] * dim);
+        double d = divisors[rows[i]], y = 1.0 / d;
+        __m512d lane[4], dd = _mm512_set1_pd(d), yy = _mm512_set1_pd(y);
+        for (int l = 0; l < 4; l++)
+            lane[l] = _mm512_setzero_pd();
+        Py_ssize_t k = 0;
+        for (; k + 32 <= dim; k += 32) {
+            PREFETCH(next + k * sizeof(uint16_t));
+            for (int part = 0; part < 4; part++) {
+                __m512d a = _mm512_cvtps_pd(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + k + 8 * part))));
+                __m512d guess = _mm512_mul_pd(a, yy);
+                __m512d exact = _mm512_fmadd_pd(_mm512_fnmadd_pd(guess, dd, a), yy, guess);
+                lane[part] = _mm512_add_pd(lane[part], _mm512_mul_pd(_mm512_loadu_pd(q + k + 8 * part), exact));
+            }
+        }
+        double sums[LANES];
+        for (int l = 0; l < 4; l++)
+            _mm512_storeu_pd(sums + 8 * l, lane[l]);
+        double sum = lane_total(sums);
+        for (; k < dim; k++)
+            sum += q[k] * quotient((double)half_to_float(x[k]), d, y);
+        out[i] = sum;
+    }
+}
+#endif
+
+/* The nearest binary16 of v, for |v| at most 65504 (ties away from zero: the numerators are found on the binary16
+ * grid, and checked after). Normal values keep the top ten bits of the float64 mantissa, rounded (a carry moves
+ * into the exponent); smaller ones count units of 2^-24. */
+static uint16_t half_of(double v)
+{
+    union { double d; uint64_t u; } bits = {v};
+    uint16_t sign = (uint16_t)((bits.u >> 48) & 0x8000u);
+    uint64_t magnitude = bits.u & 0x7fffffffffffffffull;
+    bits.u = magnitude;
+    if (bits.d < 6.103515625e-05)
+        return sign | (uint16_t)lrint(bits.d * 16777216.0);
+    return sign | (uint16_t)((magnitude - ((uint64_t)(1023 - 15) << 52) + ((uint64_t)1 << 41)) >> 42);
+}
+
+/* Whether every element of x is rebuilt exactly from the numerators and the divisor d. */
+ALWAYS_INLINE int rebuilds(const double *x, const uint16_t *numerators, Py_ssize_t dim, double d)
+{
+    double y = 1.0 / d;
+    for (Py_ssize_t k = 0; k < dim; k++)
+        if (quotient((double)half_to_float(numerators[k]), d, y) != x[k])
+            return 0;
+    return 1;
+}
+
+/* Elements of a row tested before its numerators are built: those at least 1/8 of the largest magnitude. */
+#define PROBES 6
+/* Ulps either side of the largest element's ratio that a divisor is looked for in. */
+#define DIVISOR_STEPS 4
+
+/* Float16 numerators and a divisor that rebuild the float64 row x exactly (see quotient); returns 0 where there are
+ * none. Numerators are found up to a power of two: the largest magnitude becomes f 2^5 for the f in 1024..2047
+ * that puts the probed elements on the binary16 grid (multiples of 4 from 2^12 up), which is as high as binary16
+ * reaches, so no element falls below its range; the divisor is then the one within a few ulps of the largest
+ * element's ratio that rebuilds every element. */
+ALWAYS_INLINE int quotient_numerators(const double *x, Py_ssize_t dim, uint16_t *numerators, double *divisor)
+{
+    double top = 0;
+    Py_ssize_t at = 0;
+    for (Py_ssize_t k = 0; k < dim; k++)
+        if (fabs(x[k]) > top)
+            top = fabs(x[k]), at = k;
+    if (top == 0) {
+        for (Py_ssize_t k = 0; k < dim; k++)
+            numerators[k] = 0;
+        *divisor = 1.0;
+        return 1;
+    }
+    Py_ssize_t probes[PROBES];
+    int count = 0;
+    for (Py_ssize_t k = 0; k < dim && count < PROBES; k++)
+        if (k != at && fabs(x[k]) >= top / 8)
+            probes[count++] = k;
+    double unit = 32.0 / top;
+    for (int f = 1024; f < 2048; f++) {
+        double scale = f * unit;
+        int on_grid = 1;
+        for (int p = 0; p < count && on_grid; p++) {
+            double units = fabs(x[probes[p]]) * scale / 4;
+            on_grid = fabs(units - nearbyint(units)) <= 1e-6;
+        }
+        if (!on_grid)
+            continue;
+        for (Py_ssize_t k = 0; k < dim; k++)
+            numerators[k] = half_of(x[k] * scale);
+        double below = (double)half_to_float(numerators[at]) / x[at], above = below;
+        if (rebuilds(x, numerators, dim, below)) {
+            *divisor = below;
+            return 1;
+        }
+        for (int step = 0; step < DIVISOR_STEPS; step++) {
+            below = nextafter(below, 0.0), above = nextafter(above, INFINITY);
+            if (rebuilds(x, numerators, dim, below) || rebuilds(x, numerators, dim, above)) {
+                *divisor = rebuilds(x, numerators, dim, below) ? below : above;
+                return 1;
+            }
+        }
+    }
+    return 0;
+}
+
+/* Float64 dot products of one float64 query with the stored rows `rows[0:count]` of float16, float32 or
+ * float64 elements, or quotient rows where row_divisors are given (`row`: dim floats of scratch for the portable
+ * float16 path). */
+ALWAYS_INLINE void query_dots(const double *q, const void *matrix, int itemsize, const double *row_divisors,
+                              Py_ssize_t dim, const int64_t *rows, Py_ssize_t count, float *row, double *out, int path)
+{
+    if (row_divisors) {
+#ifdef X86_64
+        if (path == AVX512) {
+            dots_from_quotients_avx512(q, matrix, row_divisors, dim, rows, count, out);
+            return;
+        }
+        if (path == AVX2) {
+            dots_from_quotients_f16c(q, matrix, row_divisors, dim, rows, count, out);
+            return;
+        }
+#endif
+        dots_from_quotients(q, matrix, row_divisors, dim, rows, count, out);
+    } else if (itemsize == 8) {
         dots_from_float64(q, matrix, dim, rows, count, out);
     } else if (itemsize == 4) {
         dots_from_float32(q, matrix, dim, rows, count, out);
@@ -533,6 +732,7 @@ typedef struct {
     const void *matrix;      /* re-ranking rows */
     int itemsize;
     const int64_t *matrix_rows; /* matrix row of each column, or NULL: column j is row j */
+    const double *row_divisors; /* with float16 numerators in the matrix: each row's divisor (quotient rows), or NULL */
     const double *divisors;     /* each column's similarity is divided by this, or NULL */
     const int64_t *widths, *groups, *group_offsets; /* per block: the strided groups of the first bound */
     const uint16_t *refine; /* (n, dim) float16 copies of the columns that re-screen the candidates, or NULL */
@@ -806,7 +1006,8 @@ ALWAYS_INLINE void exact_similarities(const Space *sp, const double *q, Scratch 
 {
     for (Py_ssize_t i = first; i < kept; i++)
         w->rows[i - first] = sp->matrix_rows ? sp->matrix_rows[w->columns[i]] : w->columns[i];
-    query_dots(q, sp->matrix, sp->itemsize, sp->dim, w->rows, kept - first, w->row, w->exact + first, path);
+    query_dots(q, sp->matrix, sp->itemsize, sp->row_divisors, sp->dim, w->rows, kept - first, w->row,
+               w->exact + first, path);
     for (Py_ssize_t i = first; i < kept; i++) {
         if (sp->divisors)
             w->exact[i] /= sp->divisors[w->columns[i]];
@@ -905,7 +1106,7 @@ ALWAYS_INLINE Py_ssize_t select_row(const Space *sp, const float *values, const 
         Py_ssize_t i = w->pending[m];
         w->rows[m] = sp->matrix_rows ? sp->matrix_rows[w->columns[i]] : w->columns[i];
     }
-    query_dots(q, sp->matrix, sp->itemsize, sp->dim, w->rows, missing, w->row, w->sims, path);
+    query_dots(q, sp->matrix, sp->itemsize, sp->row_divisors, sp->dim, w->rows, missing, w->row, w->sims, path);
     for (Py_ssize_t m = 0; m < missing; m++) {
         Py_ssize_t i = w->pending[m];
         w->exact[i] = sp->divisors ? w->sims[m] / sp->divisors[w->columns[i]] : w->sims[m];
@@ -978,10 +1179,27 @@ ALWAYS_INLINE void squares_of_rows(const void *stored, Py_ssize_t itemsize, Py_s
         squares_of_float64(stored, n, dim, out);
 }
 
+/* quotient_numerators for rows `rows` of x, into rows of `numerators` and `divisors` in turn; returns -1, or the
+ * first position whose row has none. */
+ALWAYS_INLINE Py_ssize_t find_quotient_rows(const double *x, Py_ssize_t dim, const int64_t *rows, Py_ssize_t n,
+                                            uint16_t *numerators, double *divisors)
+{
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (!quotient_numerators(x + rows[i] * dim, dim, numerators + i * dim, divisors + i))
+            return i;
+    return -1;
+}
+
 /* Each build of the loops: the bodies above inlined into one function per instruction set. */
 static Py_ssize_t select_block_portable(const Space *sp, const Block *block, Scratch *w, Py_ssize_t *failed)
 {
     return select_block(sp, block, w, failed, PORTABLE);
+}
+
+static Py_ssize_t find_quotient_rows_portable(const double *x, Py_ssize_t dim, const int64_t *rows, Py_ssize_t n,
+                                              uint16_t *numerators, double *divisors)
+{
+    return find_quotient_rows(x, dim, rows, n, numerators, divisors);
 }
 
 static void squares_portable(const void *stored, Py_ssize_t itemsize, Py_ssize_t n, Py_ssize_t dim, double *out,
@@ -998,6 +1216,13 @@ static Py_ssize_t select_block_avx2(const Space *sp, const Block *block, Scratch
 }
 
 TARGET(AVX2_FEATURES)
+static Py_ssize_t find_quotient_rows_avx2(const double *x, Py_ssize_t dim, const int64_t *rows, Py_ssize_t n,
+                                          uint16_t *numerators, double *divisors)
+{
+    return find_quotient_rows(x, dim, rows, n, numerators, divisors);
+}
+
+TARGET(AVX2_FEATURES)
 static void squares_avx2(const void *stored, Py_ssize_t itemsize, Py_ssize_t n, Py_ssize_t dim, double *out, float *row)
 {
     squares_of_rows(stored, itemsize, n, dim, out, row, AVX2);
@@ -1007,6 +1232,13 @@ TARGET(AVX512_FEATURES)
 static Py_ssize_t select_block_avx512(const Space *sp, const Block *block, Scratch *w, Py_ssize_t *failed)
 {
     return select_block(sp, block, w, failed, AVX512);
+}
+
+TARGET(AVX512_FEATURES)
+static Py_ssize_t find_quotient_rows_avx512(const double *x, Py_ssize_t dim, const int64_t *rows, Py_ssize_t n,
+                                            uint16_t *numerators, double *divisors)
+{
+    return find_quotient_rows(x, dim, rows, n, numerators, divisors);
 }
 
 TARGET(AVX512_FEATURES)
@@ -1026,6 +1258,18 @@ static Py_ssize_t select_block_on(int path, const Space *sp, const Block *block,
         return select_block_avx2(sp, block, w, failed);
 #endif
     return select_block_portable(sp, block, w, failed);
+}
+
+static Py_ssize_t find_quotient_rows_on(int path, const double *x, Py_ssize_t dim, const int64_t *rows, Py_ssize_t n,
+                                        uint16_t *numerators, double *divisors)
+{
+#ifdef X86_64
+    if (path == AVX512)
+        return find_quotient_rows_avx512(x, dim, rows, n, numerators, divisors);
+    if (path == AVX2)
+        return find_quotient_rows_avx2(x, dim, rows, n, numerators, divisors);
+#endif
+    return find_quotient_rows_portable(x, dim, rows, n, numerators, divisors);
 }
 
 static void squares_on(int path, const void *stored, Py_ssize_t itemsize, Py_ssize_t n, Py_ssize_t dim, double *out,
@@ -1138,7 +1382,7 @@ typedef struct {
 enum {
     VALUES, QUERIES, EPS, MATRIX, MATRIX_ROWS, DIVISORS, BLOCK_STARTS, BLOCK_STOPS, BLOCK_PATTERNS, WIDTHS, GROUPS,
     GROUP_OFFSETS, KS, STARTS, COUNTS, SAMPLES, SAMPLE_OFFSETS, INDEX, SIMILARITY, REFINE, REFINE_EPS, TILE_MAXIMA,
-    TILE_PATTERNS, ARGUMENTS
+    TILE_PATTERNS, ROW_DIVISORS, ARGUMENTS
 };
 
 static const Argument SELECT_ARGUMENTS[ARGUMENTS] = {
@@ -1149,7 +1393,7 @@ static const Argument SELECT_ARGUMENTS[ARGUMENTS] = {
     {"ks", "lq", 1, 0, 0},           {"starts", "lq", 2, 0, 0},       {"counts", "lq", 2, 0, 0},
     {"samples", "lq", 1, 0, 0},      {"sample_offsets", "lq", 1, 0, 0}, {"index", "lq", 2, 1, 0},
     {"similarity", "d", 2, 1, 0},    {"refine", "e", 2, 0, 1},        {"refine_eps", "d", 1, 0, 1},
-    {"tile_maxima", "f", 2, 0, 1},   {"tile_patterns", "lq", 1, 0, 1},
+    {"tile_maxima", "f", 2, 0, 1},   {"tile_patterns", "lq", 1, 0, 1}, {"row_divisors", "d", 1, 0, 1},
 };
 
 /* The arguments by position in SELECT_ARGUMENTS (NULL where left out or None). */
@@ -1235,6 +1479,14 @@ static int check_space(Py_buffer **a, Py_ssize_t rows, Py_ssize_t n, Py_ssize_t 
         for (Py_ssize_t j = 0; j < n; j++)
             if (!(divisors[j] > 0 && divisors[j] < INFINITY))
                 return refuse("divisors must be positive and finite");
+    }
+    if (a[ROW_DIVISORS]) {
+        if (a[DIVISORS] || a[MATRIX]->itemsize != 2 || LENGTH(a[ROW_DIVISORS]) != LENGTH(a[MATRIX]))
+            return refuse("row_divisors go with float16 numerators, one per matrix row, and no divisors");
+        const double *divisors = a[ROW_DIVISORS]->buf;
+        for (Py_ssize_t j = 0; j < LENGTH(a[MATRIX]); j++)
+            if (!(divisors[j] > 0 && divisors[j] < INFINITY))
+                return refuse("row_divisors must be positive and finite");
     }
     if (LENGTH(a[BLOCK_STOPS]) != n_blocks || LENGTH(a[BLOCK_PATTERNS]) != n_blocks || LENGTH(a[WIDTHS]) != n_blocks ||
         LENGTH(a[GROUPS]) != n_blocks || LENGTH(a[GROUP_OFFSETS]) != n_blocks + 1)
@@ -1404,6 +1656,7 @@ static PyObject *select_neighbours(PyObject *self, PyObject *args, PyObject *kwa
     sp.matrix = a[MATRIX]->buf, sp.itemsize = (int)a[MATRIX]->itemsize;
     sp.matrix_rows = a[MATRIX_ROWS] ? INTS(a[MATRIX_ROWS]) : NULL;
     sp.divisors = a[DIVISORS] ? a[DIVISORS]->buf : NULL;
+    sp.row_divisors = a[ROW_DIVISORS] ? a[ROW_DIVISORS]->buf : NULL;
     sp.widths = INTS(a[WIDTHS]), sp.groups = INTS(a[GROUPS]), sp.group_offsets = INTS(a[GROUP_OFFSETS]);
     sp.refine = a[REFINE] ? a[REFINE]->buf : NULL;
     sp.tiles = a[TILE_PATTERNS] ? LENGTH(a[TILE_PATTERNS]) : 0;
@@ -1459,6 +1712,44 @@ done:
     release_views(&v);
     return result;
 }
+static PyObject *quotient_rows(PyObject *self, PyObject *args)
+{
+    PyObject *source_obj, *rows_obj, *numerators_obj, *divisors_obj;
+    if (!PyArg_ParseTuple(args, "OOOO:quotient_rows", &source_obj, &rows_obj, &numerators_obj, &divisors_obj))
+        return NULL;
+    Py_buffer source, rows, numerators, divisors;
+    PyObject *result = NULL;
+    if (get_array(source_obj, &source, 0, 2, "d", "source") < 0)
+        return NULL;
+    if (get_array(rows_obj, &rows, 0, 1, "lq", "rows") < 0)
+        goto release_source;
+    if (get_array(numerators_obj, &numerators, 1, 2, "e", "numerators") < 0)
+        goto release_rows;
+    if (get_array(divisors_obj, &divisors, 1, 1, "d", "divisors") < 0)
+        goto release_numerators;
+    Py_ssize_t n = rows.shape[0], dim = source.shape[1];
+    if (numerators.shape[0] != n || numerators.shape[1] != dim || divisors.shape[0] != n) {
+        PyErr_SetString(PyExc_ValueError, "numerators need (rows, dim) values and divisors one per row");
+        goto release_divisors;
+    }
+    if (!indices_in_range(rows.buf, n, source.shape[0], "rows", PyExc_IndexError))
+        goto release_divisors;
+    Py_ssize_t failed;
+    int path = vector_path_in_use;
+    Py_BEGIN_ALLOW_THREADS
+    failed = find_quotient_rows_on(path, source.buf, dim, rows.buf, n, numerators.buf, divisors.buf);
+    Py_END_ALLOW_THREADS
+    result = PyLong_FromSsize_t(failed);
+release_divisors:
+    PyBuffer_Release(&divisors);
+release_numerators:
+    PyBuffer_Release(&numerators);
+release_rows:
+    PyBuffer_Release(&rows);
+release_source:
+    PyBuffer_Release(&source);
+    return result;
+}
 
 /* The fastest build the CPU runs, or the portable one. */
 static void use_vector_extensions(int enabled)
@@ -1483,9 +1774,22 @@ static PyObject *vector_extensions(PyObject *self, PyObject *args)
     return previous;
 }
 
-static PyObject *vector_path(PyObject *self, PyObject *unused)
+static PyObject *vector_path(PyObject *self, PyObject *args)
 {
-    return PyUnicode_FromString(PATH_NAMES[vector_path_in_use]);
+    const char *name = NULL;
+    if (!PyArg_ParseTuple(args, "|z:vector_path", &name))
+        return NULL;
+    PyObject *previous = PyUnicode_FromString(PATH_NAMES[vector_path_in_use]);
+    if (!name || !previous)
+        return previous;
+    int runs[] = {1, cpu.avx2, cpu.avx512};
+    for (int path = PORTABLE; path <= AVX512; path++)
+        if (strcmp(name, PATH_NAMES[path]) == 0 && runs[path]) {
+            vector_path_in_use = path;
+            return previous;
+        }
+    Py_DECREF(previous);
+    return PyErr_Format(PyExc_ValueError, "vector_path: no build %s runs on this CPU", name);
 }
 
 static PyMethodDef methods[] = {
@@ -1493,14 +1797,19 @@ static PyMethodDef methods[] = {
      "gather_float32(stored, rows, out): out[j] = stored[rows[j]] as float32 (float16 or float32 rows)."},
     {"sums_of_squares", sums_of_squares, METH_VARARGS,
      "sums_of_squares(stored, out): out[i] = float64 sum of the squares of row i."},
+    {"quotient_rows", quotient_rows, METH_VARARGS,
+     "quotient_rows(source, rows, numerators, divisors): float16 numerators and divisors that rebuild each float64 "
+     "row source[rows[i]] exactly; returns -1, or the first i whose row has none."},
     {"select_neighbours", (PyCFunction)(void (*)(void))select_neighbours, METH_VARARGS | METH_KEYWORDS,
      "select_neighbours(*, values, queries, eps, matrix, matrix_rows=None, divisors=None, block_starts, block_stops, "
      "block_patterns, widths, groups, group_offsets, ks, starts, counts, samples, sample_offsets, index, similarity, "
-     "refine=None, refine_eps=None, tile_maxima=None, tile_patterns=None)"},
+     "refine=None, refine_eps=None, tile_maxima=None, tile_patterns=None, row_divisors=None)"},
     {"vector_extensions", vector_extensions, METH_VARARGS,
      "vector_extensions(enabled=None): whether the AVX2/AVX-512 builds and F16C are used; returns the previous "
      "setting."},
-    {"vector_path", vector_path, METH_NOARGS, "vector_path(): the build of the loops in use (avx512, avx2, portable)."},
+    {"vector_path", vector_path, METH_VARARGS,
+     "vector_path(name=None): the build of the loops in use (avx512, avx2, portable); with a name, uses that build "
+     "(where the CPU runs it) and returns the previous one."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -161,10 +161,13 @@ class SearchSpace:
             self.screen = column_screen(vectors32)
         if not np.isfinite(self.screen.vector_norm):  # a NaN or infinite element makes its row's length so
             raise PerceptError("the training vectors contain NaN or infinite values: re-encode the images")
+        # each column's divisor where re-ranking reads quotient rows (float16 numerators; see quotient_rows)
+        self.row_divisors: np.ndarray | None = None
         self.rerank_matrix, self.rerank_rows = self._rerank_rows(source, vectors32)
         self.refine16: np.ndarray | None = None
         self.refine_residual = 0.0
-        if isinstance(self.screen, TileScreen) and vectors32 is not None and self.rerank_matrix.itemsize > 2 \
+        reranks_wide = self.rerank_matrix.itemsize > 2 or self.row_divisors is not None
+        if isinstance(self.screen, TileScreen) and vectors32 is not None and reranks_wide \
                 and self.screen.vector_norm < REFINE_RANGE:
             self.refine16, self.refine_residual = float16_copies(vectors32)
         column_of = np.full(n_vectors, -1, dtype=np.int64)
@@ -180,14 +183,19 @@ class SearchSpace:
 
         Stored float16 or float32 rows are read where they are (then divided by their norms); float16 and
         float32 arrays of unit rows through the columns' float32 copy, which holds them exactly; float64
-        arrays where they are; other sources give a float64 copy of their (unit) columns.
+        arrays as quotient rows where every column is one (a quarter of the bytes to read), else where they
+        are; other sources give a float64 copy of their (unit) columns.
         """
         if self.norms is not None and isinstance(source, UnitRows):
             return np.ascontiguousarray(source.raw), self.column_rows
         if isinstance(source, np.ndarray) and source.dtype in (np.float16, np.float32) and vectors32 is not None:
             return vectors32, None
         if isinstance(source, np.ndarray) and source.dtype == np.float64 and source.flags.c_contiguous:
-            return source, self.column_rows
+            found = quotient_rows(source, self.column_rows)
+            if found is None:
+                return source, self.column_rows
+            numerators, self.row_divisors = found
+            return numerators, None
         return np.ascontiguousarray(rows64(source, self.column_rows)), None
 
     def _tile_patterns(self) -> np.ndarray:
@@ -242,7 +250,7 @@ class SearchSpace:
                 "block_starts": self.block_starts, "block_stops": self.block_stops,
                 "block_patterns": self.block_patterns, "widths": widths, "groups": groups,
                 "group_offsets": group_offsets, "starts": starts, "counts": counts, "samples": samples,
-                "sample_offsets": sample_offsets, "refine": self.refine16,
+                "sample_offsets": sample_offsets, "refine": self.refine16, "row_divisors": self.row_divisors,
                 "tile_patterns": self.tile_patterns if tiles else None}
 
     def _category(self, sample_columns: np.ndarray) -> _Category:
@@ -259,6 +267,23 @@ class SearchSpace:
             tiles = np.empty((rows, -(-self.n_columns // TILE)), np.float32) if self.screen.tile_maxima else None
             held = self._local.buffers = (aligned_empty((rows, self.n_columns), np.float32), tiles)
         return held[0][:rows], None if held[1] is None else held[1][:rows]
+
+
+def quotient_rows(source: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Float16 numerators and float64 divisors that give the float64 rows ``source[rows]`` back exactly, element
+    by element (unit rows normalised from float16 embeddings are such quotients), found on the worker threads;
+    None where a row is not one or the compiled kernels are not in use."""
+    if not kernels.compiled() or len(rows) == 0:
+        return None
+    numerators = np.empty((len(rows), source.shape[1]), dtype=np.float16)
+    divisors = np.empty(len(rows))
+    parts = np.array_split(np.arange(len(rows)), min(THREADS, -(-len(rows) // 1024)))
+
+    def find(part: np.ndarray) -> bool:
+        return kernels.quotient_rows(source, rows[part], numerators[part[0]:part[-1] + 1],
+                                     divisors[part[0]:part[-1] + 1]) < 0
+
+    return (numerators, divisors) if all(worker_pool().map(find, parts)) else None
 
 
 def _groups(space: SearchSpace, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -68,6 +68,12 @@ def implementation() -> str:
     return str(_compiled_modules()[0].vector_path()) if compiled() else "pure"
 
 
+def use_build(name: str) -> str:
+    """Runs the compiled build ``name`` (``avx512``, ``avx2`` or ``portable``; a ValueError where the CPU does not
+    run it) and returns the previous one."""
+    return str(_compiled_modules()[0].vector_path(name))
+
+
 def vector_extensions(enabled: bool | None = None) -> bool:
     """Whether the compiled kernels run their AVX2/AVX-512 build (where the CPU has it; False where they were not
     built); returns the previous setting. ``False`` forces their portable build (the same bits, more slowly)."""
@@ -90,6 +96,12 @@ def sums_of_squares(stored: np.ndarray, out: np.ndarray) -> None:
         _compiled_modules()[0].sums_of_squares(stored, out)
     else:
         pure_search.sums_of_squares(stored, out)
+
+
+def quotient_rows(source: np.ndarray, rows: np.ndarray, numerators: np.ndarray, divisors: np.ndarray) -> int:
+    """Float16 ``numerators`` and float64 ``divisors`` that give each float64 row ``source[rows[i]]`` back exactly
+    as ``numerators[i] / divisors[i]``; -1, or the first i whose row has none (compiled kernels only)."""
+    return int(_compiled_modules()[0].quotient_rows(source, rows, numerators, divisors))
 
 
 #: Tables only the compiled selection reads: its groups, float16 copies of the columns and the tile screen's

@@ -61,12 +61,17 @@ def sums_of_squares(stored: np.ndarray, out: np.ndarray) -> None:
         out[start:start + CHUNK] = fixed_order_sums(rows * rows)
 
 
-def similarities(queries: np.ndarray, matrix: np.ndarray, rows: np.ndarray, stored_rows: np.ndarray) -> np.ndarray:
-    """Float64 similarity of query ``rows[i]`` with matrix row ``stored_rows[i]``, summed in the kernels' order."""
+def similarities(queries: np.ndarray, matrix: np.ndarray, rows: np.ndarray, stored_rows: np.ndarray,
+                 row_divisors: np.ndarray | None = None) -> np.ndarray:
+    """Float64 similarity of query ``rows[i]`` with matrix row ``stored_rows[i]`` (divided element by element by
+    ``row_divisors[stored_rows[i]]`` where given: quotient rows), summed in the kernels' order."""
     out = np.empty(len(rows))
     for start in range(0, len(rows), CHUNK):
         part = slice(start, start + CHUNK)
-        out[part] = fixed_order_sums(queries[rows[part]] * matrix[stored_rows[part]].astype(np.float64))
+        stored = matrix[stored_rows[part]].astype(np.float64)
+        if row_divisors is not None:
+            stored /= row_divisors[stored_rows[part]][:, None]
+        out[part] = fixed_order_sums(queries[rows[part]] * stored)
     return out
 
 
@@ -82,12 +87,14 @@ def kth_cut(screened: np.ndarray, k: int, eps: np.ndarray) -> np.ndarray:
 def select_neighbours(*, values: np.ndarray, queries: np.ndarray, eps: np.ndarray, matrix: np.ndarray,
                       ks: np.ndarray, starts: np.ndarray, counts: np.ndarray, samples: np.ndarray,
                       sample_offsets: np.ndarray, index: tuple[np.ndarray, ...], similarity: tuple[np.ndarray, ...],
-                      matrix_rows: np.ndarray | None = None, divisors: np.ndarray | None = None) -> None:
+                      matrix_rows: np.ndarray | None = None, divisors: np.ndarray | None = None,
+                      row_divisors: np.ndarray | None = None) -> None:
     """Each category's K nearest samples of a block of screened queries, into ``index[c]`` and ``similarity[c]``.
 
     ``values`` (queries, columns): screen values, each within ``eps`` (per query) of the float64 similarity;
     column j's float64 row is ``matrix[matrix_rows[j]]`` (``matrix[j]`` without them), its similarity divided by
-    ``divisors[j]`` where given. Category c has ``counts[c, j]`` samples on column j, numbered
+    ``divisors[j]`` where given; with ``row_divisors``, matrix row i holds float16 numerators and the float64 row
+    is their quotients by ``row_divisors[i]``. Category c has ``counts[c, j]`` samples on column j, numbered
     ``samples[sample_offsets[c] + starts[c, j]:][:counts[c, j]]``, and ``ks[c]`` neighbours are wanted.
     """
     eps = np.asarray(eps, dtype=np.float64)
@@ -99,7 +106,7 @@ def select_neighbours(*, values: np.ndarray, queries: np.ndarray, eps: np.ndarra
             cuts[c] = kth_cut(values if mine.all() else values[:, mine], int(k), eps)
             past |= (values >= cuts[c][:, None]) & mine
     rows, columns = np.nonzero(past)
-    sims = similarities(queries, matrix, rows, columns if matrix_rows is None else matrix_rows[columns])
+    sims = similarities(queries, matrix, rows, columns if matrix_rows is None else matrix_rows[columns], row_divisors)
     if divisors is not None:
         sims /= divisors[columns]
     for c, cut in cuts.items():

@@ -1,0 +1,133 @@
+"""Quotient rows: float64 unit rows normalised from float16 rows, kept for re-ranking as float16 numerators and a
+divisor each, and rebuilt exactly as they are read, in every compiled build; found only where every element comes
+back, and the search's results bit for bit those of the float64 rows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_kernels import implementations, running, same_bits, same_selection, selection_call
+
+from percept.model import kernels
+from percept.model.exact_search import SearchSpace, search
+from percept.model.knn import l2_normalise
+from percept.model.unit_rows import UnitRows
+
+COMPILED = [build for build in implementations() if build != "pure"]
+
+
+@pytest.fixture(params=COMPILED or [pytest.param(None, marks=pytest.mark.skip(reason="kernels not built"))])
+def build(request):
+    """Each compiled build of the loops this CPU runs, in use while the test runs."""
+    with running(request.param):
+        yield request.param
+
+
+def found_quotients(rows: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+    """(-1 or the first row with none, numerators, divisors) for all of ``rows``."""
+    numerators, divisors = np.empty(rows.shape, np.float16), np.empty(len(rows))
+    return kernels.quotient_rows(rows, np.arange(len(rows)), numerators, divisors), numerators, divisors
+
+
+def special_float16_rows(rng, dim: int) -> np.ndarray:
+    """Normal float16 rows, and rows of zeros, of -0, of one large element, of subnormals and of tiny values."""
+    raw = rng.normal(size=(60, dim)).astype(np.float16)
+    raw[0] = 0
+    raw[1] = -0.0
+    raw[2] = 0
+    raw[2, dim // 2] = -65504
+    raw[3] = rng.integers(1, 1024, dim) * np.float16(2.0 ** -24)  # subnormals only
+    raw[4] *= np.float16(1e-3)
+    raw[5, : dim // 2] = np.float16(6e-8)  # subnormals beside normal values
+    return raw
+
+
+@pytest.mark.parametrize("dim", [1, 31, 32, 1030])
+def test_unit_rows_of_float16_rows_come_back_exactly(build, dim):
+    raw = special_float16_rows(np.random.default_rng(dim), dim)
+    unit = np.asarray(UnitRows(raw))
+    failed, numerators, divisors = found_quotients(unit)
+    assert failed == -1
+    assert ((numerators.astype(np.float64) / divisors[:, None]) == unit).all()  # numpy's division, independent
+
+
+def test_quotients_by_any_divisor_come_back_exactly(build):
+    """Every finite float16 numerator (subnormals included) over divisors from 2^-20 to 2^20: the rebuilt
+    elements are numpy's correctly rounded quotients."""
+    rng = np.random.default_rng(7)
+    bits = rng.integers(0, 0x7c00, size=(3000, 64), dtype=np.uint16) | (rng.integers(0, 2, (3000, 64)) << 15)
+    numerators = bits.astype(np.uint16).view(np.float16)
+    divisors = 2.0 ** rng.uniform(-20, 20, 3000)
+    rows = numerators.astype(np.float64) / divisors[:, None]
+    failed, found, found_divisors = found_quotients(rows)
+    assert failed == -1
+    assert ((found.astype(np.float64) / found_divisors[:, None]) == rows).all()
+
+
+def test_rows_that_are_not_quotients_are_refused(build):
+    rng = np.random.default_rng(3)
+    assert found_quotients(l2_normalise(rng.normal(size=(5, 300))))[0] == 0  # float64 rows from float64 values
+    unit = np.asarray(UnitRows(rng.normal(size=(20, 300)).astype(np.float16)))
+    unit[7, 11] = np.nextafter(unit[7, 11], 1.0)  # one element one ulp off
+    assert found_quotients(unit)[0] == 7
+
+
+def test_search_reranks_quotient_rows_with_the_bits_of_the_float64_rows(build):
+    """A model's float64 unit rows normalised from float16 rows are re-ranked from their numerators: the same
+    neighbours and similarities, bit for bit, as the pure path re-ranking the float64 rows; one row that is not
+    a quotient keeps the float64 rows."""
+    rng = np.random.default_rng(11)
+    unit = np.asarray(UnitRows(rng.normal(size=(900, 1030)).astype(np.float16)))
+    queries = np.asarray(UnitRows(rng.normal(size=(60, 1030)).astype(np.float16)))
+    samples = [np.concatenate([np.arange(900), rng.integers(0, 900, 50)]), np.arange(0, 900, 2)]
+    off = unit.copy()
+    off[5, 0] = np.nextafter(off[5, 0], 1.0)
+    for rows, quotients in ((unit, True), (off, False)):
+        space = SearchSpace(rows, np.arange(900), samples)
+        assert (space.row_divisors is not None) == quotients
+        assert (space.rerank_matrix.dtype == np.float16) == quotients
+        found = search(space, queries, 25)
+        with running("pure"):
+            want = search(SearchSpace(rows, np.arange(900), samples), queries, 25)
+        for got, expected in zip(found, want):
+            np.testing.assert_array_equal(got.index, expected.index)
+            same_bits(got.similarity, expected.similarity)
+
+
+def quotient_call(rng, queries: int = 30, k: int = 20) -> tuple[dict, SearchSpace]:
+    """A selection call over two categories of quotient rows (float16 numerators and row divisors)."""
+    unit = np.asarray(UnitRows(rng.normal(size=(400, 24)).astype(np.float16)))
+    space = SearchSpace(unit, np.arange(400), [np.arange(400), np.arange(0, 260)])
+    assert space.row_divisors is not None
+    return selection_call(space, l2_normalise(rng.normal(size=(queries, 24))), k), space
+
+
+def test_selection_of_quotient_rows_equals_the_pure_path(c_kernels):
+    rng = np.random.default_rng(2)
+    c_call, space = quotient_call(rng)
+    pure_call = dict(c_call, index=tuple(np.empty_like(a) for a in c_call["index"]),
+                     similarity=tuple(np.empty_like(a) for a in c_call["similarity"]))
+    c_kernels.select_neighbours(**c_call)
+    with running("pure"):
+        kernels.select_neighbours(**pure_call)
+    same_selection(c_call, pure_call)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"row_divisors": np.ones(399)}, "one per matrix row"),
+    ({"divisors": np.ones(400)}, "and no divisors"),
+    ({"row_divisors": np.zeros(400)}, "positive and finite"),
+    ({"row_divisors": np.full(400, np.inf)}, "positive and finite"),
+])
+def test_selection_refuses_row_divisors_that_do_not_fit(c_kernels, change, message):
+    call, _ = quotient_call(np.random.default_rng(4), queries=3, k=5)
+    c_kernels.select_neighbours(**call)  # the call as it is: valid
+    with pytest.raises(ValueError, match=message):
+        c_kernels.select_neighbours(**dict(call, **change))
+
+
+def test_selection_refuses_row_divisors_of_a_float64_matrix(c_kernels):
+    call, space = quotient_call(np.random.default_rng(4), queries=3, k=5)
+    wide = dict(call, matrix=space.source, matrix_rows=space.column_rows)
+    with pytest.raises(ValueError, match="go with float16 numerators"):
+        c_kernels.select_neighbours(**wide)
