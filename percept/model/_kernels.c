@@ -556,28 +556,51 @@ ALWAYS_INLINE int64_t count_at_least(const uint32_t *keys, Py_ssize_t n, uint32_
     return total;
 }
 
-/* The k-th largest of the values whose order keys are keys[0:n]; -infinity when there are fewer than k. The key
- * is decided a bit at a time, from the top: counting passes, without the branches a quickselect mispredicts; the
- * leading bits that all keys share are the answer's, and need no pass. */
-ALWAYS_INLINE float kth_largest_key(const uint32_t *keys, Py_ssize_t n, int64_t k)
+/* How many of the keys in runs [runs[2 r], runs[2 r + 1]) of keys, r < n_runs, are at least `least`. */
+ALWAYS_INLINE int64_t count_in_runs(const uint32_t *keys, const int64_t *runs, Py_ssize_t n_runs, uint32_t least)
 {
+    int64_t total = 0;
+    for (Py_ssize_t r = 0; r < n_runs; r++)
+        total += count_at_least(keys + runs[2 * r], runs[2 * r + 1] - runs[2 * r], least);
+    return total;
+}
+
+/* A lower bound on the k-th largest of the values whose order keys lie in the runs (see count_in_runs), exact down to
+ * key bit `floor` (0: the k-th largest itself; a higher floor leaves the bits below it 0, so the value may be lower,
+ * by less than 2^(floor - 23) of it for floats of one sign); -infinity when there are fewer than k. The key is decided
+ * a bit at a time, from the top: counting passes, without the branches a quickselect mispredicts; the leading bits
+ * that all keys share are the answer's, and need no pass. */
+ALWAYS_INLINE float kth_largest_in_runs(const uint32_t *keys, const int64_t *runs, Py_ssize_t n_runs, int64_t k,
+                                        int floor)
+{
+    uint32_t all = 0xffffffffu, any = 0;
+    int64_t n = 0;
+    for (Py_ssize_t r = 0; r < n_runs; r++) {
+        n += runs[2 * r + 1] - runs[2 * r];
+        for (int64_t i = runs[2 * r]; i < runs[2 * r + 1]; i++)
+            all &= keys[i], any |= keys[i];
+    }
     if (k < 1 || n < k)
         return -INFINITY;
-    uint32_t all = 0xffffffffu, any = 0;
-    for (Py_ssize_t i = 0; i < n; i++)
-        all &= keys[i], any |= keys[i];
     int bit = 31;
     while (bit >= 0 && !(((all ^ any) >> bit) & 1))
         bit--;
     if (bit < 0)
         return key_value(all); /* every key the same */
     uint32_t found = bit == 31 ? 0 : all & ~((2u << bit) - 1); /* the shared leading bits */
-    for (; bit >= 0; bit--) {
+    for (; bit >= floor; bit--) {
         uint32_t candidate = found | (1u << bit);
-        if (count_at_least(keys, n, candidate) >= k)
+        if (count_in_runs(keys, runs, n_runs, candidate) >= k)
             found = candidate;
     }
     return key_value(found);
+}
+
+/* The k-th largest of the values whose order keys are keys[0:n]; -infinity when there are fewer than k. */
+ALWAYS_INLINE float kth_largest_key(const uint32_t *keys, Py_ssize_t n, int64_t k)
+{
+    const int64_t whole[2] = {0, n};
+    return kth_largest_in_runs(keys, whole, 1, k, 0);
 }
 
 /* maxima[g] = the largest of values[g], values[g + groups], ..., values[g + (width - 1) * groups], and of
@@ -738,8 +761,9 @@ typedef struct {
     const uint16_t *refine; /* (n, dim) float16 copies of the columns that re-screen the candidates, or NULL */
     Py_ssize_t tiles;              /* the screen's tiles of 16 columns, when it gave their maxima */
     const int64_t *tile_patterns;  /* (tiles): the categories whose columns hold all of the tile (0 for none) */
-    const int64_t *tile_lists;     /* category c's tiles: tile_lists[tile_list_offsets[c]:tile_list_offsets[c + 1]] */
-    const int64_t *tile_list_offsets;
+    const int64_t *tile_runs;      /* category c's tiles: runs [tile_runs[2 r], tile_runs[2 r + 1]) of consecutive
+                                    * tiles, for r from tile_run_offsets[c] to tile_run_offsets[c + 1] */
+    const int64_t *tile_run_offsets;
     const uint64_t *several;       /* (n): bit c set where category c has several samples on the column */
     uint64_t searched;             /* bit c set where category c is searched (K > 0) */
 } Space;
@@ -780,41 +804,49 @@ typedef struct {
     int64_t *span_first, *span_last; /* tiles + blocks: the columns of each tile (within a block) to read */
     float *span_low, *span_high; /* tiles + blocks: the bounds its values must lie between */
     int64_t *span_pattern; /* tiles + blocks: its block's categories */
-    int64_t *tile_lists, *tile_list_offsets; /* each category's tiles (Space) */
+    int64_t *tile_runs, *tile_run_offsets; /* each category's runs of tiles (Space) */
+    uint32_t *tile_keys; /* tiles: the order keys of a row's tile maxima */
     uint64_t *column_several; /* n: the categories with several samples on each column (Space) */
     char *base;         /* the allocation that holds them all */
 } Scratch;
 
-/* Step 1: each category's cut, the K-th largest maximum of its groups of columns minus 2 eps (K groups hold K
- * distinct vectors, so K samples, at or above that maximum). The groups are the screen's tiles of 16 columns that
- * lie within the category's columns, when the screen gave their maxima; else strided groups within each block. */
+/* Key bits below which the first cuts' K-th largest maxima are not decided: a lower bound by less than 2^-11 of it
+ * serves as well, and takes fewer counting passes. */
+#define CUT_FLOOR 12
+
+/* Step 1: each category's cut, the K-th largest maximum of its groups of columns (a lower bound on it: see
+ * CUT_FLOOR) minus 2 eps (K groups hold K distinct vectors, so K samples, at or above that maximum). The groups are
+ * the screen's tiles of 16 columns that lie within the category's columns, when the screen gave their maxima; else
+ * strided groups within each block. */
 ALWAYS_INLINE void first_cuts(const Space *sp, const float *values, const float *tile_maxima, double eps, Scratch *w,
                               float *top, double *cut)
 {
-    if (!tile_maxima)
+    if (tile_maxima)
+        for (Py_ssize_t t = 0; t < sp->tiles; t++)
+            w->tile_keys[t] = order_key(tile_maxima[t]);
+    else
         for (Py_ssize_t b = 0; b < sp->n_blocks; b++)
             strided_maxima(values + sp->block_starts[b], sp->block_stops[b] - sp->block_starts[b], sp->widths[b],
                            sp->groups[b], w->maxima + sp->group_offsets[b]);
     for (Py_ssize_t c = 0; c < sp->n_categories; c++) {
         int64_t k = sp->ks[c];
-        Py_ssize_t chunks = 0;
         top[c] = INFINITY, cut[c] = INFINITY;
         if (k == 0)
             continue;
         if (tile_maxima) {
-            const int64_t *tiles = sp->tile_lists + sp->tile_list_offsets[c];
-            chunks = sp->tile_list_offsets[c + 1] - sp->tile_list_offsets[c];
-            for (Py_ssize_t i = 0; i < chunks; i++)
-                w->keys[i] = order_key(tile_maxima[tiles[i]]);
+            top[c] = kth_largest_in_runs(w->tile_keys, sp->tile_runs + 2 * sp->tile_run_offsets[c],
+                                         sp->tile_run_offsets[c + 1] - sp->tile_run_offsets[c], k, CUT_FLOOR);
         } else {
+            Py_ssize_t chunks = 0;
             for (Py_ssize_t b = 0; b < sp->n_blocks; b++)
                 if ((sp->block_patterns[b] >> c) & 1) {
                     Py_ssize_t size = sp->group_offsets[b + 1] - sp->group_offsets[b];
                     for (Py_ssize_t g = 0; g < size; g++)
                         w->keys[chunks++] = order_key(w->maxima[sp->group_offsets[b] + g]);
                 }
+            const int64_t whole[2] = {0, chunks};
+            top[c] = kth_largest_in_runs(w->keys, whole, 1, k, CUT_FLOOR);
         }
-        top[c] = kth_largest_key(w->keys, chunks, k);
         cut[c] = (double)top[c] - 2 * eps;
     }
 }
@@ -1578,10 +1610,11 @@ static int check_space(Py_buffer **a, Py_ssize_t rows, Py_ssize_t n, Py_ssize_t 
     return 1;
 }
 
-/* Scratch for rows of n columns, dim dimensions, `most` samples of one category, `spans` tiles read and `listed`
- * tiles over all categories (at most 63 categories): one allocation (w->base), carved into 64-byte aligned arrays. */
+/* Scratch for rows of n columns, dim dimensions, `most` samples of one category, `spans` tiles read, the screen's
+ * `tiles` and `listed` tiles over all categories (at most 63 categories): one allocation (w->base), carved into
+ * 64-byte aligned arrays. */
 static int allocate_scratch(Scratch *w, Py_ssize_t n, Py_ssize_t dim, Py_ssize_t most, Py_ssize_t spans,
-                            Py_ssize_t listed)
+                            Py_ssize_t tiles, Py_ssize_t listed)
 {
     size_t columns = (size_t)n + 1, lines = 0;
 #define PART(field, count) (lines += ((count) * sizeof(*w->field) + 63) / 64)
@@ -1595,7 +1628,8 @@ static int allocate_scratch(Scratch *w, Py_ssize_t n, Py_ssize_t dim, Py_ssize_t
     EACH(found_sims, (size_t)most), EACH(row, (size_t)dim + 1), EACH(refined, columns);                       \
     EACH(q32, (size_t)dim + 1), EACH(span_first, (size_t)spans + 1), EACH(span_last, (size_t)spans + 1);      \
     EACH(span_low, (size_t)spans + 1), EACH(span_high, (size_t)spans + 1), EACH(span_pattern, (size_t)spans + 1); \
-    EACH(tile_lists, (size_t)listed + 1), EACH(tile_list_offsets, (size_t)64), EACH(column_several, columns)
+    EACH(tile_runs, 2 * (size_t)listed + 2), EACH(tile_run_offsets, (size_t)65), EACH(tile_keys, (size_t)tiles + 1); \
+    EACH(column_several, columns)
     PARTS(PART);
     if (!(w->base = malloc(64 * lines + 63))) {
         PyErr_NoMemory();
@@ -1610,17 +1644,20 @@ static int allocate_scratch(Scratch *w, Py_ssize_t n, Py_ssize_t dim, Py_ssize_t
     return 1;
 }
 
-/* Each category's tiles (those whose pattern names it), category after category into lists; offsets[c] is where
- * category c's begin (categories + 1 values). */
-static void list_tiles(const int64_t *patterns, Py_ssize_t tiles, Py_ssize_t categories, int64_t *lists,
-                       int64_t *offsets)
+/* Each category's tiles (those whose pattern names it) as runs of consecutive tiles, category after category: run r
+ * is [runs[2 r], runs[2 r + 1]), and category c's runs are those from offsets[c] to offsets[c + 1]. */
+static void list_tile_runs(const int64_t *patterns, Py_ssize_t tiles, Py_ssize_t categories, int64_t *runs,
+                           int64_t *offsets)
 {
     Py_ssize_t at = 0;
     for (Py_ssize_t c = 0; c < categories; c++) {
         offsets[c] = at;
         for (Py_ssize_t t = 0; t < tiles; t++)
-            if ((patterns[t] >> c) & 1)
-                lists[at++] = t;
+            if ((patterns[t] >> c) & 1) {
+                if (at == offsets[c] || runs[2 * at - 1] != t)
+                    runs[2 * at] = t, at++;
+                runs[2 * at - 1] = t + 1;
+            }
     }
     offsets[categories] = at;
 }
@@ -1684,11 +1721,12 @@ static PyObject *select_neighbours(PyObject *self, PyObject *args, PyObject *kwa
         Py_ssize_t held = sp.sample_offsets[c + 1] - sp.sample_offsets[c];
         most = held > most ? held : most;
     }
-    if (!allocate_scratch(&w, n, dim, most, (n + TILE - 1) / TILE + sp.n_blocks, sp.n_categories * sp.tiles))
+    if (!allocate_scratch(&w, n, dim, most, (n + TILE - 1) / TILE + sp.n_blocks, sp.tiles,
+                          sp.n_categories * sp.tiles))
         goto done;
-    sp.tile_lists = w.tile_lists, sp.tile_list_offsets = w.tile_list_offsets, sp.several = w.column_several;
+    sp.tile_runs = w.tile_runs, sp.tile_run_offsets = w.tile_run_offsets, sp.several = w.column_several;
     if (sp.tile_patterns)
-        list_tiles(sp.tile_patterns, sp.tiles, sp.n_categories, w.tile_lists, w.tile_list_offsets);
+        list_tile_runs(sp.tile_patterns, sp.tiles, sp.n_categories, w.tile_runs, w.tile_run_offsets);
     sp.searched = 0;
     memset(w.column_several, 0, (size_t)n * sizeof(uint64_t));
     for (Py_ssize_t c = 0; c < sp.n_categories; c++) {
