@@ -35,6 +35,7 @@ from percept.model.devices import make_estimator as make_device_estimator
 from percept.model.estimates import Estimates, Estimator, interval_level
 from percept.model.io import ExportedModel
 from percept.model.knn import l2_normalise
+from percept.model.unit_rows import UnitRows
 from percept.read_ahead import read_ahead
 
 DEFAULT_CHUNK = 4096
@@ -44,12 +45,14 @@ OUT_OF_DOMAIN_WARNING = 0.05
 
 @dataclass
 class Chunk:
-    """Consecutive rated items: their names, how many crops each averages, and unit query vectors."""
+    """Consecutive rated items: their names, how many crops each averages, unit query vectors and, where known,
+    which of the vectors have a direction (are not zero vectors; None: look at the vectors)."""
 
     names: list[str]
     crops: np.ndarray
     first_crop: list[str]
     vectors: np.ndarray
+    usable: np.ndarray | None = None
 
 
 @dataclass
@@ -201,10 +204,11 @@ class RowRange:
         a device estimator may take the rows as read and normalise them itself."""
         return not self.inputs.panoramic and self.texts is None
 
-    def rows(self, zero: ZeroRows, stored: bool = False) -> Iterator[tuple[list[str], np.ndarray]]:
-        """(names, unit float64 vectors) of each block; NaN or infinite rows are refused, zero rows (image or
-        text) stay zero and are counted in ``zero``. ``stored`` (only where :attr:`stored_rows_suffice`): the
-        rows as stored instead (float16 as encoded), neither widened nor normalised."""
+    def rows(self, zero: ZeroRows, stored: bool = False) -> Iterator[tuple[list[str], np.ndarray, np.ndarray | None]]:
+        """(names, unit float64 vectors, which of them have a direction) of each block; NaN or infinite rows are
+        refused, zero rows (image or text) stay zero and are counted in ``zero``. ``stored`` (only where
+        :attr:`stored_rows_suffice`): the rows as stored instead (float16 as encoded), neither widened nor
+        normalised (and None for their directions)."""
         size = self.inputs.chunk_size
         for number, low, high in self.images.spans(self.start, self.stop):
             reader, names = self.images.open(number)
@@ -214,16 +218,17 @@ class RowRange:
                 vectors, empty = reader.read(start, stop, partial(describe, reader, names))
                 zero.add(empty, partial(describe, reader, names, offset=start), first + start)
                 if stored:
-                    yield names[start:stop], vectors
+                    yield names[start:stop], vectors, None
                     continue
                 if self.texts is not None and self.inputs.method is not None:
                     texts, empty_texts = self.texts.read(first + start, first + stop)
                     zero.add(np.setdiff1d(empty_texts, empty), partial(text_vector_of, names, start), first + start)
                     empty = np.union1d(empty, empty_texts)
                     vectors = combine(vectors, texts, self.inputs.method)
-                vectors = l2_normalise(vectors)
+                unit = UnitRows(vectors)  # l2_normalise, keeping the norms
+                vectors = np.asarray(unit)
                 vectors[empty] = 0.0
-                yield names[start:stop], vectors
+                yield names[start:stop], vectors, directions(vectors, unit.norms, empty)
 
     def chunks(self, zero: ZeroRows, stored: bool = False) -> Iterator[Chunk]:
         """The chunks of these rows: single rows (as stored with ``stored``), or their panoramas averaged."""
@@ -247,16 +252,29 @@ def iter_rows(embeddings_dir: str | Path, chunk_size: int = DEFAULT_CHUNK, text_
     and are counted in ``zero``.
     """
     inputs = rating_inputs(embeddings_dir, text_dir, method, chunk_size, panoramic=False)
-    yield from RowRange(inputs, 0, inputs.total).rows(ZeroRows() if zero is None else zero)
+    for names, vectors, _ in RowRange(inputs, 0, inputs.total).rows(ZeroRows() if zero is None else zero):
+        yield names, vectors
 
 
-def single_chunks(rows: Iterator[tuple[list[str], np.ndarray]]) -> Iterator[Chunk]:
+def directions(vectors: np.ndarray, norms: np.ndarray, zeroed: np.ndarray) -> np.ndarray:
+    """Which unit rows have a direction (are not zero vectors), told from the ``norms`` their rows were divided by
+    rather than by reading them: a row of finite, positive norm keeps an element of at least about 1/sqrt(dim). The
+    rows of another norm (zero rows, or rows whose squares all underflow) are read; rows ``zeroed`` have none."""
+    usable = (norms > 0) & (norms < np.inf)
+    unclear = np.flatnonzero(~usable)
+    usable[unclear] = vectors[unclear].any(axis=1)
+    usable[zeroed] = False
+    return usable
+
+
+def single_chunks(rows: Iterator[tuple[list[str], np.ndarray, np.ndarray | None]]) -> Iterator[Chunk]:
     """One rated item per embedding row."""
-    for names, vectors in rows:
-        yield Chunk([location_key(n) for n in names], np.ones(len(names), dtype=np.int64), list(names), vectors)
+    for names, vectors, usable in rows:
+        yield Chunk([location_key(n) for n in names], np.ones(len(names), dtype=np.int64), list(names), vectors,
+                    usable)
 
 
-def panoramic_chunks(rows: Iterator[tuple[list[str], np.ndarray]], all_names: list[str],
+def panoramic_chunks(rows: Iterator[tuple[list[str], np.ndarray, np.ndarray | None]], all_names: list[str],
                      chunk_size: int) -> Iterator[Chunk]:
     """Average the crops of each panorama into one unit vector, emitting a panorama after its last crop.
 
@@ -268,7 +286,7 @@ def panoramic_chunks(rows: Iterator[tuple[list[str], np.ndarray]], all_names: li
     open_groups: dict[str, list] = {}
     ready: list[tuple[str, int, str, np.ndarray]] = []
     row = 0
-    for names, vectors in rows:
+    for names, vectors, _ in rows:
         for name, vector in zip(names, vectors):
             key = keys[row]
             group = open_groups.get(key)
@@ -409,7 +427,7 @@ def _checked(chunks: Iterator[Chunk], dim: int) -> Iterator[Chunk]:
 
 def estimate_chunk(estimator: Estimator, chunk: Chunk, include_self: bool) -> Estimates:
     """Estimates of a chunk; zero vectors, which have no direction, get empty scores (NaN), sd and similarity."""
-    usable = np.asarray(chunk.vectors.any(axis=1))
+    usable = np.asarray(chunk.vectors.any(axis=1)) if chunk.usable is None else chunk.usable
     if usable.all():
         return estimator.estimate(chunk.vectors, chunk.names, include_self)
     out = Estimates.empty(len(usable), len(estimator.categories), estimator.in_survey(chunk.names), estimator.level)
@@ -423,21 +441,22 @@ def rated_table(chunk: Chunk, categories: list[str], estimates: Estimates, panor
                 locations: Locations | None) -> tuple[pd.DataFrame, int]:
     """A chunk's rows as written (with lon/lat, angle and sequence where ``locations`` are given), and how many
     of them have no location."""
-    table = pd.DataFrame({"image": chunk.names})
+    columns: dict[str, object] = {"image": chunk.names}
     if panoramic:
-        table["crops"] = chunk.crops
+        columns["crops"] = chunk.crops
     for column, category in enumerate(categories):
-        table[category] = estimates.scores[:, column]
+        columns[category] = estimates.scores[:, column]
     for column, category in enumerate(categories):
-        table[f"{category}_sd"] = estimates.sd[:, column]
+        columns[f"{category}_sd"] = estimates.sd[:, column]
     if estimates.level is not None:
         for column, category in enumerate(categories):
-            table[f"{category}_lo"] = estimates.lo[:, column]
-            table[f"{category}_hi"] = estimates.hi[:, column]
-    table["best_similarity"] = estimates.best_similarity
-    table["dissimilarity"] = estimates.dissimilarity
-    table["out_of_domain"] = estimates.out_of_domain
-    table["in_survey"] = estimates.in_survey
+            columns[f"{category}_lo"] = estimates.lo[:, column]
+            columns[f"{category}_hi"] = estimates.hi[:, column]
+    columns["best_similarity"] = estimates.best_similarity
+    columns["dissimilarity"] = estimates.dissimilarity
+    columns["out_of_domain"] = estimates.out_of_domain
+    columns["in_survey"] = estimates.in_survey
+    table = pd.DataFrame(columns)  # built at once: adding columns one by one copies the column index each time
     if locations is None:
         return table, 0
     where = locations.lookup(chunk.names, chunk.first_crop)

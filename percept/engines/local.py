@@ -6,7 +6,6 @@ from pathlib import Path
 
 from percept.city import rating
 from percept.data.embeddings import Embeddings
-from percept.encoders import pipeline
 from percept.engines.options import EngineOptions
 from percept.model.io import ExportedModel
 
@@ -15,6 +14,8 @@ def encode_images(images_dir, out_dir, model_name: str, options: EngineOptions, 
                   **encoding) -> Embeddings:
     """:func:`percept.encoders.pipeline.encode_images` with ``options.workers`` decoding processes (``encoding``
     includes ``precision``)."""
+    from percept.encoders import pipeline  # only encoding needs it: rating starts without it
+
     return pipeline.encode_images(images_dir, out_dir, model_name, num_workers=options.workers, quiet=quiet,
                                   **encoding)
 

@@ -19,7 +19,9 @@ with each category's ``beta`` and how the folds were made in the settings'
 from __future__ import annotations
 
 import json
+import os
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeGuard
@@ -28,7 +30,7 @@ import numpy as np
 
 from percept.atomic import atomic_path
 from percept.categories import CATEGORIES
-from percept.data.vector_checks import refuse_unusable
+from percept.data.vector_checks import RowCheck, check_rows, refuse_nonfinite, refuse_zero
 from percept.errors import PerceptError
 from percept.model.conformal import Calibration
 from percept.model.domain import survey_domain
@@ -130,9 +132,10 @@ def load_model(path: str | Path) -> ExportedModel:
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise PerceptError(f"{path} is not a readable model.npz ({exc}): re-export the model") from None
     vectors, scores = {}, {}
-    for category in CATEGORIES:
-        if f"{category}_vecs" in arrays and f"{category}_scores" in arrays:
-            vectors[category], scores[category] = _category_arrays(path, category, arrays)
+    present = [c for c in CATEGORIES if f"{c}_vecs" in arrays and f"{c}_scores" in arrays]
+    checks = _row_checks({c: arrays[f"{c}_vecs"] for c in present})
+    for category in present:
+        vectors[category], scores[category] = _category_arrays(path, category, arrays, checks)
     if not vectors:
         raise PerceptError(f"{path} holds no <category>_vecs/<category>_scores arrays: is it a Percept model?")
     settings: ModelSettings | None = None
@@ -171,8 +174,18 @@ def _calibration(path: Path, arrays: dict, settings: ModelSettings | None,
     return found or None
 
 
-def _category_arrays(path: Path, category: str, arrays: dict) -> tuple[np.ndarray, np.ndarray]:
-    """One category's vectors and scores as float64, refusing wrong types, NaN, infinities and zero vectors."""
+def _row_checks(vectors: dict[str, np.ndarray]) -> dict[str, RowCheck]:
+    """:func:`check_rows` of each category's vectors that are rows of numbers (the others are refused as they
+    are), scanned on several threads at once (numpy lets go of the GIL while it scans them)."""
+    rows = {category: array for category, array in vectors.items() if array.dtype.kind in "fiu" and array.ndim == 2}
+    with ThreadPoolExecutor(max(1, min(len(rows), os.cpu_count() or 1))) as pool:
+        return dict(zip(rows, pool.map(check_rows, rows.values())))
+
+
+def _category_arrays(path: Path, category: str, arrays: dict,
+                     checks: dict[str, RowCheck]) -> tuple[np.ndarray, np.ndarray]:
+    """One category's vectors and scores as float64, refusing wrong types, NaN, infinities and zero vectors
+    (``checks``: the :func:`check_rows` of each category's vectors that are rows of numbers)."""
     vecs, scores = arrays[f"{category}_vecs"], arrays[f"{category}_scores"]
     for key, array, ndim in ((f"{category}_vecs", vecs, 2), (f"{category}_scores", scores, 1)):
         if array.dtype.kind not in "fiu" or array.ndim != ndim:
@@ -180,7 +193,11 @@ def _category_arrays(path: Path, category: str, arrays: dict) -> tuple[np.ndarra
                                f"{'rows of vectors' if ndim == 2 else 'one score per sample'}: re-export the model")
     if len(vecs) != len(scores):
         raise PerceptError(f"{path}: {category} vectors and scores disagree in length: re-export the model")
-    refuse_unusable(vecs, lambda row: f"{path}: {category}_vecs row {row}", "re-export the model")
+    def where(row: int) -> str:
+        return f"{path}: {category}_vecs row {row}"
+
+    refuse_nonfinite(checks[category], where, "re-export the model")
+    refuse_zero(checks[category].zero, where, "re-export the model")
     bad = np.flatnonzero(~np.isfinite(scores))
     if len(bad):
         raise PerceptError(f"{path}: {category}_scores row {bad[0]} holds {scores[bad[0]]}, not a finite score: "

@@ -35,13 +35,6 @@ def row_norms(rows: np.ndarray) -> np.ndarray:
     return np.sqrt(sums)
 
 
-def _scale(part: np.ndarray, norms: np.ndarray) -> np.ndarray:
-    divisors = norms.copy()
-    divisors[divisors == 0] = 1.0  # zero rows stay zero
-    part /= divisors[..., None]
-    return part
-
-
 #: Rows (or, after the first, columns) of an array: a position, a slice, positions or a mask.
 RowIndex: TypeAlias = int | np.integer | slice | np.ndarray | list[int]
 
@@ -81,21 +74,6 @@ class UnitRows:
             self._norms[part] = row_norms(self.raw[part])
         return self._norms[rows]
 
-    def stored64(self, rows: np.ndarray | slice) -> np.ndarray:
-        """Float64 copies of the stored rows ``rows`` (not normalised); their norms are kept on the way."""
-        flat = np.asarray(rows).reshape(-1) if not isinstance(rows, slice) else np.arange(len(self.raw))[rows]
-        if self.raw.dtype == np.float16:  # through float32, which is exact and much faster, straight from storage
-            wide = np.empty((len(flat), self.raw.shape[1]), dtype=np.float32)
-            gather_float32(np.ascontiguousarray(self.raw), flat.astype(np.int64, copy=False), wide)
-            shape = flat.shape if isinstance(rows, slice) else np.shape(rows)
-            part = wide.astype(np.float64).reshape(*shape, self.raw.shape[1])
-        else:
-            part = np.array(self.raw[rows], dtype=np.float64)
-        fresh = np.isnan(self._norms[flat])
-        if fresh.any():
-            self._norms[flat[fresh]] = row_norms(part.reshape(-1, part.shape[-1])[fresh])
-        return part
-
     def __getitem__(self, index: RowIndex | tuple[RowIndex, ...]) -> np.ndarray:
         """Float64 unit rows; an integer array, slice or mask selects rows (an int gives one row)."""
         if isinstance(index, (int, np.integer)):
@@ -103,14 +81,37 @@ class UnitRows:
         if isinstance(index, tuple):
             return self[index[0]][(slice(None),) + index[1:]]
         rows = np.arange(len(self.raw))[index]
-        part = self.stored64(rows)
-        return _scale(part, self._norms[rows])
+        out = np.empty((rows.size, self.raw.shape[1]))
+        self._unit_into(rows.reshape(-1), out)
+        return out.reshape(*rows.shape, self.raw.shape[1])
 
     def __array__(self, dtype: DTypeLike | None = None, copy: bool | None = None) -> np.ndarray:
         out = np.empty(self.raw.shape)
         for start in range(0, len(self.raw), CHUNK):
-            out[start:start + CHUNK] = self[start:start + CHUNK]
+            self._unit_into(np.arange(start, min(start + CHUNK, len(self.raw))), out[start:start + CHUNK])
         return out if dtype is None else out.astype(dtype, copy=False)
+
+    def _unit_into(self, rows: np.ndarray, out: np.ndarray) -> None:
+        """``out[i]`` = the float64 unit row of stored row ``rows[i]``: its values as float64 over its float64 norm
+        (zero rows stay zero), divided in place in ``out``; norms are kept on the way."""
+        exact = self._exact(rows)
+        fresh = np.isnan(self._norms[rows])
+        if fresh.any():
+            self._norms[rows[fresh]] = row_norms(exact if fresh.all() else exact[fresh])
+        norms = self._norms[rows]
+        out[...] = exact
+        np.divide(out, np.where(norms == 0, 1.0, norms)[:, None], out=out)
+
+    def _exact(self, rows: np.ndarray) -> np.ndarray:
+        """The stored rows ``rows`` in a float type that holds them exactly: float16 as float32 (a fast, exact
+        conversion straight from storage), float32 and float64 as stored, other types as float64."""
+        if self.raw.dtype == np.float16:
+            wide = np.empty((len(rows), self.raw.shape[1]), dtype=np.float32)
+            gather_float32(np.ascontiguousarray(self.raw), np.ascontiguousarray(rows, dtype=np.int64), wide)
+            return wide
+        if self.raw.dtype in FLOATS:
+            return self.raw[rows]
+        return self.raw[rows].astype(np.float64)
 
     def float32(self, rows: np.ndarray | None = None) -> np.ndarray:
         """Float32 rounding of the float64 unit rows ``rows`` (all by default), a chunk at a time."""

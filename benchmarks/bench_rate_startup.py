@@ -1,0 +1,68 @@
+"""``percept rate`` outside the search: the whole command on 200 query vectors (where the search takes almost no
+time) against the 20,000-image benchmark model, and in this process the parts of its start: reading the model file
+(inflating its members, checking its vectors) and building the scorer (distinct vectors, the search's screen)."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import numpy as np
+import pandas as pd
+
+from benchmarks.bench_rating import export_model
+from benchmarks.common import BENCH_DIR, SURVEY_DIM, benchmark_survey, console_script, measure
+
+QUERIES = 200
+RUNS = 5
+REPEATS = 3
+
+
+def startup_queries():
+    """``QUERIES`` unit float16 vectors in clip-retrieval layout, written once."""
+    from percept.data.embeddings import write_part
+
+    folder = BENCH_DIR / f"queries-{QUERIES}x{SURVEY_DIM}"
+    if not (folder / "img_emb" / "img_emb_0.npy").exists():
+        vectors = np.random.default_rng(5).normal(size=(QUERIES, SURVEY_DIM)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        names = [f"q_{i}.jpg" for i in range(QUERIES)]
+        write_part(folder, "img", 0, vectors, pd.DataFrame({"image_path": names}))
+    return folder
+
+
+def best_seconds(run) -> float:
+    best = float("inf")
+    for _ in range(REPEATS):
+        start = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def main() -> None:
+    from percept.model.io import load_model
+    from percept.model.npz import read_npz
+    from percept.model.scoring import MultiScorer, distinct_rows
+
+    model_path = export_model(benchmark_survey())
+    queries = startup_queries()
+    command = [console_script("percept"), "rate", "--model", model_path, "-e", str(queries),
+               "--out", str(BENCH_DIR / "rated-startup.parquet"), "--quiet"]
+    walls = [measure(command, BENCH_DIR)[0] for _ in range(RUNS)]
+    print(f"  percept rate on {QUERIES} vectors against the 20,000-image model: median "
+          f"{statistics.median(walls):.2f} s ({min(walls):.2f}-{max(walls):.2f} s over {RUNS} runs; the search itself "
+          "takes a few milliseconds)")
+    model = load_model(model_path)
+    vectors = [model.vectors[c] for c in model.categories]
+    parts = {"inflating the model file's members": best_seconds(lambda: read_npz(model_path)),
+             "reading the model (inflated and checked)": best_seconds(lambda: load_model(model_path)),
+             "distinct vectors of its five categories": best_seconds(lambda: distinct_rows(vectors)),
+             "building the scorer (distinct vectors and the screen)": best_seconds(lambda: MultiScorer(model))}
+    rows, size = sum(len(v) for v in vectors), sum(v.nbytes for v in vectors) / 1e6
+    print(f"    in this process (best of {REPEATS}; {rows:,} float64 rows, {size:,.0f} MB of vectors): "
+          + "; ".join(f"{name} {seconds:.2f} s" for name, seconds in parts.items()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""Unit rows read from stored rows: bit for bit the stored values, converted to float64, over their float64 norm,
+in the compiled kernels and on the pure path, however the rows are selected."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from percept.model import kernels
+from percept.model.knn import l2_normalise
+from percept.model.unit_rows import UnitRows, row_norms
+
+
+@pytest.fixture(params=["compiled", "pure"])
+def path(request):
+    if request.param == "compiled" and not kernels.built():
+        pytest.skip("the C extensions were not built here")
+    previous = kernels.use_compiled(request.param == "compiled")
+    yield request.param
+    kernels.use_compiled(previous)
+
+
+def stored_rows(dtype, rows: int = 600, dim: int = 300) -> np.ndarray:
+    rng = np.random.default_rng(7)
+    scale = 1000 if np.dtype(dtype).kind in "iu" else 1
+    raw = (rng.normal(size=(rows, dim)) * scale).astype(dtype)
+    raw[3] = 0
+    if np.dtype(dtype).kind == "f":
+        raw[4] = -0.0  # a zero row of negative zeros stays as it is
+        raw[5, :] = 0
+        raw[5, 7] = np.finfo(dtype).smallest_subnormal  # one tiny element: a direction of its own
+    return raw
+
+
+def reference(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The float64 rows divided by their norms (zero rows by 1), computed on a float64 copy of the whole array."""
+    wide = raw.astype(np.float64)
+    norms = row_norms(wide)
+    return wide / np.where(norms == 0, 1.0, norms)[:, None], norms
+
+
+def same_bits(got: np.ndarray, want: np.ndarray) -> None:
+    assert got.dtype == want.dtype and got.shape == want.shape
+    assert got.tobytes() == want.tobytes()
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64, np.int16])
+def test_unit_rows_are_the_float64_rows_over_their_norms(path, dtype):
+    raw = stored_rows(dtype)
+    want, norms = reference(raw)
+    unit = UnitRows(raw)
+    same_bits(np.asarray(unit), want)
+    same_bits(unit.norms, norms)  # kept from the conversion, as summed from the float64 rows
+    same_bits(l2_normalise(raw), want)
+    same_bits(l2_normalise(raw, np.float32), want.astype(np.float32))
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_every_kind_of_selection_gives_the_same_rows(path, dtype):
+    raw = stored_rows(dtype)
+    want, _ = reference(raw)
+    unit = UnitRows(raw)
+    picks = np.random.default_rng(1).integers(0, len(raw), (7, 3))
+    same_bits(unit[picks], want[picks])  # a 2-D array of positions, repeats included
+    same_bits(unit[5], want[5])
+    same_bits(unit[np.int64(4)], want[4])
+    same_bits(unit[10:300:7], want[10:300:7])
+    mask = np.random.default_rng(2).random(len(raw)) < 0.3
+    same_bits(unit[mask], want[mask])
+    same_bits(unit[[9, 2, 9], 5:40], want[[9, 2, 9], 5:40])
+    same_bits(unit[np.array([], dtype=np.int64)], want[:0])
+    same_bits(unit.float32(picks[0]), want[picks[0]].astype(np.float32))
+
+
+def test_norms_given_are_used_and_missing_ones_are_kept(path):
+    raw = stored_rows(np.float16)
+    want, norms = reference(raw)
+    unit = UnitRows(raw)
+    same_bits(unit[[8, 1]], want[[8, 1]])
+    same_bits(unit.norms_of(np.array([1, 8])), norms[[1, 8]])
+    doubled = UnitRows(raw, norms * 2)  # recorded norms are divided by as they are
+    same_bits(doubled[[1, 3]], raw[[1, 3]].astype(np.float64) / np.where(norms[[1, 3]] == 0, 1.0,
+                                                                           norms[[1, 3]] * 2)[:, None])
