@@ -9,7 +9,7 @@ import pytest
 from test_kernels import implementations, running, same_bits, same_selection, selection_call
 
 from percept.model import kernels
-from percept.model.exact_search import SearchSpace, search
+from percept.model.exact_search import THREADS, SearchSpace, search, worker_pool
 from percept.model.knn import l2_normalise
 from percept.model.unit_rows import UnitRows
 
@@ -97,7 +97,8 @@ def test_search_reranks_quotient_rows_with_the_bits_of_the_float64_rows(build):
 def quotient_call(rng, queries: int = 30, k: int = 20) -> tuple[dict, SearchSpace]:
     """A selection call over two categories of quotient rows (float16 numerators and row divisors)."""
     unit = np.asarray(UnitRows(rng.normal(size=(400, 24)).astype(np.float16)))
-    space = SearchSpace(unit, np.arange(400), [np.arange(400), np.arange(0, 260)])
+    with running("vector"):  # quotient rows are found by the compiled kernels
+        space = SearchSpace(unit, np.arange(400), [np.arange(400), np.arange(0, 260)])
     assert space.row_divisors is not None
     return selection_call(space, l2_normalise(rng.normal(size=(queries, 24))), k), space
 
@@ -131,3 +132,13 @@ def test_selection_refuses_row_divisors_of_a_float64_matrix(c_kernels):
     wide = dict(call, matrix=space.source, matrix_rows=space.column_rows)
     with pytest.raises(ValueError, match="go with float16 numerators"):
         c_kernels.select_neighbours(**wide)
+
+
+def test_spaces_built_on_every_worker_thread_at_once_find_their_quotient_rows(build):
+    """Every worker thread building a search space at the same moment: each finds its quotient rows itself
+    rather than waiting on workers that are all busy waiting."""
+    rng = np.random.default_rng(13)
+    unit = np.asarray(UnitRows(rng.normal(size=(3000, 64)).astype(np.float16)))
+    futures = [worker_pool().submit(SearchSpace, unit, np.arange(3000), [np.arange(3000)]) for _ in range(THREADS)]
+    for future in futures:
+        assert future.result(timeout=120).row_divisors is not None

@@ -34,9 +34,10 @@ import contextlib
 import functools
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TypeGuard
+from typing import TypeGuard, TypeVar
 
 import numpy as np
 
@@ -57,6 +58,9 @@ from percept.model.screens import (
 from percept.model.shared_settings import ONE_BLAS_THREAD
 from percept.model.unit_rows import Rows, UnitRows
 
+T = TypeVar("T")
+R = TypeVar("R")
+
 #: Columns per group of the K-th value bound (its selection runs over columns / GROUP_WIDTH group maxima).
 GROUP_WIDTH = 32
 #: Float32 similarities per block (bounds that buffer to 4 bytes x this). Blocks of fewer than about
@@ -64,6 +68,8 @@ GROUP_WIDTH = 32
 BLOCK_VALUES = 24 * 1024 * 1024
 #: Threads searching blocks of queries at once (each runs its matrix products on one BLAS thread).
 THREADS = max(1, min(8, os.cpu_count() or 1))
+#: The names of the worker threads begin so.
+WORKER_PREFIX = "percept-worker"
 #: Fewest queries a search thread takes (smaller shares cost more in overhead than they save).
 MIN_SHARE = 64
 #: Columns per tile of the AMX screen, whose row maxima it gives.
@@ -283,7 +289,7 @@ def quotient_rows(source: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.
         return kernels.quotient_rows(source, rows[part], numerators[part[0]:part[-1] + 1],
                                      divisors[part[0]:part[-1] + 1]) < 0
 
-    return (numerators, divisors) if all(worker_pool().map(find, parts)) else None
+    return (numerators, divisors) if all(on_workers(find, parts)) else None
 
 
 def _groups(space: SearchSpace, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -340,11 +346,19 @@ def _one_blas_thread_each(screen: Float32Screen | TileScreen) -> contextlib.Abst
     return ONE_BLAS_THREAD.held()
 
 
+def on_workers(function: Callable[[T], R], items: list[T]) -> list[R]:
+    """``function`` of each item, on the worker threads; in turn where the caller is one of them (a worker
+    waiting on its own pool could wait forever)."""
+    if threading.current_thread().name.startswith(WORKER_PREFIX):
+        return [function(item) for item in items]
+    return list(worker_pool().map(function, items))
+
+
 @functools.cache
 def worker_pool() -> ThreadPoolExecutor:
     """The model's ``THREADS`` worker threads: searches run their blocks on them, and the work around a search
     (neighbour statistics, distinct vectors) its parts."""
-    return ThreadPoolExecutor(THREADS, thread_name_prefix="percept-worker")
+    return ThreadPoolExecutor(THREADS, thread_name_prefix=WORKER_PREFIX)
 
 
 def _screen(space: SearchSpace, q64: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
