@@ -309,6 +309,7 @@ def search(space: SearchSpace, queries: Rows, k: int, rows: np.ndarray | None = 
     the queries are those rows of it. ``block`` caps the queries searched at once; blocks run on
     ``threads`` threads.
     """
+    in_order = rows is None
     rows = np.arange(len(queries)) if rows is None else np.asarray(rows, dtype=np.int64)
     ks = [min(int(k), category.n_samples) for category in space.categories]
     m = len(rows)
@@ -324,7 +325,7 @@ def search(space: SearchSpace, queries: Rows, k: int, rows: np.ndarray | None = 
     tile_groups = space.tile_groups(ks)
 
     def run(start: int) -> None:
-        q64 = np.ascontiguousarray(rows64(queries, rows[start:start + block]))
+        q64 = _query_block(queries, rows[start:start + block], slice(start, start + block) if in_order else None)
         values, maxima, eps = _screen(space, q64)
         _select(space, q64, values, maxima if tile_groups else None, eps, _refine_error(space, q64), ks, found,
                 slice(start, start + len(q64)))
@@ -336,6 +337,14 @@ def search(space: SearchSpace, queries: Rows, k: int, rows: np.ndarray | None = 
         for start in starts:
             run(start)
     return found
+
+
+def _query_block(queries: Rows, rows: np.ndarray, span: slice | None) -> np.ndarray:
+    """Float64 rows ``rows`` of the queries, C-contiguous: a view where they are the consecutive ``span`` of a
+    float64 array (no copy), else gathered."""
+    if span is not None and isinstance(queries, np.ndarray) and queries.dtype == np.float64:
+        return np.ascontiguousarray(queries[span])
+    return np.ascontiguousarray(rows64(queries, rows))
 
 
 def _one_blas_thread_each(screen: Float32Screen | TileScreen) -> contextlib.AbstractContextManager[None]:
