@@ -225,6 +225,7 @@ BAD_TABLES = [
     ("eps", set_item(1, np.nan), ValueError, "must not be negative or NaN"),
     ("eps", set_item(0, -1.0), ValueError, "must not be negative or NaN"),
     ("queries", set_item((1, 3), np.inf), ValueError, "queries must be finite"),
+    ("queries", set_item((2, 11), np.nan), ValueError, "queries must be finite"),
     ("matrix", lambda m: m[:, :-1].copy(), ValueError, "differ in dimensions"),
     ("matrix", lambda m: m[:10], ValueError, "outside"),
     ("matrix_rows", set_item(7, 10_000), ValueError, r"matrix_rows\[7\] = 10000 is outside"),
