@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -294,3 +296,12 @@ def test_demographics_numbers_written_another_way_read_as_before(survey, capsys)
     frame.to_csv(survey / "demo.csv", index=False)
     code, out, _ = run(BASE + ["-d", "demo.csv", "-q"], capsys)
     assert code == 0 and out == expected
+
+
+def test_the_drop_in_loads_the_export_code_only_to_export():
+    """A plain run starts without scipy.stats and pandas (the export's cross-validation and publishing code,
+    about a second and 150 MB of start-up): importing the command's module leaves them out."""
+    loaded = subprocess.run([sys.executable, "-c", "import sys, percept.cli.dropin; "
+                             "print(sorted(m for m in ('scipy.stats', 'pandas') if m in sys.modules))"],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "[]"

@@ -21,11 +21,8 @@ from percept.cli.common import (
 from percept.cli.data_options import add_data_arguments, data_selection
 from percept.errors import PerceptError
 from percept.model.weighting import DEFAULT_WEIGHTING, check_weighting
-from percept.study.crossval import CVPlan
 from percept.study.dataset import load_dataset
-from percept.study.folds import GroupBy
 from percept.study.holdout import check_training_split, holdout_evaluation
-from percept.study.publish import ModelRecipe, card_path, check_missing, publish_model
 from percept.study.results_log import append_rows, columns_help, log_row, randomness_label
 
 
@@ -91,6 +88,10 @@ def run(args) -> int:
 
 def export(args, data, say) -> None:
     """Write every sample's vector and score per category (no split, no KNN), calibrated on folds grouped by image."""
+    from percept.study.crossval import CVPlan  # scipy.stats and the publishing code: only an export needs them
+    from percept.study.folds import GroupBy
+    from percept.study.publish import ModelRecipe, card_path, check_missing, publish_model
+
     check_missing(data.missing, args.allow_missing)
     recipe = ModelRecipe(args.clip_model, max(args.k), args.normalization_method,
                          CVPlan(group_by=GroupBy("image"), seed=args.random_seed), k_choice="given by -k")
