@@ -5,13 +5,12 @@ time) against the 20,000-image benchmark model, and in this process the parts of
 from __future__ import annotations
 
 import statistics
-import time
 
 import numpy as np
 import pandas as pd
 
 from benchmarks.bench_rating import export_model
-from benchmarks.common import BENCH_DIR, SURVEY_DIM, benchmark_survey, console_script, measure
+from benchmarks.common import BENCH_DIR, SURVEY_DIM, benchmark_survey, best_seconds, console_script, measure
 
 QUERIES = 200
 RUNS = 5
@@ -31,15 +30,6 @@ def startup_queries():
     return folder
 
 
-def best_seconds(run) -> float:
-    best = float("inf")
-    for _ in range(REPEATS):
-        start = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
 def main() -> None:
     from percept.model.io import load_model
     from percept.model.npz import read_npz
@@ -55,10 +45,10 @@ def main() -> None:
           "takes a few milliseconds)")
     model = load_model(model_path)
     vectors = [model.vectors[c] for c in model.categories]
-    parts = {"inflating the model file's members": best_seconds(lambda: read_npz(model_path)),
-             "reading the model (inflated and checked)": best_seconds(lambda: load_model(model_path)),
-             "distinct vectors of its five categories": best_seconds(lambda: distinct_rows(vectors)),
-             "building the scorer (distinct vectors and the screen)": best_seconds(lambda: MultiScorer(model))}
+    parts = {"inflating the model file's members": best_seconds(lambda: read_npz(model_path), REPEATS),
+             "reading the model (inflated and checked)": best_seconds(lambda: load_model(model_path), REPEATS),
+             "distinct vectors of its five categories": best_seconds(lambda: distinct_rows(vectors), REPEATS),
+             "building the scorer (distinct vectors and the screen)": best_seconds(lambda: MultiScorer(model), REPEATS)}
     rows, size = sum(len(v) for v in vectors), sum(v.nbytes for v in vectors) / 1e6
     print(f"    in this process (best of {REPEATS}; {rows:,} float64 rows, {size:,.0f} MB of vectors): "
           + "; ".join(f"{name} {seconds:.2f} s" for name, seconds in parts.items()))

@@ -16,19 +16,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.common import best_seconds
 from benchmarks.encoding_limits import product_gflops, tower_shape
 
 REPEATS = 3
-
-
-def _best(run, repeats: int = REPEATS) -> float:
-    run()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def _tower(arch: str):
@@ -127,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
                 continue
             setup = time.perf_counter() - start
             limit = product_gflops(shape, args.batch_size) * 1e9 / shape.flops
-            rate = args.batch_size / _best(run)
+            rate = args.batch_size / best_seconds(run, REPEATS, warm_up=True)
             print(f"{name:<22} {setup:>8.1f} {rate:>9.1f} {limit:>7.0f} {rate / limit:>6.0%}", flush=True)
 
 

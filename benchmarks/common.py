@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 BENCH_DIR = Path(os.environ.get("PERCEPT_BENCH_DIR", "bench-output")).resolve()
@@ -47,3 +48,15 @@ def measure(command: list[str], cwd: Path) -> tuple[float, float, str]:
 
 def console_script(name: str) -> str:
     return str(Path(sys.executable).parent / name)
+
+
+def best_seconds(run, repeats: int, warm_up: bool = False) -> float:
+    """The shortest of ``repeats`` timed calls of ``run`` (after one untimed call with ``warm_up``)."""
+    if warm_up:
+        run()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - start)
+    return best
