@@ -5,7 +5,8 @@ portable build of the selection) and the pure path (numpy, used without the C ex
 ``PERCEPT_PURE=1``), each best of two, set against the bare products of the same shapes that bound them (a
 float32 product: the float32 screen's arithmetic; a float64 product; with torch, a bfloat16 product with float32
 sums: the tile screen's arithmetic). Every implementation gives the same neighbours and the same similarity bits;
-the check runs here too.
+the check runs here too. Then float64 rows normalised from float16 rows, re-ranked as quotient rows, beside the
+same rows re-ranked from float64 storage.
 
     python -m benchmarks.bench_search [--vectors N] [--queries M] [--dim D] [--k K]
 """
@@ -108,6 +109,25 @@ def main(argv: list[str] | None = None) -> None:
         kernels.use_compiled(previous[0])
         screens.use_tiles(previous[1])
         kernels.vector_extensions(previous[2])
+    if kernels.compiled():
+        quotient_rows(rng, args, queries)
+
+
+def quotient_rows(rng, args, queries: np.ndarray) -> None:
+    """Float64 unit rows normalised from float16 rows (a model exported from float16 embeddings), searched as they
+    are (re-ranked as quotient rows) and with one element one ulp off (re-ranked from the float64 rows)."""
+    from percept.model.knn import KNNRegressor
+    from percept.model.unit_rows import UnitRows
+
+    exact = np.asarray(UnitRows(rng.standard_normal((args.vectors, args.dim)).astype(np.float16)))
+    off = exact.copy()
+    off[0, 0] = np.nextafter(off[0, 0], 1.0)
+    print("  float64 rows normalised from float16 rows (compiled, best screen and selection):")
+    for label, rows in (("re-ranked as quotient rows (2 bytes an element)", exact),
+                        ("one element off: re-ranked from the float64 rows", off)):
+        fit, model = best_time(lambda rows=rows: KNNRegressor(args.k).fit(rows, np.ones(len(rows))))
+        seconds, _ = best_time(lambda model=model: model.kneighbors(queries))
+        print(f"    {label + ':':50s} search {seconds:6.2f} s (fit {fit:.2f} s)")
 
 
 if __name__ == "__main__":
