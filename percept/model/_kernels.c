@@ -171,70 +171,6 @@ ALWAYS_INLINE void squares_of_float16(const uint16_t *stored, Py_ssize_t n, Py_s
     }
 }
 
-#ifdef X86_64
-/* dots_from_float32 for float16 rows, converting with F16C as it goes: lane l of a step of 32 halves is
- * dimension k + l, as in the portable code, and each product is rounded before it is added. */
-TARGET(AVX2_FEATURES)
-static void dots_from_float16_f16c(const double *q, const uint16_t *vectors, Py_ssize_t dim, const int64_t *rows,
-                                   Py_ssize_t count, double *out)
-{
-    for (Py_ssize_t i = 0; i < count; i++) {
-        const uint16_t *x = vectors + rows[i] * dim;
-        const char *next = (const char *)(vectors + rows[i + 1 < count ? i + 1 : i] * dim);
-        __m256d lane[8];
-        for (int l = 0; l < 8; l++)
-            lane[l] = _mm256_setzero_pd();
-        Py_ssize_t k = 0;
-        for (; k + 32 <= dim; k += 32) {
-            PREFETCH(next + k * sizeof(uint16_t));
-            for (int part = 0; part < 4; part++) {
-                __m256 wide = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + k + 8 * part)));
-                __m256d low = _mm256_cvtps_pd(_mm256_castps256_ps128(wide));
-                __m256d high = _mm256_cvtps_pd(_mm256_extractf128_ps(wide, 1));
-                lane[2 * part] = _mm256_add_pd(lane[2 * part], _mm256_mul_pd(_mm256_loadu_pd(q + k + 8 * part), low));
-                lane[2 * part + 1] =
-                    _mm256_add_pd(lane[2 * part + 1], _mm256_mul_pd(_mm256_loadu_pd(q + k + 8 * part + 4), high));
-            }
-        }
-        double sums[LANES];
-        for (int l = 0; l < 8; l++)
-            _mm256_storeu_pd(sums + 4 * l, lane[l]);
-        double sum = lane_total(sums);
-        for (; k < dim; k++)
-            sum += q[k] * (double)half_to_float(x[k]);
-        out[i] = sum;
-    }
-}
-
-/* The same with AVX-512: eight halves become eight doubles in one register. */
-TARGET(AVX512_FEATURES)
-static void dots_from_float16_avx512(const double *q, const uint16_t *vectors, Py_ssize_t dim, const int64_t *rows,
-                                     Py_ssize_t count, double *out)
-{
-    for (Py_ssize_t i = 0; i < count; i++) {
-        const uint16_t *x = vectors + rows[i] * dim;
-        const char *next = (const char *)(vectors + rows[i + 1 < count ? i + 1 : i] * dim);
-        __m512d lane[4];
-        for (int l = 0; l < 4; l++)
-            lane[l] = _mm512_setzero_pd();
-        Py_ssize_t k = 0;
-        for (; k + 32 <= dim; k += 32) {
-            PREFETCH(next + k * sizeof(uint16_t));
-            for (int part = 0; part < 4; part++) {
-                __m512d wide = _mm512_cvtps_pd(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + k + 8 * part))));
-                lane[part] = _mm512_add_pd(lane[part], _mm512_mul_pd(_mm512_loadu_pd(q + k + 8 * part), wide));
-            }
-        }
-        double sums[LANES];
-        for (int l = 0; l < 4; l++)
-            _mm512_storeu_pd(sums + 8 * l, lane[l]);
-        double sum = lane_total(sums);
-        for (; k < dim; k++)
-            sum += q[k] * (double)half_to_float(x[k]);
-        out[i] = sum;
-    }
-}
-#endif
 
 /* out[i] = the float32 dot product of the float32 query q with float16 row columns[i] of `rows` (any order of
  * summation, fused or not: the refining bound covers it, and only which candidates reach float64 depends on it). */
@@ -333,15 +269,17 @@ ALWAYS_INLINE void dots_from_quotients(const double *q, const uint16_t *vectors,
 }
 
 #ifdef X86_64
-/* The same with F16C and fused multiply-adds for the quotients (lane l of a step of 32 is dimension k + l). */
+/* Float64 dot products of the query q with float16 rows vectors[rows[i]], converted with F16C as they are read:
+ * dots_from_float32's sums (lane l of a step of 32 halves is dimension k + l, each product rounded before it is
+ * added); with divisors, of quotient rows, each element rebuilt as `quotient` rebuilds it (fused multiply-adds). */
 TARGET(AVX2_FEATURES)
-static void dots_from_quotients_f16c(const double *q, const uint16_t *vectors, const double *divisors, Py_ssize_t dim,
-                                     const int64_t *rows, Py_ssize_t count, double *out)
+ALWAYS_INLINE void half_row_dots_avx2(const double *q, const uint16_t *vectors, const double *divisors, Py_ssize_t dim,
+                                      const int64_t *rows, Py_ssize_t count, double *out)
 {
     for (Py_ssize_t i = 0; i < count; i++) {
         const uint16_t *x = vectors + rows[i] * dim;
         const char *next = (const char *)(vectors + rows[i + 1 < count ? i + 1 : i] * dim);
-        double d = divisors[rows[i]], y = 1.0 / d;
+        double d = divisors ? divisors[rows[i]] : 1.0, y = 1.0 / d;
         __m256d lane[8], dd = _mm256_set1_pd(d), yy = _mm256_set1_pd(y);
         for (int l = 0; l < 8; l++)
             lane[l] = _mm256_setzero_pd();
@@ -352,10 +290,12 @@ static void dots_from_quotients_f16c(const double *q, const uint16_t *vectors, c
                 __m256 wide = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + k + 8 * part)));
                 for (int half = 0; half < 2; half++) {
                     __m256d a = _mm256_cvtps_pd(half ? _mm256_extractf128_ps(wide, 1) : _mm256_castps256_ps128(wide));
-                    __m256d guess = _mm256_mul_pd(a, yy);
-                    __m256d exact = _mm256_fmadd_pd(_mm256_fnmadd_pd(guess, dd, a), yy, guess);
+                    if (divisors) {
+                        __m256d guess = _mm256_mul_pd(a, yy);
+                        a = _mm256_fmadd_pd(_mm256_fnmadd_pd(guess, dd, a), yy, guess);
+                    }
                     int l = 2 * part + half;
-                    lane[l] = _mm256_add_pd(lane[l], _mm256_mul_pd(_mm256_loadu_pd(q + k + 4 * l), exact));
+                    lane[l] = _mm256_add_pd(lane[l], _mm256_mul_pd(_mm256_loadu_pd(q + k + 4 * l), a));
                 }
             }
         }
@@ -364,20 +304,20 @@ static void dots_from_quotients_f16c(const double *q, const uint16_t *vectors, c
             _mm256_storeu_pd(sums + 4 * l, lane[l]);
         double sum = lane_total(sums);
         for (; k < dim; k++)
-            sum += q[k] * quotient((double)half_to_float(x[k]), d, y);
+            sum += q[k] * (divisors ? quotient((double)half_to_float(x[k]), d, y) : (double)half_to_float(x[k]));
         out[i] = sum;
     }
 }
 
-/* The same with AVX-512: eight numerators become eight quotients in one register. */
+/* The same with AVX-512: eight halves become eight doubles in one register. */
 TARGET(AVX512_FEATURES)
-static void dots_from_quotients_avx512(const double *q, const uint16_t *vectors, const double *divisors,
-                                       Py_ssize_t dim, const int64_t *rows, Py_ssize_t count, double *out)
+ALWAYS_INLINE void half_row_dots_avx512(const double *q, const uint16_t *vectors, const double *divisors,
+                                        Py_ssize_t dim, const int64_t *rows, Py_ssize_t count, double *out)
 {
     for (Py_ssize_t i = 0; i < count; i++) {
         const uint16_t *x = vectors + rows[i] * dim;
         const char *next = (const char *)(vectors + rows[i + 1 < count ? i + 1 : i] * dim);
-        double d = divisors[rows[i]], y = 1.0 / d;
+        double d = divisors ? divisors[rows[i]] : 1.0, y = 1.0 / d;
         __m512d lane[4], dd = _mm512_set1_pd(d), yy = _mm512_set1_pd(y);
         for (int l = 0; l < 4; l++)
             lane[l] = _mm512_setzero_pd();
@@ -386,9 +326,11 @@ static void dots_from_quotients_avx512(const double *q, const uint16_t *vectors,
             PREFETCH(next + k * sizeof(uint16_t));
             for (int part = 0; part < 4; part++) {
                 __m512d a = _mm512_cvtps_pd(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + k + 8 * part))));
-                __m512d guess = _mm512_mul_pd(a, yy);
-                __m512d exact = _mm512_fmadd_pd(_mm512_fnmadd_pd(guess, dd, a), yy, guess);
-                lane[part] = _mm512_add_pd(lane[part], _mm512_mul_pd(_mm512_loadu_pd(q + k + 8 * part), exact));
+                if (divisors) {
+                    __m512d guess = _mm512_mul_pd(a, yy);
+                    a = _mm512_fmadd_pd(_mm512_fnmadd_pd(guess, dd, a), yy, guess);
+                }
+                lane[part] = _mm512_add_pd(lane[part], _mm512_mul_pd(_mm512_loadu_pd(q + k + 8 * part), a));
             }
         }
         double sums[LANES];
@@ -396,9 +338,38 @@ static void dots_from_quotients_avx512(const double *q, const uint16_t *vectors,
             _mm512_storeu_pd(sums + 8 * l, lane[l]);
         double sum = lane_total(sums);
         for (; k < dim; k++)
-            sum += q[k] * quotient((double)half_to_float(x[k]), d, y);
+            sum += q[k] * (divisors ? quotient((double)half_to_float(x[k]), d, y) : (double)half_to_float(x[k]));
         out[i] = sum;
     }
+}
+
+/* Each as its own function: float16 rows, and quotient rows (the divisors' test leaves the loops when inlined). */
+TARGET(AVX2_FEATURES)
+static void dots_from_float16_f16c(const double *q, const uint16_t *vectors, Py_ssize_t dim, const int64_t *rows,
+                                   Py_ssize_t count, double *out)
+{
+    half_row_dots_avx2(q, vectors, NULL, dim, rows, count, out);
+}
+
+TARGET(AVX2_FEATURES)
+static void dots_from_quotients_f16c(const double *q, const uint16_t *vectors, const double *divisors, Py_ssize_t dim,
+                                     const int64_t *rows, Py_ssize_t count, double *out)
+{
+    half_row_dots_avx2(q, vectors, divisors, dim, rows, count, out);
+}
+
+TARGET(AVX512_FEATURES)
+static void dots_from_float16_avx512(const double *q, const uint16_t *vectors, Py_ssize_t dim, const int64_t *rows,
+                                     Py_ssize_t count, double *out)
+{
+    half_row_dots_avx512(q, vectors, NULL, dim, rows, count, out);
+}
+
+TARGET(AVX512_FEATURES)
+static void dots_from_quotients_avx512(const double *q, const uint16_t *vectors, const double *divisors,
+                                       Py_ssize_t dim, const int64_t *rows, Py_ssize_t count, double *out)
+{
+    half_row_dots_avx512(q, vectors, divisors, dim, rows, count, out);
 }
 #endif
 
