@@ -20,7 +20,7 @@ import numpy as np
 from percept.errors import PerceptError
 from percept.model.conformal import DEFAULT_LEVEL, check_level, interval
 from percept.model.domain import dissimilarity
-from percept.model.exact_search import THREADS, worker_pool
+from percept.model.exact_search import THREADS, on_workers
 from percept.model.io import ExportedModel
 from percept.model.knn import Neighbours
 from percept.model.leave_one_out import image_keys, leave_out
@@ -175,7 +175,7 @@ class Estimator:
 
         parts = _row_parts(len(queries))
         if len(parts) > 1:
-            list(worker_pool().map(fill, parts))
+            on_workers(fill, parts)
         else:
             fill(parts[0])
         self._domain(out, rows, found, counts)

@@ -34,7 +34,7 @@ import contextlib
 import functools
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeGuard, TypeVar
@@ -332,7 +332,7 @@ def search(space: SearchSpace, queries: Rows, k: int, rows: np.ndarray | None = 
 
     if workers > 1 and len(starts) > 1:
         with _one_blas_thread_each(space.screen):
-            list(worker_pool().map(run, starts))
+            on_workers(run, starts)
     else:
         for start in starts:
             run(start)
@@ -355,7 +355,7 @@ def _one_blas_thread_each(screen: Float32Screen | TileScreen) -> contextlib.Abst
     return ONE_BLAS_THREAD.held()
 
 
-def on_workers(function: Callable[[T], R], items: list[T]) -> list[R]:
+def on_workers(function: Callable[[T], R], items: Iterable[T]) -> list[R]:
     """``function`` of each item, on the worker threads; in turn where the caller is one of them (a worker
     waiting on its own pool could wait forever)."""
     if threading.current_thread().name.startswith(WORKER_PREFIX):

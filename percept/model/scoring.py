@@ -18,7 +18,7 @@ import numpy as np
 
 from percept.errors import PerceptError
 from percept.model.distinct import row_keys
-from percept.model.exact_search import THREADS, SearchSpace, search, worker_pool
+from percept.model.exact_search import THREADS, SearchSpace, on_workers, search
 from percept.model.io import ExportedModel, ModelSettings
 from percept.model.knn import Neighbours, weighted_mean
 from percept.model.weighting import check_weighting
@@ -54,12 +54,13 @@ def distinct_rows(arrays: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray
     dim = arrays[0].shape[1] if arrays else 0
     if not arrays or not sum(len(a) for a in arrays):
         return np.empty((0, dim)), [np.empty(0, np.int64) for _ in arrays]
-    pool = worker_pool()  # numpy lets go of the GIL while it hashes and compares rows
+    # on the worker threads: numpy lets go of the GIL while it hashes and compares rows
     columns = np.unique(np.linspace(0, dim - 1, min(dim, KEY_COLUMNS)).astype(np.int64))
     for keys in (lambda: np.concatenate([_chunked_keys(a[:, columns]) for a in arrays]),
-                 lambda: np.concatenate(list(pool.map(_chunked_keys, arrays)))):
+                 lambda: np.concatenate(on_workers(_chunked_keys, arrays))):
         kept, positions, repeats = _first_rows(arrays, keys())
-        if all(pool.map(_repeats_equal, arrays, [kept] * len(arrays), positions, repeats)):
+        checks = zip(arrays, [kept] * len(arrays), positions, repeats)
+        if all(on_workers(lambda check: _repeats_equal(*check), checks)):
             return kept, positions
     return _distinct_rows_by_bytes(arrays)  # a 64-bit hash collision: group by the full bytes
 
@@ -77,8 +78,8 @@ def _first_rows(arrays: list[np.ndarray], keys: np.ndarray) -> tuple[np.ndarray,
     runs = np.searchsorted(owners, bounds)
     kept = np.empty((len(owners), arrays[0].shape[1]))
     # "clip": straight into kept (the default mode writes to a buffer first); the positions are all in range
-    list(worker_pool().map(lambda a: np.take(arrays[a], owners[runs[a]:runs[a + 1]] - bounds[a], axis=0,
-                                             out=kept[runs[a]:runs[a + 1]], mode="clip"), range(len(arrays))))
+    on_workers(lambda a: np.take(arrays[a], owners[runs[a]:runs[a + 1]] - bounds[a], axis=0,
+                                 out=kept[runs[a]:runs[a + 1]], mode="clip"), range(len(arrays)))
     positions = [where[bounds[a]:bounds[a + 1]] for a in range(len(arrays))]
     repeats = [np.flatnonzero(owners[positions[a]] != np.arange(bounds[a], bounds[a + 1])) for a in range(len(arrays))]
     return kept, positions, repeats
