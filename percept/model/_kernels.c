@@ -438,16 +438,16 @@ ALWAYS_INLINE int quotient_numerators(const double *x, Py_ssize_t dim, uint16_t 
         for (Py_ssize_t k = 0; k < dim; k++)
             numerators[k] = half_of(x[k] * scale);
         double below = (double)half_to_float(numerators[at]) / x[at], above = below;
-        if (rebuilds(x, numerators, dim, below)) {
-            *divisor = below;
-            return 1;
-        }
-        for (int step = 0; step < DIVISOR_STEPS; step++) {
-            below = nextafter(below, 0.0), above = nextafter(above, INFINITY);
-            if (rebuilds(x, numerators, dim, below) || rebuilds(x, numerators, dim, above)) {
-                *divisor = rebuilds(x, numerators, dim, below) ? below : above;
+        for (int step = 0; step <= DIVISOR_STEPS; step++) { /* the ratio itself, then an ulp either side, two... */
+            if (rebuilds(x, numerators, dim, below)) {
+                *divisor = below;
                 return 1;
             }
+            if (step > 0 && rebuilds(x, numerators, dim, above)) {
+                *divisor = above;
+                return 1;
+            }
+            below = nextafter(below, 0.0), above = nextafter(above, INFINITY);
         }
     }
     return 0;
