@@ -56,6 +56,22 @@ ALWAYS_INLINE double lane_total(double *lane)
     return lane[0];
 }
 
+/* Rows read one after another from memory, each a few KB at an unrelated place: the loops below ask for the next
+ * row's lines as they read one (PREFETCH), and for the first HEAD_LINES lines of the row AHEAD places on into the
+ * second-level cache, which starts its fetch early enough to overlap (about a sixth less time a row from memory). */
+#define AHEAD 4
+#define HEAD_LINES 8
+
+/* The heads of rows[from:to] (rows of row_bytes bytes from base), into the second-level cache. */
+ALWAYS_INLINE void prefetch_heads(const void *base, Py_ssize_t row_bytes, const int64_t *rows, Py_ssize_t from,
+                                  Py_ssize_t to)
+{
+    Py_ssize_t lines = row_bytes / 64 < HEAD_LINES ? row_bytes / 64 : HEAD_LINES;
+    for (Py_ssize_t i = from; i < to; i++)
+        for (Py_ssize_t l = 0; l < lines; l++)
+            PREFETCH_L2((const char *)base + rows[i] * row_bytes + 64 * l);
+}
+
 /* out[i] = the float64 dot product of the float64 query q with stored row rows[i] (float32 or float64). */
 #define DOTS_FROM(name, type, prefetches)                                                                     \
     ALWAYS_INLINE void name(const double *q, const type *vectors, Py_ssize_t dim, const int64_t *rows,        \
@@ -199,9 +215,13 @@ TARGET(AVX2_FEATURES)
 static void float16_dots_f16c(const float *q, const uint16_t *rows, Py_ssize_t dim, const int64_t *columns,
                               Py_ssize_t count, float *out)
 {
+    Py_ssize_t row_bytes = dim * (Py_ssize_t)sizeof(uint16_t);
+    prefetch_heads(rows, row_bytes, columns, 0, count < AHEAD ? count : AHEAD);
     for (Py_ssize_t i = 0; i < count; i++) {
         const uint16_t *x = rows + columns[i] * dim;
         const char *next = (const char *)(rows + columns[i + 2 < count ? i + 2 : count - 1] * dim);
+        if (i + AHEAD < count)
+            prefetch_heads(rows, row_bytes, columns, i + AHEAD, i + AHEAD + 1);
         __m256 lane[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
         Py_ssize_t k = 0;
         for (; k + 32 <= dim; k += 32) {
@@ -276,9 +296,13 @@ TARGET(AVX2_FEATURES)
 ALWAYS_INLINE void half_row_dots_avx2(const double *q, const uint16_t *vectors, const double *divisors, Py_ssize_t dim,
                                       const int64_t *rows, Py_ssize_t count, double *out)
 {
+    Py_ssize_t row_bytes = dim * (Py_ssize_t)sizeof(uint16_t);
+    prefetch_heads(vectors, row_bytes, rows, 0, count < AHEAD ? count : AHEAD);
     for (Py_ssize_t i = 0; i < count; i++) {
         const uint16_t *x = vectors + rows[i] * dim;
         const char *next = (const char *)(vectors + rows[i + 1 < count ? i + 1 : i] * dim);
+        if (i + AHEAD < count)
+            prefetch_heads(vectors, row_bytes, rows, i + AHEAD, i + AHEAD + 1);
         double d = divisors ? divisors[rows[i]] : 1.0, y = 1.0 / d;
         __m256d lane[8], dd = _mm256_set1_pd(d), yy = _mm256_set1_pd(y);
         for (int l = 0; l < 8; l++)
@@ -314,9 +338,13 @@ TARGET(AVX512_FEATURES)
 ALWAYS_INLINE void half_row_dots_avx512(const double *q, const uint16_t *vectors, const double *divisors,
                                         Py_ssize_t dim, const int64_t *rows, Py_ssize_t count, double *out)
 {
+    Py_ssize_t row_bytes = dim * (Py_ssize_t)sizeof(uint16_t);
+    prefetch_heads(vectors, row_bytes, rows, 0, count < AHEAD ? count : AHEAD);
     for (Py_ssize_t i = 0; i < count; i++) {
         const uint16_t *x = vectors + rows[i] * dim;
         const char *next = (const char *)(vectors + rows[i + 1 < count ? i + 1 : i] * dim);
+        if (i + AHEAD < count)
+            prefetch_heads(vectors, row_bytes, rows, i + AHEAD, i + AHEAD + 1);
         double d = divisors ? divisors[rows[i]] : 1.0, y = 1.0 / d;
         __m512d lane[4], dd = _mm512_set1_pd(d), yy = _mm512_set1_pd(y);
         for (int l = 0; l < 4; l++)
@@ -510,68 +538,95 @@ static inline float key_value(uint32_t key)
     return value;
 }
 
-/* Keys counted at once in 32-bit lanes (then added to the 64-bit total). */
-#define STRETCH ((Py_ssize_t)1 << 30)
-
-/* How many of keys[0:n] are at least `least`. */
-ALWAYS_INLINE int64_t count_at_least(const uint32_t *keys, Py_ssize_t n, uint32_t least)
+/* Splits keys[0:n] by `least`: those at or above it to the front of keys (in place), the others to the front of
+ * below (both with room for 16 more); returns how many are at or above. */
+ALWAYS_INLINE Py_ssize_t split_keys_portable(uint32_t *keys, Py_ssize_t n, uint32_t least, uint32_t *below)
 {
-    int64_t total = 0;
-    for (Py_ssize_t start = 0; start < n; start += STRETCH) {
-        Py_ssize_t stop = n - start < STRETCH ? n : start + STRETCH;
-        uint32_t part = 0;
-        for (Py_ssize_t i = start; i < stop; i++)
-            part += keys[i] >= least;
-        total += part;
+    Py_ssize_t high = 0, low = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint32_t key = keys[i];
+        int up = key >= least;
+        keys[high] = key, below[low] = key;
+        high += up, low += !up;
     }
-    return total;
+    return high;
 }
 
-/* How many of the keys in runs [runs[2 r], runs[2 r + 1]) of keys, r < n_runs, are at least `least`. */
-ALWAYS_INLINE int64_t count_in_runs(const uint32_t *keys, const int64_t *runs, Py_ssize_t n_runs, uint32_t least)
+#ifdef X86_64
+/* The same with AVX-512, sixteen keys compared and packed at once. */
+TARGET(AVX512_FEATURES ",popcnt")
+static NOINLINE Py_ssize_t split_keys_avx512(uint32_t *keys, Py_ssize_t n, uint32_t least, uint32_t *below)
 {
-    int64_t total = 0;
-    for (Py_ssize_t r = 0; r < n_runs; r++)
-        total += count_at_least(keys + runs[2 * r], runs[2 * r + 1] - runs[2 * r], least);
-    return total;
-}
-
-/* A lower bound on the k-th largest of the values whose order keys lie in the runs (see count_in_runs), exact down to
- * key bit `floor` (0: the k-th largest itself; a higher floor leaves the bits below it 0, so the value may be lower,
- * by less than 2^(floor - 23) of it for floats of one sign); -infinity when there are fewer than k. The key is decided
- * a bit at a time, from the top: counting passes, without the branches a quickselect mispredicts; the leading bits
- * that all keys share are the answer's, and need no pass. */
-ALWAYS_INLINE float kth_largest_in_runs(const uint32_t *keys, const int64_t *runs, Py_ssize_t n_runs, int64_t k,
-                                        int floor)
-{
-    uint32_t all = 0xffffffffu, any = 0;
-    int64_t n = 0;
-    for (Py_ssize_t r = 0; r < n_runs; r++) {
-        n += runs[2 * r + 1] - runs[2 * r];
-        for (int64_t i = runs[2 * r]; i < runs[2 * r + 1]; i++)
-            all &= keys[i], any |= keys[i];
+    __m512i bound = _mm512_set1_epi32((int)least);
+    Py_ssize_t high = 0, low = 0, i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512i v = _mm512_loadu_si512(keys + i);
+        __mmask16 up = _mm512_cmpge_epu32_mask(v, bound);
+        _mm512_storeu_si512(keys + high, _mm512_maskz_compress_epi32(up, v)); /* high <= i: nothing unread */
+        _mm512_storeu_si512(below + low, _mm512_maskz_compress_epi32((__mmask16)~up, v));
+        high += _mm_popcnt_u32(up), low += 16 - _mm_popcnt_u32(up);
     }
+    for (; i < n; i++) {
+        uint32_t key = keys[i];
+        int up = key >= least;
+        keys[high] = key, below[low] = key;
+        high += up, low += !up;
+    }
+    return high;
+}
+#endif
+
+/* A lower bound on the k-th largest of the values whose order keys are keys[0:n], exact down to key bit `floor` (0:
+ * the k-th largest itself; a higher floor leaves the bits below it 0, so the value may be lower, by less than
+ * 2^(floor - 23) of it for floats of one sign); -infinity when there are fewer than k. The key is decided a bit at a
+ * time from the top, without the branches a quickselect mispredicts: the leading bits that all keys share are the
+ * answer's, and each pass after splits the keys that can still be the answer (those whose bits above the one being
+ * decided are the answer's) by the next bit, going on with the half that holds it (the keys above it counted), so
+ * the passes shorten fast. keys and spare (room for n + 16 each) are overwritten. */
+ALWAYS_INLINE float kth_largest_splitting(uint32_t *keys, Py_ssize_t n, int64_t k, int floor, uint32_t *spare,
+                                          int path)
+{
     if (k < 1 || n < k)
         return -INFINITY;
+    uint32_t all = 0xffffffffu, any = 0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        all &= keys[i], any |= keys[i];
     int bit = 31;
     while (bit >= 0 && !(((all ^ any) >> bit) & 1))
         bit--;
     if (bit < 0)
         return key_value(all); /* every key the same */
     uint32_t found = bit == 31 ? 0 : all & ~((2u << bit) - 1); /* the shared leading bits */
-    for (; bit >= floor; bit--) {
+    for (; bit >= floor && n > 0; bit--) {
         uint32_t candidate = found | (1u << bit);
-        if (count_in_runs(keys, runs, n_runs, candidate) >= k)
-            found = candidate;
+        Py_ssize_t high;
+#ifdef X86_64
+        if (path == AVX512)
+            high = split_keys_avx512(keys, n, candidate, spare);
+        else
+#endif
+            high = split_keys_portable(keys, n, candidate, spare);
+        if (high >= k) {
+            found = candidate, n = high;
+        } else { /* the answer lies below: go on with the lower keys, the higher ones counted */
+            k -= high, n -= high;
+            uint32_t *lower = spare;
+            spare = keys, keys = lower;
+        }
     }
     return key_value(found);
 }
 
-/* The k-th largest of the values whose order keys are keys[0:n]; -infinity when there are fewer than k. */
-ALWAYS_INLINE float kth_largest_key(const uint32_t *keys, Py_ssize_t n, int64_t k)
+/* kth_largest_splitting of the keys in runs [runs[2 r], runs[2 r + 1]) of keys, r < n_runs, copied to `chosen`. */
+ALWAYS_INLINE float kth_largest_of_runs(const uint32_t *keys, const int64_t *runs, Py_ssize_t n_runs, int64_t k,
+                                        int floor, uint32_t *chosen, uint32_t *spare, int path)
 {
-    const int64_t whole[2] = {0, n};
-    return kth_largest_in_runs(keys, whole, 1, k, 0);
+    Py_ssize_t n = 0;
+    for (Py_ssize_t r = 0; r < n_runs; r++) {
+        memcpy(chosen + n, keys + runs[2 * r], (size_t)(runs[2 * r + 1] - runs[2 * r]) * sizeof(uint32_t));
+        n += runs[2 * r + 1] - runs[2 * r];
+    }
+    return kth_largest_splitting(chosen, n, k, floor, spare, path);
 }
 
 /* maxima[g] = the largest of values[g], values[g + groups], ..., values[g + (width - 1) * groups], and of
@@ -752,6 +807,7 @@ typedef struct {
 /* Scratch for one row. */
 typedef struct {
     uint32_t *keys;     /* n + most: order keys of the values one selection reads (a candidate's once per sample) */
+    uint32_t *spare_keys; /* n + most: the keys a selection leaves aside (kth_largest_splitting) */
     int64_t *columns;   /* n: candidate columns */
     float *values;      /* n: their float32 values */
     uint64_t *pattern;  /* n: the categories of the candidate's block */
@@ -790,7 +846,7 @@ typedef struct {
  * the screen's tiles of 16 columns that lie within the category's columns, when the screen gave their maxima; else
  * strided groups within each block. */
 ALWAYS_INLINE void first_cuts(const Space *sp, const float *values, const float *tile_maxima, double eps, Scratch *w,
-                              float *top, double *cut)
+                              float *top, double *cut, int path)
 {
     if (tile_maxima)
         for (Py_ssize_t t = 0; t < sp->tiles; t++)
@@ -805,8 +861,9 @@ ALWAYS_INLINE void first_cuts(const Space *sp, const float *values, const float 
         if (k == 0)
             continue;
         if (tile_maxima) {
-            top[c] = kth_largest_in_runs(w->tile_keys, sp->tile_runs + 2 * sp->tile_run_offsets[c],
-                                         sp->tile_run_offsets[c + 1] - sp->tile_run_offsets[c], k, CUT_FLOOR);
+            top[c] = kth_largest_of_runs(w->tile_keys, sp->tile_runs + 2 * sp->tile_run_offsets[c],
+                                         sp->tile_run_offsets[c + 1] - sp->tile_run_offsets[c], k, CUT_FLOOR, w->keys,
+                                         w->spare_keys, path);
         } else {
             Py_ssize_t chunks = 0;
             for (Py_ssize_t b = 0; b < sp->n_blocks; b++)
@@ -815,8 +872,7 @@ ALWAYS_INLINE void first_cuts(const Space *sp, const float *values, const float 
                     for (Py_ssize_t g = 0; g < size; g++)
                         w->keys[chunks++] = order_key(w->maxima[sp->group_offsets[b] + g]);
                 }
-            const int64_t whole[2] = {0, chunks};
-            top[c] = kth_largest_in_runs(w->keys, whole, 1, k, CUT_FLOOR);
+            top[c] = kth_largest_splitting(w->keys, chunks, k, CUT_FLOOR, w->spare_keys, path);
         }
         cut[c] = (double)top[c] - 2 * eps;
     }
@@ -958,7 +1014,8 @@ ALWAYS_INLINE Py_ssize_t collect(const Space *sp, const float *values, const flo
 
 /* The k-th largest of ranked[i] over the candidates of category c (bit c of member[i]), each counted once per
  * sample of category c. */
-ALWAYS_INLINE float kth_of_category(const Space *sp, Scratch *w, const float *ranked, Py_ssize_t kept, Py_ssize_t c)
+ALWAYS_INLINE float kth_of_category(const Space *sp, Scratch *w, const float *ranked, Py_ssize_t kept, Py_ssize_t c,
+                                    int path)
 {
     const int64_t *counts = sp->counts + c * sp->n;
     Py_ssize_t mine = 0;
@@ -971,7 +1028,7 @@ ALWAYS_INLINE float kth_of_category(const Space *sp, Scratch *w, const float *ra
             for (int64_t s = 1; s < counts[w->columns[i]]; s++)
                 w->keys[mine++] = key;
     }
-    return kth_largest_key(w->keys, mine, sp->ks[c]);
+    return kth_largest_splitting(w->keys, mine, sp->ks[c], 0, w->spare_keys, path);
 }
 
 /* The categories of `pattern` (a candidate's block) whose bound its value reaches: bit c set where bit c of
@@ -1041,7 +1098,7 @@ ALWAYS_INLINE Py_ssize_t refine_and_keep(const Space *sp, const float *values, c
     for (Py_ssize_t i = 0; i < first; i++)
         w->refined[i] = float_at_most(w->exact[i]);
     for (Py_ssize_t c = 0; c < sp->n_categories; c++) {
-        low[c] = sp->ks[c] ? (double)kth_of_category(sp, w, w->refined, first, c) : INFINITY;
+        low[c] = sp->ks[c] ? (double)kth_of_category(sp, w, w->refined, first, c, path) : INFINITY;
         reach[c] = low[c] - eps;
         least[c] = reach[c] < best[c] ? reach[c] : best[c];
     }
@@ -1073,7 +1130,7 @@ ALWAYS_INLINE Py_ssize_t keep_screened(const Space *sp, const float *values, con
     for (Py_ssize_t i = 0; i < kept; i++)
         w->exact_yet[i] = 0;
     for (Py_ssize_t c = 0; c < sp->n_categories; c++)
-        tight[c] = sp->ks[c] ? (double)kth_of_category(sp, w, w->values, kept, c) - 2 * eps : INFINITY;
+        tight[c] = sp->ks[c] ? (double)kth_of_category(sp, w, w->values, kept, c, path) - 2 * eps : INFINITY;
     for (Py_ssize_t i = 0; i < kept; i++)
         w->needed[i] = reached(sp, w->member[i], w->values[i], tight);
     return kept;
@@ -1089,7 +1146,7 @@ ALWAYS_INLINE Py_ssize_t select_row(const Space *sp, const float *values, const 
     float top[64];
     double cut[64];
     /* 1. each category's K-th group maximum, and its cut */
-    first_cuts(sp, values, tile_maxima, eps, w, top, cut);
+    first_cuts(sp, values, tile_maxima, eps, w, top, cut, path);
     /* 2, 3. the candidates, and each category's that could be among its neighbours (by the re-screened values
      *       and their bound, where the columns have float16 copies) */
     Py_ssize_t kept = sp->refine ? refine_and_keep(sp, values, tile_maxima, q, top, eps, refine_eps, w, path)
@@ -1630,7 +1687,7 @@ static int allocate_scratch(Scratch *w, Py_ssize_t n, Py_ssize_t dim, Py_ssize_t
 #define PART(field, count) (lines += ((count) * sizeof(*w->field) + 63) / 64)
 #define CARVE(field, count) (w->field = (void *)(start + 64 * lines), PART(field, count))
 #define PARTS(EACH)                                                                                           \
-    EACH(keys, columns + (size_t)most), EACH(columns, columns + 16), EACH(values, columns + 16);              \
+    EACH(keys, columns + (size_t)most + 16), EACH(spare_keys, columns + (size_t)most + 16), EACH(columns, columns + 16), EACH(values, columns + 16);              \
     EACH(pattern, columns + 16), EACH(member, columns), EACH(several, columns), EACH(needed, columns);         \
     EACH(listed, columns), EACH(sims, columns), EACH(rows, columns), EACH(maxima, columns);                     \
     EACH(exact, columns), EACH(exact_yet, columns), EACH(pending, columns);                                    \
