@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from test_exact_search import brute_force, hard_sums
@@ -145,9 +147,12 @@ def test_tile_bound_holds_on_hard_sums():
     vectors32 = vectors.astype(np.float32)
     screen = TileScreen(vectors32, np.arange(len(vectors32)), np.ones(len(vectors32), dtype=np.float32))
     out = np.empty((len(queries), len(vectors)), dtype=np.float32)
-    eps = screen.similarities(queries, out, np.empty((len(queries), -(-len(vectors) // 16)), dtype=np.float32))
+    eps, norms = screen.similarities(queries, out,
+                                     np.empty((len(queries), -(-len(vectors) // 16)), dtype=np.float32))
     error = np.abs(out - queries @ vectors.T)
     assert (error <= eps[:, None]).all()
+    exact = np.array([math.sqrt(math.fsum(x * x for x in row)) for row in queries])
+    assert (norms >= exact).all() and (norms <= exact * (1 + 2.0 ** -40)).all()  # bounds on the norms, tight
     assert (eps < 0.01).all()
     assert (error.max(axis=1) > eps / 100).any()  # the bound is not vacuous: some errors come near it
 
@@ -185,7 +190,7 @@ def test_queries_out_of_range_are_left_to_float64():
     queries[2] *= 2.0 ** 60
     screen = column_screen(vectors.astype(np.float32))
     out, maxima = np.empty((5, 300), dtype=np.float32), np.empty((5, 19), dtype=np.float32)
-    eps = screen.similarities(queries, out, maxima)
+    eps, _ = screen.similarities(queries, out, maxima)
     assert np.isinf(eps[2]) and (out[2] == 0).all() and (maxima[2] == 0).all()
     assert np.isfinite(eps[[0, 1, 3, 4]]).all()
     found = KNNRegressor(10).fit(vectors, np.ones(300)).kneighbors(queries)

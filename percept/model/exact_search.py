@@ -52,7 +52,6 @@ from percept.model.screens import (
     column_screen,
     float16_copies,
     float16_error,
-    query_norms,
     stored_screen,
 )
 from percept.model.shared_settings import ONE_BLAS_THREAD
@@ -326,8 +325,8 @@ def search(space: SearchSpace, queries: Rows, k: int, rows: np.ndarray | None = 
 
     def run(start: int) -> None:
         q64 = _query_block(queries, rows[start:start + block], slice(start, start + block) if in_order else None)
-        values, maxima, eps = _screen(space, q64)
-        _select(space, q64, values, maxima if tile_groups else None, eps, _refine_error(space, q64), ks, found,
+        values, maxima, eps, norms = _screen(space, q64)
+        _select(space, q64, values, maxima if tile_groups else None, eps, _refine_error(space, norms), ks, found,
                 slice(start, start + len(q64)))
 
     if workers > 1 and len(starts) > 1:
@@ -370,18 +369,19 @@ def worker_pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(THREADS, thread_name_prefix=WORKER_PREFIX)
 
 
-def _screen(space: SearchSpace, q64: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+def _screen(space: SearchSpace, q64: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]:
     """The screened similarities of a block of queries with every column, the tile maxima (where the screen
-    gives them), and each query's error bound."""
+    gives them), each query's error bound and an upper bound on its norm."""
     values, maxima = space.buffers(len(q64))
-    return values, maxima, space.screen.similarities(q64, values, maxima)
+    eps, norms = space.screen.similarities(q64, values, maxima)
+    return values, maxima, eps, norms
 
 
-def _refine_error(space: SearchSpace, q64: np.ndarray) -> np.ndarray | None:
-    """Each query's bound on the candidates' values re-screened from the float16 copies (None without them)."""
+def _refine_error(space: SearchSpace, norms: np.ndarray) -> np.ndarray | None:
+    """Each query's bound on the candidates' values re-screened from the float16 copies (None without them), from
+    upper bounds on the queries' norms."""
     if space.refine16 is None:
         return None
-    norms = query_norms(q64)
     return (absolute_error(space.dim, norms, space.screen.vector_norm) +
             float16_error(space.dim, norms * (1 + U32), space.screen.vector_norm, space.refine_residual))
 

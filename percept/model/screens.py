@@ -138,12 +138,15 @@ class Float32Screen:
     tile_maxima = False
     uses_blas = True
 
-    def similarities(self, q64: np.ndarray, out: np.ndarray, maxima: np.ndarray | None = None) -> np.ndarray:
-        """Writes the queries' similarities with every column to ``out``; returns each query's error bound."""
+    def similarities(self, q64: np.ndarray, out: np.ndarray,
+                     maxima: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Writes the queries' similarities with every column to ``out``; returns each query's error bound and
+        an upper bound on its norm."""
         if not np.isfinite(q64).all():
             raise PerceptError(NONFINITE_QUERIES)
         np.matmul(q64.astype(np.float32), self.columns32.T, out=out)
-        return absolute_error(q64.shape[1], query_norms(q64), self.vector_norm)
+        norms = query_norms(q64)
+        return absolute_error(q64.shape[1], norms, self.vector_norm), norms
 
 
 class TileScreen:
@@ -165,9 +168,11 @@ class TileScreen:
     tile_maxima = True
     uses_blas = False
 
-    def similarities(self, q64: np.ndarray, out: np.ndarray, maxima: np.ndarray | None = None) -> np.ndarray:
+    def similarities(self, q64: np.ndarray, out: np.ndarray,
+                     maxima: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Writes the queries' similarities with every column to ``out`` and the largest of each tile of 16
-        columns to ``maxima`` (queries x tiles, required); returns each query's error bound.
+        columns to ``maxima`` (queries x tiles, required); returns each query's error bound and an upper bound
+        on its norm (from the sums of squares the packing takes).
 
         Queries with an element of ``TILE_RANGE`` or more get similarity 0 and an infinite bound: every
         column is then a candidate, and the float64 re-ranking alone decides.
@@ -179,13 +184,14 @@ class TileScreen:
         self._tiles.screen(q64, self.packed, out, norms, residuals, maxima, norms64, largest)
         if np.isnan(largest).any():
             raise PerceptError(NONFINITE_QUERIES)
-        eps = absolute_error(self.dim, norms64 * (1 + (self.dim + 2) * U64), self.vector_norm)
+        bounds = norms64 * (1 + (self.dim + 2) * U64)
+        eps = absolute_error(self.dim, bounds, self.vector_norm)
         eps += tile_error(self.dim, norms, residuals, self.vector_norm, self.vector_residual)
         huge = largest >= TILE_RANGE
         if huge.any():
             out[huge] = maxima[huge] = 0.0
             eps[huge] = np.inf
-        return eps
+        return eps, bounds
 
 
 def stored_screen(stored: np.ndarray, rows: np.ndarray, scales: np.ndarray) -> Float32Screen | TileScreen:
