@@ -5,19 +5,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_kernels import implementations, running
 
 from percept.model import kernels
 from percept.model.knn import l2_normalise
 from percept.model.unit_rows import UnitRows, row_norms
 
 
-@pytest.fixture(params=["compiled", "pure"])
+@pytest.fixture(params=implementations())
 def path(request):
-    if request.param == "compiled" and not kernels.built():
-        pytest.skip("the C extensions were not built here")
-    previous = kernels.use_compiled(request.param == "compiled")
-    yield request.param
-    kernels.use_compiled(previous)
+    """Each implementation this machine runs: pure, and every compiled build (float16 rows are made unit in one
+    C pass there)."""
+    with running(request.param):
+        yield request.param
 
 
 def stored_rows(dtype, rows: int = 600, dim: int = 300) -> np.ndarray:
@@ -81,3 +81,15 @@ def test_norms_given_are_used_and_missing_ones_are_kept(path):
     doubled = UnitRows(raw, norms * 2)  # recorded norms are divided by as they are
     same_bits(doubled[[1, 3]], raw[[1, 3]].astype(np.float64) / np.where(norms[[1, 3]] == 0, 1.0,
                                                                            norms[[1, 3]] * 2)[:, None])
+
+
+def test_the_unit_rows_kernel_refuses_arguments_that_do_not_fit(path):
+    raw = stored_rows(np.float16, rows=10, dim=8)
+    rows = np.array([0, 9], dtype=np.int64)
+    with pytest.raises(IndexError):
+        kernels.unit_rows(raw, np.array([0, 10]), np.full(2, np.nan), np.empty((2, 8)))
+    if path != "pure":  # the C checks shapes before it writes
+        with pytest.raises(ValueError):
+            kernels.unit_rows(raw, rows, np.full(3, np.nan), np.empty((2, 8)))
+        with pytest.raises(ValueError):
+            kernels.unit_rows(raw, rows, np.full(2, np.nan), np.empty((2, 7)))

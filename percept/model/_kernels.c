@@ -3,6 +3,8 @@
  * gather_float32(stored, rows, out): out[j] = stored[rows[j]] as float32, for float16 or float32 rows
  *     (exact conversions).
  * sums_of_squares(stored, out): out[i] = sum_k stored[i, k]^2 in float64, for float16, float32 or float64 rows.
+ * unit_rows(stored, rows, norms, out): out[i] = float16 row rows[i] of stored in float64 over its norm (norms[i], or
+ *     where that is NaN the row's norm, written there), as percept.model.unit_rows makes unit rows.
  * quotient_rows(source, rows, numerators, divisors): float16 numerators and a divisor per row that rebuild the
  *     float64 rows source[rows] exactly (quotient rows, see `quotient`), or the first row that has none.
  * select_neighbours(**tables): steps 2 to 4 of percept.model.exact_search (after the screen), a query at a time,
@@ -1239,6 +1241,26 @@ ALWAYS_INLINE void squares_of_rows(const void *stored, Py_ssize_t itemsize, Py_s
         squares_of_float64(stored, n, dim, out);
 }
 
+/* out[i] = float16 row rows[i] of `stored` as float64 over its norm: norms[i] where that is a number, else the
+ * row's float64 norm (the square root of its sum of squares, summed as sums_of_squares sums them), written there;
+ * a zero norm divides by 1, so zero rows stay zero. The unit rows of percept.model.unit_rows, a row in one pass
+ * (`row`: dim floats of scratch). */
+ALWAYS_INLINE void unit_rows_of_float16(const uint16_t *stored, Py_ssize_t dim, const int64_t *rows, Py_ssize_t n,
+                                        double *norms, double *out, float *row, int path)
+{
+    for (Py_ssize_t i = 0; i < n; i++) {
+        halves_to_floats(stored + rows[i] * dim, row, dim, path);
+        if (isnan(norms[i])) {
+            double sum;
+            squares_of_float32(row, 1, dim, &sum);
+            norms[i] = sqrt(sum);
+        }
+        double divisor = norms[i] == 0 ? 1.0 : norms[i], *unit = out + i * dim;
+        for (Py_ssize_t k = 0; k < dim; k++)
+            unit[k] = (double)row[k] / divisor;
+    }
+}
+
 /* quotient_numerators for rows `rows` of x, into rows of `numerators` and `divisors` in turn; returns -1, or the
  * first position whose row has none. */
 ALWAYS_INLINE Py_ssize_t find_quotient_rows(const double *x, Py_ssize_t dim, const int64_t *rows, Py_ssize_t n,
@@ -1286,6 +1308,12 @@ static void squares_portable(const void *stored, Py_ssize_t itemsize, Py_ssize_t
     squares_of_rows(stored, itemsize, n, dim, out, row, PORTABLE);
 }
 
+static void unit_rows_portable(const uint16_t *stored, Py_ssize_t dim, const int64_t *rows, Py_ssize_t n,
+                               double *norms, double *out, float *row)
+{
+    unit_rows_of_float16(stored, dim, rows, n, norms, out, row, PORTABLE);
+}
+
 #ifdef X86_64
 TARGET(AVX2_FEATURES)
 static Py_ssize_t select_block_avx2(const Space *sp, const Block *block, Scratch *w, Py_ssize_t *failed)
@@ -1310,6 +1338,13 @@ TARGET(AVX2_FEATURES)
 static void squares_avx2(const void *stored, Py_ssize_t itemsize, Py_ssize_t n, Py_ssize_t dim, double *out, float *row)
 {
     squares_of_rows(stored, itemsize, n, dim, out, row, AVX2);
+}
+
+TARGET(AVX2_FEATURES)
+static void unit_rows_avx2(const uint16_t *stored, Py_ssize_t dim, const int64_t *rows, Py_ssize_t n, double *norms,
+                           double *out, float *row)
+{
+    unit_rows_of_float16(stored, dim, rows, n, norms, out, row, AVX2);
 }
 
 TARGET(AVX512_FEATURES)
@@ -1337,7 +1372,30 @@ static void squares_avx512(const void *stored, Py_ssize_t itemsize, Py_ssize_t n
 {
     squares_of_rows(stored, itemsize, n, dim, out, row, AVX512);
 }
+
+TARGET(AVX512_FEATURES)
+static void unit_rows_avx512(const uint16_t *stored, Py_ssize_t dim, const int64_t *rows, Py_ssize_t n,
+                             double *norms, double *out, float *row)
+{
+    unit_rows_of_float16(stored, dim, rows, n, norms, out, row, AVX512);
+}
 #endif
+
+static void unit_rows_on(int path, const uint16_t *stored, Py_ssize_t dim, const int64_t *rows, Py_ssize_t n,
+                         double *norms, double *out, float *row)
+{
+#ifdef X86_64
+    if (path == AVX512) {
+        unit_rows_avx512(stored, dim, rows, n, norms, out, row);
+        return;
+    }
+    if (path == AVX2) {
+        unit_rows_avx2(stored, dim, rows, n, norms, out, row);
+        return;
+    }
+#endif
+    unit_rows_portable(stored, dim, rows, n, norms, out, row);
+}
 
 static Py_ssize_t select_block_on(int path, const Space *sp, const Block *block, Scratch *w, Py_ssize_t *failed)
 {
@@ -1432,6 +1490,51 @@ static PyObject *gather_float32(PyObject *self, PyObject *args)
     result = Py_NewRef(Py_None);
 release_out:
     PyBuffer_Release(&out);
+release_rows:
+    PyBuffer_Release(&rows);
+release_stored:
+    PyBuffer_Release(&stored);
+    return result;
+}
+
+static PyObject *unit_rows(PyObject *self, PyObject *args)
+{
+    PyObject *stored_obj, *rows_obj, *norms_obj, *out_obj;
+    if (!PyArg_ParseTuple(args, "OOOO:unit_rows", &stored_obj, &rows_obj, &norms_obj, &out_obj))
+        return NULL;
+    Py_buffer stored, rows, norms, out;
+    PyObject *result = NULL;
+    float *row = NULL;
+    if (get_array(stored_obj, &stored, 0, 2, "e", "stored") < 0)
+        return NULL;
+    if (get_array(rows_obj, &rows, 0, 1, "lq", "rows") < 0)
+        goto release_stored;
+    if (get_array(norms_obj, &norms, 1, 1, "d", "norms") < 0)
+        goto release_rows;
+    if (get_array(out_obj, &out, 1, 2, "d", "out") < 0)
+        goto release_norms;
+    Py_ssize_t dim = stored.shape[1], n = rows.shape[0];
+    if (norms.shape[0] != n || out.shape[0] != n || out.shape[1] != dim) {
+        PyErr_Format(PyExc_ValueError, "unit_rows: %zd rows of %zd dimensions need %zd norms and out of that shape",
+                     n, dim, n);
+        goto release_out;
+    }
+    if (!indices_in_range(rows.buf, n, stored.shape[0], "rows", PyExc_IndexError))
+        goto release_out;
+    if (!(row = malloc((size_t)(dim > 0 ? dim : 1) * sizeof(float)))) {
+        PyErr_NoMemory();
+        goto release_out;
+    }
+    int path = vector_path_in_use;
+    Py_BEGIN_ALLOW_THREADS
+    unit_rows_on(path, stored.buf, dim, rows.buf, n, norms.buf, out.buf, row);
+    Py_END_ALLOW_THREADS
+    result = Py_NewRef(Py_None);
+    free(row);
+release_out:
+    PyBuffer_Release(&out);
+release_norms:
+    PyBuffer_Release(&norms);
 release_rows:
     PyBuffer_Release(&rows);
 release_stored:
@@ -1902,6 +2005,9 @@ static PyMethodDef methods[] = {
      "gather_float32(stored, rows, out): out[j] = stored[rows[j]] as float32 (float16 or float32 rows)."},
     {"sums_of_squares", sums_of_squares, METH_VARARGS,
      "sums_of_squares(stored, out): out[i] = float64 sum of the squares of row i."},
+    {"unit_rows", unit_rows, METH_VARARGS,
+     "unit_rows(stored, rows, norms, out): out[i] = float16 row rows[i] over its float64 norm (norms[i], or where "
+     "that is NaN the row's norm, written there; zero rows stay zero)."},
     {"quotient_rows", quotient_rows, METH_VARARGS,
      "quotient_rows(source, rows, numerators, divisors): float16 numerators and divisors that rebuild each float64 "
      "row source[rows[i]] exactly; returns -1, or the first i whose row has none."},

@@ -98,6 +98,15 @@ def sums_of_squares(stored: np.ndarray, out: np.ndarray) -> None:
         pure_search.sums_of_squares(stored, out)
 
 
+def unit_rows(stored: np.ndarray, rows: np.ndarray, norms: np.ndarray, out: np.ndarray) -> None:
+    """``out[i]`` = float16 row ``rows[i]`` of ``stored`` in float64 over its norm: ``norms[i]``, or where that is
+    NaN the row's float64 norm (from :func:`sums_of_squares`), written there; zero rows stay zero."""
+    if compiled():
+        _compiled_modules()[0].unit_rows(stored, rows, norms, out)
+    else:
+        pure_search.unit_rows(stored, rows, norms, out)
+
+
 def quotient_rows(source: np.ndarray, rows: np.ndarray, numerators: np.ndarray, divisors: np.ndarray) -> int:
     """Float16 ``numerators`` and float64 ``divisors`` that give each float64 row ``source[rows[i]]`` back exactly
     as ``numerators[i] / divisors[i]``; -1, or the first i whose row has none (compiled kernels only)."""

@@ -54,6 +54,19 @@ def gather_float32(stored: np.ndarray, rows: np.ndarray, out: np.ndarray) -> Non
     out[...] = stored[rows]
 
 
+def unit_rows(stored: np.ndarray, rows: np.ndarray, norms: np.ndarray, out: np.ndarray) -> None:
+    """``out[i]`` = float16 row ``rows[i]`` over its float64 norm: ``norms[i]``, or where that is NaN the row's
+    norm, written there (zero rows stay zero)."""
+    wide = np.empty((len(rows), stored.shape[1]), dtype=np.float32)
+    gather_float32(stored, rows, wide)
+    fresh = np.isnan(norms)
+    if fresh.any():
+        sums = np.empty(int(fresh.sum()))
+        sums_of_squares(wide[fresh], sums)
+        norms[fresh] = np.sqrt(sums)
+    np.divide(wide, np.where(norms == 0, 1.0, norms)[:, None], out=out)
+
+
 def sums_of_squares(stored: np.ndarray, out: np.ndarray) -> None:
     """``out[i]`` = the sum of the squares of row i in float64, in the kernels' order."""
     for start in range(0, len(stored), CHUNK):

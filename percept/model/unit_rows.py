@@ -13,7 +13,7 @@ from typing import TypeAlias
 import numpy as np
 from numpy.typing import DTypeLike
 
-from percept.model.kernels import gather_float32, sums_of_squares
+from percept.model.kernels import gather_float32, sums_of_squares, unit_rows
 
 #: Rows converted at a time (bounds the float64 scratch to CHUNK x dim).
 CHUNK = 256
@@ -94,6 +94,11 @@ class UnitRows:
     def _unit_into(self, rows: np.ndarray, out: np.ndarray) -> None:
         """``out[i]`` = the float64 unit row of stored row ``rows[i]``: its values as float64 over its float64 norm
         (zero rows stay zero), divided in place in ``out``; norms are kept on the way."""
+        if self.raw.dtype == np.float16 and out.flags.c_contiguous:  # a row at a time, in one pass
+            norms = self._norms[rows]
+            unit_rows(np.ascontiguousarray(self.raw), np.ascontiguousarray(rows, dtype=np.int64), norms, out)
+            self._norms[rows] = norms
+            return
         exact = self._exact(rows)
         fresh = np.isnan(self._norms[rows])
         if fresh.any():
