@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from percept.atomic import atomic_path
 from percept.city.rating_plan import EmbeddingPart, RatingInputs, VectorFile, embedding_parts, part_names, rating_inputs
-from percept.data.locations import Locations, location_key, panorama_id
+from percept.data.locations import Locations, location_key, location_keys, panorama_id
 from percept.data.rated_points import RatedWriter, output_kind
 from percept.environment.combining import combine
 from percept.errors import PerceptError
@@ -270,7 +270,7 @@ def directions(vectors: np.ndarray, norms: np.ndarray, zeroed: np.ndarray) -> np
 def single_chunks(rows: Iterator[tuple[list[str], np.ndarray, np.ndarray | None]]) -> Iterator[Chunk]:
     """One rated item per embedding row."""
     for names, vectors, usable in rows:
-        yield Chunk([location_key(n) for n in names], np.ones(len(names), dtype=np.int64), list(names), vectors,
+        yield Chunk(location_keys(names), np.ones(len(names), dtype=np.int64), list(names), vectors,
                     usable)
 
 

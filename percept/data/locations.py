@@ -37,6 +37,16 @@ def location_key(name: str) -> str:
     return PurePosixPath(str(name).replace("\\", "/")).name
 
 
+def location_keys(names: list[str]) -> list[str]:
+    """:func:`location_key` of each name; names that are already file names (no ``/`` or ``\\``, not empty or
+    ``.``), as clip-retrieval writes them, are told at once and kept as they are."""
+    if all(isinstance(n, str) and n for n in names) and "." not in names:
+        joined = "\0".join(names)
+        if "/" not in joined and "\\" not in joined:
+            return list(names)
+    return [location_key(n) for n in names]
+
+
 def panorama_id(name: str) -> str:
     """``<image id>_x<number>.<ext>`` → ``<image id>``; other names → their file name."""
     base = location_key(name)
@@ -67,10 +77,10 @@ class Locations:
 
         Unmatched names are tried without their extension, then as ``fallbacks`` (e.g. a crop's file name).
         """
-        found = self.by_name.reindex([location_key(n) for n in names]).reset_index(drop=True)
+        found = self.by_name.reindex(location_keys(names)).reset_index(drop=True)
         tries = [(self.by_stem, [location_stem(n) for n in names])]
         if fallbacks is not None:
-            tries.append((self.by_name, [location_key(f) for f in fallbacks]))
+            tries.append((self.by_name, location_keys(fallbacks)))
         for table, keys in tries:
             missing = found["lon"].isna().to_numpy()
             if missing.any():
