@@ -840,7 +840,7 @@ typedef struct {
 } Scratch;
 
 /* Key bits below which the first cuts' K-th largest maxima are not decided: a lower bound by less than 2^-11 of it
- * serves as well, and takes fewer counting passes. */
+ * serves as well, and takes fewer passes. */
 #define CUT_FLOOR 12
 
 /* Step 1: each category's cut, the K-th largest maximum of its groups of columns (a lower bound on it: see
