@@ -30,4 +30,33 @@ static int get_array(PyObject *object, Py_buffer *view, int writable, int dims, 
     return 0;
 }
 
+/* One positional array argument: its name, the formats it may have, its dimensions and whether it is written. */
+typedef struct {
+    const char *name, *formats;
+    int dims, writable;
+} ArraySpec;
+
+static void release_arrays(Py_buffer *views, int count)
+{
+    while (count-- > 0)
+        PyBuffer_Release(&views[count]);
+}
+
+/* The `count` array arguments of `function`, as `specs` describe them, into views (released on failure). */
+static int take_arrays(PyObject *args, const char *function, int count, const ArraySpec *specs, Py_buffer *views)
+{
+    if (PyTuple_GET_SIZE(args) != count) {
+        PyErr_Format(PyExc_TypeError, "%s() takes exactly %d arguments (%zd given)", function, count,
+                     PyTuple_GET_SIZE(args));
+        return 0;
+    }
+    for (int i = 0; i < count; i++)
+        if (get_array(PyTuple_GET_ITEM(args, i), &views[i], specs[i].writable, specs[i].dims, specs[i].formats,
+                      specs[i].name) < 0) {
+            release_arrays(views, i);
+            return 0;
+        }
+    return 1;
+}
+
 #endif

@@ -1460,119 +1460,97 @@ static int indices_in_range(const int64_t *values, Py_ssize_t n, Py_ssize_t limi
     return 1;
 }
 
+static const ArraySpec GATHER_ARGUMENTS[3] = {{"stored", "ef", 2, 0}, {"rows", "lq", 1, 0}, {"out", "f", 2, 1}};
+
 static PyObject *gather_float32(PyObject *self, PyObject *args)
 {
-    PyObject *stored_obj, *rows_obj, *out_obj;
-    if (!PyArg_ParseTuple(args, "OOO:gather_float32", &stored_obj, &rows_obj, &out_obj))
+    Py_buffer views[3];
+    if (!take_arrays(args, "gather_float32", 3, GATHER_ARGUMENTS, views))
         return NULL;
-    Py_buffer stored, rows, out;
+    Py_buffer *stored = &views[0], *rows = &views[1], *out = &views[2];
     PyObject *result = NULL;
-    if (get_array(stored_obj, &stored, 0, 2, "ef", "stored") < 0)
-        return NULL;
-    if (get_array(rows_obj, &rows, 0, 1, "lq", "rows") < 0)
-        goto release_stored;
-    if (get_array(out_obj, &out, 1, 2, "f", "out") < 0)
-        goto release_rows;
-    Py_ssize_t dim = stored.shape[1], n = rows.shape[0];
-    if (out.shape[0] != n || out.shape[1] != dim) {
-        PyErr_Format(PyExc_ValueError, "out has shape (%zd, %zd), not (%zd, %zd)", out.shape[0], out.shape[1], n, dim);
-        goto release_out;
+    Py_ssize_t dim = stored->shape[1], n = rows->shape[0];
+    if (out->shape[0] != n || out->shape[1] != dim) {
+        PyErr_Format(PyExc_ValueError, "out has shape (%zd, %zd), not (%zd, %zd)", out->shape[0], out->shape[1], n,
+                     dim);
+        goto done;
     }
-    if (!indices_in_range(rows.buf, n, stored.shape[0], "rows", PyExc_IndexError))
-        goto release_out;
-    int from_half = stored.itemsize == 2, path = vector_path_in_use;
+    if (!indices_in_range(rows->buf, n, stored->shape[0], "rows", PyExc_IndexError))
+        goto done;
+    int from_half = stored->itemsize == 2, path = vector_path_in_use;
     Py_BEGIN_ALLOW_THREADS
     if (from_half)
-        gather_from_float16(stored.buf, dim, rows.buf, n, out.buf, path);
+        gather_from_float16(stored->buf, dim, rows->buf, n, out->buf, path);
     else
-        gather_from_float32(stored.buf, dim, rows.buf, n, out.buf);
+        gather_from_float32(stored->buf, dim, rows->buf, n, out->buf);
     Py_END_ALLOW_THREADS
     result = Py_NewRef(Py_None);
-release_out:
-    PyBuffer_Release(&out);
-release_rows:
-    PyBuffer_Release(&rows);
-release_stored:
-    PyBuffer_Release(&stored);
+done:
+    release_arrays(views, 3);
     return result;
 }
+
+static const ArraySpec UNIT_ARGUMENTS[4] = {{"stored", "e", 2, 0}, {"rows", "lq", 1, 0}, {"norms", "d", 1, 1},
+                                            {"out", "d", 2, 1}};
 
 static PyObject *unit_rows(PyObject *self, PyObject *args)
 {
-    PyObject *stored_obj, *rows_obj, *norms_obj, *out_obj;
-    if (!PyArg_ParseTuple(args, "OOOO:unit_rows", &stored_obj, &rows_obj, &norms_obj, &out_obj))
+    Py_buffer views[4];
+    if (!take_arrays(args, "unit_rows", 4, UNIT_ARGUMENTS, views))
         return NULL;
-    Py_buffer stored, rows, norms, out;
+    Py_buffer *stored = &views[0], *rows = &views[1], *norms = &views[2], *out = &views[3];
     PyObject *result = NULL;
     float *row = NULL;
-    if (get_array(stored_obj, &stored, 0, 2, "e", "stored") < 0)
-        return NULL;
-    if (get_array(rows_obj, &rows, 0, 1, "lq", "rows") < 0)
-        goto release_stored;
-    if (get_array(norms_obj, &norms, 1, 1, "d", "norms") < 0)
-        goto release_rows;
-    if (get_array(out_obj, &out, 1, 2, "d", "out") < 0)
-        goto release_norms;
-    Py_ssize_t dim = stored.shape[1], n = rows.shape[0];
-    if (norms.shape[0] != n || out.shape[0] != n || out.shape[1] != dim) {
+    Py_ssize_t dim = stored->shape[1], n = rows->shape[0];
+    if (norms->shape[0] != n || out->shape[0] != n || out->shape[1] != dim) {
         PyErr_Format(PyExc_ValueError, "unit_rows: %zd rows of %zd dimensions need %zd norms and out of that shape",
                      n, dim, n);
-        goto release_out;
+        goto done;
     }
-    if (!indices_in_range(rows.buf, n, stored.shape[0], "rows", PyExc_IndexError))
-        goto release_out;
+    if (!indices_in_range(rows->buf, n, stored->shape[0], "rows", PyExc_IndexError))
+        goto done;
     if (!(row = malloc((size_t)(dim > 0 ? dim : 1) * sizeof(float)))) {
         PyErr_NoMemory();
-        goto release_out;
+        goto done;
     }
     int path = vector_path_in_use;
     Py_BEGIN_ALLOW_THREADS
-    unit_rows_on(path, stored.buf, dim, rows.buf, n, norms.buf, out.buf, row);
+    unit_rows_on(path, stored->buf, dim, rows->buf, n, norms->buf, out->buf, row);
     Py_END_ALLOW_THREADS
     result = Py_NewRef(Py_None);
     free(row);
-release_out:
-    PyBuffer_Release(&out);
-release_norms:
-    PyBuffer_Release(&norms);
-release_rows:
-    PyBuffer_Release(&rows);
-release_stored:
-    PyBuffer_Release(&stored);
+done:
+    release_arrays(views, 4);
     return result;
 }
 
+static const ArraySpec SQUARES_ARGUMENTS[2] = {{"stored", "efd", 2, 0}, {"out", "d", 1, 1}};
+
 static PyObject *sums_of_squares(PyObject *self, PyObject *args)
 {
-    PyObject *stored_obj, *out_obj;
-    if (!PyArg_ParseTuple(args, "OO:sums_of_squares", &stored_obj, &out_obj))
+    Py_buffer views[2];
+    if (!take_arrays(args, "sums_of_squares", 2, SQUARES_ARGUMENTS, views))
         return NULL;
-    Py_buffer stored, out;
+    Py_buffer *stored = &views[0], *out = &views[1];
     PyObject *result = NULL;
     float *row = NULL;
-    if (get_array(stored_obj, &stored, 0, 2, "efd", "stored") < 0)
-        return NULL;
-    if (get_array(out_obj, &out, 1, 1, "d", "out") < 0)
-        goto release_stored;
-    Py_ssize_t n = stored.shape[0], dim = stored.shape[1], itemsize = stored.itemsize;
-    if (out.shape[0] != n) {
-        PyErr_Format(PyExc_ValueError, "out holds %zd values for %zd rows", out.shape[0], n);
-        goto release_out;
+    Py_ssize_t n = stored->shape[0], dim = stored->shape[1], itemsize = stored->itemsize;
+    if (out->shape[0] != n) {
+        PyErr_Format(PyExc_ValueError, "out holds %zd values for %zd rows", out->shape[0], n);
+        goto done;
     }
     if (!(row = malloc((size_t)(dim > 0 ? dim : 1) * sizeof(float)))) {
         PyErr_NoMemory();
-        goto release_out;
+        goto done;
     }
     int path = vector_path_in_use;
     Py_BEGIN_ALLOW_THREADS
-    squares_on(path, stored.buf, itemsize, n, dim, out.buf, row);
+    squares_on(path, stored->buf, itemsize, n, dim, out->buf, row);
     Py_END_ALLOW_THREADS
     result = Py_NewRef(Py_None);
     free(row);
-release_out:
-    PyBuffer_Release(&out);
-release_stored:
-    PyBuffer_Release(&stored);
+done:
+    release_arrays(views, 2);
     return result;
 }
 
@@ -1920,42 +1898,31 @@ done:
     release_views(&v);
     return result;
 }
+static const ArraySpec QUOTIENT_ARGUMENTS[4] = {{"source", "d", 2, 0}, {"rows", "lq", 1, 0},
+                                                {"numerators", "e", 2, 1}, {"divisors", "d", 1, 1}};
+
 static PyObject *quotient_rows(PyObject *self, PyObject *args)
 {
-    PyObject *source_obj, *rows_obj, *numerators_obj, *divisors_obj;
-    if (!PyArg_ParseTuple(args, "OOOO:quotient_rows", &source_obj, &rows_obj, &numerators_obj, &divisors_obj))
+    Py_buffer views[4];
+    if (!take_arrays(args, "quotient_rows", 4, QUOTIENT_ARGUMENTS, views))
         return NULL;
-    Py_buffer source, rows, numerators, divisors;
+    Py_buffer *source = &views[0], *rows = &views[1], *numerators = &views[2], *divisors = &views[3];
     PyObject *result = NULL;
-    if (get_array(source_obj, &source, 0, 2, "d", "source") < 0)
-        return NULL;
-    if (get_array(rows_obj, &rows, 0, 1, "lq", "rows") < 0)
-        goto release_source;
-    if (get_array(numerators_obj, &numerators, 1, 2, "e", "numerators") < 0)
-        goto release_rows;
-    if (get_array(divisors_obj, &divisors, 1, 1, "d", "divisors") < 0)
-        goto release_numerators;
-    Py_ssize_t n = rows.shape[0], dim = source.shape[1];
-    if (numerators.shape[0] != n || numerators.shape[1] != dim || divisors.shape[0] != n) {
+    Py_ssize_t n = rows->shape[0], dim = source->shape[1];
+    if (numerators->shape[0] != n || numerators->shape[1] != dim || divisors->shape[0] != n) {
         PyErr_SetString(PyExc_ValueError, "numerators need (rows, dim) values and divisors one per row");
-        goto release_divisors;
+        goto done;
     }
-    if (!indices_in_range(rows.buf, n, source.shape[0], "rows", PyExc_IndexError))
-        goto release_divisors;
+    if (!indices_in_range(rows->buf, n, source->shape[0], "rows", PyExc_IndexError))
+        goto done;
     Py_ssize_t failed;
     int path = vector_path_in_use;
     Py_BEGIN_ALLOW_THREADS
-    failed = find_quotient_rows_on(path, source.buf, dim, rows.buf, n, numerators.buf, divisors.buf);
+    failed = find_quotient_rows_on(path, source->buf, dim, rows->buf, n, numerators->buf, divisors->buf);
     Py_END_ALLOW_THREADS
     result = PyLong_FromSsize_t(failed);
-release_divisors:
-    PyBuffer_Release(&divisors);
-release_numerators:
-    PyBuffer_Release(&numerators);
-release_rows:
-    PyBuffer_Release(&rows);
-release_source:
-    PyBuffer_Release(&source);
+done:
+    release_arrays(views, 4);
     return result;
 }
 

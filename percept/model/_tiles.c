@@ -363,44 +363,13 @@ static PyObject *packed_size(PyObject *self, PyObject *args)
     return PyLong_FromSsize_t(packed_values(n, dim));
 }
 
-/* One array argument: its name, the formats it may have, its dimensions and whether it is written. */
-typedef struct {
-    const char *name, *formats;
-    int dims, writable;
-} ArraySpec;
-
-static void release_arrays(Py_buffer *views, int count)
-{
-    while (count-- > 0)
-        PyBuffer_Release(&views[count]);
-}
-
-/* The `count` array arguments of `function`, as `specs` describe them, into views (released on failure). */
-static int take_arrays(PyObject *args, const char *function, int count, const ArraySpec *specs, Py_buffer *views)
-{
-    if (PyTuple_GET_SIZE(args) != count) {
-        PyErr_Format(PyExc_TypeError, "%s() takes exactly %d arguments (%zd given)", function, count,
-                     PyTuple_GET_SIZE(args));
-        return 0;
-    }
-    if (refuse_without_tiles())
-        return 0;
-    for (int i = 0; i < count; i++)
-        if (get_array(PyTuple_GET_ITEM(args, i), &views[i], specs[i].writable, specs[i].dims, specs[i].formats,
-                      specs[i].name) < 0) {
-            release_arrays(views, i);
-            return 0;
-        }
-    return 1;
-}
-
 static const ArraySpec PACK_ARGUMENTS[6] = {{"stored", "ef", 2, 0},   {"rows", "lq", 1, 0},     {"scales", "f", 1, 0},
                                             {"packed", "H", 1, 1},    {"residuals", "d", 1, 1}, {"lengths", "d", 1, 1}};
 
 static PyObject *pack_columns(PyObject *self, PyObject *args)
 {
     Py_buffer views[6];
-    if (!take_arrays(args, "pack_columns", 6, PACK_ARGUMENTS, views))
+    if (refuse_without_tiles() || !take_arrays(args, "pack_columns", 6, PACK_ARGUMENTS, views))
         return NULL;
     PyObject *result = NULL;
     Py_ssize_t stored = views[0].shape[0], dim = views[0].shape[1], n = views[1].shape[0];
@@ -435,7 +404,7 @@ static const ArraySpec SCREEN_ARGUMENTS[8] = {{"queries", "d", 2, 0}, {"packed",
 static PyObject *screen(PyObject *self, PyObject *args)
 {
     Py_buffer views[8];
-    if (!take_arrays(args, "screen", 8, SCREEN_ARGUMENTS, views))
+    if (refuse_without_tiles() || !take_arrays(args, "screen", 8, SCREEN_ARGUMENTS, views))
         return NULL;
     PyObject *result = NULL;
     Py_ssize_t rows = views[0].shape[0], dim = views[0].shape[1], n = views[2].shape[1];
