@@ -189,7 +189,7 @@ def selection_call(space: SearchSpace, queries: np.ndarray, k: int = 5, tiles: b
     ks = np.array([k] * len(space.categories), dtype=np.int64)
     call = dict(tables, values=values, queries=queries, eps=np.full(len(queries), 1e-4), ks=ks,
                 index=tuple(np.empty((len(queries), k), np.int64) for _ in ks),
-                similarity=tuple(np.empty((len(queries), k)) for _ in ks), refine=None)
+                similarity=tuple(np.empty((len(queries), k)) for _ in ks), refine=None, refine_scales=None)
     if tiles:
         n = space.n_columns
         padded = np.pad(values, ((0, 0), (0, -n % 16)), constant_values=-np.inf)

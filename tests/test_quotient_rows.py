@@ -11,6 +11,7 @@ from test_kernels import implementations, running, same_bits, same_selection, se
 from percept.model import kernels
 from percept.model.exact_search import THREADS, SearchSpace, search, worker_pool
 from percept.model.knn import l2_normalise
+from percept.model.screens import absolute_error, float16_copies, float16_error, numerator_error
 from percept.model.unit_rows import UnitRows
 
 COMPILED = [build for build in implementations() if build != "pure"]
@@ -86,6 +87,10 @@ def test_search_reranks_quotient_rows_with_the_bits_of_the_float64_rows(build):
         space = SearchSpace(rows, np.arange(900), samples)
         assert (space.row_divisors is not None) == quotients
         assert (space.rerank_matrix.dtype == np.float16) == quotients
+        # on tiles, candidates are re-screened from the numerators themselves (no float16 copies are made)
+        assert (space.refine_scales is not None) == (quotients and kernels.tiles_available())
+        if space.refine_scales is not None:
+            assert space.refine16 is space.rerank_matrix
         found = search(space, queries, 25)
         with running("pure"):
             want = search(SearchSpace(rows, np.arange(900), samples), queries, 25)
@@ -132,6 +137,50 @@ def test_selection_refuses_row_divisors_of_a_float64_matrix(c_kernels):
     wide = dict(call, matrix=space.source, matrix_rows=space.column_rows)
     with pytest.raises(ValueError, match="go with float16 numerators"):
         c_kernels.select_neighbours(**wide)
+
+
+def test_rescreening_from_numerators_stays_within_its_bound():
+    """Candidates re-screened from quotient rows' numerators (float32 sums of the float32 queries times the float16
+    numerators, over float32 reciprocals of the divisors) stay within numerator_error of the float64 similarities,
+    on long sums with cancellation and on rows of mixed scales."""
+    rng = np.random.default_rng(17)
+    dim = 1024
+    raw = (rng.normal(size=(300, dim)) * np.logspace(0, -4, dim)).astype(np.float16)
+    raw[:20] = (rng.normal(size=(20, dim)) * 60).astype(np.float16)  # large numerators
+    unit = np.asarray(UnitRows(raw))
+    queries = l2_normalise(np.vstack([unit[:30] + 1e-4 * rng.normal(size=(30, dim)),
+                                      rng.normal(size=(30, dim)) * np.logspace(-6, 0, dim)]))
+    with running("vector"):
+        numerators, divisors = found_quotient_rows(unit)
+    rescreened = ((queries.astype(np.float32) @ numerators.astype(np.float32).T)
+                  * (1.0 / divisors).astype(np.float32)).astype(np.float32)
+    norms = np.linalg.norm(queries, axis=1) * (1 + 2.0 ** -40)
+    vector_norm = float(np.linalg.norm(unit.astype(np.float32).astype(np.float64), axis=1).max()) * (1 + 2.0 ** -23)
+    bound = absolute_error(dim, norms, vector_norm) + numerator_error(dim, norms * (1 + 2.0 ** -24), vector_norm)
+    error = np.abs(rescreened - queries @ unit.T)
+    assert (error <= bound[:, None]).all()
+    _, residual = float16_copies(unit.astype(np.float32))
+    copies = absolute_error(dim, norms, vector_norm) + float16_error(dim, norms * (1 + 2.0 ** -24), vector_norm,
+                                                                     residual)
+    assert (bound < copies / 3).all()  # far tighter than re-screening from float16 copies of the columns
+
+
+def found_quotient_rows(unit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The numerators and divisors of every row of ``unit`` (which must all be quotient rows)."""
+    numerators, divisors = np.empty(unit.shape, dtype=np.float16), np.empty(len(unit))
+    assert kernels.quotient_rows(unit, np.arange(len(unit)), numerators, divisors) == -1
+    return numerators, divisors
+
+
+def test_selection_refuses_refine_scales_that_do_not_fit(c_kernels):
+    call, space = quotient_call(np.random.default_rng(4), queries=3, k=5)
+    refined = dict(call, refine=space.rerank_matrix, refine_eps=np.full(3, 1e-5),
+                   refine_scales=np.ones(400, np.float32))
+    c_kernels.select_neighbours(**refined)  # the call as it is: valid
+    with pytest.raises(ValueError, match="one scale per column"):
+        c_kernels.select_neighbours(**dict(refined, refine_scales=np.ones(399, np.float32)))
+    with pytest.raises(ValueError, match="needs refine"):
+        c_kernels.select_neighbours(**dict(call, refine_scales=np.ones(400, np.float32)))
 
 
 def test_spaces_built_on_every_worker_thread_at_once_find_their_quotient_rows(build):

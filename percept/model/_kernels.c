@@ -14,7 +14,8 @@
  *     values') is refused: never memory that was not written. With float16 copies of the columns (refine), each
  *     category's best candidates get float64 similarities first, and the others are taken only where they could
  *     still reach the K-th of those, re-screened from the copies in float32, and kept only where that value could
- *     (refine_and_keep); with the screen's maxima of tiles of 16 columns (tile_maxima, and the categories each
+ *     (refine_and_keep; with refine_scales, refine holds the columns' quotient numerators, their products multiplied
+ *     by the scales); with the screen's maxima of tiles of 16 columns (tile_maxima, and the categories each
  *     tile serves in tile_patterns), those are the groups of the first bound, and tiles below a cut are not read.
  *     Each category's neighbours are then ranked without branches. With row_divisors, the matrix holds quotient
  *     rows (float16 numerators, the float64 rows rebuilt exactly as they are read).
@@ -787,6 +788,8 @@ typedef struct {
     const double *divisors;     /* each column's similarity is divided by this, or NULL */
     const int64_t *widths, *groups, *group_offsets; /* per block: the strided groups of the first bound */
     const uint16_t *refine; /* (n, dim) float16 copies of the columns that re-screen the candidates, or NULL */
+    const float *refine_scales; /* (n): where refine holds the columns' quotient numerators, what their products are
+                                 * multiplied by (the float32 reciprocals of the divisors), or NULL */
     Py_ssize_t tiles;              /* the screen's tiles of 16 columns, when it gave their maxima */
     const int64_t *tile_patterns;  /* (tiles): the categories whose columns hold all of the tile (0 for none) */
     const int64_t *tile_runs;      /* category c's tiles: runs [tile_runs[2 r], tile_runs[2 r + 1]) of consecutive
@@ -1110,6 +1113,9 @@ ALWAYS_INLINE Py_ssize_t refine_and_keep(const Space *sp, const float *values, c
     for (Py_ssize_t k = 0; k < sp->dim; k++)
         w->q32[k] = (float)q[k];
     float16_dots(w->q32, sp->refine, sp->dim, w->columns + first, kept - first, w->refined + first, path);
+    if (sp->refine_scales) /* the columns' quotient numerators: their products over the divisors */
+        for (Py_ssize_t i = first; i < kept; i++)
+            w->refined[i] *= sp->refine_scales[w->columns[i]];
     categorise(sp, w, 0, kept, least); /* the categories each candidate could be a neighbour of */
     for (Py_ssize_t c = 0; c < sp->n_categories; c++)
         low[c] -= refine_eps;
@@ -1564,7 +1570,7 @@ typedef struct {
 enum {
     VALUES, QUERIES, EPS, MATRIX, MATRIX_ROWS, DIVISORS, BLOCK_STARTS, BLOCK_STOPS, BLOCK_PATTERNS, WIDTHS, GROUPS,
     GROUP_OFFSETS, KS, STARTS, COUNTS, SAMPLES, SAMPLE_OFFSETS, INDEX, SIMILARITY, REFINE, REFINE_EPS, TILE_MAXIMA,
-    TILE_PATTERNS, ROW_DIVISORS, ARGUMENTS
+    TILE_PATTERNS, ROW_DIVISORS, REFINE_SCALES, ARGUMENTS
 };
 
 static const Argument SELECT_ARGUMENTS[ARGUMENTS] = {
@@ -1576,6 +1582,7 @@ static const Argument SELECT_ARGUMENTS[ARGUMENTS] = {
     {"samples", "lq", 1, 0, 0},      {"sample_offsets", "lq", 1, 0, 0}, {"index", "lq", 2, 1, 0},
     {"similarity", "d", 2, 1, 0},    {"refine", "e", 2, 0, 1},        {"refine_eps", "d", 1, 0, 1},
     {"tile_maxima", "f", 2, 0, 1},   {"tile_patterns", "lq", 1, 0, 1}, {"row_divisors", "d", 1, 0, 1},
+    {"refine_scales", "f", 1, 0, 1},
 };
 
 /* The arguments by position in SELECT_ARGUMENTS (NULL where left out or None). */
@@ -1733,6 +1740,8 @@ static int check_space(Py_buffer **a, Py_ssize_t rows, Py_ssize_t n, Py_ssize_t 
         return refuse("refine and refine_eps go together");
     if (a[REFINE] && (a[REFINE]->shape[0] != n || a[REFINE]->shape[1] != dim || LENGTH(a[REFINE_EPS]) != rows))
         return refuse("refine needs (columns, dim) and refine_eps (queries)");
+    if (a[REFINE_SCALES] && (!a[REFINE] || LENGTH(a[REFINE_SCALES]) != n))
+        return refuse("refine_scales needs refine, and one scale per column");
     if ((a[TILE_MAXIMA] == NULL) != (a[TILE_PATTERNS] == NULL))
         return refuse("tile_maxima and tile_patterns go together");
     if (a[TILE_MAXIMA]) {
@@ -1844,6 +1853,7 @@ static PyObject *select_neighbours(PyObject *self, PyObject *args, PyObject *kwa
     sp.row_divisors = a[ROW_DIVISORS] ? a[ROW_DIVISORS]->buf : NULL;
     sp.widths = INTS(a[WIDTHS]), sp.groups = INTS(a[GROUPS]), sp.group_offsets = INTS(a[GROUP_OFFSETS]);
     sp.refine = a[REFINE] ? a[REFINE]->buf : NULL;
+    sp.refine_scales = a[REFINE_SCALES] ? a[REFINE_SCALES]->buf : NULL;
     sp.tiles = a[TILE_PATTERNS] ? LENGTH(a[TILE_PATTERNS]) : 0;
     sp.tile_patterns = a[TILE_PATTERNS] ? INTS(a[TILE_PATTERNS]) : NULL;
     block.rows = rows, block.values = a[VALUES]->buf, block.tile_maxima = a[TILE_MAXIMA] ? a[TILE_MAXIMA]->buf : NULL;
@@ -1981,7 +1991,7 @@ static PyMethodDef methods[] = {
     {"select_neighbours", (PyCFunction)(void (*)(void))select_neighbours, METH_VARARGS | METH_KEYWORDS,
      "select_neighbours(*, values, queries, eps, matrix, matrix_rows=None, divisors=None, block_starts, block_stops, "
      "block_patterns, widths, groups, group_offsets, ks, starts, counts, samples, sample_offsets, index, similarity, "
-     "refine=None, refine_eps=None, tile_maxima=None, tile_patterns=None, row_divisors=None)"},
+     "refine=None, refine_eps=None, tile_maxima=None, tile_patterns=None, row_divisors=None, refine_scales=None)"},
     {"vector_extensions", vector_extensions, METH_VARARGS,
      "vector_extensions(enabled=None): whether the AVX2/AVX-512 builds and F16C are used; returns the previous "
      "setting."},

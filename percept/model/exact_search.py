@@ -52,6 +52,7 @@ from percept.model.screens import (
     column_screen,
     float16_copies,
     float16_error,
+    numerator_error,
     stored_screen,
 )
 from percept.model.shared_settings import ONE_BLAS_THREAD
@@ -169,10 +170,15 @@ class SearchSpace:
         # each column's divisor where re-ranking reads quotient rows (float16 numerators; see quotient_rows)
         self.row_divisors: np.ndarray | None = None
         self.rerank_matrix, self.rerank_rows = self._rerank_rows(source, vectors32)
+        # what re-screens the candidates on tiles: quotient rows' numerators (over their divisors), else float16
+        # copies of float64 or float32 columns (their largest rounding residual bounds the error)
         self.refine16: np.ndarray | None = None
+        self.refine_scales: np.ndarray | None = None
         self.refine_residual = 0.0
-        reranks_wide = self.rerank_matrix.itemsize > 2 or self.row_divisors is not None
-        if isinstance(self.screen, TileScreen) and vectors32 is not None and reranks_wide \
+        if isinstance(self.screen, TileScreen) and self.row_divisors is not None:
+            self.refine16 = self.rerank_matrix
+            self.refine_scales = (1.0 / self.row_divisors).astype(np.float32)
+        elif isinstance(self.screen, TileScreen) and vectors32 is not None and self.rerank_matrix.itemsize > 2 \
                 and self.screen.vector_norm < REFINE_RANGE:
             self.refine16, self.refine_residual = float16_copies(vectors32)
         column_of = np.full(n_vectors, -1, dtype=np.int64)
@@ -255,7 +261,8 @@ class SearchSpace:
                 "block_starts": self.block_starts, "block_stops": self.block_stops,
                 "block_patterns": self.block_patterns, "widths": widths, "groups": groups,
                 "group_offsets": group_offsets, "starts": starts, "counts": counts, "samples": samples,
-                "sample_offsets": sample_offsets, "refine": self.refine16, "row_divisors": self.row_divisors,
+                "sample_offsets": sample_offsets, "refine": self.refine16, "refine_scales": self.refine_scales,
+                "row_divisors": self.row_divisors,
                 "tile_patterns": self.tile_patterns if tiles else None}
 
     def _category(self, sample_columns: np.ndarray) -> _Category:
@@ -378,12 +385,14 @@ def _screen(space: SearchSpace, q64: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 
 def _refine_error(space: SearchSpace, norms: np.ndarray) -> np.ndarray | None:
-    """Each query's bound on the candidates' values re-screened from the float16 copies (None without them), from
-    upper bounds on the queries' norms."""
+    """Each query's bound on the candidates' re-screened values (None where they are not re-screened), from upper
+    bounds on the queries' norms."""
     if space.refine16 is None:
         return None
-    return (absolute_error(space.dim, norms, space.screen.vector_norm) +
-            float16_error(space.dim, norms * (1 + U32), space.screen.vector_norm, space.refine_residual))
+    vector_norm = space.screen.vector_norm
+    rescreen = numerator_error(space.dim, norms * (1 + U32), vector_norm) if space.refine_scales is not None else \
+        float16_error(space.dim, norms * (1 + U32), vector_norm, space.refine_residual)
+    return absolute_error(space.dim, norms, vector_norm) + rescreen
 
 
 def _select(space: SearchSpace, q64: np.ndarray, values: np.ndarray, maxima: np.ndarray | None, eps: np.ndarray,

@@ -116,7 +116,7 @@ def quotient_rows(source: np.ndarray, rows: np.ndarray, numerators: np.ndarray, 
 #: Tables only the compiled selection reads: its groups, float16 copies of the columns and the tile screen's
 #: maxima make it faster and leave its results as they are.
 COMPILED_ONLY = ("block_starts", "block_stops", "block_patterns", "widths", "groups", "group_offsets", "refine",
-                 "refine_eps", "tile_maxima", "tile_patterns")
+                 "refine_eps", "refine_scales", "tile_maxima", "tile_patterns")
 
 
 def select_neighbours(**tables: Any) -> None:

@@ -10,7 +10,7 @@ Two screens give the same neighbours (the bound is what makes the search exact);
 
 :func:`stored_screen` and :func:`column_screen` take the tiles where the CPU has them and the compiled kernels
 run (:mod:`percept.model.kernels`; :func:`use_tiles` switches them off or on). :func:`float16_error` bounds
-the re-screening of candidates from float16 copies.
+the re-screening of candidates from float16 copies, :func:`numerator_error` from quotient rows' numerators.
 """
 
 from __future__ import annotations
@@ -100,6 +100,22 @@ def float16_error(dim: int, query_norms: np.ndarray, vector_norm: float, vector_
     products = gamma(dim, U32) * query_norms * (vector_norm + vector_residual)
     underflow = (3 * dim + 8) * 2.0 ** -149 * (2 + query_norms + vector_norm)
     return (products + query_norms * vector_residual) * NORM_SLACK + underflow
+
+
+def numerator_error(dim: int, query_norms: np.ndarray, vector_norm: float) -> np.ndarray:
+    """Bound on |re-screened value - q'·x'| when candidates are re-screened from their quotient rows' numerators.
+
+    Column x is the float64 rounding of n / d for float16 numerators n (exact) and a divisor d, so |n| / d is
+    within (1 + u) of |x|, and x' = float32(x) within (1 + u)^2 of n / d element by element. The re-screened value
+    is the float32 dot product of q' with n (within g(d) |q'| |n| of q'·n in any summation order, plus float32
+    underflow), times s = float32(1 / d) (within 1 ± 2u of 1 / d, rounded from float64) and rounded once more: within
+    (g(d) (1 + u)^3 + 4u) |q'| |n| / d of q'·n / d, which is within 2u |q'| |n| / d of q'·x'. ``query_norms`` bound
+    |q'| (|q| (1 + u) does), ``vector_norm`` the largest |x'|.
+    """
+    norm = vector_norm * (1 + 4 * U32)  # bounds |n| / d
+    products = (gamma(dim, U32) * (1 + U32) ** 3 + 6 * U32) * query_norms * norm
+    underflow = (3 * dim + 8) * 2.0 ** -149 * (2 + query_norms + norm)
+    return products * NORM_SLACK + underflow
 
 
 def float16_copies(columns32: np.ndarray, chunk: int = 2048) -> tuple[np.ndarray, float]:
