@@ -199,28 +199,30 @@ def test_queries_out_of_range_are_left_to_float64():
     np.testing.assert_allclose(found.similarity, similarity, rtol=1e-13)
 
 
-@pytest.mark.parametrize("k", [1, 10])
-def test_tiles_are_the_first_bound_groups_and_the_search_stays_exact(k):
+@pytest.mark.parametrize("k, seed", [(1, 1), (1, 2), (3, 3), (10, 1)])
+def test_tiles_are_the_first_bound_groups_and_the_search_stays_exact(k, seed):
     """A scorer over five categories whose column blocks do not align with tiles of 16: the tiles' maxima
-    give the first bound (tiles spanning two blocks serve no category) and the neighbours are the brute force's."""
+    give the first bound (tiles spanning two blocks serve no category) and the neighbours are the brute force's,
+    on every compiled build."""
     from test_exact_search import brute_predict
+    from test_kernels import implementations, running
 
     from percept.categories import CATEGORIES
     from percept.model.io import ExportedModel, ModelSettings
     from percept.model.scoring import MultiScorer
 
-    rng = np.random.default_rng(k)
+    rng = np.random.default_rng(seed)
     pool = l2_normalise(rng.normal(size=(3000, 48)))
     vectors = {c: pool[np.sort(rng.choice(3000, 2000 + 150 * i, replace=False))] for i, c in enumerate(CATEGORIES)}
     scores = {c: rng.uniform(1, 5, len(vectors[c])) for c in CATEGORIES}
-    scorer = MultiScorer(ExportedModel(vectors, scores, ModelSettings(k=k)))
-    space = scorer.space
-    assert space.tile_groups([k] * 5) and (space.tile_patterns == 0).any()
     queries = l2_normalise(rng.normal(size=(300, 48)))
-    got = scorer.predict(queries)
-    for column, c in enumerate(CATEGORIES):
-        want = brute_predict(vectors[c], np.arange(len(vectors[c])), scores[c], queries, k)
-        np.testing.assert_allclose(got[:, column], want, rtol=1e-12)
+    want = np.column_stack([brute_predict(vectors[c], np.arange(len(vectors[c])), scores[c], queries, k)
+                            for c in CATEGORIES])
+    for build in [name for name in implementations() if name != "pure"]:
+        with running(build):
+            scorer = MultiScorer(ExportedModel(vectors, scores, ModelSettings(k=k)))
+            assert scorer.space.tile_groups([k] * 5) and (scorer.space.tile_patterns == 0).any()
+            np.testing.assert_allclose(scorer.predict(queries), want, rtol=1e-12, err_msg=build)
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
