@@ -13,7 +13,10 @@ Calibrated models add ``percept_conformal_<category>``: the sorted nonconformity
 scores of the category's out-of-fold predictions (:mod:`percept.model.conformal`),
 with each category's ``beta`` and how the folds were made in the settings'
 ``calibration``; any interval level can be asked of them at rating time.
-``percept_card`` (JSON bytes) holds the model card.
+``percept_card`` (JSON bytes) holds the model card. Where the vectors are unit rows normalised from float16
+embeddings, ``percept_numerators``, ``percept_divisors`` and ``percept_rows_<category>`` hold them a second time
+as quotient rows (:mod:`percept.model.quotient_members`), a quarter of the bytes: loading divides them back and
+reads a ``<category>_vecs`` member only where the result is not byte for byte what it holds.
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ from percept.data.vector_checks import RowCheck, check_rows, refuse_nonfinite, r
 from percept.errors import PerceptError
 from percept.model.conformal import Calibration
 from percept.model.domain import survey_domain
-from percept.model.npz import read_npz
+from percept.model.npz import array_names, read_npz, same_bytes, write_npz
+from percept.model.quotient_members import NUMERATORS_KEY, ROWS_PREFIX, quotient_members, vectors_from_quotients
 from percept.model.weighting import DEFAULT_WEIGHTING
 
 SETTINGS_KEY = "percept_settings"
@@ -99,8 +103,8 @@ class ExportedModel:
 def save_model(path: str | Path, vectors: dict[str, np.ndarray], scores: dict[str, np.ndarray],
                settings: ModelSettings | None, images: dict[str, list[str]] | None = None,
                calibration: dict[str, Calibration] | None = None, card: dict | None = None) -> None:
-    """Write ``model.npz`` (compressed) atomically; ``images`` names each sample's survey image,
-    ``calibration`` gives each category's interval calibration (its betas go into the settings)."""
+    """Write ``model.npz`` (compressed, as ``numpy.savez_compressed``) atomically; ``images`` names each sample's
+    survey image, ``calibration`` gives each category's interval calibration (its betas go into the settings)."""
     arrays = {}
     for category in vectors:
         arrays[f"{category}_scores"] = np.asarray(scores[category], dtype=np.float64)
@@ -117,9 +121,10 @@ def save_model(path: str | Path, vectors: dict[str, np.ndarray], scores: dict[st
         arrays[IMAGES_KEY] = _json_bytes(images)
     if card is not None:
         arrays[CARD_KEY] = _json_bytes(card)
+    arrays.update(quotient_members({c: arrays[f"{c}_vecs"] for c in vectors}))
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:
-            np.savez_compressed(handle, **arrays)  # type: ignore[arg-type]  # numpy's stub lets **arrays fill allow_pickle
+            write_npz(handle, arrays, stored={NUMERATORS_KEY})  # float16 numerators barely deflate
 
 
 def load_model(path: str | Path) -> ExportedModel:
@@ -128,7 +133,7 @@ def load_model(path: str | Path) -> ExportedModel:
     if not path.exists():
         raise PerceptError(f"model file {path} does not exist: export one with --export or 'make demo'")
     try:
-        arrays = read_npz(path)
+        arrays = _read_arrays(path)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise PerceptError(f"{path} is not a readable model.npz ({exc}): re-export the model") from None
     vectors, scores = {}, {}
@@ -155,6 +160,22 @@ def load_model(path: str | Path) -> ExportedModel:
     images = None if recorded_images is None else _checked_images(path, recorded_images)
     calibration = _calibration(path, arrays, settings, list(vectors))
     return ExportedModel(vectors, scores, settings, images, calibration, card if isinstance(card, dict) else None)
+
+
+def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+    """The file's arrays; each category's vectors divided back from its quotient members where those give the very
+    bytes of its ``<category>_vecs`` member (else, and in files without them, that member is read)."""
+    names = array_names(path)
+    held = [c for c in CATEGORIES if f"{c}_vecs" in names and ROWS_PREFIX + c in names]
+    arrays = read_npz(path, skip={f"{c}_vecs" for c in held})
+    rebuilt = vectors_from_quotients(arrays, held)
+    with ThreadPoolExecutor(max(1, min(len(rebuilt), os.cpu_count() or 1))) as pool:
+        kept = dict(zip(rebuilt, pool.map(lambda c: same_bytes(path, f"{c}_vecs", rebuilt[c]), rebuilt)))
+    stale = {f"{c}_vecs" for c in held if not kept.get(c)}
+    arrays.update({f"{c}_vecs": rebuilt[c] for c in held if f"{c}_vecs" not in stale})
+    if stale:
+        arrays.update(read_npz(path, only=stale))
+    return arrays
 
 
 def _calibration(path: Path, arrays: dict, settings: ModelSettings | None,

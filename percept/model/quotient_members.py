@@ -1,0 +1,67 @@
+"""A model file's float64 vectors held a second time as quotient rows, so that loading skips inflating them.
+
+A model's vectors are unit rows normalised from float16 embeddings: each float64 element is exactly a float16
+numerator over a float64 divisor of its row (:func:`percept.model.exact_search.quotient_rows` finds them, checking
+every element). :func:`quotient_members` gives the distinct rows of all categories that way:
+``percept_numerators`` (float16, a quarter of the bytes), ``percept_divisors`` and, per category,
+``percept_rows_<category>`` (each sample's distinct row). :func:`vectors_from_quotients` divides them back,
+correctly rounded, into the very float64 vectors; the loader keeps a category's rebuilt vectors only where their
+``.npy`` bytes have the CRC-32 and size its ``<category>_vecs`` member records (:func:`percept.model.npz.same_bytes`),
+and else reads that member. The members are a copy made for speed: a file without them, or with ones that no
+longer match, loads as it always did.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from percept.model import kernels
+
+NUMERATORS_KEY = "percept_numerators"
+DIVISORS_KEY = "percept_divisors"
+ROWS_PREFIX = "percept_rows_"
+
+
+def quotient_members(vectors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The members that hold ``vectors`` (per category, float64 rows) as quotient rows; none where a row is not
+    one, or the compiled kernels that find them are not in use."""
+    from percept.model.exact_search import quotient_rows
+    from percept.model.scoring import distinct_rows
+
+    categories = list(vectors)
+    if not categories or not kernels.compiled():
+        return {}
+    distinct, positions = distinct_rows([vectors[c] for c in categories])
+    found = quotient_rows(distinct, np.arange(len(distinct))) if len(distinct) else None
+    if found is None:
+        return {}
+    numerators, divisors = found
+    members = {NUMERATORS_KEY: numerators, DIVISORS_KEY: divisors}
+    for category, rows in zip(categories, positions):
+        members[ROWS_PREFIX + category] = rows.astype(np.int64)
+    return members
+
+
+def vectors_from_quotients(arrays: dict[str, np.ndarray], categories: list[str]) -> dict[str, np.ndarray]:
+    """Each category's float64 vectors divided back from the quotient members of ``arrays`` (empty where the
+    members are missing or do not fit together), the categories on several threads at once."""
+    numerators, divisors = arrays.get(NUMERATORS_KEY), arrays.get(DIVISORS_KEY)
+    rows = [arrays.get(ROWS_PREFIX + c) for c in categories]
+    if numerators is None or divisors is None or numerators.dtype != np.float16 or numerators.ndim != 2 \
+            or divisors.dtype != np.float64 or divisors.shape != (len(numerators),):
+        return {}
+    if not all(picked is not None and picked.dtype == np.int64 and picked.ndim == 1
+               and (not len(picked) or 0 <= picked.min() <= picked.max() < len(numerators)) for picked in rows):
+        return {}
+    numerators = np.ascontiguousarray(numerators)
+
+    def divided(picked: np.ndarray) -> np.ndarray:
+        out = np.empty((len(picked), numerators.shape[1]))
+        kernels.unit_rows(numerators, picked, divisors[picked], out)  # n / d, each rounded once
+        return out
+
+    with ThreadPoolExecutor(max(1, min(len(rows), os.cpu_count() or 1))) as pool:
+        return dict(zip(categories, pool.map(divided, rows)))
