@@ -112,3 +112,34 @@ def test_same_bytes_compares_an_array_with_a_member(tmp_path, save):
     assert same_bytes(path, "c", array.astype(np.float32))
     assert same_bytes(path, "e", np.empty((0, 9))) and not same_bytes(path, "e", np.empty((0, 8)))
     assert not same_bytes(path, "missing", array)
+
+
+def test_the_scorer_lays_out_its_search_from_the_files_quotient_rows(quotient_model, monkeypatch):
+    """A model read with its quotient rows keeps them, and its scorer takes its distinct rows and their quotients
+    from them (neither is looked for again): the same neighbours, bit for bit, as a scorer of the bare vectors."""
+    from percept.model import exact_search, scoring
+    from percept.model.io import ExportedModel
+    from percept.model.scoring import MultiScorer
+
+    path, vectors = quotient_model
+    model = load_model(path)
+    assert model.quotients is not None
+    bare = MultiScorer(ExportedModel(model.vectors, model.scores, model.settings))
+    monkeypatch.setattr(scoring, "distinct_rows", lambda arrays: pytest.fail("distinct rows looked for again"))
+    monkeypatch.setattr(exact_search, "quotient_rows", lambda *args: pytest.fail("quotient rows looked for again"))
+    scorer = MultiScorer(model)
+    assert scorer.space.row_divisors is not None
+    queries = l2_normalise(np.random.default_rng(3).normal(size=(25, 40)))
+    got, want = scorer.neighbours(queries), bare.neighbours(queries)
+    for category in CATEGORIES:
+        np.testing.assert_array_equal(got[category].index, want[category].index)
+        assert got[category].similarity.tobytes() == want[category].similarity.tobytes()
+
+
+def test_a_model_keeps_no_quotient_rows_that_do_not_match(quotient_model):
+    path, _ = quotient_model
+    with np.load(path) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    arrays["safety_vecs"] = arrays["safety_vecs"][::-1].copy()
+    np.savez(path, **arrays)
+    assert load_model(path).quotients is None

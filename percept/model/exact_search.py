@@ -136,11 +136,12 @@ class SearchSpace:
     category c (samples in training order). When ``source`` is a UnitRows of float16 or float32 rows,
     the screen runs on the stored rows scaled in float32 by their inverse norms, and float64
     similarities are computed from the stored rows where they are; otherwise on ``vectors32`` (the float32
-    rounding of the distinct vectors, in order) when given.
+    rounding of the distinct vectors, in order) when given. ``quotients``: float16 numerators and divisors that
+    give the float64 rows of ``source`` back exactly (known quotient rows: they are not looked for again).
     """
 
     def __init__(self, source: Rows, vector_rows: np.ndarray, sample_vectors: list[np.ndarray],
-                 vectors32: np.ndarray | None = None):
+                 vectors32: np.ndarray | None = None, quotients: tuple[np.ndarray, np.ndarray] | None = None):
         vector_rows = np.asarray(vector_rows, dtype=np.int64)
         n_vectors = len(vector_rows)
         pattern = np.zeros(n_vectors, dtype=np.int64)
@@ -169,7 +170,7 @@ class SearchSpace:
             raise PerceptError("the training vectors contain NaN or infinite values: re-encode the images")
         # each column's divisor where re-ranking reads quotient rows (float16 numerators; see quotient_rows)
         self.row_divisors: np.ndarray | None = None
-        self.rerank_matrix, self.rerank_rows = self._rerank_rows(source, vectors32)
+        self.rerank_matrix, self.rerank_rows = self._rerank_rows(source, vectors32, quotients)
         # what re-screens the candidates on tiles: quotient rows' numerators (over their divisors), else float16
         # copies of float64 or float32 columns (their largest rounding residual bounds the error)
         self.refine16: np.ndarray | None = None
@@ -189,20 +190,25 @@ class SearchSpace:
         self._local = threading.local()
         self._groups: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
-    def _rerank_rows(self, source: Rows, vectors32: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+    def _rerank_rows(self, source: Rows, vectors32: np.ndarray | None,
+                     quotients: tuple[np.ndarray, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray | None]:
         """The rows re-ranking reads and, unless they are the columns in order, the row of each column.
 
         Stored float16 or float32 rows are read where they are (then divided by their norms); float16 and
         float32 arrays of unit rows through the columns' float32 copy, which holds them exactly; float64
-        arrays as quotient rows where every column is one (a quarter of the bytes to read), else where they
-        are; other sources give a float64 copy of their (unit) columns.
+        arrays as quotient rows where every column is one (a quarter of the bytes to read; ``quotients``, where
+        given, are the source rows'), else where they are; other sources give a float64 copy of their (unit)
+        columns.
         """
         if self.norms is not None and isinstance(source, UnitRows):
             return np.ascontiguousarray(source.raw), self.column_rows
         if isinstance(source, np.ndarray) and source.dtype in (np.float16, np.float32) and vectors32 is not None:
             return vectors32, None
         if isinstance(source, np.ndarray) and source.dtype == np.float64 and source.flags.c_contiguous:
-            found = quotient_rows(source, self.column_rows)
+            if quotients is not None and kernels.compiled():  # known: not looked for again
+                found: tuple[np.ndarray, np.ndarray] | None = tuple(q[self.column_rows] for q in quotients)
+            else:
+                found = quotient_rows(source, self.column_rows)
             if found is None:
                 return source, self.column_rows
             numerators, self.row_divisors = found

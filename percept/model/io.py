@@ -38,7 +38,14 @@ from percept.errors import PerceptError
 from percept.model.conformal import Calibration
 from percept.model.domain import survey_domain
 from percept.model.npz import array_names, read_npz, same_bytes, write_npz
-from percept.model.quotient_members import NUMERATORS_KEY, ROWS_PREFIX, quotient_members, vectors_from_quotients
+from percept.model.quotient_members import (
+    NUMERATORS_KEY,
+    ROWS_PREFIX,
+    QuotientRows,
+    quotient_members,
+    stored_quotients,
+    vectors_from_quotients,
+)
 from percept.model.weighting import DEFAULT_WEIGHTING
 
 SETTINGS_KEY = "percept_settings"
@@ -78,6 +85,7 @@ class ExportedModel:
     card: dict | None = None  # the model card
     domain_threshold: float | None = None  # the recorded one, else computed from the vectors
     mean_distance: float | None = None  # likewise
+    quotients: QuotientRows | None = None  # the vectors' distinct rows as quotient rows, where the file held them
 
     def __post_init__(self) -> None:
         if self.settings is not None:
@@ -133,7 +141,7 @@ def load_model(path: str | Path) -> ExportedModel:
     if not path.exists():
         raise PerceptError(f"model file {path} does not exist: export one with --export or 'make demo'")
     try:
-        arrays = _read_arrays(path)
+        arrays, quotients = _read_arrays(path)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise PerceptError(f"{path} is not a readable model.npz ({exc}): re-export the model") from None
     vectors, scores = {}, {}
@@ -159,23 +167,27 @@ def load_model(path: str | Path) -> ExportedModel:
         _check_settings(path, settings)
     images = None if recorded_images is None else _checked_images(path, recorded_images)
     calibration = _calibration(path, arrays, settings, list(vectors))
-    return ExportedModel(vectors, scores, settings, images, calibration, card if isinstance(card, dict) else None)
+    return ExportedModel(vectors, scores, settings, images, calibration, card if isinstance(card, dict) else None,
+                         quotients=quotients if quotients is not None and set(quotients.rows) == set(vectors) else None)
 
 
-def _read_arrays(path: Path) -> dict[str, np.ndarray]:
-    """The file's arrays; each category's vectors divided back from its quotient members where those give the very
-    bytes of its ``<category>_vecs`` member (else, and in files without them, that member is read)."""
+def _read_arrays(path: Path) -> tuple[dict[str, np.ndarray], QuotientRows | None]:
+    """The file's arrays, and the quotient rows of its vectors where it holds them and they match every category's.
+
+    Each category's vectors are divided back from the quotient rows where those give the very bytes of its
+    ``<category>_vecs`` member (else, and in files without them, that member is read)."""
     names = array_names(path)
     held = [c for c in CATEGORIES if f"{c}_vecs" in names and ROWS_PREFIX + c in names]
     arrays = read_npz(path, skip={f"{c}_vecs" for c in held})
-    rebuilt = vectors_from_quotients(arrays, held)
+    quotients = stored_quotients(arrays, held) if held else None
+    rebuilt = vectors_from_quotients(quotients) if quotients is not None else {}
     with ThreadPoolExecutor(max(1, min(len(rebuilt), os.cpu_count() or 1))) as pool:
         kept = dict(zip(rebuilt, pool.map(lambda c: same_bytes(path, f"{c}_vecs", rebuilt[c]), rebuilt)))
     stale = {f"{c}_vecs" for c in held if not kept.get(c)}
     arrays.update({f"{c}_vecs": rebuilt[c] for c in held if f"{c}_vecs" not in stale})
     if stale:
         arrays.update(read_npz(path, only=stale))
-    return arrays
+    return arrays, quotients if not stale else None
 
 
 def _calibration(path: Path, arrays: dict, settings: ModelSettings | None,

@@ -4,17 +4,20 @@ A model's vectors are unit rows normalised from float16 embeddings: each float64
 numerator over a float64 divisor of its row (:func:`percept.model.exact_search.quotient_rows` finds them, checking
 every element). :func:`quotient_members` gives the distinct rows of all categories that way:
 ``percept_numerators`` (float16, a quarter of the bytes), ``percept_divisors`` and, per category,
-``percept_rows_<category>`` (each sample's distinct row). :func:`vectors_from_quotients` divides them back,
-correctly rounded, into the very float64 vectors; the loader keeps a category's rebuilt vectors only where their
-``.npy`` bytes have the CRC-32 and size its ``<category>_vecs`` member records (:func:`percept.model.npz.same_bytes`),
-and else reads that member. The members are a copy made for speed: a file without them, or with ones that no
-longer match, loads as it always did.
+``percept_rows_<category>`` (each sample's distinct row). :func:`stored_quotients` reads them back as
+:class:`QuotientRows` and :func:`vectors_from_quotients` divides them, correctly rounded, into the very float64
+vectors; the loader keeps a category's rebuilt vectors only where their ``.npy`` bytes have the CRC-32 and size its
+``<category>_vecs`` member records (:func:`percept.model.npz.same_bytes`), and else reads that member. Where every
+category's match, the model keeps them, and its scorer lays out its search from them without looking for its
+distinct rows or their quotients again. The members are a copy made for speed: a file without them, or with ones
+that no longer match, loads as it always did.
 """
 
 from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -45,23 +48,40 @@ def quotient_members(vectors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return members
 
 
-def vectors_from_quotients(arrays: dict[str, np.ndarray], categories: list[str]) -> dict[str, np.ndarray]:
-    """Each category's float64 vectors divided back from the quotient members of ``arrays`` (empty where the
-    members are missing or do not fit together), the categories on several threads at once."""
-    numerators, divisors = arrays.get(NUMERATORS_KEY), arrays.get(DIVISORS_KEY)
-    rows = [arrays.get(ROWS_PREFIX + c) for c in categories]
-    if numerators is None or divisors is None or numerators.dtype != np.float16 or numerators.ndim != 2 \
-            or divisors.dtype != np.float64 or divisors.shape != (len(numerators),):
-        return {}
-    if not all(picked is not None and picked.dtype == np.int64 and picked.ndim == 1
-               and (not len(picked) or 0 <= picked.min() <= picked.max() < len(numerators)) for picked in rows):
-        return {}
-    numerators = np.ascontiguousarray(numerators)
+@dataclass(frozen=True)
+class QuotientRows:
+    """Distinct float64 rows as float16 ``numerators`` over ``divisors``, and each category's sample rows."""
 
-    def divided(picked: np.ndarray) -> np.ndarray:
-        out = np.empty((len(picked), numerators.shape[1]))
-        kernels.unit_rows(numerators, picked, divisors[picked], out)  # n / d, each rounded once
+    numerators: np.ndarray  # (distinct rows, dim) float16
+    divisors: np.ndarray  # (distinct rows,) float64
+    rows: dict[str, np.ndarray]  # per category, each sample's distinct row (int64)
+
+    def vectors(self, picked: np.ndarray | None = None) -> np.ndarray:
+        """The float64 rows ``picked`` (all by default), each element n / d rounded once."""
+        picked = np.arange(len(self.numerators)) if picked is None else picked
+        out = np.empty((len(picked), self.numerators.shape[1]))
+        kernels.unit_rows(self.numerators, picked, self.divisors[picked], out)
         return out
 
-    with ThreadPoolExecutor(max(1, min(len(rows), os.cpu_count() or 1))) as pool:
-        return dict(zip(categories, pool.map(divided, rows)))
+
+def stored_quotients(arrays: dict[str, np.ndarray], categories: list[str]) -> QuotientRows | None:
+    """The quotient rows the members of ``arrays`` hold for ``categories`` (None where they are missing or do not
+    fit together)."""
+    numerators, divisors = arrays.get(NUMERATORS_KEY), arrays.get(DIVISORS_KEY)
+    rows = {c: arrays.get(ROWS_PREFIX + c) for c in categories}
+    if numerators is None or divisors is None or numerators.dtype != np.float16 or numerators.ndim != 2 \
+            or divisors.dtype != np.float64 or divisors.shape != (len(numerators),):
+        return None
+    if not all(picked is not None and picked.dtype == np.int64 and picked.ndim == 1
+               and (not len(picked) or 0 <= picked.min() <= picked.max() < len(numerators))
+               for picked in rows.values()):
+        return None
+    return QuotientRows(np.ascontiguousarray(numerators), divisors, rows)  # type: ignore[arg-type]
+
+
+def vectors_from_quotients(quotients: QuotientRows) -> dict[str, np.ndarray]:
+    """Each category's float64 vectors divided back from its quotient rows, the categories on several threads at
+    once."""
+    categories = list(quotients.rows)
+    with ThreadPoolExecutor(max(1, min(len(categories), os.cpu_count() or 1))) as pool:
+        return dict(zip(categories, pool.map(lambda c: quotients.vectors(quotients.rows[c]), categories)))

@@ -139,8 +139,15 @@ class MultiScorer:
         for category in self.categories:
             if len(model.scores[category]) == 0:
                 raise PerceptError(f"the model has no {category} samples: re-export it")
-        self.vectors64, positions = distinct_rows([model.vectors[c] for c in self.categories])
-        self.space = SearchSpace(self.vectors64, np.arange(len(self.vectors64)), positions)
+        quotients = model.quotients
+        if quotients is not None and set(quotients.rows) == set(self.categories):
+            # the file's distinct rows as quotient rows, checked against its vectors when it was read
+            self.vectors64, positions = quotients.vectors(), [quotients.rows[c] for c in self.categories]
+            self.space = SearchSpace(self.vectors64, np.arange(len(self.vectors64)), positions,
+                                     quotients=(quotients.numerators, quotients.divisors))
+        else:
+            self.vectors64, positions = distinct_rows([model.vectors[c] for c in self.categories])
+            self.space = SearchSpace(self.vectors64, np.arange(len(self.vectors64)), positions)
         self._positions = dict(zip(self.categories, positions))
         self._scores = {c: np.asarray(model.scores[c], dtype=np.float64) for c in self.categories}
         self._cats = {c: _group(where) for c, where in self._positions.items()}
