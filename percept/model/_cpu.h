@@ -7,8 +7,7 @@
  *     accepts the intrinsics in any function, and needs nothing).
  * ALWAYS_INLINE: a loop body inlined into each build of it (portable, AVX2, AVX-512), so each is vectorised
  *     for its own instruction set; NOINLINE: a function kept out of line.
- * PREFETCH(address): asks for a cache line ahead of its use (nothing where the compiler has no such hint);
- *     PREFETCH_L2(address) into the second-level cache only, for lines wanted later.
+ * PREFETCH(address): asks for a cache line ahead of its use (nothing where the compiler has no such hint).
  * cpu_features(): the vector extensions this process may use, from cpuid and xgetbv.
  *
  * Sums must round one operation at a time in every build, so that the portable and vector paths give the same
@@ -51,13 +50,10 @@
 
 #if defined(__GNUC__) || defined(__clang__)
 #define PREFETCH(address) __builtin_prefetch(address)
-#define PREFETCH_L2(address) __builtin_prefetch(address, 0, 2)
 #elif defined(X86_64)
 #define PREFETCH(address) _mm_prefetch((const char *)(address), _MM_HINT_T0)
-#define PREFETCH_L2(address) _mm_prefetch((const char *)(address), _MM_HINT_T1)
 #else
 #define PREFETCH(address) ((void)0)
-#define PREFETCH_L2(address) ((void)0)
 #endif
 
 /* What the CPU and the operating system let this process use. */

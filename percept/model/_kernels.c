@@ -59,22 +59,6 @@ ALWAYS_INLINE double lane_total(double *lane)
     return lane[0];
 }
 
-/* Rows read one after another from memory, each a few KB at an unrelated place: the loops below ask for the next
- * row's lines as they read one (PREFETCH), and for the first HEAD_LINES lines of the row AHEAD places on into the
- * second-level cache, which starts its fetch early enough to overlap (about a sixth less time a row from memory). */
-#define AHEAD 4
-#define HEAD_LINES 8
-
-/* The heads of rows[from:to] (rows of row_bytes bytes from base), into the second-level cache. */
-ALWAYS_INLINE void prefetch_heads(const void *base, Py_ssize_t row_bytes, const int64_t *rows, Py_ssize_t from,
-                                  Py_ssize_t to)
-{
-    Py_ssize_t lines = row_bytes / 64 < HEAD_LINES ? row_bytes / 64 : HEAD_LINES;
-    for (Py_ssize_t i = from; i < to; i++)
-        for (Py_ssize_t l = 0; l < lines; l++)
-            PREFETCH_L2((const char *)base + rows[i] * row_bytes + 64 * l);
-}
-
 /* out[i] = the float64 dot product of the float64 query q with stored row rows[i] (float32 or float64). */
 #define DOTS_FROM(name, type, prefetches)                                                                     \
     ALWAYS_INLINE void name(const double *q, const type *vectors, Py_ssize_t dim, const int64_t *rows,        \
@@ -218,13 +202,9 @@ TARGET(AVX2_FEATURES)
 static void float16_dots_f16c(const float *q, const uint16_t *rows, Py_ssize_t dim, const int64_t *columns,
                               Py_ssize_t count, float *out)
 {
-    Py_ssize_t row_bytes = dim * (Py_ssize_t)sizeof(uint16_t);
-    prefetch_heads(rows, row_bytes, columns, 0, count < AHEAD ? count : AHEAD);
     for (Py_ssize_t i = 0; i < count; i++) {
         const uint16_t *x = rows + columns[i] * dim;
         const char *next = (const char *)(rows + columns[i + 2 < count ? i + 2 : count - 1] * dim);
-        if (i + AHEAD < count)
-            prefetch_heads(rows, row_bytes, columns, i + AHEAD, i + AHEAD + 1);
         __m256 lane[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
         Py_ssize_t k = 0;
         for (; k + 32 <= dim; k += 32) {
@@ -299,13 +279,9 @@ TARGET(AVX2_FEATURES)
 ALWAYS_INLINE void half_row_dots_avx2(const double *q, const uint16_t *vectors, const double *divisors, Py_ssize_t dim,
                                       const int64_t *rows, Py_ssize_t count, double *out)
 {
-    Py_ssize_t row_bytes = dim * (Py_ssize_t)sizeof(uint16_t);
-    prefetch_heads(vectors, row_bytes, rows, 0, count < AHEAD ? count : AHEAD);
     for (Py_ssize_t i = 0; i < count; i++) {
         const uint16_t *x = vectors + rows[i] * dim;
         const char *next = (const char *)(vectors + rows[i + 1 < count ? i + 1 : i] * dim);
-        if (i + AHEAD < count)
-            prefetch_heads(vectors, row_bytes, rows, i + AHEAD, i + AHEAD + 1);
         double d = divisors ? divisors[rows[i]] : 1.0, y = 1.0 / d;
         __m256d lane[8], dd = _mm256_set1_pd(d), yy = _mm256_set1_pd(y);
         for (int l = 0; l < 8; l++)
@@ -341,13 +317,9 @@ TARGET(AVX512_FEATURES)
 ALWAYS_INLINE void half_row_dots_avx512(const double *q, const uint16_t *vectors, const double *divisors,
                                         Py_ssize_t dim, const int64_t *rows, Py_ssize_t count, double *out)
 {
-    Py_ssize_t row_bytes = dim * (Py_ssize_t)sizeof(uint16_t);
-    prefetch_heads(vectors, row_bytes, rows, 0, count < AHEAD ? count : AHEAD);
     for (Py_ssize_t i = 0; i < count; i++) {
         const uint16_t *x = vectors + rows[i] * dim;
         const char *next = (const char *)(vectors + rows[i + 1 < count ? i + 1 : i] * dim);
-        if (i + AHEAD < count)
-            prefetch_heads(vectors, row_bytes, rows, i + AHEAD, i + AHEAD + 1);
         double d = divisors ? divisors[rows[i]] : 1.0, y = 1.0 / d;
         __m512d lane[4], dd = _mm512_set1_pd(d), yy = _mm512_set1_pd(y);
         for (int l = 0; l < 4; l++)
