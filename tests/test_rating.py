@@ -102,6 +102,10 @@ def test_geoparquet_with_locations(tmp_path, model_path, city):
     assert np.frombuffer(point[5:], "<f8").tolist() == [table["lon"].iloc[3], table["lat"].iloc[3]]
     assert table["geometry"].iloc[-1] is None
     assert table["sequence"].iloc[1] == "seq1" and table["angle"].iloc[2] == 20
+    columns = pq.ParquetFile(out).metadata.row_group(0)
+    dictionary = {columns.column(i).path_in_schema for i in range(columns.num_columns)
+                  if any("DICTIONARY" in encoding for encoding in columns.column(i).encodings)}
+    assert dictionary == {"sequence"}  # only the text that repeats: not the names, nor the scores
     rated = read_rated(out)
     assert len(rated.lon) == len(names) - 1 and rated.categories == list(CATEGORIES)
 
