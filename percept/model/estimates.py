@@ -74,8 +74,8 @@ def neighbour_statistics(found: Neighbours, counts: np.ndarray, scores: np.ndarr
         rows: np.ndarray | slice = slice(None) if len(matching) == len(counts) else matching
         weights = neighbour_weights(found.similarity[rows, :count], weighting)
         values = scores[found.index[rows, :count]]
-        mean[rows] = np.sum(weights * values, axis=1)
-        sd[rows] = weighted_sd(values, weights)
+        sums = np.sum(weights * values, axis=1)
+        mean[rows], sd[rows] = sums, weighted_sd(values, weights, sums)
     return mean, sd
 
 

@@ -16,12 +16,15 @@ import numpy as np
 from percept.model.knn import Neighbours
 
 
-def weighted_sd(scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Per row, sqrt(sum w (x - mean)^2 / sum w) with mean = sum w x / sum w (rows of ``(m, K)`` arrays)."""
+def weighted_sd(scores: np.ndarray, weights: np.ndarray, weighted_sums: np.ndarray | None = None) -> np.ndarray:
+    """Per row, sqrt(sum w (x - mean)^2 / sum w) with mean = sum w x / sum w (rows of ``(m, K)`` arrays);
+    ``weighted_sums``: each row's sum w x where the caller has it (the same bits)."""
     scores = np.asarray(scores, dtype=np.float64)
     weights = np.asarray(weights, dtype=np.float64)
     total = weights.sum(axis=1, keepdims=True)
-    mean = (weights * scores).sum(axis=1, keepdims=True) / total
+    if weighted_sums is None:
+        weighted_sums = (weights * scores).sum(axis=1)
+    mean = weighted_sums[:, None] / total
     variance = (weights * (scores - mean) ** 2).sum(axis=1) / total[:, 0]
     return np.sqrt(np.maximum(variance, 0.0))
 
