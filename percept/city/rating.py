@@ -20,9 +20,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 from tqdm import tqdm
 
 from percept.atomic import atomic_path
@@ -37,6 +37,9 @@ from percept.model.io import ExportedModel
 from percept.model.knn import l2_normalise
 from percept.model.unit_rows import UnitRows
 from percept.read_ahead import read_ahead
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DEFAULT_CHUNK = 4096
 #: The share of out-of-domain rows above which rating warns.
@@ -441,6 +444,7 @@ def rated_table(chunk: Chunk, categories: list[str], estimates: Estimates, panor
                 locations: Locations | None) -> tuple[pd.DataFrame, int]:
     """A chunk's rows as written (with lon/lat, angle and sequence where ``locations`` are given), and how many
     of them have no location."""
+    import pandas as pd
     columns: dict[str, object] = {"image": chunk.names}
     if panoramic:
         columns["crops"] = chunk.crops

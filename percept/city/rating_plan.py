@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from percept.data.embeddings import KINDS, REENCODE, check_row_counts, read_metadata, required_parts
 from percept.data.locations import panorama_id
@@ -147,6 +146,7 @@ def panorama_ends(names: list[str], chunk_size: int) -> np.ndarray:
     Crops stored together (as encoders write them) allow an end after every chunk; crops of one
     panorama scattered far apart allow none between them.
     """
+    import pandas as pd
     if not names:
         return np.zeros(0, dtype=np.int64)
     codes = pd.factorize(pd.Series([panorama_id(n) for n in names], dtype=object))[0]

@@ -11,12 +11,15 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from percept.data.geojson import read_collection
 from percept.errors import PerceptError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 NAME_KEYS = ("image", "image_path", "name", "filename", "image_name", "url")
 LON_KEYS = ("lon", "longitude", "lng")
@@ -106,6 +109,7 @@ def _pick(columns: Iterable[str], keys: tuple[str, ...]) -> str | None:
 
 
 def _from_csv(path: Path) -> pd.DataFrame:
+    import pandas as pd
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
@@ -122,6 +126,7 @@ def _from_csv(path: Path) -> pd.DataFrame:
 
 
 def _from_geojson(path: Path) -> pd.DataFrame:
+    import pandas as pd
     features = read_collection(path, "locations GeoJSON", "check the --locations path",
                              "give Point features whose properties name their image")["features"]
     rows = []
@@ -166,6 +171,7 @@ def _check_types(row: tuple, path: Path, number: int) -> None:
 
 
 def _validate(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
+    import pandas as pd
     out = pd.DataFrame({"key": frame["name"].astype(str).map(location_key)})
     for column, low, high in (("lon", -180, 180), ("lat", -90, 90), ("angle", None, None)):
         values = pd.to_numeric(frame[column], errors="coerce")

@@ -16,10 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -27,6 +26,9 @@ from percept.categories import CATEGORIES
 from percept.data.embeddings import arrow_path
 from percept.data.parquet_concat import join_parquet
 from percept.errors import PerceptError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: Where rated files keep their metadata (the model card's id, the intervals' level).
 METADATA_KEY = "percept"
@@ -270,6 +272,7 @@ def read_rated(path: str | Path) -> RatedPoints:
 
 def _rated_table(path: Path) -> pd.DataFrame:
     """The rows of a rated file by its suffix, with lon/lat taken from a WKB geometry where they are missing."""
+    import pandas as pd
     suffix = path.suffix.lower()
     if suffix not in (*OUTPUT_SUFFIXES, ".json"):
         raise NotRatedError(f"cannot read rated file {path}: expected {', '.join(OUTPUT_SUFFIXES)}")
@@ -306,6 +309,7 @@ def _wkb_point(value: object) -> tuple[float, float]:
 def _uncertainty_columns(table: pd.DataFrame, categories: list[str]) -> dict[str, np.ndarray]:
     """The sd, interval bounds, best similarity, dissimilarity and flags of a rated file, where it has them
     (files rated before lack them)."""
+    import pandas as pd
     found: dict[str, np.ndarray] = {}
     for name in ("sd", "lo", "hi"):
         per_category = _per_category(table, [f"{c}_{name}" for c in categories])
@@ -322,6 +326,7 @@ def _uncertainty_columns(table: pd.DataFrame, categories: list[str]) -> dict[str
 
 def _per_category(table: pd.DataFrame, columns: list[str]) -> np.ndarray | None:
     """(n, len(columns)) numbers, NaN for a missing column or cell; None when all the columns are missing."""
+    import pandas as pd
     if not any(column in table.columns for column in columns):
         return None
     return np.column_stack([pd.to_numeric(table[column], errors="coerce").to_numpy(np.float64)
@@ -330,6 +335,7 @@ def _per_category(table: pd.DataFrame, columns: list[str]) -> np.ndarray | None:
 
 def _flag(value: object) -> bool:
     """A true/false cell as written to CSV, Parquet or GeoJSON."""
+    import pandas as pd
     if isinstance(value, str):
         return value.strip().lower() in ("true", "1")
     return False if pd.isna(value) else bool(value)
@@ -337,6 +343,7 @@ def _flag(value: object) -> bool:
 
 def _numbers(values: pd.Series, path: Path, column: str) -> pd.Series:
     """A rated file's column as float64 (empty cells NaN), refusing text and other non-numbers."""
+    import pandas as pd
     if values.dtype.kind in "fiu":
         return values.astype(np.float64)
     numbers = pd.to_numeric(values.where(values.map(lambda v: type(v) is not bool), "?"), errors="coerce")
@@ -349,6 +356,7 @@ def _numbers(values: pd.Series, path: Path, column: str) -> pd.Series:
 
 
 def _geojson_table(path: Path) -> pd.DataFrame:
+    import pandas as pd
     data = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(data, dict) or not isinstance(data.get("features"), list):
         raise NotRatedError(f"rated file {path} is not a GeoJSON FeatureCollection")
