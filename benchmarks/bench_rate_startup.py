@@ -33,10 +33,11 @@ def startup_queries():
 
 
 def main() -> None:
+    from percept.model.distinct import distinct_rows
     from percept.model.io import load_model
     from percept.model.npz import array_names, read_npz
     from percept.model.quotient_members import ROWS_PREFIX
-    from percept.model.scoring import MultiScorer, distinct_rows
+    from percept.model.scoring import MultiScorer
 
     model_path = export_model(benchmark_survey())
     queries = startup_queries()

@@ -62,8 +62,8 @@ def query_embeddings(seed: int = 1, count: int = QUERIES):
 
 
 def _distinct_vectors(model_path: str) -> np.ndarray:
+    from percept.model.distinct import distinct_rows
     from percept.model.io import load_model
-    from percept.model.scoring import distinct_rows
 
     model = load_model(model_path)
     return distinct_rows([model.vectors[c] for c in model.categories])[0].astype(np.float32)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from percept.model import scoring
-from percept.model.scoring import KEY_COLUMNS, distinct_rows
+from percept.model import distinct
+from percept.model.distinct import KEY_COLUMNS, distinct_rows
 
 
 def by_bytes(arrays: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -68,7 +68,7 @@ def test_rows_differing_only_in_the_sign_of_a_zero_are_distinct():
 
 def test_a_collision_of_whole_row_hashes_falls_back_to_the_bytes(monkeypatch):
     """Should even the hash of the whole rows collide, the rows are grouped by their bytes."""
-    monkeypatch.setattr(scoring, "row_keys", lambda rows: np.zeros(len(rows), dtype=np.uint64))
+    monkeypatch.setattr(distinct, "row_keys", lambda rows: np.zeros(len(rows), dtype=np.uint64))
     rng = np.random.default_rng(2)
     vectors = rng.normal(size=(30, 24))
     assert_as_by_bytes([vectors, vectors[[3, 3, 29, 0]], rng.normal(size=(4, 24))])

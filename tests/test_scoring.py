@@ -11,9 +11,10 @@ import pytest
 
 from percept.categories import CATEGORIES
 from percept.errors import PerceptError
+from percept.model.distinct import distinct_rows
 from percept.model.io import ExportedModel, ModelSettings
 from percept.model.knn import KNNRegressor, l2_normalise
-from percept.model.scoring import MultiScorer, check_encoder, distinct_rows
+from percept.model.scoring import MultiScorer, check_encoder
 
 
 def unit(rng, n, dim):

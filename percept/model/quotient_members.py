@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from percept.model import kernels
+from percept.model.distinct import distinct_rows
+from percept.model.exact_search import quotient_rows
 
 NUMERATORS_KEY = "percept_numerators"
 DIVISORS_KEY = "percept_divisors"
@@ -31,9 +33,6 @@ ROWS_PREFIX = "percept_rows_"
 def quotient_members(vectors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The members that hold ``vectors`` (per category, float64 rows) as quotient rows; none where a row is not
     one, or the compiled kernels that find them are not in use."""
-    from percept.model.exact_search import quotient_rows
-    from percept.model.scoring import distinct_rows
-
     categories = list(vectors)
     if not categories or not kernels.compiled():
         return {}
