@@ -273,8 +273,7 @@ def directions(vectors: np.ndarray, norms: np.ndarray, zeroed: np.ndarray) -> np
 def single_chunks(rows: Iterator[tuple[list[str], np.ndarray, np.ndarray | None]]) -> Iterator[Chunk]:
     """One rated item per embedding row."""
     for names, vectors, usable in rows:
-        yield Chunk(location_keys(names), np.ones(len(names), dtype=np.int64), list(names), vectors,
-                    usable)
+        yield Chunk(location_keys(names), np.ones(len(names), dtype=np.int64), list(names), vectors, usable)
 
 
 def panoramic_chunks(rows: Iterator[tuple[list[str], np.ndarray, np.ndarray | None]], all_names: list[str],

@@ -22,9 +22,7 @@ reads a ``<category>_vecs`` member only where the result is not byte for byte wh
 from __future__ import annotations
 
 import json
-import os
 import zipfile
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeGuard
@@ -37,6 +35,7 @@ from percept.data.vector_checks import RowCheck, check_rows, refuse_nonfinite, r
 from percept.errors import PerceptError
 from percept.model.conformal import Calibration
 from percept.model.domain import survey_domain
+from percept.model.exact_search import on_workers
 from percept.model.npz import array_names, read_npz, same_bytes, write_npz
 from percept.model.quotient_members import (
     NUMERATORS_KEY,
@@ -44,7 +43,6 @@ from percept.model.quotient_members import (
     QuotientRows,
     quotient_members,
     stored_quotients,
-    vectors_from_quotients,
 )
 from percept.model.weighting import DEFAULT_WEIGHTING
 
@@ -180,11 +178,16 @@ def _read_arrays(path: Path) -> tuple[dict[str, np.ndarray], QuotientRows | None
     held = [c for c in CATEGORIES if f"{c}_vecs" in names and ROWS_PREFIX + c in names]
     arrays = read_npz(path, skip={f"{c}_vecs" for c in held})
     quotients = stored_quotients(arrays, held) if held else None
-    rebuilt = vectors_from_quotients(quotients) if quotients is not None else {}
-    with ThreadPoolExecutor(max(1, min(len(rebuilt), os.cpu_count() or 1))) as pool:
-        kept = dict(zip(rebuilt, pool.map(lambda c: same_bytes(path, f"{c}_vecs", rebuilt[c]), rebuilt)))
-    stale = {f"{c}_vecs" for c in held if not kept.get(c)}
-    arrays.update({f"{c}_vecs": rebuilt[c] for c in held if f"{c}_vecs" not in stale})
+
+    def rebuilt(category: str) -> np.ndarray | None:
+        """The category's vectors divided back, where they are its member's very bytes."""
+        assert quotients is not None
+        vectors = quotients.vectors(quotients.rows[category])
+        return vectors if same_bytes(path, f"{category}_vecs", vectors) else None
+
+    found = dict(zip(held, on_workers(rebuilt, held))) if quotients is not None else {}
+    arrays.update({f"{c}_vecs": vectors for c, vectors in found.items() if vectors is not None})
+    stale = {f"{c}_vecs" for c in held if found.get(c) is None}
     if stale:
         arrays.update(read_npz(path, only=stale))
     return arrays, quotients if not stale else None
@@ -211,8 +214,7 @@ def _row_checks(vectors: dict[str, np.ndarray]) -> dict[str, RowCheck]:
     """:func:`check_rows` of each category's vectors that are rows of numbers (the others are refused as they
     are), scanned on several threads at once (numpy lets go of the GIL while it scans them)."""
     rows = {category: array for category, array in vectors.items() if array.dtype.kind in "fiu" and array.ndim == 2}
-    with ThreadPoolExecutor(max(1, min(len(rows), os.cpu_count() or 1))) as pool:
-        return dict(zip(rows, pool.map(check_rows, rows.values())))
+    return dict(zip(rows, on_workers(check_rows, rows.values())))
 
 
 def _category_arrays(path: Path, category: str, arrays: dict,

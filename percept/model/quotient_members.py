@@ -5,9 +5,9 @@ numerator over a float64 divisor of its row (:func:`percept.model.exact_search.q
 every element). :func:`quotient_members` gives the distinct rows of all categories that way:
 ``percept_numerators`` (float16, a quarter of the bytes), ``percept_divisors`` and, per category,
 ``percept_rows_<category>`` (each sample's distinct row). :func:`stored_quotients` reads them back as
-:class:`QuotientRows` and :func:`vectors_from_quotients` divides them, correctly rounded, into the very float64
-vectors; the loader keeps a category's rebuilt vectors only where their ``.npy`` bytes have the CRC-32 and size its
-``<category>_vecs`` member records (:func:`percept.model.npz.same_bytes`), and else reads that member. Where every
+:class:`QuotientRows`, which divides them, correctly rounded, into the very float64 vectors; the loader keeps a
+category's rebuilt vectors only where their ``.npy`` bytes have the CRC-32 and size its ``<category>_vecs`` member
+records (:func:`percept.model.npz.same_bytes`), and else reads that member. Where every
 category's match, the model keeps them, and its scorer lays out its search from them without looking for its
 distinct rows or their quotients again. The members are a copy made for speed: a file without them, or with ones
 that no longer match, loads as it always did.
@@ -15,8 +15,6 @@ that no longer match, loads as it always did.
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,11 +74,3 @@ def stored_quotients(arrays: dict[str, np.ndarray], categories: list[str]) -> Qu
                for picked in rows.values()):
         return None
     return QuotientRows(np.ascontiguousarray(numerators), divisors, rows)  # type: ignore[arg-type]
-
-
-def vectors_from_quotients(quotients: QuotientRows) -> dict[str, np.ndarray]:
-    """Each category's float64 vectors divided back from its quotient rows, the categories on several threads at
-    once."""
-    categories = list(quotients.rows)
-    with ThreadPoolExecutor(max(1, min(len(categories), os.cpu_count() or 1))) as pool:
-        return dict(zip(categories, pool.map(lambda c: quotients.vectors(quotients.rows[c]), categories)))
