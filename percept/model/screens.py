@@ -68,8 +68,12 @@ def absolute_error(dim: int, query_norms: np.ndarray, vector_norm: float) -> np.
 
     It bounds both the float32 product's value and the exact dot product q'·x' of the float32 roundings.
     """
-    underflow = (3 * dim + 8) * 2.0 ** -149 * (2 + query_norms + vector_norm)
-    return float32_error(dim) * query_norms * vector_norm * (1 + 4 * U64) + underflow
+    return float32_error(dim) * query_norms * vector_norm * (1 + 4 * U64) + underflow(dim, query_norms, vector_norm)
+
+
+def underflow(dim: int, query_norms: np.ndarray, vector_norm: float) -> np.ndarray:
+    """What float32 underflow (results below 2^-126) can add to a dot product of ``dim`` elements."""
+    return (3 * dim + 8) * 2.0 ** -149 * (2 + query_norms + vector_norm)
 
 
 def tile_error(dim: int, query_norms: np.ndarray, query_residuals: np.ndarray, vector_norm: float,
@@ -98,8 +102,7 @@ def float16_error(dim: int, query_norms: np.ndarray, vector_norm: float, vector_
     |q'| |x16 - x'|. ``query_norms`` bound |q'| (|q| (1 + u) does), ``vector_residual`` the largest |x16 - x'|.
     """
     products = gamma(dim, U32) * query_norms * (vector_norm + vector_residual)
-    underflow = (3 * dim + 8) * 2.0 ** -149 * (2 + query_norms + vector_norm)
-    return (products + query_norms * vector_residual) * NORM_SLACK + underflow
+    return (products + query_norms * vector_residual) * NORM_SLACK + underflow(dim, query_norms, vector_norm)
 
 
 def numerator_error(dim: int, query_norms: np.ndarray, vector_norm: float) -> np.ndarray:
@@ -114,8 +117,7 @@ def numerator_error(dim: int, query_norms: np.ndarray, vector_norm: float) -> np
     """
     norm = vector_norm * (1 + 4 * U32)  # bounds |n| / d
     products = (gamma(dim, U32) * (1 + U32) ** 3 + 6 * U32) * query_norms * norm
-    underflow = (3 * dim + 8) * 2.0 ** -149 * (2 + query_norms + norm)
-    return products * NORM_SLACK + underflow
+    return products * NORM_SLACK + underflow(dim, query_norms, norm)
 
 
 def float16_copies(columns32: np.ndarray, chunk: int = 2048) -> tuple[np.ndarray, float]:
