@@ -528,24 +528,19 @@ ALWAYS_INLINE Py_ssize_t split_keys_portable(uint32_t *keys, Py_ssize_t n, uint3
 }
 
 #ifdef X86_64
-/* The same with AVX-512, sixteen keys compared and packed at once. */
+/* The same with AVX-512, sixteen keys compared and packed at once (the last ones under a mask). */
 TARGET(AVX512_FEATURES ",popcnt")
 static NOINLINE Py_ssize_t split_keys_avx512(uint32_t *keys, Py_ssize_t n, uint32_t least, uint32_t *below)
 {
     __m512i bound = _mm512_set1_epi32((int)least);
-    Py_ssize_t high = 0, low = 0, i = 0;
-    for (; i + 16 <= n; i += 16) {
-        __m512i v = _mm512_loadu_si512(keys + i);
-        __mmask16 up = _mm512_cmpge_epu32_mask(v, bound);
+    Py_ssize_t high = 0, low = 0;
+    for (Py_ssize_t i = 0; i < n; i += 16) {
+        __mmask16 inside = n - i >= 16 ? 0xffff : (__mmask16)((1u << (n - i)) - 1);
+        __m512i v = _mm512_maskz_loadu_epi32(inside, keys + i);
+        __mmask16 up = _mm512_mask_cmpge_epu32_mask(inside, v, bound), down = inside & (__mmask16)~up;
         _mm512_storeu_si512(keys + high, _mm512_maskz_compress_epi32(up, v)); /* high <= i: nothing unread */
-        _mm512_storeu_si512(below + low, _mm512_maskz_compress_epi32((__mmask16)~up, v));
-        high += _mm_popcnt_u32(up), low += 16 - _mm_popcnt_u32(up);
-    }
-    for (; i < n; i++) {
-        uint32_t key = keys[i];
-        int up = key >= least;
-        keys[high] = key, below[low] = key;
-        high += up, low += !up;
+        _mm512_storeu_si512(below + low, _mm512_maskz_compress_epi32(down, v));
+        high += _mm_popcnt_u32(up), low += _mm_popcnt_u32(down);
     }
     return high;
 }
