@@ -5,11 +5,14 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from typing import TypeVar
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 _END = object()
 
@@ -56,6 +59,29 @@ def read_ahead(items: Iterator[T], depth: int = 1, *,
     finally:
         stop.set()
         thread.join()
+
+
+def map_ahead(function: Callable[[T], R], items: Iterable[T], threads: int = 2, *,
+              name: str = "percept-map-ahead") -> Iterator[R]:
+    """``function(item)`` of each item, in order, ``threads`` of them made at once on threads of their own (called
+    ``name``), and no further ahead: while the caller holds one result, the next ``threads`` are being made.
+
+    Each call may wait on others (a worker pool that several calls share, say): with several under way, one
+    call's waiting is another's working time. Items are taken from ``items`` on the caller's thread. An
+    exception raised by a call is raised here, where its result would have come; a consumer that stops early
+    stops the calls not yet begun and waits for those running.
+    """
+    pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix=name)
+    pending: deque[Future[R]] = deque()
+    try:
+        for item in items:
+            pending.append(pool.submit(function, item))
+            if len(pending) > threads:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _wait(room: threading.Semaphore, stop: threading.Event) -> bool:

@@ -36,7 +36,7 @@ from percept.model.estimates import Estimates, Estimator, interval_level
 from percept.model.io import ExportedModel
 from percept.model.knn import l2_normalise
 from percept.model.unit_rows import UnitRows
-from percept.read_ahead import read_ahead
+from percept.read_ahead import map_ahead, read_ahead
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -392,8 +392,9 @@ def rate_rows(rows: RowRange, estimator: Estimator, include_self: bool, location
     # the next chunk is read while this one is scored, and scored while the one before is written
     if stream is not None:
         estimated = stream(chunks, include_self, stored)
-    else:
-        estimated = read_ahead((c, estimate_chunk(estimator, c, include_self)) for c in chunks)
+    else:  # two chunks at once: the workers one chunk's search leaves idle at its end take the next one's blocks
+        estimated = map_ahead(partial(_estimated, estimator, include_self), chunks, _chunks_at_once(estimator),
+                              name="percept-rating")
     for chunk, estimates in estimated:
         table, unlocated = rated_table(chunk, estimator.categories, estimates, rows.inputs.panoramic, locations)
         summary.in_survey += int(estimates.in_survey.sum())
@@ -425,6 +426,16 @@ def _checked(chunks: Iterator[Chunk], dim: int) -> Iterator[Chunk]:
             raise PerceptError(f"the embeddings have {chunk.vectors.shape[1]} dimensions but the model's "
                                f"vectors have {dim}: rate with embeddings from the model's CLIP model")
         yield chunk
+
+
+def _estimated(estimator: Estimator, include_self: bool, chunk: Chunk) -> tuple[Chunk, Estimates]:
+    """A chunk with its estimates."""
+    return chunk, estimate_chunk(estimator, chunk, include_self)
+
+
+def _chunks_at_once(estimator: Estimator) -> int:
+    """How many chunks are estimated at once: two, but one where the scorer is held to a single thread."""
+    return 1 if getattr(estimator.scorer, "threads", None) == 1 else 2
 
 
 def estimate_chunk(estimator: Estimator, chunk: Chunk, include_self: bool) -> Estimates:
