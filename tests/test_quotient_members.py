@@ -116,7 +116,8 @@ def test_same_bytes_compares_an_array_with_a_member(tmp_path, save):
 
 def test_the_scorer_lays_out_its_search_from_the_files_quotient_rows(quotient_model, monkeypatch):
     """A model read with its quotient rows keeps them, and its scorer takes its distinct rows and their quotients
-    from them (neither is looked for again): the same neighbours, bit for bit, as a scorer of the bare vectors."""
+    from them (neither is looked for again) and searches without making their float64 rows: the same neighbours,
+    bit for bit, as a scorer of the bare vectors, on the compiled and the pure path."""
     from percept.model import exact_search, scoring
     from percept.model.io import ExportedModel
     from percept.model.scoring import MultiScorer
@@ -131,9 +132,15 @@ def test_the_scorer_lays_out_its_search_from_the_files_quotient_rows(quotient_mo
     assert scorer.space.row_divisors is not None
     queries = l2_normalise(np.random.default_rng(3).normal(size=(25, 40)))
     got, want = scorer.neighbours(queries), bare.neighbours(queries)
-    for category in CATEGORIES:
-        np.testing.assert_array_equal(got[category].index, want[category].index)
-        assert got[category].similarity.tobytes() == want[category].similarity.tobytes()
+    assert "vectors64" not in vars(scorer)  # the float64 rows were never made
+    with running("pure"):
+        pure = MultiScorer(model).neighbours(queries)
+    for found in (got, pure):
+        for category in CATEGORIES:
+            np.testing.assert_array_equal(found[category].index, want[category].index)
+            assert found[category].similarity.tobytes() == want[category].similarity.tobytes()
+    assert (scorer.dim, scorer.n_vectors) == (bare.dim, bare.n_vectors)
+    assert scorer.vectors64.tobytes() == bare.vectors64.tobytes()  # made when asked for: the same rows
 
 
 def test_a_model_keeps_no_quotient_rows_that_do_not_match(quotient_model):

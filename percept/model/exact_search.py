@@ -137,24 +137,33 @@ class SearchSpace:
     the screen runs on the stored rows scaled in float32 by their inverse norms, and float64
     similarities are computed from the stored rows where they are; otherwise on ``vectors32`` (the float32
     rounding of the distinct vectors, in order) when given. ``quotients``: float16 numerators and divisors that
-    give the float64 rows of ``source`` back exactly (known quotient rows: they are not looked for again).
+    give the float64 rows of ``source`` back exactly, element by element (known quotient rows: they are not looked
+    for again, and the screen reads the numerators, each row scaled in float32 by the reciprocal of its divisor);
+    ``source`` may then be None, the float64 rows never made but where the pure path re-ranks them.
     """
 
-    def __init__(self, source: Rows, vector_rows: np.ndarray, sample_vectors: list[np.ndarray],
+    def __init__(self, source: Rows | None, vector_rows: np.ndarray, sample_vectors: list[np.ndarray],
                  vectors32: np.ndarray | None = None, quotients: tuple[np.ndarray, np.ndarray] | None = None):
+        if source is None and quotients is None:
+            raise ValueError("a search space needs its rows: a source, or quotient rows")
         vector_rows = np.asarray(vector_rows, dtype=np.int64)
-        n_vectors = len(vector_rows)
+        n_vectors = self.n_vectors = len(vector_rows)
         pattern = np.zeros(n_vectors, dtype=np.int64)
         for c, vectors in enumerate(sample_vectors):
             pattern[np.asarray(vectors, dtype=np.int64)] |= 1 << c
         order = np.argsort(pattern, kind="stable")
         order = order[pattern[order] > 0]
         self.source = source
-        self.dim = int(source.shape[1])
+        self.dim = int(quotients[0].shape[1] if quotients is not None else source.shape[1])  # type: ignore[union-attr]
         self.column_rows = vector_rows[order]  # source row of each column
         # the float64 norm of each column's stored row (1 for zero rows), when re-ranking reads those rows
         self.norms: np.ndarray | None = None
-        if exact32(source):  # stored rows: scaled to unit length in float32 for the screen, re-ranked from storage
+        if quotients is not None:  # each column's numerators over its divisor, scaled in float32 for the screen
+            numerators, divisors = quotients
+            self.screen = stored_screen(numerators, self.column_rows,
+                                        (1.0 / divisors[self.column_rows]).astype(np.float32))
+            vectors32 = None
+        elif exact32(source):  # stored rows: scaled to unit length in float32 for the screen, re-ranked from storage
             norms = source.norms_of(self.column_rows)
             self.norms = np.where(norms > 0, norms, 1.0)  # zero rows stay zero
             self.screen = stored_screen(source.raw, self.column_rows, (1.0 / self.norms).astype(np.float32))
@@ -164,7 +173,7 @@ class SearchSpace:
                 in_order = len(order) == len(vectors32) and bool((order == np.arange(len(order))).all())
                 vectors32 = np.ascontiguousarray(vectors32 if in_order else vectors32[order], dtype=np.float32)
             else:
-                vectors32 = rows32(source, self.column_rows)
+                vectors32 = rows32(source, self.column_rows)  # type: ignore[arg-type]
             self.screen = column_screen(vectors32)
         if not np.isfinite(self.screen.vector_norm):  # a NaN or infinite element makes its row's length so
             raise PerceptError("the training vectors contain NaN or infinite values: re-encode the images")
@@ -190,30 +199,35 @@ class SearchSpace:
         self._local = threading.local()
         self._groups: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
-    def _rerank_rows(self, source: Rows, vectors32: np.ndarray | None,
+    def _rerank_rows(self, source: Rows | None, vectors32: np.ndarray | None,
                      quotients: tuple[np.ndarray, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray | None]:
         """The rows re-ranking reads and, unless they are the columns in order, the row of each column.
 
-        Stored float16 or float32 rows are read where they are (then divided by their norms); float16 and
-        float32 arrays of unit rows through the columns' float32 copy, which holds them exactly; float64
-        arrays as quotient rows where every column is one (a quarter of the bytes to read; ``quotients``, where
-        given, are the source rows'), else where they are; other sources give a float64 copy of their (unit)
-        columns.
+        Known quotient rows as their numerators (a quarter of the bytes of float64 rows; the pure path re-ranks
+        the float64 rows they give); stored float16 or float32 rows are read where they are (then divided by
+        their norms); float16 and float32 arrays of unit rows through the columns' float32 copy, which holds them
+        exactly; float64 arrays as quotient rows where every column is one, else where they are; other sources
+        give a float64 copy of their (unit) columns.
         """
+        if quotients is not None:
+            numerators, divisors = (q[self.column_rows] for q in quotients)
+            if kernels.compiled():
+                self.row_divisors = divisors
+                return numerators, None
+            rows = np.empty(numerators.shape)
+            kernels.unit_rows(numerators, np.arange(len(numerators)), divisors, rows)
+            return rows, None
         if self.norms is not None and isinstance(source, UnitRows):
             return np.ascontiguousarray(source.raw), self.column_rows
         if isinstance(source, np.ndarray) and source.dtype in (np.float16, np.float32) and vectors32 is not None:
             return vectors32, None
         if isinstance(source, np.ndarray) and source.dtype == np.float64 and source.flags.c_contiguous:
-            if quotients is not None and kernels.compiled():  # known: not looked for again
-                found: tuple[np.ndarray, np.ndarray] | None = tuple(q[self.column_rows] for q in quotients)
-            else:
-                found = quotient_rows(source, self.column_rows)
+            found = quotient_rows(source, self.column_rows)
             if found is None:
                 return source, self.column_rows
             numerators, self.row_divisors = found
             return numerators, None
-        return np.ascontiguousarray(rows64(source, self.column_rows)), None
+        return np.ascontiguousarray(rows64(source, self.column_rows)), None  # type: ignore[arg-type]
 
     def _tile_patterns(self) -> np.ndarray:
         """For each tile of TILE columns, the categories whose columns hold all of it (0 where it spans blocks)."""

@@ -39,14 +39,17 @@ def image_keys(images: Mapping[str, Sequence[str]] | None, sample_counts: Mappin
                key: Callable[[str], str] = str) -> ImageKeys:
     """Number the survey images of a model by ``key(name)`` (a category whose names are missing counts none)."""
     numbers: dict[str, int] = {}
+    named: dict[str, int] = {}  # the key number of each name seen (categories repeat the survey's names)
     samples = {}
     for category, count in sample_counts.items():
         names = (images or {}).get(category)
         if names is None or len(names) != count:
             samples[category] = np.full(count, -1, dtype=np.int64)
             continue
-        samples[category] = np.array([numbers.setdefault(key(name), len(numbers)) for name in names],
-                                     dtype=np.int64)
+        for name in dict.fromkeys(names):  # each new name once, in order of first appearance
+            if name not in named:
+                named[name] = numbers.setdefault(key(name), len(numbers))
+        samples[category] = np.fromiter(map(named.__getitem__, names), dtype=np.int64, count=count)
     return ImageKeys(numbers, samples)
 
 

@@ -12,6 +12,7 @@ the screen's rigorous error bound and ranked by float64 similarity. They equal t
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +22,7 @@ from percept.model.distinct import distinct_rows
 from percept.model.exact_search import THREADS, SearchSpace, search
 from percept.model.io import ExportedModel, ModelSettings
 from percept.model.knn import Neighbours, weighted_mean
+from percept.model.quotient_members import QuotientRows
 from percept.model.weighting import check_weighting
 
 #: Queries a scorer searches at once per thread (bounds its similarity block to this x distinct vectors).
@@ -59,10 +61,12 @@ class MultiScorer:
             if len(model.scores[category]) == 0:
                 raise PerceptError(f"the model has no {category} samples: re-export it")
         quotients = model.quotients
+        self._quotients: QuotientRows | None = None
         if quotients is not None and set(quotients.rows) == set(self.categories):
-            # the file's distinct rows as quotient rows, checked against its vectors when it was read
-            self.vectors64, positions = quotients.vectors(), [quotients.rows[c] for c in self.categories]
-            self.space = SearchSpace(self.vectors64, np.arange(len(self.vectors64)), positions,
+            # the file's distinct rows as quotient rows, checked against its vectors when it was read: searched
+            # from their numerators, the float64 rows made only when asked for
+            self._quotients, positions = quotients, [quotients.rows[c] for c in self.categories]
+            self.space = SearchSpace(None, np.arange(len(quotients.numerators)), positions,
                                      quotients=(quotients.numerators, quotients.divisors))
         else:
             self.vectors64, positions = distinct_rows([model.vectors[c] for c in self.categories])
@@ -71,13 +75,19 @@ class MultiScorer:
         self._scores = {c: np.asarray(model.scores[c], dtype=np.float64) for c in self.categories}
         self._cats = {c: _group(where) for c, where in self._positions.items()}
 
+    @functools.cached_property
+    def vectors64(self) -> np.ndarray:
+        """The distinct vectors (float64 rows; made from the quotient rows when first asked for)."""
+        assert self._quotients is not None  # set in __init__ otherwise
+        return self._quotients.vectors()
+
     @property
     def dim(self) -> int:
-        return self.vectors64.shape[1]
+        return self.space.dim
 
     @property
     def n_vectors(self) -> int:
-        return len(self.vectors64)
+        return self.space.n_vectors
 
     def n_samples(self, category: str) -> int:
         return len(self._scores[category])

@@ -57,8 +57,10 @@ def float32_error(dim: int) -> float:
     summation order (BLAS blocking and FMA included) is within g(d) Σ|q'_k x'_k| <= g(d) (1+u)^2 |q||x|
     of q'·x', with g(d) = d u / (1 - d u) (Higham, Accuracy and Stability of Numerical Algorithms,
     §3.1); q'·x' is within (2u + u^2)|q||x| of q·x. When x' is a stored row x scaled in float32 by the
-    float32 rounding of 1/|x|, each element is within (2u + u^2) of x/|x|: still within the bound. The float64
-    similarity is within the float64 g(d + 4) |q||x| of q·x. :func:`absolute_error` adds underflow.
+    float32 rounding of 1/|x|, each element is within (2u + u^2) of x/|x|, and when x' is a quotient row's float16
+    numerators n scaled by the float32 rounding of the float64 1/d, within (2u + u^2 + 3 u64) of its float64 element
+    n/d rounded: still within the bound. The float64 similarity is within the float64 g(d + 4) |q||x| of q·x.
+    :func:`absolute_error` adds underflow.
     """
     return gamma(dim, U32) * (1 + U32) ** 3 + 4 * U32 + 4 * U32 ** 2 + gamma(dim + 4, U64)
 
