@@ -85,7 +85,7 @@ def rows64(source: Rows, rows: np.ndarray) -> np.ndarray:
     return np.asarray(source[rows], dtype=np.float64)
 
 
-def exact32(source: Rows) -> TypeGuard[UnitRows]:
+def exact32(source: Rows | None) -> TypeGuard[UnitRows]:
     """Whether ``source`` stores its rows in a type float32 holds exactly (float16 or float32 UnitRows)."""
     return isinstance(source, UnitRows) and source.raw.dtype in (np.float16, np.float32)
 
