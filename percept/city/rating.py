@@ -35,7 +35,7 @@ from percept.model.devices import make_estimator as make_device_estimator
 from percept.model.estimates import Estimates, Estimator, interval_level
 from percept.model.io import ExportedModel
 from percept.model.knn import l2_normalise
-from percept.model.unit_rows import UnitRows
+from percept.model.unit_rows import Rows, UnitRows
 from percept.read_ahead import map_ahead, read_ahead
 
 if TYPE_CHECKING:
@@ -48,13 +48,14 @@ OUT_OF_DOMAIN_WARNING = 0.05
 
 @dataclass
 class Chunk:
-    """Consecutive rated items: their names, how many crops each averages, unit query vectors and, where known,
-    which of the vectors have a direction (are not zero vectors; None: look at the vectors)."""
+    """Consecutive rated items: their names, how many crops each averages, unit query vectors (float64 rows, or
+    :class:`UnitRows`) and, where known, which of the vectors have a direction (are not zero vectors; None: look at
+    the vectors)."""
 
     names: list[str]
     crops: np.ndarray
     first_crop: list[str]
-    vectors: np.ndarray
+    vectors: Rows
     usable: np.ndarray | None = None
 
 
@@ -212,6 +213,26 @@ class RowRange:
         refused, zero rows (image or text) stay zero and are counted in ``zero``. ``stored`` (only where
         :attr:`stored_rows_suffice`): the rows as stored instead (float16 as encoded), neither widened nor
         normalised (and None for their directions)."""
+        for names, vectors, empty in self._blocks(zero, stored):
+            if stored:
+                yield names, vectors, None
+                continue
+            unit = UnitRows(vectors)  # l2_normalise, keeping the norms
+            vectors = np.asarray(unit)
+            vectors[empty] = 0.0
+            yield names, vectors, directions(vectors, unit.norms, empty)
+
+    def unit_rows(self, zero: ZeroRows) -> Iterator[tuple[list[str], UnitRows, np.ndarray]]:
+        """:meth:`rows` with the unit vectors as :class:`UnitRows` of the rows as stored (or combined), widened only
+        where they are read: the CPU search widens a block at a time, in its own cache."""
+        for names, vectors, empty in self._blocks(zero, stored=False):
+            vectors[empty] = 0  # fresh from the file (or combined): zero rows stay zero
+            unit = UnitRows(vectors)
+            yield names, unit, directions(vectors, unit.norms, empty)
+
+    def _blocks(self, zero: ZeroRows, stored: bool) -> Iterator[tuple[list[str], np.ndarray, np.ndarray]]:
+        """(names, rows as stored or, unless ``stored``, combined with their text rows, positions of the zero rows)
+        of each block of at most ``chunk_size`` rows within a part; zero rows are counted in ``zero``."""
         size = self.inputs.chunk_size
         for number, low, high in self.images.spans(self.start, self.stop):
             reader, names = self.images.open(number)
@@ -220,25 +241,20 @@ class RowRange:
                 stop = min(start + size, high)
                 vectors, empty = reader.read(start, stop, partial(describe, reader, names))
                 zero.add(empty, partial(describe, reader, names, offset=start), first + start)
-                if stored:
-                    yield names[start:stop], vectors, None
-                    continue
-                if self.texts is not None and self.inputs.method is not None:
+                if not stored and self.texts is not None and self.inputs.method is not None:
                     texts, empty_texts = self.texts.read(first + start, first + stop)
                     zero.add(np.setdiff1d(empty_texts, empty), partial(text_vector_of, names, start), first + start)
                     empty = np.union1d(empty, empty_texts)
                     vectors = combine(vectors, texts, self.inputs.method)
-                unit = UnitRows(vectors)  # l2_normalise, keeping the norms
-                vectors = np.asarray(unit)
-                vectors[empty] = 0.0
-                yield names[start:stop], vectors, directions(vectors, unit.norms, empty)
+                yield names[start:stop], vectors, empty
 
-    def chunks(self, zero: ZeroRows, stored: bool = False) -> Iterator[Chunk]:
-        """The chunks of these rows: single rows (as stored with ``stored``), or their panoramas averaged."""
+    def chunks(self, zero: ZeroRows, stored: bool = False, unit: bool = False) -> Iterator[Chunk]:
+        """The chunks of these rows: single rows (as stored with ``stored``, as :class:`UnitRows` with ``unit``), or
+        their panoramas averaged."""
         if self.inputs.panoramic:
             names = self.images.names(self.start, self.stop)
             return panoramic_chunks(self.rows(zero), names, self.inputs.chunk_size)
-        return single_chunks(self.rows(zero, stored))
+        return single_chunks(self.unit_rows(zero) if unit else self.rows(zero, stored))
 
 
 def embedding_names(embeddings_dir: str | Path) -> list[str]:
@@ -270,7 +286,7 @@ def directions(vectors: np.ndarray, norms: np.ndarray, zeroed: np.ndarray) -> np
     return usable
 
 
-def single_chunks(rows: Iterator[tuple[list[str], np.ndarray, np.ndarray | None]]) -> Iterator[Chunk]:
+def single_chunks(rows: Iterator[tuple[list[str], Rows, np.ndarray | None]]) -> Iterator[Chunk]:
     """One rated item per embedding row."""
     for names, vectors, usable in rows:
         yield Chunk(location_keys(names), np.ones(len(names), dtype=np.int64), list(names), vectors, usable)
@@ -388,7 +404,8 @@ def rate_rows(rows: RowRange, estimator: Estimator, include_self: bool, location
     # takes rows as stored where they suffice
     stream = getattr(estimator, "estimate_chunks", None)
     stored = stream is not None and rows.stored_rows_suffice
-    chunks = read_ahead(_checked(rows.chunks(summary.zero, stored), estimator.model.dim))
+    # the CPU search widens stored rows a block at a time, in its own cache, rather than the reader a chunk at once
+    chunks = read_ahead(_checked(rows.chunks(summary.zero, stored, unit=stream is None), estimator.model.dim))
     # the next chunk is read while this one is scored, and scored while the one before is written
     if stream is not None:
         estimated = stream(chunks, include_self, stored)
@@ -440,7 +457,7 @@ def _chunks_at_once(estimator: Estimator) -> int:
 
 def estimate_chunk(estimator: Estimator, chunk: Chunk, include_self: bool) -> Estimates:
     """Estimates of a chunk; zero vectors, which have no direction, get empty scores (NaN), sd and similarity."""
-    usable = np.asarray(chunk.vectors.any(axis=1)) if chunk.usable is None else chunk.usable
+    usable = np.asarray(np.asarray(chunk.vectors).any(axis=1)) if chunk.usable is None else chunk.usable
     if usable.all():
         return estimator.estimate(chunk.vectors, chunk.names, include_self)
     out = Estimates.empty(len(usable), len(estimator.categories), estimator.in_survey(chunk.names), estimator.level)

@@ -26,6 +26,7 @@ from percept.model.knn import Neighbours
 from percept.model.leave_one_out import image_keys, leave_out
 from percept.model.scoring import MultiScorer
 from percept.model.uncertainty import best_similarity, is_out_of_domain, weighted_sd
+from percept.model.unit_rows import Rows
 from percept.model.weighting import neighbour_weights
 
 #: The fewest rows worth a worker thread of their own in neighbour statistics (numpy lets go of the GIL in
@@ -117,10 +118,10 @@ class Estimator:
         """True for query keys that name a survey image of the model."""
         return self.keys.lookup(keys) >= 0
 
-    def estimate(self, queries: np.ndarray, keys: Sequence[str] | None = None,
+    def estimate(self, queries: Rows, keys: Sequence[str] | None = None,
                  include_self: bool = False) -> Estimates:
-        """Estimates for unit query vectors; queries whose ``keys`` name survey images are left out of
-        their own neighbours unless ``include_self``."""
+        """Estimates for unit query vectors (float64 rows, or :class:`UnitRows`); queries whose ``keys`` name survey
+        images are left out of their own neighbours unless ``include_self``."""
         numbers = self.keys.lookup(keys) if keys is not None else np.full(len(queries), -1, dtype=np.int64)
         survey = numbers >= 0
         out = self._empty(len(queries), survey)
@@ -134,7 +135,7 @@ class Estimator:
             self._own_vectors(out, queries, numbers)
         return out
 
-    def _own_vectors(self, out: Estimates, queries: np.ndarray, numbers: np.ndarray) -> None:
+    def _own_vectors(self, out: Estimates, queries: Rows, numbers: np.ndarray) -> None:
         """Survey images scored with their own samples whose vector is their sample's, bit for bit, are at
         similarity exactly 1 from the survey (the float64 sum of a unit vector's squares is 1 to a few ulp)."""
         first = self._first_samples()
@@ -159,7 +160,7 @@ class Estimator:
     def _empty(self, m: int, survey: np.ndarray) -> Estimates:
         return Estimates.empty(m, len(self.categories), survey, self.level)
 
-    def _fill(self, out: Estimates, rows: np.ndarray | slice, queries: np.ndarray) -> None:
+    def _fill(self, out: Estimates, rows: np.ndarray | slice, queries: Rows) -> None:
         if not len(queries):
             return
         found = self.scorer.neighbours(queries)

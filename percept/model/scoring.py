@@ -23,6 +23,7 @@ from percept.model.exact_search import THREADS, SearchSpace, search
 from percept.model.io import ExportedModel, ModelSettings
 from percept.model.knn import Neighbours, weighted_mean
 from percept.model.quotient_members import QuotientRows
+from percept.model.unit_rows import Rows, UnitRows, row_span
 from percept.model.weighting import check_weighting
 
 #: Queries a scorer searches at once per thread (bounds its similarity block to this x distinct vectors).
@@ -109,11 +110,12 @@ class MultiScorer:
             out[:, column] = weighted_mean(hits, self._scores[category], hits.index.shape[1], self.weighting)
         return out, neighbours
 
-    def neighbours(self, queries: np.ndarray) -> dict[str, Neighbours]:
-        """Per category, the K nearest samples of each query, most similar first."""
+    def neighbours(self, queries: Rows) -> dict[str, Neighbours]:
+        """Per category, the K nearest samples of each query (unit float64 rows, or :class:`UnitRows`, which each
+        block of the search widens for itself), most similar first."""
         queries = self._check(queries)
         step = self.block_size * (self.threads or THREADS) * self.blocks_per_thread
-        found = [self._block(queries[start:start + step]) for start in range(0, len(queries), step)]
+        found = [self._block(row_span(queries, start, start + step)) for start in range(0, len(queries), step)]
         if len(found) == 1:
             return found[0]
         return {c: Neighbours(np.concatenate([f[c].index for f in found] or [np.empty((0, self._k(c)), int)]),
@@ -143,13 +145,14 @@ class MultiScorer:
     def _k(self, category: str) -> int:
         return min(self.k, self.n_samples(category))
 
-    def _block(self, block: np.ndarray) -> dict[str, Neighbours]:
+    def _block(self, block: Rows) -> dict[str, Neighbours]:
         """Each category's K nearest samples of a chunk of queries (device scorers search their own way)."""
         found = search(self.space, block, self.k, block=self.block_size, threads=self.threads or THREADS)
         return {c: Neighbours(f.index, f.similarity) for c, f in zip(self.categories, found)}
 
-    def _check(self, queries: np.ndarray) -> np.ndarray:
-        queries = np.asarray(queries, dtype=np.float64)
+    def _check(self, queries: Rows) -> Rows:
+        if not isinstance(queries, UnitRows):
+            queries = np.asarray(queries, dtype=np.float64)
         if queries.ndim != 2 or queries.shape[1] != self.dim:
             raise PerceptError(f"query vectors have shape {queries.shape}, but the model's vectors have "
                                f"{self.dim} dimensions: use the CLIP model the model was built with")

@@ -38,6 +38,7 @@ from percept.model.torch_statistics import (
     out_of_domain,
 )
 from percept.model.torch_transfers import Download, Transfers, Upload
+from percept.model.unit_rows import Rows
 
 
 class RowChunk(Protocol):
@@ -97,10 +98,10 @@ class DeviceEstimator(Estimator):
         dissimilarity, out of domain, finite."""
         return 4 * len(self.categories) + 4
 
-    def estimate(self, queries: np.ndarray, keys: Sequence[str] | None = None,
+    def estimate(self, queries: Rows, keys: Sequence[str] | None = None,
                  include_self: bool = False) -> Estimates:
         """Estimates for unit query vectors (as :meth:`Estimator.estimate`)."""
-        return self._estimate_all(self.scorer._check(queries), keys, include_self, stored=False)
+        return self._estimate_all(np.asarray(self.scorer._check(queries)), keys, include_self, stored=False)
 
     def estimate_stored(self, rows: np.ndarray, keys: Sequence[str] | None = None,
                         include_self: bool = False) -> Estimates:
@@ -128,7 +129,7 @@ class DeviceEstimator(Estimator):
         sent: deque[tuple[C, _Job]] = deque()
         scored: deque[tuple[C, tuple[Download, np.ndarray]]] = deque()
         for chunk in chunks:
-            rows = self._stored(chunk.vectors) if stored else self.scorer._check(chunk.vectors)
+            rows = self._stored(chunk.vectors) if stored else np.asarray(self.scorer._check(chunk.vectors))
             sent.append((chunk, self._send(rows, chunk.names, stored)))
             if len(sent) > 1:
                 done, job = sent.popleft()

@@ -32,6 +32,7 @@ from percept.model.scoring import MultiScorer
 from percept.model.screens import NONFINITE_QUERIES, NORM_SLACK, U64, gamma
 from percept.model.torch_rows import fixed_order_products
 from percept.model.torch_screen import DEFAULT_PRECISION, DeviceScreen, Screened
+from percept.model.unit_rows import Rows
 
 #: Categories sharing one set of distinct vectors: which vectors are theirs (None: every one), how many, and each
 #: category with its members (the sample positions of every distinct vector, -1 padded), on the device.
@@ -89,9 +90,9 @@ class TorchScorer(MultiScorer):
         """Neighbours per category for a search of ``k``: ``k``, or all of a category's samples if fewer."""
         return {c: min(k, self.n_samples(c)) for c in self.categories}
 
-    def neighbours(self, queries: np.ndarray) -> dict[str, Neighbours]:
+    def neighbours(self, queries: Rows) -> dict[str, Neighbours]:
         """Per category, the K nearest samples of each unit query vector, most similar first."""
-        queries = self._check(queries)
+        queries = np.asarray(self._check(queries))  # unit rows widened at once: the device takes them whole
         ks = self.sample_counts(self.k)
         parts: list[DeviceNeighbours] = []
         for start in range(0, len(queries), DEVICE_CHUNK):  # a chunk on the device at a time

@@ -74,6 +74,10 @@ class UnitRows:
             self._norms[part] = row_norms(self.raw[part])
         return self._norms[rows]
 
+    def span(self, start: int, stop: int) -> UnitRows:
+        """Rows ``start:stop`` as unit rows of their own, sharing these stored rows and norms (nothing widened)."""
+        return UnitRows(self.raw[start:stop], self._norms[start:stop])
+
     def __getitem__(self, index: RowIndex | tuple[RowIndex, ...]) -> np.ndarray:
         """Float64 unit rows; an integer array, slice or mask selects rows (an int gives one row)."""
         if isinstance(index, (int, np.integer)):
@@ -129,3 +133,8 @@ class UnitRows:
 
 #: What searches and models read rows from: float64 rows of an array, or unit rows of stored vectors.
 Rows: TypeAlias = np.ndarray | UnitRows
+
+
+def row_span(rows: Rows, start: int, stop: int) -> Rows:
+    """Rows ``start:stop`` of an array (a view) or of unit rows (:meth:`UnitRows.span`)."""
+    return rows.span(start, stop) if isinstance(rows, UnitRows) else rows[start:stop]
