@@ -15,6 +15,7 @@ from percept.model.distinct import distinct_rows
 from percept.model.io import ExportedModel, ModelSettings
 from percept.model.knn import KNNRegressor, l2_normalise
 from percept.model.scoring import MultiScorer, check_encoder
+from percept.model.unit_rows import UnitRows
 
 
 def unit(rng, n, dim):
@@ -78,6 +79,18 @@ def test_equals_per_category_knn(build, k, weighting):
         found = reference.kneighbors(queries)
         np.testing.assert_array_equal(neighbours[category].index, found.index)
         np.testing.assert_allclose(neighbours[category].similarity, found.similarity, rtol=0, atol=1e-14)
+
+
+def test_stored_query_rows_are_searched_as_their_unit_rows(screen):
+    """Queries as UnitRows of stored float16 rows (each search block widens its own) find the neighbours, bit for bit,
+    of the float64 unit rows, over several steps of blocks and threads."""
+    rng = np.random.default_rng(8)
+    scorer = MultiScorer(average_model(rng, dim=24), block_size=16, threads=2)
+    stored = rng.normal(size=(300, 24)).astype(np.float16)
+    got, want = scorer.neighbours(UnitRows(stored)), scorer.neighbours(np.asarray(UnitRows(stored)))
+    for category in CATEGORIES:
+        np.testing.assert_array_equal(got[category].index, want[category].index)
+        assert got[category].similarity.tobytes() == want[category].similarity.tobytes()
 
 
 def test_equals_knn_fitted_on_the_exported_rows():

@@ -9,7 +9,7 @@ from test_kernels import implementations, running
 
 from percept.model import kernels
 from percept.model.knn import l2_normalise
-from percept.model.unit_rows import UnitRows, row_norms
+from percept.model.unit_rows import UnitRows, row_norms, row_span
 
 
 @pytest.fixture(params=implementations())
@@ -70,6 +70,19 @@ def test_every_kind_of_selection_gives_the_same_rows(path, dtype):
     same_bits(unit[[9, 2, 9], 5:40], want[[9, 2, 9], 5:40])
     same_bits(unit[np.array([], dtype=np.int64)], want[:0])
     same_bits(unit.float32(picks[0]), want[picks[0]].astype(np.float32))
+
+
+def test_a_span_reads_the_same_rows_and_shares_their_norms(path):
+    raw = stored_rows(np.float16)
+    want, norms = reference(raw)
+    unit = UnitRows(raw)
+    span = unit.span(40, 90)
+    assert span.shape == (50, raw.shape[1]) and np.shares_memory(span.raw, raw)
+    same_bits(np.asarray(span), want[40:90])
+    same_bits(unit.norms_of(np.arange(40, 90)), norms[40:90])  # worked out once, through the span
+    assert np.isnan(unit._norms[:40]).all()  # the rows outside it were not read
+    same_bits(row_span(unit, 3, 7)[[0, 3]], want[[3, 6]])
+    same_bits(row_span(want, 3, 7), want[3:7])
 
 
 def test_norms_given_are_used_and_missing_ones_are_kept(path):
