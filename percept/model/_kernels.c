@@ -1354,71 +1354,14 @@ static void unit_rows_avx512(const uint16_t *stored, Py_ssize_t dim, const int64
 }
 #endif
 
-static void unit_rows_on(int path, const uint16_t *stored, Py_ssize_t dim, const int64_t *rows, Py_ssize_t n,
-                         double *norms, double *out, float *row)
-{
+/* The build of `name` that `path` names (name_avx512, name_avx2 or name_portable, above), called with the rest. */
 #ifdef X86_64
-    if (path == AVX512) {
-        unit_rows_avx512(stored, dim, rows, n, norms, out, row);
-        return;
-    }
-    if (path == AVX2) {
-        unit_rows_avx2(stored, dim, rows, n, norms, out, row);
-        return;
-    }
+#define ON_BUILD(path, name, ...)                                                                              \
+    ((path) == AVX512 ? name##_avx512(__VA_ARGS__)                                                             \
+                      : (path) == AVX2 ? name##_avx2(__VA_ARGS__) : name##_portable(__VA_ARGS__))
+#else
+#define ON_BUILD(path, name, ...) ((void)(path), name##_portable(__VA_ARGS__))
 #endif
-    unit_rows_portable(stored, dim, rows, n, norms, out, row);
-}
-
-static Py_ssize_t select_block_on(int path, const Space *sp, const Block *block, Scratch *w, Py_ssize_t *failed)
-{
-#ifdef X86_64
-    if (path == AVX512)
-        return select_block_avx512(sp, block, w, failed);
-    if (path == AVX2)
-        return select_block_avx2(sp, block, w, failed);
-#endif
-    return select_block_portable(sp, block, w, failed);
-}
-
-static Py_ssize_t find_quotient_rows_on(int path, const double *x, Py_ssize_t dim, const int64_t *rows, Py_ssize_t n,
-                                        uint16_t *numerators, double *divisors)
-{
-#ifdef X86_64
-    if (path == AVX512)
-        return find_quotient_rows_avx512(x, dim, rows, n, numerators, divisors);
-    if (path == AVX2)
-        return find_quotient_rows_avx2(x, dim, rows, n, numerators, divisors);
-#endif
-    return find_quotient_rows_portable(x, dim, rows, n, numerators, divisors);
-}
-
-static int all_finite_on(int path, const double *x, Py_ssize_t n)
-{
-#ifdef X86_64
-    if (path == AVX512)
-        return all_finite_avx512(x, n);
-    if (path == AVX2)
-        return all_finite_avx2(x, n);
-#endif
-    return all_finite_portable(x, n);
-}
-
-static void squares_on(int path, const void *stored, Py_ssize_t itemsize, Py_ssize_t n, Py_ssize_t dim, double *out,
-                       float *row)
-{
-#ifdef X86_64
-    if (path == AVX512) {
-        squares_avx512(stored, itemsize, n, dim, out, row);
-        return;
-    }
-    if (path == AVX2) {
-        squares_avx2(stored, itemsize, n, dim, out, row);
-        return;
-    }
-#endif
-    squares_portable(stored, itemsize, n, dim, out, row);
-}
 
 
 /* Whether values[0:n] all lie in 0..limit-1 (else an IndexError, or ValueError for a table, naming them). */
@@ -1488,7 +1431,7 @@ static PyObject *unit_rows(PyObject *self, PyObject *args)
     }
     int path = vector_path_in_use;
     Py_BEGIN_ALLOW_THREADS
-    unit_rows_on(path, stored->buf, dim, rows->buf, n, norms->buf, out->buf, row);
+    ON_BUILD(path, unit_rows, stored->buf, dim, rows->buf, n, norms->buf, out->buf, row);
     Py_END_ALLOW_THREADS
     result = Py_NewRef(Py_None);
     free(row);
@@ -1518,7 +1461,7 @@ static PyObject *sums_of_squares(PyObject *self, PyObject *args)
     }
     int path = vector_path_in_use;
     Py_BEGIN_ALLOW_THREADS
-    squares_on(path, stored->buf, itemsize, n, dim, out->buf, row);
+    ON_BUILD(path, squares, stored->buf, itemsize, n, dim, out->buf, row);
     Py_END_ALLOW_THREADS
     result = Py_NewRef(Py_None);
     free(row);
@@ -1729,7 +1672,7 @@ static int check_space(Py_buffer **a, Py_ssize_t rows, Py_ssize_t n, Py_ssize_t 
     for (Py_ssize_t r = 0; r < rows; r++)
         if (!(eps[r] >= 0) || (refine_eps && !(refine_eps[r] >= 0)))
             return refuse("the bounds eps and refine_eps must not be negative or NaN");
-    if (!all_finite_on(vector_path_in_use, a[QUERIES]->buf, rows * dim))
+    if (!ON_BUILD(vector_path_in_use, all_finite, a[QUERIES]->buf, rows * dim))
         return refuse("the queries must be finite");
     return 1;
 }
@@ -1862,7 +1805,7 @@ static PyObject *select_neighbours(PyObject *self, PyObject *args, PyObject *kwa
     Py_ssize_t failed_row, failed_category = 0;
     int path = vector_path_in_use;
     Py_BEGIN_ALLOW_THREADS
-    failed_row = select_block_on(path, &sp, &block, &w, &failed_category);
+    failed_row = ON_BUILD(path, select_block, &sp, &block, &w, &failed_category);
     Py_END_ALLOW_THREADS
     if (failed_row >= 0)
         PyErr_Format(PyExc_ValueError, "select_neighbours: fewer than K samples of category %zd passed the cut for "
@@ -1895,7 +1838,7 @@ static PyObject *quotient_rows(PyObject *self, PyObject *args)
     Py_ssize_t failed;
     int path = vector_path_in_use;
     Py_BEGIN_ALLOW_THREADS
-    failed = find_quotient_rows_on(path, source->buf, dim, rows->buf, n, numerators->buf, divisors->buf);
+    failed = ON_BUILD(path, find_quotient_rows, source->buf, dim, rows->buf, n, numerators->buf, divisors->buf);
     Py_END_ALLOW_THREADS
     result = PyLong_FromSsize_t(failed);
 done:
