@@ -5,6 +5,8 @@
  * sums_of_squares(stored, out): out[i] = sum_k stored[i, k]^2 in float64, for float16, float32 or float64 rows.
  * unit_rows(stored, rows, norms, out): out[i] = float16 row rows[i] of stored in float64 over its norm (norms[i], or
  *     where that is NaN the row's norm, written there), as percept.model.unit_rows makes unit rows.
+ * quotient_vectors(numerators, rows, divisors, out): out[i] = float16 row rows[i] of numerators over divisors[i],
+ *     each element rebuilt as the selection rebuilds quotient rows (see `quotient`).
  * quotient_rows(source, rows, numerators, divisors): float16 numerators and a divisor per row that rebuild the
  *     float64 rows source[rows] exactly (quotient rows, see `quotient`), or the first row that has none.
  * select_neighbours(**tables): steps 2 to 4 of percept.model.exact_search (after the screen), a query at a time,
@@ -241,15 +243,30 @@ static void float16_dots(const float *q, const uint16_t *rows, Py_ssize_t dim, c
 
 /* Quotient rows: float64 rows that are float16 numerators divided by a float64 divisor, element by element (unit
  * rows normalised from float16 embeddings), kept as the numerators and the divisor: a quarter of the bytes, and the
- * same float64 elements, rebuilt as they are read. Element a / d is rebuilt from y = 1 / d (correctly rounded): q =
- * a y lies within an ulp of a / d, a - q d is exact (one fused multiply-add), and q + (a - q d) y rounds to a / d
- * (Markstein's correction). quotient_numerators checks every element of every row it gives, so a row is only ever
- * rebuilt where that holds. A zero numerator gives +0 where -0 / d is -0: equal in value, and in every sum here
- * (the partial sums start at +0). */
-ALWAYS_INLINE double quotient(double a, double d, double y)
+ * same float64 elements, rebuilt as they are read. Element a / d is rebuilt from 1 / d split in two, high + low:
+ * high is 1 / d rounded with its last 11 bits cleared, so a high is exact (a has 11 significant bits), and low is
+ * the rest, 1 / d - high, rounded; one fused multiply-add then rounds a low + a high, which lies within about
+ * 2^-95 of a / d, once. That is a / d rounded but where a / d lies closer than that to a midpoint between two
+ * doubles, so no row is rebuilt this way unchecked: quotient_numerators checks every element of every row it gives,
+ * and rows read from a model file are rebuilt by quotient_vectors and checked against the file's float64 rows. */
+typedef struct {
+    double high, low;
+} Reciprocal;
+
+ALWAYS_INLINE Reciprocal reciprocal_of(double d)
 {
-    double q = a * y;
-    return fma(fma(-q, d, a), y, q);
+    double y = 1.0 / d, high;
+    uint64_t bits;
+    memcpy(&bits, &y, sizeof bits);
+    bits &= ~(uint64_t)0x7ff;
+    memcpy(&high, &bits, sizeof high);
+    Reciprocal r = {high, fma(-high, d, 1.0) * y};
+    return r;
+}
+
+ALWAYS_INLINE double quotient(double a, Reciprocal r)
+{
+    return fma(a, r.low, a * r.high);
 }
 
 /* dots_from_float64 for quotient rows: row i is the float16 numerators vectors[rows[i]] over divisors[rows[i]]. */
@@ -258,15 +275,15 @@ ALWAYS_INLINE void dots_from_quotients(const double *q, const uint16_t *vectors,
 {
     for (Py_ssize_t i = 0; i < count; i++) {
         const uint16_t *x = vectors + rows[i] * dim;
-        double d = divisors[rows[i]], y = 1.0 / d;
+        Reciprocal r = reciprocal_of(divisors[rows[i]]);
         double lane[LANES] = {0};
         Py_ssize_t k = 0;
         for (; k + LANES <= dim; k += LANES)
             for (int l = 0; l < LANES; l++)
-                lane[l] += q[k + l] * quotient((double)half_to_float(x[k + l]), d, y);
+                lane[l] += q[k + l] * quotient((double)half_to_float(x[k + l]), r);
         double sum = lane_total(lane);
         for (; k < dim; k++)
-            sum += q[k] * quotient((double)half_to_float(x[k]), d, y);
+            sum += q[k] * quotient((double)half_to_float(x[k]), r);
         out[i] = sum;
     }
 }
@@ -274,7 +291,7 @@ ALWAYS_INLINE void dots_from_quotients(const double *q, const uint16_t *vectors,
 #ifdef X86_64
 /* Float64 dot products of the query q with float16 rows vectors[rows[i]], converted with F16C as they are read:
  * dots_from_float32's sums (lane l of a step of 32 halves is dimension k + l, each product rounded before it is
- * added); with divisors, of quotient rows, each element rebuilt as `quotient` rebuilds it (fused multiply-adds). */
+ * added); with divisors, of quotient rows, each element rebuilt as `quotient` rebuilds it (a fused multiply-add). */
 TARGET(AVX2_FEATURES)
 ALWAYS_INLINE void half_row_dots_avx2(const double *q, const uint16_t *vectors, const double *divisors, Py_ssize_t dim,
                                       const int64_t *rows, Py_ssize_t count, double *out)
@@ -282,8 +299,8 @@ ALWAYS_INLINE void half_row_dots_avx2(const double *q, const uint16_t *vectors, 
     for (Py_ssize_t i = 0; i < count; i++) {
         const uint16_t *x = vectors + rows[i] * dim;
         const char *next = (const char *)(vectors + rows[i + 1 < count ? i + 1 : i] * dim);
-        double d = divisors ? divisors[rows[i]] : 1.0, y = 1.0 / d;
-        __m256d lane[8], dd = _mm256_set1_pd(d), yy = _mm256_set1_pd(y);
+        Reciprocal r = reciprocal_of(divisors ? divisors[rows[i]] : 1.0);
+        __m256d lane[8], high = _mm256_set1_pd(r.high), low = _mm256_set1_pd(r.low);
         for (int l = 0; l < 8; l++)
             lane[l] = _mm256_setzero_pd();
         Py_ssize_t k = 0;
@@ -293,10 +310,8 @@ ALWAYS_INLINE void half_row_dots_avx2(const double *q, const uint16_t *vectors, 
                 __m256 wide = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + k + 8 * part)));
                 for (int half = 0; half < 2; half++) {
                     __m256d a = _mm256_cvtps_pd(half ? _mm256_extractf128_ps(wide, 1) : _mm256_castps256_ps128(wide));
-                    if (divisors) {
-                        __m256d guess = _mm256_mul_pd(a, yy);
-                        a = _mm256_fmadd_pd(_mm256_fnmadd_pd(guess, dd, a), yy, guess);
-                    }
+                    if (divisors)
+                        a = _mm256_fmadd_pd(a, low, _mm256_mul_pd(a, high));
                     int l = 2 * part + half;
                     lane[l] = _mm256_add_pd(lane[l], _mm256_mul_pd(_mm256_loadu_pd(q + k + 4 * l), a));
                 }
@@ -307,7 +322,7 @@ ALWAYS_INLINE void half_row_dots_avx2(const double *q, const uint16_t *vectors, 
             _mm256_storeu_pd(sums + 4 * l, lane[l]);
         double sum = lane_total(sums);
         for (; k < dim; k++)
-            sum += q[k] * (divisors ? quotient((double)half_to_float(x[k]), d, y) : (double)half_to_float(x[k]));
+            sum += q[k] * (divisors ? quotient((double)half_to_float(x[k]), r) : (double)half_to_float(x[k]));
         out[i] = sum;
     }
 }
@@ -320,8 +335,8 @@ ALWAYS_INLINE void half_row_dots_avx512(const double *q, const uint16_t *vectors
     for (Py_ssize_t i = 0; i < count; i++) {
         const uint16_t *x = vectors + rows[i] * dim;
         const char *next = (const char *)(vectors + rows[i + 1 < count ? i + 1 : i] * dim);
-        double d = divisors ? divisors[rows[i]] : 1.0, y = 1.0 / d;
-        __m512d lane[4], dd = _mm512_set1_pd(d), yy = _mm512_set1_pd(y);
+        Reciprocal r = reciprocal_of(divisors ? divisors[rows[i]] : 1.0);
+        __m512d lane[4], high = _mm512_set1_pd(r.high), low = _mm512_set1_pd(r.low);
         for (int l = 0; l < 4; l++)
             lane[l] = _mm512_setzero_pd();
         Py_ssize_t k = 0;
@@ -329,10 +344,8 @@ ALWAYS_INLINE void half_row_dots_avx512(const double *q, const uint16_t *vectors
             PREFETCH(next + k * sizeof(uint16_t));
             for (int part = 0; part < 4; part++) {
                 __m512d a = _mm512_cvtps_pd(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + k + 8 * part))));
-                if (divisors) {
-                    __m512d guess = _mm512_mul_pd(a, yy);
-                    a = _mm512_fmadd_pd(_mm512_fnmadd_pd(guess, dd, a), yy, guess);
-                }
+                if (divisors)
+                    a = _mm512_fmadd_pd(a, low, _mm512_mul_pd(a, high));
                 lane[part] = _mm512_add_pd(lane[part], _mm512_mul_pd(_mm512_loadu_pd(q + k + 8 * part), a));
             }
         }
@@ -341,7 +354,7 @@ ALWAYS_INLINE void half_row_dots_avx512(const double *q, const uint16_t *vectors
             _mm512_storeu_pd(sums + 8 * l, lane[l]);
         double sum = lane_total(sums);
         for (; k < dim; k++)
-            sum += q[k] * (divisors ? quotient((double)half_to_float(x[k]), d, y) : (double)half_to_float(x[k]));
+            sum += q[k] * (divisors ? quotient((double)half_to_float(x[k]), r) : (double)half_to_float(x[k]));
         out[i] = sum;
     }
 }
@@ -393,9 +406,9 @@ static uint16_t half_of(double v)
 /* Whether every element of x is rebuilt exactly from the numerators and the divisor d. */
 ALWAYS_INLINE int rebuilds(const double *x, const uint16_t *numerators, Py_ssize_t dim, double d)
 {
-    double y = 1.0 / d;
+    Reciprocal r = reciprocal_of(d);
     for (Py_ssize_t k = 0; k < dim; k++)
-        if (quotient((double)half_to_float(numerators[k]), d, y) != x[k])
+        if (quotient((double)half_to_float(numerators[k]), r) != x[k])
             return 0;
     return 1;
 }
@@ -552,7 +565,8 @@ static NOINLINE Py_ssize_t split_keys_avx512(uint32_t *keys, Py_ssize_t n, uint3
  * time from the top, without the branches a quickselect mispredicts: the leading bits that all keys share are the
  * answer's, and each pass after splits the keys that can still be the answer (those whose bits above the one being
  * decided are the answer's) by the next bit, going on with the half that holds it (the keys above it counted), so
- * the passes shorten fast. keys and spare (room for n + 16 each) are overwritten. */
+ * the passes shorten fast; once just k keys are left, the least of them is the answer. keys and spare (room for
+ * n + 16 each) are overwritten. */
 ALWAYS_INLINE float kth_largest_splitting(uint32_t *keys, Py_ssize_t n, int64_t k, int floor, uint32_t *spare,
                                           int path)
 {
@@ -568,6 +582,12 @@ ALWAYS_INLINE float kth_largest_splitting(uint32_t *keys, Py_ssize_t n, int64_t 
         return key_value(all); /* every key the same */
     uint32_t found = bit == 31 ? 0 : all & ~((2u << bit) - 1); /* the shared leading bits */
     for (; bit >= floor && n > 0; bit--) {
+        if (n == k) { /* what is left is the k largest: the least of them is the answer */
+            uint32_t least = 0xffffffffu;
+            for (Py_ssize_t i = 0; i < n; i++)
+                least = keys[i] < least ? keys[i] : least;
+            return key_value(least & ~((1u << floor) - 1));
+        }
         uint32_t candidate = found | (1u << bit);
         Py_ssize_t high;
 #ifdef X86_64
@@ -721,17 +741,47 @@ static inline uint64_t order_key64(double value)
 /* Samples ordered by rank up to this many (the counting is quadratic), by order_first beyond. */
 #define RANKED 256
 
+#ifdef X86_64
+/* For each of keys[0:count] (count at most RANKED), how many keys are above it and how many equal it, into
+ * counted[2 i] and counted[2 i + 1]: eight keys compared at once with AVX-512. */
+TARGET(AVX512_FEATURES ",popcnt")
+static NOINLINE void count_ranks_avx512(const uint64_t *keys, Py_ssize_t count, Py_ssize_t *counted)
+{
+    for (Py_ssize_t i = 0; i < count; i++) {
+        __m512i key = _mm512_set1_epi64((long long)keys[i]);
+        Py_ssize_t above = 0, equal = 0;
+        for (Py_ssize_t j = 0; j < count; j += 8) {
+            __mmask8 inside = count - j >= 8 ? 0xff : (__mmask8)((1u << (count - j)) - 1);
+            __m512i other = _mm512_maskz_loadu_epi64(inside, keys + j);
+            above += _mm_popcnt_u32(_mm512_mask_cmpgt_epu64_mask(inside, other, key));
+            equal += _mm_popcnt_u32(_mm512_mask_cmpeq_epu64_mask(inside, other, key));
+        }
+        counted[2 * i] = above, counted[2 * i + 1] = equal;
+    }
+}
+#endif
+
 /* The first k of count samples (similarity order keys, samples, similarities) by (similarity descending, sample
  * ascending), into index and similarity: each one's rank is how many come before it, counted without branches (a
  * sort mispredicts most of its comparisons); samples of equal similarity, rare, are then counted one by one.
  * Position breaks the ties of repeated samples, so the ranks are a permutation whatever the tables hold. */
 ALWAYS_INLINE void first_by_rank(const uint64_t *keys, const int64_t *samples, const double *sims, Py_ssize_t count,
-                                 int64_t k, int64_t *index, double *similarity)
+                                 int64_t k, int64_t *index, double *similarity, int path)
 {
+#ifdef X86_64
+    Py_ssize_t counted[2 * RANKED];
+    if (path == AVX512)
+        count_ranks_avx512(keys, count, counted);
+#endif
     for (Py_ssize_t i = 0; i < count; i++) {
         Py_ssize_t above = 0, equal = 0;
-        for (Py_ssize_t j = 0; j < count; j++)
-            above += keys[j] > keys[i], equal += keys[j] == keys[i];
+#ifdef X86_64
+        if (path == AVX512)
+            above = counted[2 * i], equal = counted[2 * i + 1];
+        else
+#endif
+            for (Py_ssize_t j = 0; j < count; j++)
+                above += keys[j] > keys[i], equal += keys[j] == keys[i];
         if (equal > 1)
             for (Py_ssize_t j = 0; j < count; j++)
                 above += keys[j] == keys[i] && (samples[j] < samples[i] || (samples[j] == samples[i] && j < i));
@@ -1172,7 +1222,7 @@ ALWAYS_INLINE Py_ssize_t select_row(const Space *sp, const float *values, const 
             return c;
         if (count <= RANKED) {
             first_by_rank(w->found_keys, w->found_samples, w->found_sims, count, k, index[c] + r * k,
-                          similarity[c] + r * k);
+                          similarity[c] + r * k, path);
             continue;
         }
         for (Py_ssize_t j = 0; j < count; j++)
@@ -1217,12 +1267,19 @@ ALWAYS_INLINE void squares_of_rows(const void *stored, Py_ssize_t itemsize, Py_s
 /* out[i] = float16 row rows[i] of `stored` as float64 over its norm: norms[i] where that is a number, else the
  * row's float64 norm (the square root of its sum of squares, summed as sums_of_squares sums them), written there;
  * a zero norm divides by 1, so zero rows stay zero. The unit rows of percept.model.unit_rows, a row in one pass
- * (`row`: dim floats of scratch). */
+ * (`row`: dim floats of scratch). With `quotients`, the rows are quotient rows over the divisors norms[i], each
+ * element rebuilt as `quotient` rebuilds it (as the selection reads them). */
 ALWAYS_INLINE void unit_rows_of_float16(const uint16_t *stored, Py_ssize_t dim, const int64_t *rows, Py_ssize_t n,
-                                        double *norms, double *out, float *row, int path)
+                                        double *norms, double *out, float *row, int quotients, int path)
 {
     for (Py_ssize_t i = 0; i < n; i++) {
         halves_to_floats(stored + rows[i] * dim, row, dim, path);
+        if (quotients) {
+            Reciprocal r = reciprocal_of(norms[i]);
+            for (Py_ssize_t k = 0; k < dim; k++)
+                out[i * dim + k] = quotient((double)row[k], r);
+            continue;
+        }
         if (isnan(norms[i])) {
             double sum;
             squares_of_float32(row, 1, dim, &sum);
@@ -1282,9 +1339,9 @@ static void squares_portable(const void *stored, Py_ssize_t itemsize, Py_ssize_t
 }
 
 static void unit_rows_portable(const uint16_t *stored, Py_ssize_t dim, const int64_t *rows, Py_ssize_t n,
-                               double *norms, double *out, float *row)
+                               double *norms, double *out, float *row, int quotients)
 {
-    unit_rows_of_float16(stored, dim, rows, n, norms, out, row, PORTABLE);
+    unit_rows_of_float16(stored, dim, rows, n, norms, out, row, quotients, PORTABLE);
 }
 
 #ifdef X86_64
@@ -1315,9 +1372,9 @@ static void squares_avx2(const void *stored, Py_ssize_t itemsize, Py_ssize_t n, 
 
 TARGET(AVX2_FEATURES)
 static void unit_rows_avx2(const uint16_t *stored, Py_ssize_t dim, const int64_t *rows, Py_ssize_t n, double *norms,
-                           double *out, float *row)
+                           double *out, float *row, int quotients)
 {
-    unit_rows_of_float16(stored, dim, rows, n, norms, out, row, AVX2);
+    unit_rows_of_float16(stored, dim, rows, n, norms, out, row, quotients, AVX2);
 }
 
 TARGET(AVX512_FEATURES)
@@ -1348,9 +1405,9 @@ static void squares_avx512(const void *stored, Py_ssize_t itemsize, Py_ssize_t n
 
 TARGET(AVX512_FEATURES)
 static void unit_rows_avx512(const uint16_t *stored, Py_ssize_t dim, const int64_t *rows, Py_ssize_t n,
-                             double *norms, double *out, float *row)
+                             double *norms, double *out, float *row, int quotients)
 {
-    unit_rows_of_float16(stored, dim, rows, n, norms, out, row, AVX512);
+    unit_rows_of_float16(stored, dim, rows, n, norms, out, row, quotients, AVX512);
 }
 #endif
 
@@ -1409,18 +1466,19 @@ done:
 static const ArraySpec UNIT_ARGUMENTS[4] = {{"stored", "e", 2, 0}, {"rows", "lq", 1, 0}, {"norms", "d", 1, 1},
                                             {"out", "d", 2, 1}};
 
-static PyObject *unit_rows(PyObject *self, PyObject *args)
+/* unit_rows, or with `quotients` quotient_vectors: the same arguments, the rows over their norms or divisors. */
+static PyObject *rows_over(PyObject *args, const char *name, int quotients)
 {
     Py_buffer views[4];
-    if (!take_arrays(args, "unit_rows", 4, UNIT_ARGUMENTS, views))
+    if (!take_arrays(args, name, 4, UNIT_ARGUMENTS, views))
         return NULL;
     Py_buffer *stored = &views[0], *rows = &views[1], *norms = &views[2], *out = &views[3];
     PyObject *result = NULL;
     float *row = NULL;
     Py_ssize_t dim = stored->shape[1], n = rows->shape[0];
     if (norms->shape[0] != n || out->shape[0] != n || out->shape[1] != dim) {
-        PyErr_Format(PyExc_ValueError, "unit_rows: %zd rows of %zd dimensions need %zd norms and out of that shape",
-                     n, dim, n);
+        PyErr_Format(PyExc_ValueError, "%s: %zd rows of %zd dimensions need %zd %s and out of that shape", name, n,
+                     dim, n, quotients ? "divisors" : "norms");
         goto done;
     }
     if (!indices_in_range(rows->buf, n, stored->shape[0], "rows", PyExc_IndexError))
@@ -1431,13 +1489,23 @@ static PyObject *unit_rows(PyObject *self, PyObject *args)
     }
     int path = vector_path_in_use;
     Py_BEGIN_ALLOW_THREADS
-    ON_BUILD(path, unit_rows, stored->buf, dim, rows->buf, n, norms->buf, out->buf, row);
+    ON_BUILD(path, unit_rows, stored->buf, dim, rows->buf, n, norms->buf, out->buf, row, quotients);
     Py_END_ALLOW_THREADS
     result = Py_NewRef(Py_None);
     free(row);
 done:
     release_arrays(views, 4);
     return result;
+}
+
+static PyObject *unit_rows(PyObject *self, PyObject *args)
+{
+    return rows_over(args, "unit_rows", 0);
+}
+
+static PyObject *quotient_vectors(PyObject *self, PyObject *args)
+{
+    return rows_over(args, "quotient_vectors", 1);
 }
 
 static const ArraySpec SQUARES_ARGUMENTS[2] = {{"stored", "efd", 2, 0}, {"out", "d", 1, 1}};
@@ -1895,6 +1963,9 @@ static PyMethodDef methods[] = {
     {"unit_rows", unit_rows, METH_VARARGS,
      "unit_rows(stored, rows, norms, out): out[i] = float16 row rows[i] over its float64 norm (norms[i], or where "
      "that is NaN the row's norm, written there; zero rows stay zero)."},
+    {"quotient_vectors", quotient_vectors, METH_VARARGS,
+     "quotient_vectors(numerators, rows, divisors, out): out[i] = the quotient row of numerators rows[i] over "
+     "divisors[i], rebuilt as the selection rebuilds it."},
     {"quotient_rows", quotient_rows, METH_VARARGS,
      "quotient_rows(source, rows, numerators, divisors): float16 numerators and divisors that rebuild each float64 "
      "row source[rows[i]] exactly; returns -1, or the first i whose row has none."},

@@ -215,7 +215,7 @@ class SearchSpace:
                 self.row_divisors = divisors
                 return numerators, None
             rows = np.empty(numerators.shape)
-            kernels.unit_rows(numerators, np.arange(len(numerators)), divisors, rows)
+            kernels.quotient_vectors(numerators, np.arange(len(numerators)), divisors, rows)
             return rows, None
         if self.norms is not None and isinstance(source, UnitRows):
             return np.ascontiguousarray(source.raw), self.column_rows

@@ -107,6 +107,16 @@ def unit_rows(stored: np.ndarray, rows: np.ndarray, norms: np.ndarray, out: np.n
         pure_search.unit_rows(stored, rows, norms, out)
 
 
+def quotient_vectors(numerators: np.ndarray, rows: np.ndarray, divisors: np.ndarray, out: np.ndarray) -> None:
+    """``out[i]`` = quotient row ``rows[i]``: its float16 ``numerators`` over ``divisors[i]``, each element rebuilt
+    as the selection rebuilds it (the compiled kernels in two parts of 1 / d, checked wherever rows are read; the
+    pure path divides, correctly rounded)."""
+    if compiled():
+        _compiled_modules()[0].quotient_vectors(numerators, rows, divisors, out)
+    else:
+        pure_search.quotient_vectors(numerators, rows, divisors, out)
+
+
 def quotient_rows(source: np.ndarray, rows: np.ndarray, numerators: np.ndarray, divisors: np.ndarray) -> int:
     """Float16 ``numerators`` and float64 ``divisors`` that give each float64 row ``source[rows[i]]`` back exactly
     as ``numerators[i] / divisors[i]``; -1, or the first i whose row has none (compiled kernels only)."""

@@ -67,6 +67,13 @@ def unit_rows(stored: np.ndarray, rows: np.ndarray, norms: np.ndarray, out: np.n
     np.divide(wide, np.where(norms == 0, 1.0, norms)[:, None], out=out)
 
 
+def quotient_vectors(numerators: np.ndarray, rows: np.ndarray, divisors: np.ndarray, out: np.ndarray) -> None:
+    """``out[i]`` = float16 row ``rows[i]`` of ``numerators`` over ``divisors[i]``, correctly rounded."""
+    wide = np.empty((len(rows), numerators.shape[1]), dtype=np.float32)
+    gather_float32(numerators, rows, wide)
+    np.divide(wide, divisors[:, None], out=out)
+
+
 def sums_of_squares(stored: np.ndarray, out: np.ndarray) -> None:
     """``out[i]`` = the sum of the squares of row i in float64, in the kernels' order."""
     for start in range(0, len(stored), CHUNK):

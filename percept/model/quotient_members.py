@@ -5,12 +5,13 @@ numerator over a float64 divisor of its row (:func:`percept.model.exact_search.q
 every element). :func:`quotient_members` gives the distinct rows of all categories that way:
 ``percept_numerators`` (float16, a quarter of the bytes), ``percept_divisors`` and, per category,
 ``percept_rows_<category>`` (each sample's distinct row). :func:`stored_quotients` reads them back as
-:class:`QuotientRows`, which divides them, correctly rounded, into the very float64 vectors; the loader keeps a
-category's rebuilt vectors only where their ``.npy`` bytes have the CRC-32 and size its ``<category>_vecs`` member
-records (:func:`percept.model.npz.same_bytes`), and else reads that member. Where every
-category's match, the model keeps them, and its scorer lays out its search from them without looking for its
-distinct rows or their quotients again. The members are a copy made for speed: a file without them, or with ones
-that no longer match, loads as it always did.
+:class:`QuotientRows`, which rebuilds them as the search reads them
+(:func:`percept.model.kernels.quotient_vectors`) into the very float64 vectors; the loader keeps a category's
+rebuilt vectors only where their ``.npy`` bytes have the CRC-32 and size its ``<category>_vecs`` member records
+(:func:`percept.model.npz.same_bytes`), and else reads that member. Where every category's match, the model keeps
+them, and its scorer lays out its search from them without looking for its distinct rows or their quotients again.
+The members are a copy made for speed: a file without them, or with ones that no longer match, loads as it always
+did.
 """
 
 from __future__ import annotations
@@ -54,10 +55,10 @@ class QuotientRows:
     rows: dict[str, np.ndarray]  # per category, each sample's distinct row (int64)
 
     def vectors(self, picked: np.ndarray | None = None) -> np.ndarray:
-        """The float64 rows ``picked`` (all by default), each element n / d rounded once."""
+        """The float64 rows ``picked`` (all by default), each element n / d rebuilt as the search rebuilds it."""
         picked = np.arange(len(self.numerators)) if picked is None else picked
         out = np.empty((len(picked), self.numerators.shape[1]))
-        kernels.unit_rows(self.numerators, picked, self.divisors[picked], out)
+        kernels.quotient_vectors(self.numerators, picked, self.divisors[picked], out)
         return out
 
 
