@@ -812,7 +812,9 @@ typedef struct {
     const int64_t *tile_runs;      /* category c's tiles: runs [tile_runs[2 r], tile_runs[2 r + 1]) of consecutive
                                     * tiles, for r from tile_run_offsets[c] to tile_run_offsets[c + 1] */
     const int64_t *tile_run_offsets;
-    const uint64_t *several;       /* (n): bit c set where category c has several samples on the column */
+    const int64_t *column_samples; /* (n, record): per column, bit c set where category c has several samples on it,
+                                    * then each category's sample there: that one, -1 for none or -2 for several */
+    Py_ssize_t record;
     uint64_t searched;             /* bit c set where category c is searched (K > 0) */
 } Space;
 
@@ -855,7 +857,7 @@ typedef struct {
     int64_t *span_pattern; /* tiles + blocks: its block's categories */
     int64_t *tile_runs, *tile_run_offsets; /* each category's runs of tiles (Space) */
     uint32_t *tile_keys; /* tiles: the order keys of a row's tile maxima */
-    uint64_t *column_several; /* n: the categories with several samples on each column (Space) */
+    int64_t *column_samples; /* n * record: each column's samples (Space) */
     char *base;         /* the allocation that holds them all */
 } Scratch;
 
@@ -900,13 +902,14 @@ ALWAYS_INLINE void first_cuts(const Space *sp, const float *values, const float 
     }
 }
 
-/* The lowest of bound[c] over block b's categories (infinity when none of them is searched). */
-ALWAYS_INLINE double block_bound(const Space *sp, Py_ssize_t b, const double *bound)
+/* The lowest of bound[c] over block b's categories (infinity when none of them is searched), without branches. */
+ALWAYS_INLINE float block_bound(const Space *sp, Py_ssize_t b, const float *bound)
 {
-    double low = INFINITY;
-    for (Py_ssize_t c = 0; c < sp->n_categories; c++)
-        if (((sp->block_patterns[b] >> c) & 1) && bound[c] < low)
-            low = bound[c];
+    float low = INFINITY;
+    for (Py_ssize_t c = 0; c < sp->n_categories; c++) {
+        float v = (sp->block_patterns[b] >> c) & 1 ? bound[c] : INFINITY;
+        low = v < low ? v : low;
+    }
     return low;
 }
 
@@ -990,10 +993,12 @@ ALWAYS_INLINE Py_ssize_t collect(const Space *sp, const float *values, const flo
                                  const double *below, Scratch *w, Py_ssize_t kept, int path)
 {
     Py_ssize_t spans = 0;
+    float lows[64], highs[64]; /* the bounds as floats, once: both roundings keep order, so a block's are the least */
+    for (Py_ssize_t c = 0; c < sp->n_categories; c++)
+        lows[c] = float_at_least(low[c]), highs[c] = float_below(below[c]);
     for (Py_ssize_t b = 0; b < sp->n_blocks; b++) {
-        double from = block_bound(sp, b, low);
-        float low32 = float_at_least(from), high32 = float_below(block_bound(sp, b, below));
-        if (from == INFINITY || low32 > high32)
+        float low32 = block_bound(sp, b, lows), high32 = block_bound(sp, b, highs);
+        if (low32 == INFINITY || low32 > high32)
             continue;
         Py_ssize_t start = sp->block_starts[b], stop = sp->block_stops[b];
         if (!tile_maxima) {
@@ -1069,7 +1074,7 @@ ALWAYS_INLINE void categorise(const Space *sp, Scratch *w, Py_ssize_t first, Py_
 {
     for (Py_ssize_t i = first; i < kept; i++) {
         w->member[i] = reached(sp, w->pattern[i], w->values[i], bound) & sp->searched;
-        w->several[i] = sp->several[w->columns[i]] & w->member[i];
+        w->several[i] = (uint64_t)sp->column_samples[w->columns[i] * sp->record] & w->member[i];
     }
 }
 
@@ -1213,6 +1218,12 @@ ALWAYS_INLINE Py_ssize_t select_row(const Space *sp, const float *values, const 
             Py_ssize_t m = w->rows[e];
             int64_t column = w->columns[w->listed[m]];
             uint64_t key = order_key64(w->sims[m]);
+            int64_t one = sp->column_samples[column * sp->record + 1 + c];
+            if (one >= 0) { /* the column's one sample of the category (most columns) */
+                w->found_keys[count] = key, w->found_sims[count] = w->sims[m];
+                w->found_samples[count++] = one;
+                continue;
+            }
             for (int64_t s = starts[column]; s < starts[column + 1]; s++) {
                 w->found_keys[count] = key, w->found_sims[count] = w->sims[m];
                 w->found_samples[count++] = samples[s];
@@ -1746,10 +1757,10 @@ static int check_space(Py_buffer **a, Py_ssize_t rows, Py_ssize_t n, Py_ssize_t 
 }
 
 /* Scratch for rows of n columns, dim dimensions, `most` samples of one category, `spans` tiles read, the screen's
- * `tiles` and `listed` tiles over all categories (at most 63 categories): one allocation (w->base), carved into
- * 64-byte aligned arrays. */
+ * `tiles` and `listed` tiles over all categories (at most 63 categories) and column records of `record` values:
+ * one allocation (w->base), carved into 64-byte aligned arrays. */
 static int allocate_scratch(Scratch *w, Py_ssize_t n, Py_ssize_t dim, Py_ssize_t most, Py_ssize_t spans,
-                            Py_ssize_t tiles, Py_ssize_t listed)
+                            Py_ssize_t tiles, Py_ssize_t listed, Py_ssize_t record)
 {
     size_t columns = (size_t)n + 1, lines = 0;
 #define PART(field, count) (lines += ((count) * sizeof(*w->field) + 63) / 64)
@@ -1764,7 +1775,7 @@ static int allocate_scratch(Scratch *w, Py_ssize_t n, Py_ssize_t dim, Py_ssize_t
     EACH(q32, (size_t)dim + 1), EACH(span_first, (size_t)spans + 1), EACH(span_last, (size_t)spans + 1);      \
     EACH(span_low, (size_t)spans + 1), EACH(span_high, (size_t)spans + 1), EACH(span_pattern, (size_t)spans + 1); \
     EACH(tile_runs, 2 * (size_t)listed + 2), EACH(tile_run_offsets, (size_t)65), EACH(tile_keys, (size_t)tiles + 1); \
-    EACH(column_several, columns)
+    EACH(column_samples, columns * (size_t)record)
     PARTS(PART);
     if (!(w->base = malloc(64 * lines + 63))) {
         PyErr_NoMemory();
@@ -1777,6 +1788,23 @@ static int allocate_scratch(Scratch *w, Py_ssize_t n, Py_ssize_t dim, Py_ssize_t
 #undef CARVE
 #undef PART
     return 1;
+}
+
+/* Each column's record (Space.column_samples): the categories with several samples on it, then each category's one
+ * sample there, -1 where it has none or -2 where it has several (read through starts then). */
+static void list_column_samples(const Space *sp, int64_t *records)
+{
+    for (Py_ssize_t j = 0; j < sp->n; j++) {
+        int64_t *record = records + j * sp->record;
+        uint64_t several = 0;
+        for (Py_ssize_t c = 0; c < sp->n_categories; c++) {
+            int64_t count = sp->counts[c * sp->n + j];
+            several |= (uint64_t)(count > 1) << c;
+            record[1 + c] = count == 1 ? sp->samples[sp->sample_offsets[c] + sp->starts[c * (sp->n + 1) + j]]
+                                       : count == 0 ? -1 : -2;
+        }
+        record[0] = (int64_t)several;
+    }
 }
 
 /* Each category's tiles (those whose pattern names it) as runs of consecutive tiles, category after category: run r
@@ -1857,19 +1885,17 @@ static PyObject *select_neighbours(PyObject *self, PyObject *args, PyObject *kwa
         Py_ssize_t held = sp.sample_offsets[c + 1] - sp.sample_offsets[c];
         most = held > most ? held : most;
     }
+    sp.record = (sp.n_categories + 1 + 7) / 8 * 8; /* whole cache lines: one line holds a column's samples */
     if (!allocate_scratch(&w, n, dim, most, (n + TILE - 1) / TILE + sp.n_blocks, sp.tiles,
-                          sp.n_categories * sp.tiles))
+                          sp.n_categories * sp.tiles, sp.record))
         goto done;
-    sp.tile_runs = w.tile_runs, sp.tile_run_offsets = w.tile_run_offsets, sp.several = w.column_several;
+    sp.tile_runs = w.tile_runs, sp.tile_run_offsets = w.tile_run_offsets, sp.column_samples = w.column_samples;
     if (sp.tile_patterns)
         list_tile_runs(sp.tile_patterns, sp.tiles, sp.n_categories, w.tile_runs, w.tile_run_offsets);
     sp.searched = 0;
-    memset(w.column_several, 0, (size_t)n * sizeof(uint64_t));
-    for (Py_ssize_t c = 0; c < sp.n_categories; c++) {
+    for (Py_ssize_t c = 0; c < sp.n_categories; c++)
         sp.searched |= (uint64_t)(sp.ks[c] > 0) << c;
-        for (Py_ssize_t j = 0; j < n; j++)
-            w.column_several[j] |= (uint64_t)(sp.counts[c * n + j] > 1) << c;
-    }
+    list_column_samples(&sp, w.column_samples);
     Py_ssize_t failed_row, failed_category = 0;
     int path = vector_path_in_use;
     Py_BEGIN_ALLOW_THREADS
