@@ -607,16 +607,29 @@ ALWAYS_INLINE float kth_largest_splitting(uint32_t *keys, Py_ssize_t n, int64_t 
     return key_value(found);
 }
 
-/* kth_largest_splitting of the keys in runs [runs[2 r], runs[2 r + 1]) of keys, r < n_runs, copied to `chosen`. */
+/* kth_largest_splitting of the keys in runs [runs[2 r], runs[2 r + 1]) of keys, r < n_runs, copied to `chosen`.
+ * A `hint` (a key near the answer, or 0 for none) splits them first: the answer is then looked for among the keys
+ * on its side, most often the few above it, rather than by passes over all of them. */
 ALWAYS_INLINE float kth_largest_of_runs(const uint32_t *keys, const int64_t *runs, Py_ssize_t n_runs, int64_t k,
-                                        int floor, uint32_t *chosen, uint32_t *spare, int path)
+                                        int floor, uint32_t hint, uint32_t *chosen, uint32_t *spare, int path)
 {
     Py_ssize_t n = 0;
     for (Py_ssize_t r = 0; r < n_runs; r++) {
         memcpy(chosen + n, keys + runs[2 * r], (size_t)(runs[2 * r + 1] - runs[2 * r]) * sizeof(uint32_t));
         n += runs[2 * r + 1] - runs[2 * r];
     }
-    return kth_largest_splitting(chosen, n, k, floor, spare, path);
+    if (hint == 0 || k < 1 || n < k)
+        return kth_largest_splitting(chosen, n, k, floor, spare, path);
+    Py_ssize_t high;
+#ifdef X86_64
+    if (path == AVX512)
+        high = split_keys_avx512(chosen, n, hint, spare);
+    else
+#endif
+        high = split_keys_portable(chosen, n, hint, spare);
+    if (high >= k)
+        return kth_largest_splitting(chosen, high, k, floor, spare, path);
+    return kth_largest_splitting(spare, n - high, k - high, floor, chosen, path);
 }
 
 /* maxima[g] = the largest of values[g], values[g + groups], ..., values[g + (width - 1) * groups], and of
@@ -815,6 +828,8 @@ typedef struct {
     const int64_t *column_samples; /* (n, record): per column, bit c set where category c has several samples on it,
                                     * then each category's sample there: that one, -1 for none or -2 for several */
     Py_ssize_t record;
+    const uint64_t *several_columns; /* bit j set where some category has several samples on column j (the records
+                                      * are read for those, and for the candidates whose samples are listed) */
     uint64_t searched;             /* bit c set where category c is searched (K > 0) */
 } Space;
 
@@ -857,7 +872,9 @@ typedef struct {
     int64_t *span_pattern; /* tiles + blocks: its block's categories */
     int64_t *tile_runs, *tile_run_offsets; /* each category's runs of tiles (Space) */
     uint32_t *tile_keys; /* tiles: the order keys of a row's tile maxima */
+    uint32_t hints[64]; /* each category's key of the last row's K-th tile maximum, less a sixteenth (0: none) */
     int64_t *column_samples; /* n * record: each column's samples (Space) */
+    uint64_t *several_columns; /* n / 64 + 1: the columns with several samples of a category (Space) */
     char *base;         /* the allocation that holds them all */
 } Scratch;
 
@@ -886,8 +903,9 @@ ALWAYS_INLINE void first_cuts(const Space *sp, const float *values, const float 
             continue;
         if (tile_maxima) {
             top[c] = kth_largest_of_runs(w->tile_keys, sp->tile_runs + 2 * sp->tile_run_offsets[c],
-                                         sp->tile_run_offsets[c + 1] - sp->tile_run_offsets[c], k, CUT_FLOOR, w->keys,
-                                         w->spare_keys, path);
+                                         sp->tile_run_offsets[c + 1] - sp->tile_run_offsets[c], k, CUT_FLOOR,
+                                         w->hints[c], w->keys, w->spare_keys, path);
+            w->hints[c] = isfinite(top[c]) ? order_key(top[c] - fabsf(top[c]) / 16) : 0;
         } else {
             Py_ssize_t chunks = 0;
             for (Py_ssize_t b = 0; b < sp->n_blocks; b++)
@@ -1074,7 +1092,10 @@ ALWAYS_INLINE void categorise(const Space *sp, Scratch *w, Py_ssize_t first, Py_
 {
     for (Py_ssize_t i = first; i < kept; i++) {
         w->member[i] = reached(sp, w->pattern[i], w->values[i], bound) & sp->searched;
-        w->several[i] = (uint64_t)sp->column_samples[w->columns[i] * sp->record] & w->member[i];
+        int64_t column = w->columns[i];
+        w->several[i] = (sp->several_columns[column >> 6] >> (column & 63)) & 1
+                            ? (uint64_t)sp->column_samples[column * sp->record] & w->member[i]
+                            : 0;
     }
 }
 
@@ -1121,6 +1142,8 @@ ALWAYS_INLINE Py_ssize_t refine_and_keep(const Space *sp, const float *values, c
         best[c] = top[c], none[c] = INFINITY;
     Py_ssize_t first = collect(sp, values, tile_maxima, best, none, w, 0, path);
     categorise(sp, w, 0, first, best);
+    for (Py_ssize_t i = 0; i < first; i++) /* most are neighbours: their samples are read after the products */
+        PREFETCH(sp->column_samples + w->columns[i] * sp->record);
     exact_similarities(sp, q, w, 0, first, path);
     for (Py_ssize_t i = 0; i < first; i++)
         w->refined[i] = float_at_most(w->exact[i]);
@@ -1775,7 +1798,7 @@ static int allocate_scratch(Scratch *w, Py_ssize_t n, Py_ssize_t dim, Py_ssize_t
     EACH(q32, (size_t)dim + 1), EACH(span_first, (size_t)spans + 1), EACH(span_last, (size_t)spans + 1);      \
     EACH(span_low, (size_t)spans + 1), EACH(span_high, (size_t)spans + 1), EACH(span_pattern, (size_t)spans + 1); \
     EACH(tile_runs, 2 * (size_t)listed + 2), EACH(tile_run_offsets, (size_t)65), EACH(tile_keys, (size_t)tiles + 1); \
-    EACH(column_samples, columns * (size_t)record)
+    EACH(column_samples, columns * (size_t)record), EACH(several_columns, columns / 64 + 1)
     PARTS(PART);
     if (!(w->base = malloc(64 * lines + 63))) {
         PyErr_NoMemory();
@@ -1791,9 +1814,11 @@ static int allocate_scratch(Scratch *w, Py_ssize_t n, Py_ssize_t dim, Py_ssize_t
 }
 
 /* Each column's record (Space.column_samples): the categories with several samples on it, then each category's one
- * sample there, -1 where it has none or -2 where it has several (read through starts then). */
-static void list_column_samples(const Space *sp, int64_t *records)
+ * sample there, -1 where it has none or -2 where it has several (read through starts then); and the columns with
+ * several samples of a category, as bits. */
+static void list_column_samples(const Space *sp, int64_t *records, uint64_t *several_columns)
 {
+    memset(several_columns, 0, ((size_t)sp->n / 64 + 1) * sizeof(uint64_t));
     for (Py_ssize_t j = 0; j < sp->n; j++) {
         int64_t *record = records + j * sp->record;
         uint64_t several = 0;
@@ -1804,6 +1829,7 @@ static void list_column_samples(const Space *sp, int64_t *records)
                                        : count == 0 ? -1 : -2;
         }
         record[0] = (int64_t)several;
+        several_columns[j >> 6] |= (uint64_t)(several != 0) << (j & 63);
     }
 }
 
@@ -1890,12 +1916,14 @@ static PyObject *select_neighbours(PyObject *self, PyObject *args, PyObject *kwa
                           sp.n_categories * sp.tiles, sp.record))
         goto done;
     sp.tile_runs = w.tile_runs, sp.tile_run_offsets = w.tile_run_offsets, sp.column_samples = w.column_samples;
+    memset(w.hints, 0, sizeof w.hints);
     if (sp.tile_patterns)
         list_tile_runs(sp.tile_patterns, sp.tiles, sp.n_categories, w.tile_runs, w.tile_run_offsets);
     sp.searched = 0;
     for (Py_ssize_t c = 0; c < sp.n_categories; c++)
         sp.searched |= (uint64_t)(sp.ks[c] > 0) << c;
-    list_column_samples(&sp, w.column_samples);
+    sp.several_columns = w.several_columns;
+    list_column_samples(&sp, w.column_samples, w.several_columns);
     Py_ssize_t failed_row, failed_category = 0;
     int path = vector_path_in_use;
     Py_BEGIN_ALLOW_THREADS
