@@ -559,6 +559,16 @@ static NOINLINE Py_ssize_t split_keys_avx512(uint32_t *keys, Py_ssize_t n, uint3
 }
 #endif
 
+/* split_keys_portable, or its AVX-512 build where `path` asks for it. */
+ALWAYS_INLINE Py_ssize_t split_keys(uint32_t *keys, Py_ssize_t n, uint32_t least, uint32_t *below, int path)
+{
+#ifdef X86_64
+    if (path == AVX512)
+        return split_keys_avx512(keys, n, least, below);
+#endif
+    return split_keys_portable(keys, n, least, below);
+}
+
 /* A lower bound on the k-th largest of the values whose order keys are keys[0:n], exact down to key bit `floor` (0:
  * the k-th largest itself; a higher floor leaves the bits below it 0, so the value may be lower, by less than
  * 2^(floor - 23) of it for floats of one sign); -infinity when there are fewer than k. The key is decided a bit at a
@@ -589,13 +599,7 @@ ALWAYS_INLINE float kth_largest_splitting(uint32_t *keys, Py_ssize_t n, int64_t 
             return key_value(least & ~((1u << floor) - 1));
         }
         uint32_t candidate = found | (1u << bit);
-        Py_ssize_t high;
-#ifdef X86_64
-        if (path == AVX512)
-            high = split_keys_avx512(keys, n, candidate, spare);
-        else
-#endif
-            high = split_keys_portable(keys, n, candidate, spare);
+        Py_ssize_t high = split_keys(keys, n, candidate, spare, path);
         if (high >= k) {
             found = candidate, n = high;
         } else { /* the answer lies below: go on with the lower keys, the higher ones counted */
@@ -620,13 +624,7 @@ ALWAYS_INLINE float kth_largest_of_runs(const uint32_t *keys, const int64_t *run
     }
     if (hint == 0 || k < 1 || n < k)
         return kth_largest_splitting(chosen, n, k, floor, spare, path);
-    Py_ssize_t high;
-#ifdef X86_64
-    if (path == AVX512)
-        high = split_keys_avx512(chosen, n, hint, spare);
-    else
-#endif
-        high = split_keys_portable(chosen, n, hint, spare);
+    Py_ssize_t high = split_keys(chosen, n, hint, spare, path);
     if (high >= k)
         return kth_largest_splitting(chosen, high, k, floor, spare, path);
     return kth_largest_splitting(spare, n - high, k - high, floor, chosen, path);
