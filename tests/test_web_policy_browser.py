@@ -61,6 +61,11 @@ def tiles():
     server.server_close()
 
 
+#: How long a page may take to fall quiet after it has drawn: its last requests can wait many seconds on a busy
+#: shared machine, so longer than the pages' default wait of 15 s.
+IDLE_MS = 60_000
+
+
 @pytest.fixture(scope="module")
 def app(tmp_path_factory, tiles):
     from percept.data.decode import ImageLimits
@@ -90,7 +95,7 @@ def test_the_page_loads_its_tiles_and_nothing_is_refused(app, browser_page):
     page.goto(url + "/")
     page.wait_for_selector("body[data-ready=true]")
     page.wait_for_function("() => [...document.querySelectorAll('img.leaflet-tile')].some(i => i.naturalWidth > 0)")
-    page.wait_for_load_state("networkidle")
+    page.wait_for_load_state("networkidle", timeout=IDLE_MS)
     assert refused == []
 
 
@@ -100,7 +105,7 @@ def test_the_docs_work_under_their_policy(app, browser_page, path, rendered, all
     (_, url), (page, refused) = app, browser_page
     page.goto(url + path)
     page.wait_for_selector(rendered)
-    page.wait_for_load_state("networkidle")
+    page.wait_for_load_state("networkidle", timeout=IDLE_MS)
     assert [text for text in refused if not any(host in text for host in allowed)] == []
 
 
