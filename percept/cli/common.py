@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import logging
 import os
 import sys
 from collections.abc import Callable, Iterator
+from typing import NoReturn
 
 from percept.errors import PerceptError
 from percept.model.conformal import check_level
@@ -16,6 +18,14 @@ from percept.model.conformal import check_level
 USAGE_ERROR = 2
 #: Exit status of a program whose output pipe closed early (killed by SIGPIPE, as the shell reports it).
 CLOSED_PIPE = 141
+
+
+def exit_with(status: int) -> NoReturn:
+    """End the process with ``status`` (a command's console script ends so). Whatever the run left in memory is
+    frozen first, so that the interpreter's last collection does not walk it (numpy's, pandas' and pyarrow's
+    objects: about 0.1 s at every exit); the process frees it all at once."""
+    gc.freeze()
+    sys.exit(status)
 
 
 def report_errors(main: Callable[[], int | None]) -> int:

@@ -7,12 +7,13 @@ errors instead of tracebacks.
 from __future__ import annotations
 
 import random
-import sys
+from typing import NoReturn
 
 from percept.categories import CATEGORIES
 from percept.cli.common import (
     ArgumentParser,
     add_version_argument,
+    exit_with,
     k_list,
     progress_bar,
     report_errors,
@@ -105,5 +106,11 @@ def main(argv: list[str] | None = None) -> int:
     return report_errors(lambda: run(build_parser().parse_args(argv)))  # --help, too, may meet a closed pipe
 
 
+def console() -> NoReturn:
+    """The ``clip_retrieval_knn`` console script: :func:`main` on the command line, ending the process with its
+    status."""
+    exit_with(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

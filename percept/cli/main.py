@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import importlib
 import sys
+from typing import NoReturn
 
-from percept.cli.common import ArgumentParser, add_version_argument, report_errors
+from percept.cli.common import ArgumentParser, add_version_argument, exit_with, report_errors
 
 SUBCOMMANDS = ("sample", "encode", "evaluate", "card", "predict", "rate", "prompts", "map", "serve", "survey",
                "fetch_images", "collect", "environment", "suggest")
@@ -37,6 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     return report_errors(lambda: _run(argv))  # parsing inside too: --help may meet a closed pipe
 
 
+def console() -> NoReturn:
+    """The ``percept`` console script: :func:`main` on the command line, ending the process with its status."""
+    exit_with(main())
+
+
 def _run(argv: list[str]) -> int:
     parser = build_parser(argv)
     args = parser.parse_args(argv)
@@ -47,4 +53,4 @@ def _run(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    console()
