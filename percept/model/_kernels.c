@@ -772,6 +772,24 @@ static NOINLINE void count_ranks_avx512(const uint64_t *keys, Py_ssize_t count, 
 }
 #endif
 
+/* For each of keys[0:count], how many keys are above it and how many equal it, into counted[2 i] and
+ * counted[2 i + 1] (without branches; AVX-512 where `path` asks for it). */
+ALWAYS_INLINE void count_ranks(const uint64_t *keys, Py_ssize_t count, Py_ssize_t *counted, int path)
+{
+#ifdef X86_64
+    if (path == AVX512) {
+        count_ranks_avx512(keys, count, counted);
+        return;
+    }
+#endif
+    for (Py_ssize_t i = 0; i < count; i++) {
+        Py_ssize_t above = 0, equal = 0;
+        for (Py_ssize_t j = 0; j < count; j++)
+            above += keys[j] > keys[i], equal += keys[j] == keys[i];
+        counted[2 * i] = above, counted[2 * i + 1] = equal;
+    }
+}
+
 /* The first k of count samples (similarity order keys, samples, similarities) by (similarity descending, sample
  * ascending), into index and similarity: each one's rank is how many come before it, counted without branches (a
  * sort mispredicts most of its comparisons); samples of equal similarity, rare, are then counted one by one.
@@ -779,20 +797,10 @@ static NOINLINE void count_ranks_avx512(const uint64_t *keys, Py_ssize_t count, 
 ALWAYS_INLINE void first_by_rank(const uint64_t *keys, const int64_t *samples, const double *sims, Py_ssize_t count,
                                  int64_t k, int64_t *index, double *similarity, int path)
 {
-#ifdef X86_64
     Py_ssize_t counted[2 * RANKED];
-    if (path == AVX512)
-        count_ranks_avx512(keys, count, counted);
-#endif
+    count_ranks(keys, count, counted, path);
     for (Py_ssize_t i = 0; i < count; i++) {
-        Py_ssize_t above = 0, equal = 0;
-#ifdef X86_64
-        if (path == AVX512)
-            above = counted[2 * i], equal = counted[2 * i + 1];
-        else
-#endif
-            for (Py_ssize_t j = 0; j < count; j++)
-                above += keys[j] > keys[i], equal += keys[j] == keys[i];
+        Py_ssize_t above = counted[2 * i], equal = counted[2 * i + 1];
         if (equal > 1)
             for (Py_ssize_t j = 0; j < count; j++)
                 above += keys[j] == keys[i] && (samples[j] < samples[i] || (samples[j] == samples[i] && j < i));

@@ -180,7 +180,7 @@ def _read_arrays(path: Path) -> tuple[dict[str, np.ndarray], QuotientRows | None
     quotients = stored_quotients(arrays, held) if held else None
 
     def rebuilt(category: str) -> np.ndarray | None:
-        """The category's vectors divided back, where they are its member's very bytes."""
+        """The category's vectors rebuilt from the quotient rows, where they are its member's very bytes."""
         assert quotients is not None
         vectors = quotients.vectors(quotients.rows[category])
         return vectors if same_bytes(path, f"{category}_vecs", vectors) else None
