@@ -29,7 +29,7 @@ PART_SIZE = 100_000
 POINTS = 1_000_000
 CLICKS = 300
 LIMIT_QUERIES = 16_384
-#: Runs of ``percept rate`` per benchmark: the best is set beside the products' best passes.
+#: Runs of ``percept rate`` per benchmark, each between two measurements of the products.
 RATE_RUNS = 3
 TARGET_SHARE = 0.8
 #: The share of the bfloat16 product's rate that rating aims for (its screen runs on bfloat16 AMX tiles).
@@ -114,51 +114,59 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def rate_runs(model: str, queries, runs: int = RATE_RUNS) -> list[tuple[float, float, float]]:
-    """(seconds, peak MB, CPU seconds) of ``runs`` runs of ``percept rate`` on the same inputs."""
-    out = BENCH_DIR / "rated.parquet"
-    figures = []
-    for _ in range(runs):
-        cpu = children_cpu()
-        seconds, peak, _ = measure([console_script("percept"), "rate", "--model", model, "-e", str(queries),
-                                    "--out", str(out), "--quiet"], BENCH_DIR)
-        figures.append((seconds, peak, children_cpu() - cpu))
-    return figures
+def rate_run(model: str, queries) -> tuple[float, float, float]:
+    """(seconds, peak MB, CPU seconds) of one run of ``percept rate``."""
+    cpu = children_cpu()
+    seconds, peak, _ = measure([console_script("percept"), "rate", "--model", model, "-e", str(queries),
+                                "--out", str(BENCH_DIR / "rated.parquet"), "--quiet"], BENCH_DIR)
+    return seconds, peak, children_cpu() - cpu
+
+
+def bracketed(figures: list[float], limits: list[float]) -> list[float]:
+    """Each run's figure over the faster of the limits measured just before and just after it."""
+    return [figure / max(limits[i], limits[i + 1]) for i, figure in enumerate(figures)]
+
+
+def percentages(shares: list[float]) -> str:
+    return ", ".join(f"{share:.0%}" for share in shares)
 
 
 def rating() -> None:
-    """Rating's best run of three beside the products measured before and after them (each product's figure
-    is itself its best of two), and every run's share."""
+    """``RATE_RUNS`` runs of ``percept rate``, each between two measurements of the bare products of its shapes
+    (each the best of two passes), so that a change in the machine's speed moves a run and its limits together:
+    each run's share of the faster product beside it, and the best."""
     survey = benchmark_survey()
     model = export_model(survey)
     queries = query_embeddings()
     limits, bf16 = [product_limit(model)], [bfloat16_limit(model)]
-    runs = rate_runs(model, queries)
-    limits.append(product_limit(model))
-    bf16.append(bfloat16_limit(model))
+    runs = []
+    for _ in range(RATE_RUNS):
+        runs.append(rate_run(model, queries))
+        limits.append(product_limit(model))
+        bf16.append(bfloat16_limit(model))
     rates = [QUERIES / seconds for seconds, _, _ in runs]
-    rate, limit, peak = max(rates), max(limits), max(p for _, p, _ in runs)
-    seconds = ", ".join(f"{s:.1f}" for s, _, _ in runs)
+    shares = bracketed(rates, limits)
     print(f"  percept rate: {QUERIES:,} vectors x {SURVEY_DIM} dims against the 20,000-image model (K=40): "
-          f"{rate:,.0f} vectors/s in the best of {len(runs)} runs ({seconds} s), peak {peak:,.0f} MB "
+          f"{max(rates):,.0f} vectors/s in the best of {len(runs)} runs "
+          f"({', '.join(f'{seconds:.1f}' for seconds, _, _ in runs)} s), peak {max(p for _, p, _ in runs):,.0f} MB "
           f"(goal < {TARGET_PEAK_MB:,.0f} MB)")
-    print(f"    limit: the bare float32 product of the same shapes allows {limit:,.0f} vectors/s in this run "
-          f"(measured before and after: {min(limits):,.0f}-{max(limits):,.0f}); rate reaches {rate / limit:.0%} "
-          f"of it (every run: {min(rates) / limit:.0%}-{rate / limit:.0%}; goal >= {TARGET_SHARE:.0%})")
+    print(f"    limit: the bare float32 product of the same shapes allows {min(limits):,.0f}-{max(limits):,.0f} "
+          f"vectors/s, measured before and after each run; each run reaches {percentages(shares)} of the faster "
+          f"beside it, {max(shares):.0%} at best (goal >= {TARGET_SHARE:.0%})")
     products = [figures for figures in bf16 if figures is not None]
-    if len(products) == 2:
+    if len(products) == len(bf16):
         walls, per_cpu = [wall for wall, _ in products], [vectors for _, vectors in products]
-        fastest = max(walls)
+        shares = bracketed(rates, walls)
         print(f"    limit: the bare bfloat16 product of the same shapes (the screen's arithmetic) allows "
-              f"{fastest:,.0f} vectors/s in this run (before and after: {min(walls):,.0f}-{fastest:,.0f}); rate "
-              f"reaches {rate / fastest:.0%} of the faster, {rate / min(walls):.0%} of the slower (every run "
-              f"against the faster: {', '.join(f'{r / fastest:.0%}' for r in rates)}; goal >= "
-              f"{TARGET_BF16_SHARE:.0%})")
-        cpu = min(c for _, _, c in runs)
-        print(f"    per second of CPU time (less moved by other jobs on the machine): rate {QUERIES / cpu:,.0f} "
-              f"vectors ({cpu:.1f} s of CPU in the leanest run, start and output included; every run: "
-              f"{', '.join(f'{c:.1f}' for _, _, c in runs)} s), the bfloat16 product {min(per_cpu):,.0f}-"
-              f"{max(per_cpu):,.0f}: {QUERIES / cpu / max(per_cpu):.0%}-{QUERIES / cpu / min(per_cpu):.0%}")
+              f"{min(walls):,.0f}-{max(walls):,.0f} vectors/s, measured before and after each run; each run reaches "
+              f"{percentages(shares)} of the faster beside it, {max(shares):.0%} at best; the fastest run "
+              f"{max(rates) / max(walls):.0%} of the fastest product (goal >= {TARGET_BF16_SHARE:.0%})")
+        cpu_rates = [QUERIES / cpu for _, _, cpu in runs]
+        print(f"    per second of CPU time (less moved by other jobs on the machine): rate "
+              f"{', '.join(f'{rate:,.0f}' for rate in cpu_rates)} vectors ("
+              f"{', '.join(f'{cpu:.1f}' for _, _, cpu in runs)} s of CPU, start and output included), the bfloat16 "
+              f"product {min(per_cpu):,.0f}-{max(per_cpu):,.0f}: each run {percentages(bracketed(cpu_rates, per_cpu))} "
+              f"of the faster beside it")
 
 
 def pure_rating() -> None:
