@@ -128,6 +128,7 @@ def bracketed(figures: list[float], limits: list[float]) -> list[float]:
 
 
 def percentages(shares: list[float]) -> str:
+    """The shares as whole percentages, in order."""
     return ", ".join(f"{share:.0%}" for share in shares)
 
 
